@@ -1,12 +1,15 @@
 """Detection algorithms for poisoned tabular rows.
 
 Nothing in this package imports Prefect: every detector is usable alone with
-numpy and pandas. Importing the package registers the built-in detectors.
+numpy and pandas. Built-in detectors register themselves when
+``detectors.base.get_detector`` or ``registered_detectors`` first needs them,
+so importing the package stays cheap.
 """
 from detectors.base import (
     FINDING_COLUMNS,
     Detector,
     DetectorError,
+    conformal_p_values,
     empty_findings,
     get_detector,
     make_findings,
@@ -14,14 +17,11 @@ from detectors.base import (
     registered_detectors,
 )
 
-# Importing the modules registers their detectors.
-from detectors import outliers as _outliers  # noqa: F401,E402
-from detectors import label_flips as _label_flips  # noqa: F401,E402
-
 __all__ = [
     "FINDING_COLUMNS",
     "Detector",
     "DetectorError",
+    "conformal_p_values",
     "empty_findings",
     "get_detector",
     "make_findings",

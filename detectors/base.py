@@ -137,6 +137,16 @@ class Detector(BaseEstimator):
         raise NotImplementedError
 
 _REGISTRY: dict[str, type[Detector]] = {}
+BUILTIN_MODULES = ("detectors.outliers", "detectors.label_flips")
+
+
+def _load_builtins() -> None:
+    # Imported on first use: PyOD and cleanlab are slow to import, and a CLI
+    # that only prints --help or an error should not pay for them.
+    import importlib
+
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
 
 def register(cls: type[Detector]) -> type[Detector]:
     """Class decorator: make a detector available by its ``name``."""
@@ -147,10 +157,12 @@ def register(cls: type[Detector]) -> type[Detector]:
 
 def registered_detectors() -> dict[str, type[Detector]]:
     """Return a copy of the name -> class registry."""
+    _load_builtins()
     return dict(_REGISTRY)
 
 def get_detector(name: str, **params) -> Detector:
     """Instantiate a registered detector by name with ``params``."""
+    _load_builtins()
     try:
         cls = _REGISTRY[name]
     except KeyError:
