@@ -1,0 +1,326 @@
+"""Writing a run's output: clean and quarantine files, report, provenance, signature.
+
+Writing and signing happen together or not at all: everything is written into
+a hidden sibling folder, signed there, the quarantined rows are committed to
+the store in one transaction, and only then is the folder renamed to its final
+name. An interrupted run leaves nothing that looks finished, and a failed one
+loses no quarantine rows.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines import __version__
+from pipelines.errors import BatchRejected
+from pipelines.report import render_report
+from pipelines.signing import ensure_state_key, sign_folder
+from pipelines.store import QuarantineStore
+
+CLEAN_FILE = "clean.parquet"
+QUARANTINE_FILE = "quarantine.parquet"
+PROVENANCE_FILE = "provenance.json"
+REPORT_FILE = "report.html"
+SIGNATURE_FILE = "signature.sig"
+FINDING_LIST_COLUMNS = ("poisonguard_checks", "poisonguard_scores", "poisonguard_p_values", "poisonguard_reasons")
+LIBRARIES = ("great_expectations", "pyod", "cleanlab", "scikit-learn", "pandas", "numpy", "prefect", "model-signing")
+
+
+@dataclass
+class RunHandle:
+    """A run recorded in the quarantine store."""
+
+    run_id: str
+    store: QuarantineStore
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a finished run produced, for the CLI and the flow's caller."""
+
+    run_id: str
+    out: Optional[Path]
+    rows_in: int
+    kept: int
+    quarantined: int
+    per_check: list[dict]
+    key_path: Optional[Path]
+    key_created: bool
+    work_seconds: float
+    notes: list[str] = field(default_factory=list)
+    status: str = "succeeded"  # or "rejected": a batch-level check failed
+    batch_failures: list[str] = field(default_factory=list)
+    report: Optional[Path] = None
+
+    def rejection(self) -> BatchRejected:
+        """The error a caller raises for a rejected batch."""
+        listing = "; ".join(self.batch_failures[:5])
+        return BatchRejected(f"batch rejected, no output was written: {listing} (report: {self.report})")
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def open_run(inputs, started_at: datetime) -> RunHandle:
+    """Record the run and its batch files in the store."""
+    settings = inputs.settings
+    store = QuarantineStore(settings.store_url)
+    reference_digest = inputs.reference.files[0]["digest"] if inputs.reference is not None else None
+    run_id = store.start_run(
+        dataset=settings.config.dataset.name,
+        config=json.loads(settings.model_dump_json()),
+        tool_version=__version__,
+        reference_digest=reference_digest,
+    )
+    for info in inputs.batch.files:
+        store.record_batch(run_id, path=info["path"], digest=info["digest"], rows=info["rows"])
+    return RunHandle(run_id=run_id, store=store, started_at=started_at)
+
+
+def close_failed_run(run: RunHandle, error: BaseException) -> None:
+    """Mark a run failed unless it was already closed (rejected)."""
+    try:
+        if run.store.get_run(run.run_id).get("status") == "running":
+            run.store.finish_run(run.run_id, status="failed", counts={"error": str(error)[:2000]})
+    except Exception:  # the original error matters more than bookkeeping
+        pass
+
+
+def reject_batch(run: RunHandle, inputs, outcomes, work_started: float) -> "RunSummary":
+    """Close the run as rejected and keep its report in the state folder; nothing is published."""
+    from pipelines.run import decide
+
+    failures = [f for o in outcomes for f in o.batch_failures]
+    decision = decide(inputs, outcomes)
+    folder = inputs.settings.state_dir / "rejected" / run.run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    report = folder / REPORT_FILE
+    report.write_text(_report(inputs, outcomes, decision, run, status="rejected", batch_failures=failures))
+    run.store.finish_run(
+        run.run_id, status="rejected", counts={"batch_failures": failures, "rows_in": len(inputs.batch.raw)}
+    )
+    return RunSummary(
+        run_id=run.run_id,
+        out=None,
+        rows_in=int(len(inputs.batch.raw)),
+        kept=0,
+        quarantined=int(len(inputs.batch.raw)),
+        per_check=json.loads(decision.per_check.to_json(orient="records")) if len(decision.per_check) else [],
+        key_path=None,
+        key_created=False,
+        work_seconds=time.perf_counter() - work_started,
+        notes=decision.notes,
+        status="rejected",
+        batch_failures=failures,
+        report=report,
+    )
+
+
+def publish(run: RunHandle, inputs, outcomes, decision, work_started: float) -> RunSummary:
+    """Write, sign, store and reveal the run's output folder."""
+    settings = inputs.settings
+    out = settings.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.partial-{run.run_id[:8]}"
+    staging.mkdir()
+    try:
+        if settings.key is not None:
+            key_path, key_created = settings.key, False
+        else:
+            key_path, key_created = ensure_state_key(settings.state_dir)
+        quarantined_rows = _write_data(staging, inputs, decision)
+        (staging / REPORT_FILE).write_text(_report(inputs, outcomes, decision, run, status="succeeded"), encoding="utf-8")
+        counts = _counts(inputs, decision)
+        provenance = _provenance(inputs, outcomes, decision, run, counts, staging)
+        (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        sign_folder(staging, key_path, signature_name=SIGNATURE_FILE)
+        run.store.add_quarantined(
+            run.run_id,
+            dataset=settings.config.dataset.name,
+            rows=quarantined_rows,
+            findings=decision.flagged,
+            row_id_column=inputs.id_column,
+            batch_digest_by_row=_digest_by_row(inputs),
+        )
+        if out.exists():
+            raise FileExistsError(f"{out}: appeared while the run was writing; the output is left in {staging}")
+        os.rename(staging, out)
+    except BaseException:
+        if staging.exists() and not out.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    run.store.finish_run(run.run_id, status="succeeded", output_dir=str(out), counts=counts)
+    return RunSummary(
+        run_id=run.run_id,
+        out=out,
+        rows_in=counts["rows_in"],
+        kept=counts["kept"],
+        quarantined=counts["quarantined"],
+        per_check=counts["per_check"],
+        key_path=key_path,
+        key_created=key_created,
+        work_seconds=time.perf_counter() - work_started,
+        notes=decision.notes,
+        report=out / REPORT_FILE,
+    )
+
+
+def clean_frame(inputs, kept_ids: list[str]) -> pd.DataFrame:
+    """Kept rows with their original columns; text cells of numeric columns as numbers."""
+    raw = inputs.batch.raw
+    typed = inputs.batch_typed.typed
+    clean = raw.copy()
+    for column, kind in inputs.kinds.items():
+        # Kept rows parsed cleanly, so their numbers equal the text they came from.
+        if kind == "numeric" and not pd.api.types.is_numeric_dtype(raw[column]):
+            clean[column] = typed[column]
+    mask = inputs.batch.row_ids.isin(set(kept_ids)).to_numpy()
+    return clean[mask].reset_index(drop=True)
+
+
+def quarantine_frame(inputs, decision) -> pd.DataFrame:
+    """Quarantined rows as they came in, plus the checks, scores and reasons that flagged each."""
+    raw = inputs.batch.raw
+    ids = inputs.batch.row_ids
+    mask = ids.isin(set(decision.quarantined_ids)).to_numpy()
+    rows = raw[mask].reset_index(drop=True)
+    grouped = {row_id: group for row_id, group in decision.flagged.groupby("row_id", sort=False)}
+    lists = {name: [] for name in FINDING_LIST_COLUMNS}
+    for row_id in rows[inputs.id_column].astype(str):
+        group = grouped[row_id]
+        lists["poisonguard_checks"].append(group["check"].tolist())
+        lists["poisonguard_scores"].append([float(v) for v in group["score"]])
+        lists["poisonguard_p_values"].append([None if np.isnan(v) else float(v) for v in group["p_value"]])
+        lists["poisonguard_reasons"].append(group["reason"].tolist())
+    for name, values in lists.items():
+        rows[name] = pd.Series(values, dtype=object)
+    return rows
+
+
+def _write_data(folder: Path, inputs, decision) -> pd.DataFrame:
+    clean = clean_frame(inputs, decision.kept_ids)
+    quarantine = quarantine_frame(inputs, decision)
+    _write_parquet(clean, folder / CLEAN_FILE)
+    _write_parquet(quarantine, folder / QUARANTINE_FILE)
+    return quarantine.drop(columns=list(FINDING_LIST_COLUMNS))
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    try:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # JSON Lines can mix numbers and text in one column; keep every value,
+        # as text, rather than lose the row.
+        frame = frame.copy()
+        for column in frame.columns:
+            if frame[column].dtype == object and column not in FINDING_LIST_COLUMNS:
+                frame[column] = frame[column].map(lambda v: None if v is None or v is pd.NA else str(v))
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    pq.write_table(table, path)
+
+
+def _digest_by_row(inputs) -> dict[str, str]:
+    return dict(zip(inputs.batch.row_ids, inputs.batch.source_digest))
+
+
+def _counts(inputs, decision) -> dict:
+    per_check = json.loads(decision.per_check.to_json(orient="records")) if len(decision.per_check) else []
+    return {
+        "rows_in": int(len(inputs.batch.raw)),
+        "kept": len(decision.kept_ids),
+        "quarantined": len(decision.quarantined_ids),
+        "per_check": per_check,
+    }
+
+
+def _provenance(inputs, outcomes, decision, run: RunHandle, counts: dict, folder: Path) -> dict:
+    from pipelines.batch_io import file_digest
+
+    settings = inputs.settings
+    finished = utc_now()
+    return {
+        "tool": {"name": "poisonguard", "version": __version__, "python": platform.python_version()},
+        "libraries": {name: _version(name) for name in LIBRARIES},
+        "run_id": run.run_id,
+        "dataset": settings.config.dataset.name,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": finished.isoformat(),
+        "inputs": {
+            "batches": inputs.batch.files,
+            "reference": inputs.reference.files[0] if inputs.reference is not None else None,
+            "row_id_column": inputs.id_column,
+            "row_ids_generated": inputs.batch.id_generated,
+            "column_kinds": inputs.kinds,
+        },
+        "config": json.loads(settings.config.model_dump_json()),
+        "command": sys.argv,
+        "expectation_suite": {
+            "source": inputs.suite_source,
+            "suite": inputs.suite.to_json_dict() if inputs.suite is not None else None,
+        },
+        "checks": [
+            {"name": o.name, "kind": o.kind, "rows_checked": o.rows_checked, "seconds": round(o.seconds, 3), **o.details}
+            for o in outcomes
+        ],
+        "counts": counts,
+        "notes": decision.notes,
+        "outputs": {
+            name: {"sha256": file_digest(folder / name)}
+            for name in (CLEAN_FILE, QUARANTINE_FILE, REPORT_FILE)
+        },
+    }
+
+
+def _report(inputs, outcomes, decision, run: RunHandle, *, status: str, batch_failures=()) -> str:
+    settings = inputs.settings
+    findings = pd.concat([o.findings for o in outcomes], ignore_index=True) if outcomes else decision.flagged
+    raw = inputs.batch.raw
+    quarantined = raw[inputs.batch.row_ids.isin(set(decision.quarantined_ids)).to_numpy()]
+    reference = settings.config.dataset.reference
+    summary = {
+        "dataset": settings.config.dataset.name,
+        "status": status,
+        "batch files": ", ".join(f"{f['path']} ({f['rows']} rows, sha256 {f['digest'][:12]}…)" for f in inputs.batch.files),
+        "rows in": len(raw),
+        "kept": len(decision.kept_ids),
+        "quarantined": len(decision.quarantined_ids),
+        "trusted reference": str(reference) if reference else "none: detectors calibrated on the batch itself",
+        "expectation suite": inputs.suite_source,
+        "alpha (per detector)": settings.config.detection.alpha,
+        "run id": run.run_id,
+        "started": run.started_at.isoformat(timespec="seconds"),
+        "tool version": __version__,
+    }
+    return render_report(
+        title=f"poisonguard report: {settings.config.dataset.name}",
+        summary=summary,
+        per_check=decision.per_check,
+        findings=findings,
+        quarantined=quarantined,
+        row_id_column=inputs.id_column,
+        notes=decision.notes,
+        batch_failures=list(batch_failures),
+    )
+
+
+def _version(distribution: str) -> Optional[str]:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
