@@ -1,0 +1,419 @@
+"""The quarantine store: runs, batches and quarantined rows in a SQL database.
+
+Every run of the pipeline is recorded (``runs``), with the batches it read
+(``batches``) and one ``quarantine`` entry per quarantined row: its original
+values, the checks that flagged it and their evidence. Reviewers later release
+or reject entries; each such decision is kept in ``decisions``.
+
+Any SQLAlchemy URL works; the default is a SQLite file in the state folder.
+For SQLite the store turns on WAL and a busy timeout so a pipeline run and a
+review session (two processes) can share the file.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import (
+    Column, DateTime, Float, ForeignKey, Integer, MetaData, String, Table, Text,
+    UniqueConstraint, create_engine, event, func, insert, literal, select, update,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.types import TypeDecorator
+
+from pipelines.errors import InputError
+
+RUN_STATUSES = ("running", "succeeded", "failed", "rejected")
+FINISHED_STATUSES = RUN_STATUSES[1:]
+# Seconds a SQLite writer waits for another process's lock before failing.
+SQLITE_BUSY_TIMEOUT = 30
+
+
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware UTC datetime on every backend.
+
+    SQLite has no time zones and returns naive values; this stores UTC and
+    hands back aware UTC datetimes so callers never guess.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}; the store needs timezone-aware datetimes")
+        return value.astimezone(dt.timezone.utc)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+
+
+metadata = MetaData()
+
+runs = Table(
+    "runs", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("dataset", Text, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Column("status", String(16), nullable=False),
+    Column("output_dir", Text),
+    Column("reference_digest", String(64)),
+    Column("config_json", Text, nullable=False),
+    Column("counts_json", Text, nullable=False),
+    Column("tool_version", String(64), nullable=False),
+)
+
+batches = Table(
+    "batches", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(36), ForeignKey("runs.id"), nullable=False, index=True),
+    Column("path", Text, nullable=False),
+    Column("digest", String(64), nullable=False, index=True),
+    Column("rows", Integer, nullable=False),
+)
+
+quarantine = Table(
+    "quarantine", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(36), ForeignKey("runs.id"), nullable=False),
+    Column("dataset", Text, nullable=False),
+    Column("row_id", Text, nullable=False),
+    Column("batch_digest", String(64)),
+    Column("row_json", Text, nullable=False),
+    Column("checks", Text, nullable=False),
+    Column("score", Float),
+    Column("p_value", Float),
+    Column("findings_json", Text, nullable=False),
+    Column("status", String(16), nullable=False, default="pending", index=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("run_id", "row_id", name="uq_quarantine_run_row"),
+)
+
+decisions = Table(
+    "decisions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("quarantine_id", Integer, ForeignKey("quarantine.id"), nullable=False, index=True),
+    Column("status_before", String(16), nullable=False),
+    Column("status_after", String(16), nullable=False),
+    Column("reviewer", Text, nullable=False),
+    Column("note", Text),
+    Column("decided_at", UTCDateTime, nullable=False),
+)
+
+
+def utc_now() -> dt.datetime:
+    """The current time as an aware UTC datetime."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert ``value`` to plain JSON types, recursively.
+
+    numpy scalars become Python numbers, NaN / NA / NaT / None become
+    ``None``, timestamps and dates ISO 8601 strings, bytes hex, and anything
+    else unknown its ``str``, so a stored row never fails to serialise.
+    """
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(key): to_jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset, np.ndarray, pd.Series)):
+        return [to_jsonable(item) for item in value]
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) or math.isinf(value) else float(value)
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, (dt.datetime, dt.date, dt.time, pd.Timestamp)):
+        return value.isoformat()
+    if isinstance(value, (pd.Timedelta, dt.timedelta)):
+        return pd.Timedelta(value).isoformat()
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).hex()
+    if isinstance(value, np.generic):
+        return to_jsonable(value.item())
+    return str(value)
+
+
+def dumps(value: Any) -> str:
+    """Strict JSON (no NaN) of ``value`` after :func:`to_jsonable`."""
+    return json.dumps(to_jsonable(value), allow_nan=False, ensure_ascii=False)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # WAL lets readers and one writer work at once across processes; the busy
+    # timeout makes a second writer wait instead of failing immediately.
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT * 1000}")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
+def _make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url)
+    database = parsed.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+class QuarantineStore:
+    """Runs, batches and quarantined rows in the database at ``url``.
+
+    Parameters
+    ----------
+    url : str
+        SQLAlchemy URL, e.g. ``sqlite:///.poisonguard/quarantine.db``. Tables
+        are created if missing; for SQLite the parent folder too.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _make_engine(url)
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+    def __enter__(self) -> "QuarantineStore":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+    def _where(self) -> str:
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    # ------------------------------------------------------------------ runs
+
+    def start_run(
+        self, *, dataset: str, config: dict, tool_version: str, reference_digest: Optional[str] = None
+    ) -> str:
+        """Record a new run with status ``"running"``; return its id (uuid4 text)."""
+        run_id = str(uuid.uuid4())
+        with self.engine.begin() as connection:
+            connection.execute(insert(runs).values(
+                id=run_id, dataset=dataset, started_at=utc_now(), status="running",
+                reference_digest=reference_digest, config_json=dumps(config),
+                counts_json="{}", tool_version=tool_version,
+            ))
+        return run_id
+
+    def record_batch(self, run_id: str, *, path: str, digest: str, rows: int) -> None:
+        """Record that run ``run_id`` read ``rows`` rows from ``path`` (sha256 ``digest``)."""
+        with self.engine.begin() as connection:
+            self._require_run(connection, run_id)
+            connection.execute(insert(batches).values(run_id=run_id, path=str(path), digest=digest, rows=int(rows)))
+
+    def finish_run(self, run_id: str, *, status: str, output_dir: Optional[str] = None, counts: dict) -> None:
+        """Close run ``run_id`` with a final ``status`` and its ``counts``.
+
+        ``status`` is one of ``"succeeded"``, ``"failed"``, ``"rejected"``.
+        """
+        if status not in FINISHED_STATUSES:
+            raise ValueError(f"run status {status!r}: expected one of {', '.join(FINISHED_STATUSES)}")
+        with self.engine.begin() as connection:
+            self._require_run(connection, run_id)
+            connection.execute(update(runs).where(runs.c.id == run_id).values(
+                status=status, finished_at=utc_now(),
+                output_dir=None if output_dir is None else str(output_dir), counts_json=dumps(counts),
+            ))
+
+    def get_run(self, run_id: str) -> dict:
+        """Return run ``run_id`` as a dict; ``config`` and ``counts`` decoded."""
+        with self.engine.connect() as connection:
+            row = connection.execute(select(runs).where(runs.c.id == run_id)).mappings().first()
+        if row is None:
+            raise InputError(f"no run {run_id!r} in the quarantine store {self._where()}")
+        record = {key: value for key, value in row.items() if key not in ("config_json", "counts_json")}
+        record["config"] = json.loads(row["config_json"])
+        record["counts"] = json.loads(row["counts_json"])
+        return record
+
+    def _require_run(self, connection, run_id: str) -> None:
+        if connection.execute(select(runs.c.id).where(runs.c.id == run_id)).first() is None:
+            raise InputError(f"no run {run_id!r} in the quarantine store {self._where()}")
+
+    # ------------------------------------------------------------ quarantine
+
+    def add_quarantined(
+        self,
+        run_id: str,
+        *,
+        dataset: str,
+        rows: pd.DataFrame,
+        findings: pd.DataFrame,
+        row_id_column: str,
+        batch_digest_by_row: Optional[dict] = None,
+    ) -> int:
+        """Quarantine ``rows`` with their ``findings``, all or none.
+
+        Parameters
+        ----------
+        run_id : str
+        dataset : str
+        rows : pandas.DataFrame, shape (n_rows, n_columns)
+            The quarantined rows' original columns, including ``row_id_column``.
+        findings : pandas.DataFrame with columns ``FINDING_COLUMNS``
+            Findings about these rows; only those with ``flagged`` true are
+            kept, batch-level ones (empty ``row_id``) are ignored. Every row
+            needs at least one.
+        row_id_column : str
+        batch_digest_by_row : dict of str to str, optional
+            sha256 of the batch each row came from, by row id.
+
+        Returns
+        -------
+        int
+            Number of entries stored (``n_rows``).
+
+        Raises
+        ------
+        InputError
+            A row has no flagged finding, a finding names an unknown row, a
+            row id repeats, or a row is already quarantined in this run
+            (nothing is stored then).
+        """
+        entries = _quarantine_entries(run_id, dataset, rows, findings, row_id_column, batch_digest_by_row or {})
+        if not entries:
+            return 0
+        try:
+            with self.engine.begin() as connection:
+                self._require_run(connection, run_id)
+                connection.execute(insert(quarantine), entries)
+        except IntegrityError:
+            # The transaction has rolled back; say which rows collided.
+            row_ids = [entry["row_id"] for entry in entries]
+            with self.engine.connect() as connection:
+                taken = connection.execute(select(quarantine.c.row_id).where(
+                    quarantine.c.run_id == run_id, quarantine.c.row_id.in_(row_ids))).scalars().all()
+            raise InputError(
+                f"run {run_id}: rows already quarantined: {', '.join(sorted(taken)) or '(unknown)'}; "
+                "none of this call's rows were stored"
+            ) from None
+        return len(entries)
+
+    def list_quarantine(
+        self,
+        *,
+        run_id: Optional[str] = None,
+        status: Optional[str] = None,
+        check: Optional[str] = None,
+        limit: Optional[int] = None,
+        offset: int = 0,
+    ) -> list[dict]:
+        """Quarantine entries, oldest first, filtered by run, status and check.
+
+        Each dict has the table's columns with the JSON decoded: ``row``
+        (original values, NaN as None), ``checks`` (list of check names) and
+        ``findings`` (list of ``{check, score, p_value, reason}``).
+        """
+        query = select(quarantine).order_by(quarantine.c.id).offset(offset)
+        if run_id is not None:
+            query = query.where(quarantine.c.run_id == run_id)
+        if status is not None:
+            query = query.where(quarantine.c.status == status)
+        if check is not None:
+            # Exact name match inside the comma-joined list (no prefix hits).
+            padded = literal(",") + quarantine.c.checks + literal(",")
+            needle = f",{check},"
+            if self.engine.dialect.name == "sqlite":
+                # SQLite's LIKE ignores case; instr() compares exactly.
+                query = query.where(func.instr(padded, needle) > 0)
+            else:
+                query = query.where(padded.contains(needle, autoescape=True))
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as connection:
+            records = connection.execute(query).mappings().all()
+        return [_decode_entry(record) for record in records]
+
+    def count_quarantine(self, run_id: Optional[str] = None) -> int:
+        """Number of quarantine entries (of one run when ``run_id`` is given)."""
+        query = select(func.count()).select_from(quarantine)
+        if run_id is not None:
+            query = query.where(quarantine.c.run_id == run_id)
+        with self.engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
+
+def _decode_entry(record) -> dict:
+    entry = {key: value for key, value in record.items() if key not in ("row_json", "findings_json", "checks")}
+    entry["row"] = json.loads(record["row_json"])
+    entry["checks"] = record["checks"].split(",") if record["checks"] else []
+    entry["findings"] = json.loads(record["findings_json"])
+    return entry
+
+
+def _optional_float(value) -> Optional[float]:
+    value = to_jsonable(value)
+    return None if value is None else float(value)
+
+
+def _quarantine_entries(
+    run_id: str, dataset: str, rows: pd.DataFrame, findings: pd.DataFrame,
+    row_id_column: str, batch_digest_by_row: dict,
+) -> list[dict]:
+    """Build one insert dict per row; validate before touching the database."""
+    if row_id_column not in rows.columns:
+        raise InputError(f"quarantined rows have no id column {row_id_column!r}")
+    row_ids = rows[row_id_column].astype(str)
+    repeated = sorted(set(row_ids[row_ids.duplicated()]))
+    if repeated:
+        raise InputError(f"row ids repeat among the quarantined rows: {', '.join(repeated)}")
+    flagged = findings[findings["flagged"].astype(bool)] if "flagged" in findings.columns else findings
+    flagged = flagged.assign(row_id=flagged["row_id"].astype(str))
+    # Batch-level findings (empty row id) describe the run, not a row.
+    flagged = flagged[flagged["row_id"] != ""]
+    unknown = sorted(set(flagged["row_id"]) - set(row_ids))
+    if unknown:
+        raise InputError(f"findings name rows that are not being quarantined: {', '.join(unknown)}")
+    bad_checks = sorted({name for name in flagged["check"].astype(str) if "," in name})
+    if bad_checks:
+        raise InputError(f"check names may not contain commas: {', '.join(bad_checks)}")
+    by_row = {row_id: group for row_id, group in flagged.groupby("row_id", sort=False)}
+    created_at = utc_now()
+    entries = []
+    for row_id, values in zip(row_ids, rows.to_dict(orient="records")):
+        group = by_row.get(row_id)
+        if group is None:
+            raise InputError(f"row {row_id}: no flagged finding says why it is quarantined")
+        scores = [s for s in (_optional_float(v) for v in group["score"]) if s is not None]
+        p_values = [p for p in (_optional_float(v) for v in group["p_value"]) if p is not None]
+        checks = list(dict.fromkeys(group["check"].astype(str)))  # unique, first-seen order
+        entries.append({
+            "run_id": run_id, "dataset": dataset, "row_id": row_id,
+            "batch_digest": batch_digest_by_row.get(row_id),
+            "row_json": dumps(values),
+            "checks": ",".join(checks),
+            "score": max(scores) if scores else None,
+            "p_value": min(p_values) if p_values else None,
+            "findings_json": dumps([
+                {"check": str(f["check"]), "score": f["score"], "p_value": f["p_value"], "reason": str(f["reason"])}
+                for f in group.to_dict(orient="records")
+            ]),
+            "status": "pending",
+            "created_at": created_at,
+        })
+    return entries
