@@ -35,8 +35,8 @@ _FINDING_COLUMNS = ["row_id", "check", "score", "p_value", "flagged", "reason"]
 
 HISTOGRAM_BINS = 30
 # Geometry of one histogram, in SVG user units (the chart scales to the page).
-_WIDTH, _HEIGHT = 640, 230
-_LEFT, _RIGHT, _TOP, _BOTTOM = 56, 14, 12, 46
+_WIDTH, _HEIGHT = 640, 240
+_LEFT, _RIGHT, _TOP, _BOTTOM = 56, 26, 24, 46
 # A bar holding at least one row is drawn at least this tall, so a single
 # flagged row in the tail stays visible next to a bin of thousands.
 _MIN_BAR = 2.0
@@ -272,6 +272,8 @@ def histogram_geometry(scores: np.ndarray, flagged: np.ndarray, bins: int = HIST
     bar_w = plot_w / bins
     for index in range(bins):
         clean, hit = int(clean_counts[index]), int(flagged_counts[index])
+        if clean + hit == 0:
+            continue
         clean_h, hit_h = height_of(clean), height_of(hit)
         chart["bars"].append(
             {
@@ -296,7 +298,14 @@ def histogram_geometry(scores: np.ndarray, flagged: np.ndarray, bins: int = HIST
     flagged_values = values[marks]
     if flagged_values.size:
         smallest = float(flagged_values.min())
-        chart["threshold"] = {"x": x_of(smallest), "label": f"{smallest:.4g}"}
+        x = x_of(smallest)
+        # Put the line's label on whichever side of it has room.
+        chart["threshold"] = {
+            "x": x,
+            "label": f"{smallest:.4g}",
+            "text_x": round(x + 4 if x < _LEFT + plot_w * 0.6 else x - 4, 2),
+            "anchor": "start" if x < _LEFT + plot_w * 0.6 else "end",
+        }
     return chart
 
 
