@@ -1,0 +1,344 @@
+"""Infer a Great Expectations suite from a trusted reference, and keep it on disk.
+
+GX 1.x has no profiler, so poisonguard writes the suite itself: for every
+column of the trusted reference it records that the column exists, its kind
+(numeric or categorical) as a type list, that it has no empty values when the
+reference had none, the reference's range widened by a margin (numeric) or its
+value set (categorical with few values; the label always). Every expectation
+carries ``meta`` saying which reference statistics its numbers came from, and
+the suite's ``meta["poisonguard"]`` records the label, the id column and each
+column's kind, so a reviewer can read (and edit) ``expectations/suites/NAME.json``
+and the pipeline can read the kinds back with :func:`column_kinds`.
+
+Categorical columns (and the label) are compared as text: value sets hold
+``str(value)``, and :func:`expectations.validate.validate_frame` converts
+those columns to text before validating, so an integer label ``0`` in a
+Parquet file and ``"0"`` read from CSV meet the same expectation.
+"""
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Optional
+
+import numpy as np
+import pandas as pd
+
+from pipelines.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    import great_expectations as gx
+
+# great_expectations is imported inside the functions that need it: it takes
+# about two seconds to import, which a CLI printing --help or an error should
+# not pay (the same reason detectors load PyOD lazily).
+
+NUMERIC, CATEGORICAL = "numeric", "categorical"
+# GX resolves each name with np.dtype(name) or getattr(pandas, name); pandas'
+# nullable dtypes are only found under their class names ("Int64Dtype"), not
+# under their dtype strings ("Int64"), so the class names are listed too.
+NUMERIC_TYPES = [
+    "int8", "int16", "int32", "int64",
+    "uint8", "uint16", "uint32", "uint64",
+    "float16", "float32", "float64",
+    "Int8Dtype", "Int16Dtype", "Int32Dtype", "Int64Dtype",
+    "UInt8Dtype", "UInt16Dtype", "UInt32Dtype", "UInt64Dtype",
+    "Float32Dtype", "Float64Dtype",
+]  # fmt: skip
+# validate_frame hands categorical columns to GX as object columns of str;
+# "str"/"string"/"StringDtype" document intent for readers and other engines
+# (GX 1.24 does not match pandas 3's default "str" dtype against any name).
+CATEGORICAL_TYPES = ["object", "str", "string", "StringDtype", "CategoricalDtype"]
+ROLE_LABEL, ROLE_ID, ROLE_IGNORED = "label", "id", "ignored"
+
+
+def infer_suite(
+    reference: pd.DataFrame,
+    *,
+    name: str,
+    label: str,
+    id_column: Optional[str] = None,
+    numeric: Optional[list[str]] = None,
+    categorical: Optional[list[str]] = None,
+    ignore: Iterable[str] = (),
+    range_margin: float = 0.1,
+    max_categories: int = 50,
+) -> gx.ExpectationSuite:
+    """Infer an expectation suite from a trusted reference frame.
+
+    Parameters
+    ----------
+    reference : DataFrame, shape (n_rows, n_columns)
+        Trusted rows; must contain ``label``. May or may not contain
+        ``id_column``.
+    name : str
+        Suite name (also the file stem under ``expectations/suites/``).
+    label : str
+        The label column: always gets a value set and a not-null expectation,
+        and is always categorical.
+    id_column : str, optional
+        Row id column: required to exist in a batch, otherwise unchecked.
+    numeric, categorical : list of str, optional
+        Column kinds; other columns are numeric when their dtype is numeric
+        (booleans are categorical), categorical otherwise.
+    ignore : iterable of str
+        Columns only required to exist.
+    range_margin : float
+        Numeric ranges are ``[min - m * (max - min), max + m * (max - min)]``
+        with ``m = range_margin``; a constant column ``v`` is widened by
+        ``m * (|v| or 1)``.
+    max_categories : int
+        Categorical columns with more distinct values get no value set.
+
+    Returns
+    -------
+    great_expectations.ExpectationSuite
+        Not attached to any Data Context.
+
+    Raises
+    ------
+    InputError
+        The reference is empty, lacks the label or a named column, or a
+        column named numeric holds values that are not numbers.
+    ConfigError
+        A column is named both numeric and categorical, or the margin is
+        negative.
+    """
+    import great_expectations as gx
+
+    numeric_set, categorical_set = set(numeric or ()), set(categorical or ())
+    ignored = set(ignore)
+    _check_arguments(reference, label, numeric_set, categorical_set, ignored, range_margin)
+
+    E = gx.expectations
+    columns = [str(c) for c in reference.columns]
+    required = columns + ([id_column] if id_column and id_column not in columns else [])
+    expectations = [
+        E.ExpectTableColumnsToMatchSet(
+            column_set=required, exact_match=False, meta={"inferred_from": "reference"}
+        )
+    ]
+    kinds: dict[str, str] = {}
+    for column in required:
+        role = _role(column, label, id_column, ignored)
+        expectations.append(E.ExpectColumnToExist(column=column, meta=_meta(role=role)))
+        if role in (ROLE_ID, ROLE_IGNORED):
+            continue
+        series = reference[column]
+        kind = _kind(series, column, label, numeric_set, categorical_set)
+        kinds[column] = kind
+        expectations.extend(_column_expectations(series, column, kind, role, range_margin, max_categories))
+
+    meta = {
+        "poisonguard": {
+            "label": label,
+            "id_column": id_column,
+            "kinds": kinds,
+            "inferred_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "reference_rows": int(len(reference)),
+        }
+    }
+    return gx.ExpectationSuite(name=name, expectations=expectations, meta=meta)
+
+
+def column_kinds(suite: gx.ExpectationSuite) -> dict[str, str]:
+    """Return ``{column: "numeric" | "categorical"}`` recorded in a suite.
+
+    Reads ``meta["poisonguard"]["kinds"]``; for a suite without it (written
+    by hand or by another tool), falls back to the type-list expectations:
+    a column whose type list accepts ``float64`` is numeric.
+    """
+    recorded = (suite.meta or {}).get("poisonguard", {}).get("kinds")
+    if recorded:
+        return {str(column): str(kind) for column, kind in recorded.items()}
+    kinds = {}
+    for expectation in suite.expectations:
+        configuration = expectation.configuration
+        if configuration.type == "expect_column_values_to_be_in_type_list":
+            type_list = configuration.kwargs.get("type_list") or []
+            kinds[configuration.kwargs["column"]] = NUMERIC if "float64" in type_list else CATEGORICAL
+    return kinds
+
+
+def save_suite(suite: gx.ExpectationSuite, path) -> Path:
+    """Write a suite as stable, reviewable JSON (indent 2, sorted keys, final newline).
+
+    Returns
+    -------
+    pathlib.Path
+        The path written; parent folders are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(suite_json(suite), encoding="utf-8")
+    return path
+
+
+def suite_json(suite: gx.ExpectationSuite) -> str:
+    """Return the exact text :func:`save_suite` writes."""
+    return json.dumps(suite.to_json_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def load_suite(path) -> gx.ExpectationSuite:
+    """Read a suite written by :func:`save_suite` (or by GX itself).
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, is not JSON, or holds an expectation GX does not
+        accept (named with its position and the reason). GX alone would log
+        and drop such an expectation, silently weakening the suite.
+    """
+    import great_expectations as gx
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: expectation suite file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{path}: not a readable JSON expectation suite ({error})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data["name"]:
+        raise ConfigError(f"{path}: an expectation suite must be a JSON object with a non-empty 'name'")
+    raw_expectations = data.get("expectations") or []
+    if not isinstance(raw_expectations, list):
+        raise ConfigError(f"{path}: 'expectations' must be a list")
+    configurations = []
+    for position, raw in enumerate(raw_expectations):
+        try:
+            configuration = ExpectationConfiguration(**raw)
+            configuration.to_domain_obj()  # what ExpectationSuite would try, but loudly
+        except Exception as error:  # GX raises pydantic, KeyError, its own types...
+            kind = raw.get("type", "?") if isinstance(raw, dict) else "?"
+            raise ConfigError(f"{path}: expectation #{position + 1} ({kind}) is not valid: {error}") from None
+        configurations.append(configuration)
+    try:
+        return gx.ExpectationSuite(
+            name=data["name"],
+            expectations=configurations,
+            suite_parameters=data.get("suite_parameters"),
+            meta=data.get("meta"),
+            notes=data.get("notes"),
+            id=data.get("id"),
+        )
+    except Exception as error:
+        raise ConfigError(f"{path}: not a valid expectation suite ({error})") from None
+
+
+def _check_arguments(reference, label, numeric_set, categorical_set, ignored, range_margin) -> None:
+    if len(reference) == 0:
+        raise InputError("the reference has no rows: cannot infer expectations from it")
+    if label not in reference.columns:
+        raise InputError(f"the reference has no label column {label!r}")
+    both = sorted(numeric_set & categorical_set)
+    if both:
+        raise ConfigError(f"column(s) {', '.join(map(repr, both))} are listed as both numeric and categorical")
+    absent = sorted((numeric_set | categorical_set | ignored) - set(reference.columns))
+    if absent:
+        raise InputError(f"the reference has no column(s) {', '.join(map(repr, absent))}")
+    if not range_margin >= 0:
+        raise ConfigError(f"range_margin must be >= 0, got {range_margin!r}")
+
+
+def _role(column, label, id_column, ignored) -> Optional[str]:
+    if column == label:
+        return ROLE_LABEL
+    if column == id_column:
+        return ROLE_ID
+    if column in ignored:
+        return ROLE_IGNORED
+    return None
+
+
+def _kind(series, column, label, numeric_set, categorical_set) -> str:
+    # A class label is a category even when stored as integers.
+    if column == label or column in categorical_set:
+        return CATEGORICAL
+    if column in numeric_set:
+        return NUMERIC
+    dtype = series.dtype
+    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+        return NUMERIC
+    return CATEGORICAL
+
+
+def _column_expectations(series, column, kind, role, range_margin, max_categories) -> list:
+    import great_expectations as gx
+
+    E = gx.expectations
+    null_count = int(series.isna().sum())
+    type_list = NUMERIC_TYPES if kind == NUMERIC else CATEGORICAL_TYPES
+    found = [
+        E.ExpectColumnValuesToBeInTypeList(
+            column=column,
+            type_list=list(type_list),
+            meta=_meta(role=role, kind=kind, reference_dtype=str(series.dtype)),
+        )
+    ]
+    if null_count == 0 or role == ROLE_LABEL:
+        found.append(
+            E.ExpectColumnValuesToNotBeNull(
+                column=column, meta=_meta(role=role, reference_null_count=null_count)
+            )
+        )
+    if kind == NUMERIC:
+        between = _range_expectation(series, column, range_margin)
+        if between is not None:
+            found.append(between)
+        return found
+    values = sorted({as_text(value) for value in series.dropna()})
+    if role == ROLE_LABEL or len(values) <= max_categories:
+        found.append(
+            E.ExpectColumnValuesToBeInSet(
+                column=column,
+                value_set=values,
+                meta=_meta(role=role, reference_distinct_values=len(values)),
+            )
+        )
+    return found
+
+
+def _range_expectation(series, column, range_margin):
+    try:
+        values = pd.to_numeric(series.dropna(), errors="raise").astype(float).to_numpy()
+    except (TypeError, ValueError):
+        raise InputError(f"reference column {column!r} is named numeric but holds values that are not numbers") from None
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return None  # all empty or infinite: nothing to bound
+    low, high = float(finite.min()), float(finite.max())
+    spread = high - low if high > low else abs(low) or 1.0
+    minimum = low - range_margin * spread
+    maximum = high + range_margin * spread
+    # An infinite value in the trusted data means that side is unbounded;
+    # an overflowed bound (huge spreads) is no bound either.
+    if np.isneginf(values).any() or not math.isfinite(minimum):
+        minimum = None
+    if np.isposinf(values).any() or not math.isfinite(maximum):
+        maximum = None
+    from great_expectations.expectations import ExpectColumnValuesToBeBetween
+
+    return ExpectColumnValuesToBeBetween(
+        column=column,
+        min_value=minimum,
+        max_value=maximum,
+        meta=_meta(reference_min=low, reference_max=high, range_margin=float(range_margin)),
+    )
+
+
+def as_text(value) -> str:
+    """How a categorical value is compared: ``str`` of the Python scalar."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return str(value)
+
+
+def _meta(*, role: Optional[str] = None, **facts) -> dict:
+    meta = {"inferred_from": "reference"}
+    if role is not None:
+        meta["role"] = role
+    meta.update(facts)
+    return meta
