@@ -1,0 +1,128 @@
+"""The run's stages wired without Prefect, on tiny seeded data with known poison."""
+import json
+
+import pandas as pd
+import pytest
+
+from pipelines import publish
+from pipelines.errors import InputError
+from pipelines.run import execute
+from pipelines.settings import make_settings
+from pipelines.signing import verify_folder
+from pipelines.store import QuarantineStore
+from tests.tiny_data import BROKEN_NUMBER, FAR_AWAY, FLIPPED, POISONED, UNKNOWN_COLOUR, write_tiny_dataset
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return write_tiny_dataset(tmp_path / "data")
+
+
+def run_tiny(tiny, tmp_path, **options):
+    settings = make_settings([tiny["batch"]], out=tmp_path / "out", config_path=tiny["config"], **options)
+    return settings, execute(settings)
+
+
+def test_every_row_ends_in_exactly_one_of_clean_and_quarantine(tiny, tmp_path):
+    settings, summary = run_tiny(tiny, tmp_path)
+    clean = pd.read_parquet(summary.out / publish.CLEAN_FILE)
+    quarantine = pd.read_parquet(summary.out / publish.QUARANTINE_FILE)
+    batch = pd.read_csv(tiny["batch"], dtype=str)
+    assert sorted([*clean["id"], *quarantine["id"]]) == sorted(batch["id"])
+    assert not set(clean["id"]) & set(quarantine["id"])
+    assert (summary.rows_in, summary.kept + summary.quarantined) == (45, 45)
+    # Clean rows keep the original columns, with numbers as numbers.
+    assert list(clean.columns) == ["id", "x", "y", "shade", "label"]
+    assert clean["x"].dtype == float
+
+
+def test_each_kind_of_poison_is_caught_by_the_right_check(tiny, tmp_path):
+    _, summary = run_tiny(tiny, tmp_path)
+    quarantine = pd.read_parquet(summary.out / publish.QUARANTINE_FILE).set_index("id")
+    assert set(POISONED) <= set(quarantine.index)
+    # At alpha = 0.01 per detector, three detectors: at most a couple of clean rows flagged.
+    assert len(set(quarantine.index) - set(POISONED)) <= 2
+    checks = quarantine["poisonguard_checks"].map(list)
+    assert "expectation.parsable_type" in checks[BROKEN_NUMBER]
+    assert quarantine.loc[BROKEN_NUMBER, "x"] == "oops"  # quarantine keeps the original text
+    assert "expectation.values_to_be_in_set" in checks[UNKNOWN_COLOUR]
+    assert {"outlier.ecod", "expectation.values_to_be_between"} <= set(checks[FAR_AWAY])
+    for row_id in FLIPPED:
+        assert "label.trusted_model" in checks[row_id], row_id
+    reasons = list(quarantine.loc[FLIPPED[0], "poisonguard_reasons"])
+    assert any("label" in reason for reason in reasons)
+
+
+def test_output_is_signed_and_provenance_is_complete(tiny, tmp_path):
+    settings, summary = run_tiny(tiny, tmp_path)
+    verified = verify_folder(summary.out, settings.state_dir / "keys" / "public.pem")
+    assert set(verified.files) == {"clean.parquet", "quarantine.parquet", "provenance.json", "report.html"}
+    assert summary.key_created
+    provenance = json.loads((summary.out / "provenance.json").read_text())
+    assert provenance["inputs"]["batches"][0]["rows"] == 45
+    assert provenance["expectation_suite"]["source"].startswith("inferred from the reference")
+    assert [c["name"] for c in provenance["checks"]] == [
+        "expectations",
+        "outlier.ecod",
+        "label.trusted_model",
+        "label.confident_learning",
+    ]
+    assert provenance["counts"]["kept"] + provenance["counts"]["quarantined"] == 45
+    assert provenance["libraries"]["pyod"]
+    assert "private" not in json.dumps(provenance).lower()
+    report = (summary.out / "report.html").read_text()
+    assert "outlier.ecod" in report and FAR_AWAY in report
+
+
+def test_quarantine_store_holds_every_quarantined_row(tiny, tmp_path):
+    settings, summary = run_tiny(tiny, tmp_path)
+    store = QuarantineStore(settings.store_url)
+    run = store.get_run(summary.run_id)
+    assert run["status"] == "succeeded" and run["output_dir"] == str(summary.out)
+    entries = store.list_quarantine(run_id=summary.run_id)
+    assert sorted(e["row_id"] for e in entries) == sorted(pd.read_parquet(summary.out / "quarantine.parquet")["id"])
+    far = next(e for e in entries if e["row_id"] == FAR_AWAY)
+    assert far["row"]["x"] == "60.0" and far["status"] == "pending"
+    assert {f["check"] for f in far["findings"]} >= {"outlier.ecod"}
+
+
+def test_a_batch_with_a_column_of_the_wrong_type_is_rejected_whole(tiny, tmp_path):
+    batch = pd.read_csv(tiny["batch"], dtype=str)
+    batch["y"] = "not a number"
+    batch.to_csv(tiny["batch"], index=False)
+    settings, summary = run_tiny(tiny, tmp_path)
+    assert summary.status == "rejected" and summary.out is None
+    assert not (tmp_path / "out").exists()
+    assert "column 'y' should be numeric" in str(summary.rejection())
+    assert summary.report.exists()
+    assert QuarantineStore(settings.store_url).get_run(summary.run_id)["status"] == "rejected"
+
+
+def test_without_reference_detectors_calibrate_on_the_batch(tiny, tmp_path):
+    tiny["config"].write_text('[dataset]\nname = "tiny"\nlabel = "label"\nid = "id"\n')
+    _, summary = run_tiny(tiny, tmp_path)
+    assert any("No trusted reference" in note for note in summary.notes)
+    quarantine = pd.read_parquet(summary.out / publish.QUARANTINE_FILE)
+    assert {FAR_AWAY, BROKEN_NUMBER} <= set(quarantine["id"])
+
+
+def test_a_failure_while_publishing_leaves_no_output_and_marks_the_run(tiny, tmp_path, monkeypatch):
+    def broken_sign(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(publish, "sign_folder", broken_sign)
+    settings = make_settings([tiny["batch"]], out=tmp_path / "out", config_path=tiny["config"])
+    with pytest.raises(OSError, match="disk full"):
+        execute(settings)
+    assert list(tmp_path.glob("*out*")) == []
+    store = QuarantineStore(settings.store_url)
+    runs = store.list_runs() if hasattr(store, "list_runs") else None
+    assert store.count_quarantine() == 0
+    if runs is not None:
+        assert runs[-1]["status"] == "failed"
+
+
+def test_existing_output_folder_is_refused(tiny, tmp_path):
+    (tmp_path / "out").mkdir()
+    with pytest.raises(InputError, match="output folder already exists"):
+        make_settings([tiny["batch"]], out=tmp_path / "out", config_path=tiny["config"])
