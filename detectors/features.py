@@ -1,0 +1,251 @@
+"""Turn a mixed-type batch into the numeric feature matrix detectors work on.
+
+Detectors (``detectors.outliers``, ``detectors.label_flips``) expect a purely
+numeric matrix whose columns a reviewer can read. ``FeatureEncoder`` builds it
+from a typed pandas frame, fitted on the trusted reference so that every batch
+is encoded against the same medians, scales and category levels:
+
+* numeric column ``c``: missing values imputed with the reference median, then
+  robust-scaled ``(x - median) / IQR`` (an IQR of 0 becomes 1), plus a
+  ``c__missing`` 0/1 column for **every** numeric column. The indicator is
+  kept even when the reference has no missing values in ``c``: a value missing
+  where trusted data never misses one is evidence of tampering, and the
+  indicator (constant 0 on trusted rows) is what lets detectors see it;
+  imputation alone would hide it.
+* categorical column ``c``: one-hot ``c=<value>`` for each value seen at fit,
+  plus a ``c=<missing>`` level that is always present for the same reason.
+  A value never seen at fit encodes as all zeros for that column. Values are
+  compared as strings, so ``1`` and ``"1"`` are the same level.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pandas.api.types import is_complex_dtype, is_numeric_dtype
+from scipy.sparse import issparse
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from detectors.base import DetectorError
+
+MISSING_LEVEL = "<missing>"
+MISSING_SUFFIX = "__missing"
+
+
+def _as_frame(frame) -> pd.DataFrame:
+    # scikit-learn's estimator checks pass numpy arrays; give them the column
+    # names pandas would (0, 1, ...), so encoding stays name-based.
+    if isinstance(frame, pd.DataFrame):
+        return frame
+    if issparse(frame):
+        raise DetectorError("sparse input is not supported; pass a pandas DataFrame")
+    array = np.asarray(frame)
+    if array.ndim != 2:
+        raise DetectorError(
+            f"expected a 2-D table of features, got an array of shape {array.shape}; "
+            "Reshape your data to one row per record and one column per feature"
+        )
+    return pd.DataFrame(array)
+
+
+def _numeric_values(frame: pd.DataFrame, column) -> np.ndarray:
+    if is_complex_dtype(frame[column]):
+        raise DetectorError(f"Complex data not supported: column {column!r} holds complex numbers; expected real numbers")
+    try:
+        values = pd.to_numeric(frame[column], errors="raise")
+    except (TypeError, ValueError) as error:
+        raise DetectorError(
+            f"column {column!r} should be numeric but holds a value that is not a number ({error})"
+        ) from None
+    values = values.to_numpy(dtype=float, na_value=np.nan)
+    if np.isinf(values).any():
+        raise DetectorError(f"column {column!r} holds an infinite value; expected finite numbers")
+    return values
+
+
+def _category_strings(series: pd.Series) -> np.ndarray:
+    missing = series.isna().to_numpy()
+    values = series.astype(object).to_numpy()
+    strings = np.array([str(value) for value in values], dtype=object)
+    strings[missing] = MISSING_LEVEL
+    return strings
+
+
+class FeatureEncoder(TransformerMixin, BaseEstimator):
+    """Encode a mixed pandas frame as readable, robust-scaled numeric features.
+
+    Parameters
+    ----------
+    numeric : list of str, optional
+        Columns to treat as numbers. ``None`` infers them at fit: every column
+        with a numeric (or boolean) dtype that is not listed in
+        ``categorical``.
+    categorical : list of str, optional
+        Columns to one-hot encode. ``None`` infers them at fit: every column
+        not treated as numeric. When ``categorical`` is given and ``numeric``
+        is not, non-numeric columns outside ``categorical`` are ignored.
+
+    Attributes
+    ----------
+    numeric_columns_ : list
+        Numeric input columns, in output order.
+    categorical_columns_ : list
+        Categorical input columns, in output order.
+    medians_ : dict
+        Reference median of each numeric column (0 when all were missing).
+    scales_ : dict
+        Reference interquartile range of each numeric column (1 when 0).
+    categories_ : dict
+        Levels of each categorical column seen at fit, as strings, sorted,
+        ending with ``"<missing>"``.
+    feature_names_out_ : numpy.ndarray of str, shape (n_features_out,)
+        Output column names: ``c``, ``c__missing`` for numeric columns, then
+        ``c=<value>`` for categorical ones.
+    n_features_in_ : int
+        Number of columns of the fit frame.
+    feature_names_in_ : numpy.ndarray of str
+        Columns of the fit frame, when they were all strings.
+    """
+
+    def __init__(self, numeric=None, categorical=None):
+        self.numeric = numeric
+        self.categorical = categorical
+
+    def fit(self, frame, y=None):
+        """Learn medians, scales and category levels from a reference frame.
+
+        Parameters
+        ----------
+        frame : pandas.DataFrame, shape (n_rows, n_columns)
+            Trusted reference rows (array-likes get columns 0, 1, ...).
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        frame = _as_frame(frame)
+        # Message wording follows scikit-learn's, which its estimator checks expect.
+        if frame.shape[0] == 0:
+            raise DetectorError(
+                f"cannot fit the feature encoder: found 0 sample(s) (shape={frame.shape}) "
+                "while a minimum of 1 is required."
+            )
+        if frame.shape[1] == 0:
+            raise DetectorError(
+                f"cannot fit the feature encoder: found 0 feature(s) (shape={frame.shape}) "
+                "while a minimum of 1 is required."
+            )
+        numeric, categorical = self._resolve_columns(frame)
+        self.numeric_columns_ = numeric
+        self.categorical_columns_ = categorical
+        self.medians_, self.scales_ = {}, {}
+        for column in numeric:
+            values = _numeric_values(frame, column)
+            observed = values[~np.isnan(values)]
+            if observed.size == 0:
+                median, spread = 0.0, 1.0
+            else:
+                median = float(np.median(observed))
+                low, high = np.percentile(observed, [25, 75])
+                spread = float(high - low)
+            self.medians_[column] = median
+            self.scales_[column] = spread if spread > 0 else 1.0
+        self.categories_ = {}
+        for column in categorical:
+            seen = set(_category_strings(frame[column])) - {MISSING_LEVEL}
+            self.categories_[column] = sorted(seen) + [MISSING_LEVEL]
+        names = []
+        for column in numeric:
+            names += [str(column), f"{column}{MISSING_SUFFIX}"]
+        for column in categorical:
+            names += [f"{column}={level}" for level in self.categories_[column]]
+        self.feature_names_out_ = np.asarray(names, dtype=object)
+        self.n_features_in_ = frame.shape[1]
+        if all(isinstance(column, str) for column in frame.columns):
+            self.feature_names_in_ = np.asarray(frame.columns, dtype=object)
+        return self
+
+    def transform(self, frame) -> pd.DataFrame:
+        """Encode rows against the fitted reference.
+
+        Parameters
+        ----------
+        frame : pandas.DataFrame, shape (n_rows, n_columns)
+            Must hold every fitted column; extra columns are ignored.
+
+        Returns
+        -------
+        pandas.DataFrame of float64, shape (n_rows, n_features_out), with
+        columns ``feature_names_out_`` and the index of ``frame``.
+        """
+        check_is_fitted(self, "feature_names_out_")
+        is_frame = isinstance(frame, pd.DataFrame)
+        frame = _as_frame(frame)
+        if not is_frame and frame.shape[1] != self.n_features_in_:
+            # Without names, columns are matched by position; a different
+            # width means a different table.
+            raise DetectorError(
+                f"X has {frame.shape[1]} features, but FeatureEncoder is expecting "
+                f"{self.n_features_in_} features as input"
+            )
+        self._check_columns(frame, list(self.numeric_columns_) + list(self.categorical_columns_))
+        blocks = []
+        for column in self.numeric_columns_:
+            values = _numeric_values(frame, column)
+            missing = np.isnan(values)
+            filled = np.where(missing, self.medians_[column], values)
+            blocks.append((filled - self.medians_[column]) / self.scales_[column])
+            blocks.append(missing.astype(float))
+        for column in self.categorical_columns_:
+            strings = _category_strings(frame[column])
+            for level in self.categories_[column]:
+                blocks.append((strings == level).astype(float))
+        if blocks:
+            matrix = np.column_stack(blocks)
+        else:
+            matrix = np.empty((len(frame), 0))
+        return pd.DataFrame(matrix, columns=list(self.feature_names_out_), index=frame.index)
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """Return the output column names, shape (n_features_out,)."""
+        check_is_fitted(self, "feature_names_out_")
+        return self.feature_names_out_.copy()
+
+    def _resolve_columns(self, frame: pd.DataFrame) -> tuple[list, list]:
+        numeric = None if self.numeric is None else list(self.numeric)
+        categorical = None if self.categorical is None else list(self.categorical)
+        self._check_columns(frame, (numeric or []) + (categorical or []))
+        if numeric is not None and categorical is not None:
+            both = [column for column in numeric if column in categorical]
+            if both:
+                raise DetectorError(f"column {both[0]!r} is listed as both numeric and categorical")
+        if numeric is None:
+            excluded = set(categorical or [])
+            numeric = [
+                column
+                for column in frame.columns
+                if column not in excluded and is_numeric_dtype(frame[column])
+            ]
+        if categorical is None:
+            excluded = set(numeric)
+            categorical = [column for column in frame.columns if column not in excluded]
+        return numeric, categorical
+
+    @staticmethod
+    def _check_columns(frame: pd.DataFrame, columns) -> None:
+        present = set(frame.columns)
+        for column in columns:
+            if column not in present:
+                raise DetectorError(
+                    f"column {column!r} is missing from the frame; it has columns "
+                    f"{', '.join(map(repr, frame.columns[:20]))}"
+                )
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # Missing values are imputed (and flagged by indicator columns).
+        tags.input_tags.allow_nan = True
+        # transform always returns a float64 DataFrame, whatever came in.
+        tags.transformer_tags.preserves_dtype = []
+        return tags

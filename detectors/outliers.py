@@ -1,0 +1,350 @@
+"""Outlier detectors: rows unlike the trusted reference, with calibrated p-values.
+
+Two registered detectors built on PyOD share one small base class:
+
+``outlier.ecod`` (:class:`ECODOutlierDetector`)
+    ECOD: each feature's empirical tail probability against the reference,
+    summed as ``-log``. Parameter-free and explainable feature by feature.
+``outlier.iforest`` (:class:`IForestOutlierDetector`)
+    Isolation forest: also catches unusual *combinations* of values.
+
+Calibration (``fit``): the trusted rows are split into ``n_folds``; each fold
+is scored by a model fitted on the other folds, and those out-of-fold scores
+are the calibration sample. The final model is fitted on all trusted rows, so
+batch rows are scored by a model at least as good as the calibration models,
+which makes the p-values slightly conservative rather than optimistic.
+
+Scores are row-independent: a row's score does not depend on which other rows
+are scored with it. PyOD's ``ECOD.decision_function`` re-ranks the training
+rows together with the *whole* scored batch, so a batch full of similar
+poisoned rows would mask itself, and chunked scoring would change scores.
+``ECODOutlierDetector`` therefore computes, vectorised, exactly what
+``ECOD.decision_function`` returns for one row scored on its own.
+
+Self-referential mode (``self_findings``, no trusted reference): the batch
+is cross-fitted against itself twice, the second time without the rows above
+a robust cut; see :meth:`_CrossFittedOutlierDetector.self_findings`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pyod.models.ecod import ECOD
+from pyod.models.iforest import IForest
+from sklearn.utils.validation import check_is_fitted
+
+from detectors._crossfit import (
+    check_calibration,
+    cross_fit,
+    feature_matrix,
+    fold_splits,
+    format_p,
+    robust_cut,
+    row_id_array,
+    tail_extrapolated_p_values,
+)
+from detectors.base import Detector, conformal_p_values, make_findings, register
+
+# A feature is named in a reason when at most this share of reference rows is
+# as extreme as the row on that feature (two-sided ECDF tail).
+UNUSUAL_TAIL = 0.05
+MAX_NAMED_FEATURES = 3
+
+
+def tail_probabilities(sorted_reference: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature empirical tail probability of each row against a reference.
+
+    For row value ``x`` of a feature with reference values ``r`` (``n`` rows):
+    ``tail = (1 + min(#{r <= x}, #{r >= x})) / (n + 1)``, the ECDF that PyOD's
+    ECOD computes when ``x`` is appended to the reference.
+
+    Parameters
+    ----------
+    sorted_reference : numpy.ndarray, shape (n_reference, n_features)
+        Reference rows, each column sorted ascending.
+    X : numpy.ndarray, shape (n_rows, n_features)
+
+    Returns
+    -------
+    tails : numpy.ndarray of float, shape (n_rows, n_features), in ``(0, 1]``
+    above : numpy.ndarray of bool, shape (n_rows, n_features)
+        Whether the row is in the upper tail of that feature.
+    """
+    n_reference = sorted_reference.shape[0]
+    at_most = np.empty(X.shape, dtype=float)
+    at_least = np.empty(X.shape, dtype=float)
+    for column in range(X.shape[1]):
+        values = sorted_reference[:, column]
+        at_most[:, column] = np.searchsorted(values, X[:, column], side="right")
+        at_least[:, column] = n_reference - np.searchsorted(values, X[:, column], side="left")
+    tails = (1.0 + np.minimum(at_most, at_least)) / (n_reference + 1.0)
+    return tails, at_least < at_most
+
+
+class _CrossFittedOutlierDetector(Detector):
+    """Shared machinery: cross-fitted calibration, findings, reasons.
+
+    Subclasses set ``name`` and implement ``_fit_model(matrix)`` and
+    ``_model_scores(model, matrix)`` (higher = more outlying).
+
+    Parameters
+    ----------
+    alpha : float
+        Flag a row when its p-value is at most ``alpha`` (about that fraction
+        of clean rows gets flagged).
+    n_folds : int
+        Folds for cross-fitted calibration (at least 2).
+    random_state : int or None
+        Seeds the fold split and any randomised model.
+
+    Attributes
+    ----------
+    model_ : PyOD detector fitted on all reference rows.
+    calibration_scores_ : numpy.ndarray, shape (n_calibration,)
+        Out-of-fold scores of reference rows.
+    reference_sorted_ : numpy.ndarray, shape (n_reference, n_features)
+        Reference rows with each column sorted (explains reasons).
+    feature_names_in_ : numpy.ndarray of str, shape (n_features,)
+    n_features_in_ : int
+    self_referential_ : bool
+        True when fitted by ``self_findings`` (the batch was its own reference).
+    """
+
+    def __init__(self, alpha=0.01, n_folds=5, random_state=0):
+        self.alpha = alpha
+        self.n_folds = n_folds
+        self.random_state = random_state
+
+    def _fit_model(self, matrix: np.ndarray):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _model_scores(self, model, matrix: np.ndarray) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def fit(self, X, y=None):
+        """Fit on trusted rows and calibrate by cross-fitting.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame or array-like, shape (n_trusted, n_features)
+            Numeric features of trusted rows.
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        matrix, names = feature_matrix(X)
+        self.calibration_scores_ = self._cross_fitted_scores(matrix)
+        self._fit_reference(matrix, names, self_referential=False)
+        return self
+
+    def score(self, X, y=None) -> np.ndarray:
+        """Outlier score of each row, shape (n_rows,); higher = more outlying."""
+        check_is_fitted(self, "model_")
+        matrix, _ = feature_matrix(X, feature_names=list(self.feature_names_in_))
+        return self._model_scores(self.model_, matrix)
+
+    def findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
+        """Score and judge batch rows against the fitted reference.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame or array-like, shape (n_rows, n_features)
+        y : ignored
+        row_ids : array-like of str, shape (n_rows,), optional
+            Defaults to the DataFrame index.
+
+        Returns
+        -------
+        pandas.DataFrame with ``FINDING_COLUMNS``, one row per input row.
+        """
+        check_is_fitted(self, "model_")
+        matrix, _ = feature_matrix(X, feature_names=list(self.feature_names_in_))
+        scores = self._model_scores(self.model_, matrix)
+        return self._findings(matrix, scores, row_id_array(row_ids, X, len(matrix)))
+
+    def self_findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
+        """Judge a batch against itself when there is no trusted reference.
+
+        Two passes, so that poisoned rows neither train the reference model
+        nor sit in the calibration sample:
+
+        1. Cross-fit on the whole batch (each row scored by a model that did
+           not see it) and set aside the rows above a robust cut,
+           ``median + 3 * 1.4826 * MAD`` of those scores. Median and MAD
+           ignore up to half the rows, so the cut stays near the clean bulk
+           however the poisoned rows score. Without this pass, a cluster of
+           similar poisoned rows teaches the model that its region is normal.
+        2. Fit as on trusted data, on the rows below the cut: their
+           cross-fitted scores are the calibration sample, and the rows set
+           aside are scored by the final model.
+
+        The calibration sample lacks the clean upper tail that was set aside,
+        so p-values above its upper quartile come from an exponential tail
+        extrapolated from its middle (see
+        ``detectors._crossfit.tail_extrapolated_p_values``). They are
+        estimates, not conformal guarantees: on clean Gaussian batches of
+        2000 rows the flagged share measured 0.1-1.3 % at ``alpha=0.01``, but
+        up to 10 % at ``alpha=0.05`` for the isolation forest in 2-D. Later
+        ``score``/``findings`` calls use this fitted state the same way.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame or array-like, shape (n_rows, n_features)
+        y : ignored
+        row_ids : array-like of str, shape (n_rows,), optional
+
+        Returns
+        -------
+        pandas.DataFrame with ``FINDING_COLUMNS``, one row per input row.
+        """
+        matrix, names = feature_matrix(X)
+        first_pass = self._cross_fitted_scores(matrix)
+        bulk = first_pass <= robust_cut(first_pass)
+        self.calibration_scores_ = self._cross_fitted_scores(matrix[bulk])
+        self._fit_reference(matrix[bulk], names, self_referential=True)
+        scores = np.empty(len(matrix))
+        scores[bulk] = self.calibration_scores_
+        scores[~bulk] = self._model_scores(self.model_, matrix[~bulk])
+        return self._findings(matrix, scores, row_id_array(row_ids, X, len(matrix)))
+
+    def _cross_fitted_scores(self, matrix: np.ndarray) -> np.ndarray:
+        splits = fold_splits(len(matrix), n_folds=self.n_folds, random_state=self.random_state)
+
+        def fit_and_score(train, test):
+            return self._model_scores(self._fit_model(matrix[train]), matrix[test])
+
+        return cross_fit(splits, fit_and_score, len(matrix))
+
+    def _fit_reference(self, matrix: np.ndarray, names, *, self_referential: bool) -> None:
+        check_calibration(
+            len(self.calibration_scores_), self.alpha, self.name, conformal=not self_referential
+        )
+        self.model_ = self._fit_model(matrix)
+        self.reference_sorted_ = np.sort(matrix, axis=0)
+        self.feature_names_in_ = np.asarray(names, dtype=object)
+        self.n_features_in_ = matrix.shape[1]
+        self.self_referential_ = self_referential
+
+    def _findings(self, matrix: np.ndarray, scores: np.ndarray, row_ids: np.ndarray) -> pd.DataFrame:
+        if self.self_referential_:
+            p_values = tail_extrapolated_p_values(self.calibration_scores_, scores)
+        else:
+            p_values = conformal_p_values(self.calibration_scores_, scores)
+        flagged = p_values <= self.alpha
+        bulk = "the bulk of this batch" if self.self_referential_ else "the trusted distribution"
+        reasons = np.array([f"within {bulk} ({format_p(p)})" for p in p_values], dtype=object)
+        for row in np.flatnonzero(flagged):
+            reasons[row] = self._flagged_reason(matrix[row], p_values[row])
+        return make_findings(
+            row_ids=row_ids,
+            check=self.name,
+            scores=scores,
+            p_values=p_values,
+            flagged=flagged,
+            reasons=reasons,
+        )
+
+    def _flagged_reason(self, row: np.ndarray, p_value: float) -> str:
+        population = "the rest of the batch" if self.self_referential_ else "trusted rows"
+        head = f"unusual against {population} ({format_p(p_value)})"
+        details = self._unusual_features(row, population)
+        if not details:
+            return (
+                f"{head}: an unusual combination of values; no single feature is "
+                f"outside the central {1 - 2 * UNUSUAL_TAIL:.0%} of {population}"
+            )
+        return f"{head}: " + "; ".join(details)
+
+    def _unusual_features(self, row: np.ndarray, population: str) -> list[str]:
+        reference = self.reference_sorted_
+        n_reference = reference.shape[0]
+        tails, above = tail_probabilities(reference, row[None, :])
+        tails, above = tails[0], above[0]
+        low, high = reference[int(0.25 * (n_reference - 1))], reference[int(0.75 * (n_reference - 1))]
+        spread = np.where(high - low > 0, high - low, 1.0)
+        distance = np.maximum(row - reference[-1], reference[0] - row) / spread
+        order = np.lexsort((-distance, tails))
+        details = []
+        for column in order[:MAX_NAMED_FEATURES]:
+            if tails[column] > UNUSUAL_TAIL:
+                break
+            details.append(
+                self._describe_feature(column, row[column], bool(above[column]), distance[column], population)
+            )
+        return details
+
+    def _describe_feature(self, column: int, value: float, above: bool, distance: float, population: str) -> str:
+        name = str(self.feature_names_in_[column])
+        values = self.reference_sorted_[:, column]
+        n_reference = len(values)
+        is_binary = np.isin(values, (0.0, 1.0)).all() and value in (0.0, 1.0)
+        if is_binary:
+            # One-hot and missing-indicator columns read better as presence.
+            same = int(np.sum(values == value))
+            share = "no" if same == 0 else f"only {same / n_reference:.1%} of"
+            if name.endswith("__missing"):
+                name = name[: -len("__missing")] + " missing"
+            subject = f"'{name}'" if value == 1.0 else f"not '{name}'"
+            return f"{subject} ({share} {population} are like this)"
+        direction = "above" if above else "below"
+        if distance > 1.0:
+            return f"{name} far {direction} the range of {population}"
+        if distance > 0.0:
+            return f"{name} {direction} the range of {population}"
+        if above:
+            share = np.searchsorted(values, value, side="left") / n_reference
+            return f"{name} higher than {share:.1%} of {population}"
+        share = (n_reference - np.searchsorted(values, value, side="right")) / n_reference
+        return f"{name} lower than {share:.1%} of {population}"
+
+
+@register
+class ECODOutlierDetector(_CrossFittedOutlierDetector):
+    """ECOD outliers (PyOD), calibrated on trusted rows; registered as ``outlier.ecod``.
+
+    Score of a row: ``sum over features of -log(tail)`` with the tail of
+    :func:`tail_probabilities`, identical to ``pyod.models.ecod.ECOD`` scoring
+    that row alone against the reference. A feature's contribution saturates
+    at ``log(n_reference + 1)`` once the value is beyond every reference
+    value, however far beyond: one wild feature among many ordinary ones may
+    not reach ``alpha``. Range expectations catch those rows; so does
+    ``outlier.iforest`` when the value also breaks the joint structure. See
+    :class:`_CrossFittedOutlierDetector` for parameters and attributes.
+    """
+
+    name = "outlier.ecod"
+
+    def _fit_model(self, matrix):
+        # n_jobs=1: the pipeline parallelises over chunks, not inside a model.
+        return ECOD(n_jobs=1).fit(matrix)
+
+    def _model_scores(self, model, matrix):
+        # ECOD keeps its training rows as X_train; rank against them only.
+        # The final model's rows are already sorted in reference_sorted_,
+        # which spares a sort of the reference per scored chunk.
+        if model is getattr(self, "model_", None):
+            sorted_reference = self.reference_sorted_
+        else:
+            sorted_reference = np.sort(model.X_train, axis=0)
+        tails, _ = tail_probabilities(sorted_reference, matrix)
+        return -np.log(tails).sum(axis=1)
+
+
+@register
+class IForestOutlierDetector(_CrossFittedOutlierDetector):
+    """Isolation-forest outliers (PyOD), registered as ``outlier.iforest``.
+
+    Score of a row: PyOD ``IForest.decision_function`` (higher = shorter
+    average isolation path). See :class:`_CrossFittedOutlierDetector` for
+    parameters and attributes.
+    """
+
+    name = "outlier.iforest"
+
+    def _fit_model(self, matrix):
+        return IForest(n_estimators=100, random_state=self.random_state, n_jobs=1).fit(matrix)
+
+    def _model_scores(self, model, matrix):
+        return model.decision_function(matrix)

@@ -1,0 +1,179 @@
+"""Tests of detectors.outliers on small seeded Gaussian data."""
+import numpy as np
+import pandas as pd
+import pytest
+from pyod.models.ecod import ECOD
+from sklearn.base import clone
+
+from detectors.base import FINDING_COLUMNS, DetectorError, get_detector, registered_detectors
+from detectors.outliers import ECODOutlierDetector, IForestOutlierDetector
+
+DETECTORS = [ECODOutlierDetector, IForestOutlierDetector]
+COLUMNS = ["bill_length_mm", "body_mass_g"]
+
+
+def gaussian(n_rows, seed, columns=COLUMNS):
+    return pd.DataFrame(np.random.default_rng(seed).normal(size=(n_rows, len(columns))), columns=columns)
+
+
+@pytest.fixture(scope="module")
+def trusted():
+    return gaussian(1000, seed=0)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    far = pd.DataFrame([[8.0, 8.0], [-7.0, 9.0], [9.0, -8.0]], columns=COLUMNS)
+    frame = pd.concat([gaussian(100, seed=2), far], ignore_index=True)
+    frame.index = [f"row-{index}" for index in range(len(frame))]
+    return frame
+
+
+@pytest.fixture(scope="module")
+def fitted(trusted):
+    return {cls: cls(alpha=0.01).fit(trusted) for cls in DETECTORS}
+
+
+@pytest.mark.parametrize(
+    "cls, expected",
+    [
+        # Clean row 33 sits beyond the 97th percentile on both features
+        # (p=0.007): at alpha=0.01 about 1 in 100 clean rows is flagged.
+        (ECODOutlierDetector, {33, 100, 101, 102}),
+        (IForestOutlierDetector, {100, 101, 102}),
+    ],
+)
+def test_far_rows_are_flagged_exactly(fitted, batch, cls, expected):
+    findings = fitted[cls].findings(batch)
+    assert set(np.flatnonzero(findings["flagged"])) == expected
+    # far beyond every trusted row: the smallest conformal p-value, 1/1001
+    np.testing.assert_allclose(findings["p_value"].iloc[100:], 1 / 1001)
+
+
+@pytest.mark.parametrize("cls", DETECTORS)
+def test_findings_table_shape(fitted, batch, cls):
+    findings = fitted[cls].findings(batch)
+    assert list(findings.columns) == FINDING_COLUMNS
+    assert len(findings) == len(batch)
+    assert list(findings["row_id"]) == list(batch.index)
+    assert (findings["check"] == cls.name).all()
+    assert ((findings["p_value"] > 0) & (findings["p_value"] <= 1)).all()
+    np.testing.assert_allclose(findings["score"], fitted[cls].score(batch))
+    explicit = fitted[cls].findings(batch, row_ids=[f"id{i}" for i in range(len(batch))])
+    assert explicit["row_id"].iloc[0] == "id0"
+
+
+@pytest.mark.parametrize("cls", DETECTORS)
+def test_reasons_name_features_and_p_value(fitted, batch, cls):
+    findings = fitted[cls].findings(batch)
+    far = findings["reason"].iloc[100]
+    assert far.startswith("unusual against trusted rows (p=0.001)")
+    assert "body_mass_g far above the range of trusted rows" in far
+    assert "bill_length_mm far above the range of trusted rows" in far
+    calm = findings.loc[~findings["flagged"], "reason"].iloc[0]
+    assert calm.startswith("within the trusted distribution (p=")
+
+
+def test_reason_describes_indicator_columns():
+    rng = np.random.default_rng(3)
+    trusted = pd.DataFrame(rng.normal(size=(500, 2)), columns=COLUMNS)
+    trusted["body_mass_g__missing"] = 0.0
+    odd = pd.DataFrame([[4.0, 0.0, 1.0]], columns=trusted.columns)
+    findings = ECODOutlierDetector(alpha=0.05).fit(trusted).findings(odd)
+    assert findings["flagged"].iloc[0]
+    assert "'body_mass_g missing' (no trusted rows are like this)" in findings["reason"].iloc[0]
+
+
+@pytest.mark.parametrize("cls", DETECTORS)
+def test_calibration_on_clean_rows(trusted, cls):
+    # Clean rows from the trusted distribution: about alpha of them flagged.
+    clean = gaussian(2000, seed=7)
+    findings = cls(alpha=0.05).fit(trusted).findings(clean)
+    assert 0.02 <= findings["flagged"].mean() <= 0.09
+
+
+def test_ecod_scores_match_pyod_row_by_row(trusted, batch):
+    detector = ECODOutlierDetector().fit(trusted)
+    pyod = ECOD().fit(trusted.to_numpy())
+    rows = batch.to_numpy()[[0, 1, 33, 100, 102]]
+    expected = [pyod.decision_function(row[None, :])[0] for row in rows]
+    np.testing.assert_allclose(detector.score(pd.DataFrame(rows, columns=COLUMNS)), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("cls", DETECTORS)
+def test_scores_do_not_depend_on_the_rest_of_the_batch(fitted, batch, cls):
+    detector = fitted[cls]
+    together = detector.score(batch)
+    alone = np.concatenate([detector.score(batch.iloc[[i]]) for i in (0, 50, 101)])
+    np.testing.assert_allclose(alone, together[[0, 50, 101]])
+
+
+@pytest.mark.parametrize("cls", DETECTORS)
+def test_self_findings_catch_a_poisoned_cluster(cls):
+    rng = np.random.default_rng(11)
+    clean = rng.normal(size=(1000, 2))
+    cluster = rng.normal(loc=4.0, scale=0.3, size=(50, 2))  # 5 % similar poisoned rows
+    batch = pd.DataFrame(np.vstack([clean, cluster]), columns=COLUMNS)
+    detector = cls(alpha=0.01)
+    findings = detector.self_findings(batch)
+    assert list(findings.columns) == FINDING_COLUMNS and len(findings) == len(batch)
+    assert detector.self_referential_
+    assert findings["flagged"].iloc[1000:].all()
+    assert findings["flagged"].iloc[:1000].mean() <= 0.03
+    assert ((findings["p_value"] > 0) & (findings["p_value"] <= 1)).all()
+    assert findings["reason"].iloc[1000].startswith("unusual against the rest of the batch (p=")
+    # the fitted state is usable for later batches
+    assert detector.findings(batch.iloc[1000:])["flagged"].all()
+
+
+def test_self_findings_calibration_on_a_clean_batch():
+    findings = ECODOutlierDetector(alpha=0.01).self_findings(gaussian(2000, seed=5))
+    assert findings["flagged"].mean() <= 0.03
+
+
+def test_registry_and_params():
+    assert registered_detectors()["outlier.ecod"] is ECODOutlierDetector
+    assert registered_detectors()["outlier.iforest"] is IForestOutlierDetector
+    detector = get_detector("outlier.iforest", alpha=0.05, n_folds=3)
+    assert isinstance(detector, IForestOutlierDetector)
+    assert detector.get_params() == {"alpha": 0.05, "n_folds": 3, "random_state": 0}
+
+
+@pytest.mark.parametrize("cls", DETECTORS)
+def test_clone_round_trip(fitted, cls):
+    copy = clone(fitted[cls])
+    assert copy.get_params() == fitted[cls].get_params()
+    assert not hasattr(copy, "model_")
+    assert clone(cls(alpha=0.2, n_folds=4, random_state=9)).get_params() == {
+        "alpha": 0.2,
+        "n_folds": 4,
+        "random_state": 9,
+    }
+
+
+def test_missing_feature_column_is_named(fitted, batch):
+    with pytest.raises(DetectorError, match="body_mass_g"):
+        fitted[ECODOutlierDetector].findings(batch.drop(columns=["body_mass_g"]))
+
+
+def test_missing_value_is_named(trusted):
+    broken = trusted.copy()
+    broken.iloc[3, 1] = np.nan
+    with pytest.raises(DetectorError, match="body_mass_g"):
+        ECODOutlierDetector().fit(broken)
+
+
+def test_too_few_rows_for_the_folds():
+    with pytest.raises(DetectorError, match="at least 5"):
+        ECODOutlierDetector().fit(gaussian(3, seed=0))
+
+
+def test_warns_when_no_row_can_be_flagged():
+    with pytest.warns(UserWarning, match="no row will be flagged"):
+        ECODOutlierDetector(alpha=0.01).fit(gaussian(50, seed=0))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.5])
+def test_alpha_outside_zero_one_is_an_error(trusted, alpha):
+    with pytest.raises(DetectorError, match="alpha must be between 0 and 1"):
+        IForestOutlierDetector(alpha=alpha).fit(trusted)
