@@ -70,6 +70,7 @@ class TypedTable:
     kinds: dict[str, str]
     findings: pd.DataFrame = field(default_factory=empty_findings)
     batch_failures: list[str] = field(default_factory=list)
+    broken_cells: list[tuple[str, str]] = field(default_factory=list)  # (row_id, column)
 
 
 def file_format(path: Path) -> str:
@@ -270,7 +271,7 @@ def coerce_types(
     """
     typed = frame.copy()
     row_ids = frame[id_column].astype(str).to_numpy()
-    found_rows, found_reasons, failures = [], [], []
+    found_rows, found_reasons, found_columns, failures = [], [], [], []
     for column, kind in kinds.items():
         if column not in frame.columns or column == id_column:
             continue
@@ -290,6 +291,7 @@ def coerce_types(
                 )
             for position in np.flatnonzero(broken):
                 found_rows.append(row_ids[position])
+                found_columns.append(column)
                 found_reasons.append(f"{column} = {str(series.iloc[position])!r} is not a number")
             typed[column] = _narrow_numeric(converted.astype(float))
         else:
@@ -305,7 +307,13 @@ def coerce_types(
         if found_rows
         else empty_findings()
     )
-    return TypedTable(typed=typed, kinds=dict(kinds), findings=findings, batch_failures=failures)
+    return TypedTable(
+        typed=typed,
+        kinds=dict(kinds),
+        findings=findings,
+        batch_failures=failures,
+        broken_cells=list(zip(found_rows, found_columns)),
+    )
 
 
 def _narrow_numeric(values: pd.Series) -> pd.Series:

@@ -136,10 +136,11 @@ def expectations_infer(
 
 def _print_summary(summary, rows_in: int, startup: float, total: float) -> None:
     table = Table(title=f"poisonguard run {summary.run_id[:8]}", show_lines=False)
-    for column in ("check", "kind", "rows checked", "flagged", "only this check"):
-        table.add_column(column, justify="left" if column in ("check", "kind") else "right")
+    table.add_column("check", no_wrap=True)
+    for column in ("rows checked", "flagged", "only this check"):
+        table.add_column(column, justify="right")
     for row in summary.per_check:
-        table.add_row(row["check"], row["kind"], str(row["rows_checked"]), str(row["flagged"]), str(row["flagged_only_here"]))
+        table.add_row(row["check"], str(row["rows_checked"]), str(row["flagged"]), str(row["flagged_only_here"]))
     console.print(table)
     console.print(f"rows in {rows_in}, kept {summary.kept}, quarantined {summary.quarantined}")
     for note in summary.notes:

@@ -148,7 +148,7 @@ def check_expectations(inputs: RunInputs) -> CheckOutcome:
     results: list[dict] = []
     if inputs.suite is not None:
         outcome = validate_frame(typed.typed, inputs.suite, id_column=inputs.id_column)
-        findings.append(outcome.row_findings)
+        findings.append(_without_empty_for_broken(outcome.row_findings, typed.broken_cells))
         failures.extend(outcome.batch_failures)
         results = outcome.results
     combined = _concat(findings)
@@ -234,15 +234,16 @@ def decide(inputs: RunInputs, outcomes: list[CheckOutcome]) -> Decision:
         names = sorted(checks["check"].unique()) if outcome.kind == "expectation" else [outcome.name]
         for check in names or [outcome.name]:
             mine = checks[checks["check"] == check]
+            # Rows, not findings: one row can break a range on many columns.
+            flagged_rows = set(mine.loc[mine["flagged"], "row_id"])
+            elsewhere = set(flagged.loc[flagged["check"] != check, "row_id"])
             rows.append(
                 {
                     "check": check,
                     "kind": outcome.kind,
                     "rows_checked": outcome.rows_checked,
-                    "flagged": int(mine["flagged"].sum()),
-                    "flagged_only_here": int(
-                        len(set(mine.loc[mine["flagged"], "row_id"]) - set(flagged.loc[flagged["check"] != check, "row_id"]))
-                    ),
+                    "flagged": len(flagged_rows),
+                    "flagged_only_here": len(flagged_rows - elsewhere),
                     "alpha": inputs.settings.config.detection.alpha if outcome.kind == "detector" else float("nan"),
                     "threshold_note": outcome.details.get("mode", "rule from the expectation suite"),
                 }
@@ -336,6 +337,22 @@ def _suite(settings, reference, reference_typed, feature_columns, kinds):
         ignore=list(dataset.ignore),
     )
     return suite, f"inferred from the reference {dataset.reference}"
+
+
+def _without_empty_for_broken(findings: pd.DataFrame, broken_cells: list[tuple[str, str]]) -> pd.DataFrame:
+    """Drop "x is empty" for cells that were not empty but unparsable.
+
+    An unparsable cell is missing in the typed frame, so the not-null rule
+    fires too; its own finding ("x = 'oops' is not a number") says it better.
+    """
+    if not broken_cells or findings.empty:
+        return findings
+    redundant = {(row_id, f"{column} is empty") for row_id, column in broken_cells}
+    keep = [
+        not (check == "expectation.values_to_not_be_null" and (row_id, reason.split(" but ")[0]) in redundant)
+        for row_id, check, reason in zip(findings["row_id"], findings["check"], findings["reason"])
+    ]
+    return findings[keep].reset_index(drop=True)
 
 
 def _data_columns(table: LoadedTable) -> list[str]:

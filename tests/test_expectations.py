@@ -46,7 +46,8 @@ def reference_frame() -> pd.DataFrame:
 def suite():
     reference = reference_frame().drop(columns="id")
     return infer_suite(
-        reference, name="penguins", label="species", id_column="id", ignore=["tag"], max_categories=5
+        reference, name="penguins", label="species", id_column="id", ignore=["tag"], max_categories=5,
+        range_margin=0.1,
     )
 
 

@@ -53,6 +53,17 @@ def test_each_kind_of_poison_is_caught_by_the_right_check(tiny, tmp_path):
     assert any("label" in reason for reason in reasons)
 
 
+def test_counts_per_check_are_rows_not_findings(tiny, tmp_path):
+    _, summary = run_tiny(tiny, tmp_path)
+    counts = {row["check"]: row for row in summary.per_check}
+    # The far-away row breaks the range of both x and y: one row, two findings.
+    assert counts["expectation.values_to_be_between"]["flagged"] == 1
+    assert counts["expectation.parsable_type"]["flagged"] == 1
+    # An unparsable cell is not also reported as an empty one.
+    assert "expectation.values_to_not_be_null" not in counts
+    assert counts["expectation.values_to_be_in_set"]["flagged"] == 1
+
+
 def test_output_is_signed_and_provenance_is_complete(tiny, tmp_path):
     settings, summary = run_tiny(tiny, tmp_path)
     verified = verify_folder(summary.out, settings.state_dir / "keys" / "public.pem")
