@@ -17,6 +17,7 @@ serialised with a lock; pandas validation is GIL-bound anyway.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -170,14 +171,12 @@ _STATE: dict = {}
 def _batch_definition():
     pid = os.getpid()
     if _STATE.get("pid") != pid:
-        import logging
-
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
-        # An ephemeral context announces its temporary docs site at INFO;
-        # that is noise in a pipeline's output, warnings still show.
-        logging.getLogger("great_expectations").setLevel(logging.WARNING)
+        # GX sets this logger to INFO on import, and it then announces every
+        # ephemeral context's temporary docs site: noise in a pipeline's log.
+        logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
         context = gx.get_context(mode="ephemeral")
         # GX draws tqdm "Calculating Metrics" bars on stderr unless the
         # context says otherwise; a pipeline log is no place for them.
