@@ -96,6 +96,7 @@ quarantine = Table(
     Column("score", Float),
     Column("p_value", Float),
     Column("findings_json", Text, nullable=False),
+    Column("evidence_json", Text, nullable=False, default="{}"),
     Column("status", String(16), nullable=False, default="pending", index=True),
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("run_id", "row_id", name="uq_quarantine_run_row"),
@@ -202,6 +203,10 @@ class QuarantineStore:
     def __exit__(self, *_exc) -> None:
         self.close()
 
+    def describe(self) -> str:
+        """The store's location for messages (no password)."""
+        return self._where()
+
     def _where(self) -> str:
         return make_url(self.url).render_as_string(hide_password=True)
 
@@ -266,6 +271,7 @@ class QuarantineStore:
         findings: pd.DataFrame,
         row_id_column: str,
         batch_digest_by_row: Optional[dict] = None,
+        evidence_by_row: Optional[dict] = None,
     ) -> int:
         """Quarantine ``rows`` with their ``findings``, all or none.
 
@@ -282,6 +288,9 @@ class QuarantineStore:
         row_id_column : str
         batch_digest_by_row : dict of str to str, optional
             sha256 of the batch each row came from, by row id.
+        evidence_by_row : dict of str to dict, optional
+            What a reviewer needs to judge each row (nearest trusted rows,
+            features far from the trusted data), by row id.
 
         Returns
         -------
@@ -295,7 +304,9 @@ class QuarantineStore:
             row id repeats, or a row is already quarantined in this run
             (nothing is stored then).
         """
-        entries = _quarantine_entries(run_id, dataset, rows, findings, row_id_column, batch_digest_by_row or {})
+        entries = _quarantine_entries(
+            run_id, dataset, rows, findings, row_id_column, batch_digest_by_row or {}, evidence_by_row or {}
+        )
         if not entries:
             return 0
         try:
@@ -330,24 +341,12 @@ class QuarantineStore:
         ``findings`` (list of ``{check, score, p_value, reason}``).
         """
         query = select(quarantine).order_by(quarantine.c.id).offset(offset)
-        if run_id is not None:
-            query = query.where(quarantine.c.run_id == run_id)
-        if status is not None:
-            query = query.where(quarantine.c.status == status)
-        if check is not None:
-            # Exact name match inside the comma-joined list (no prefix hits).
-            padded = literal(",") + quarantine.c.checks + literal(",")
-            needle = f",{check},"
-            if self.engine.dialect.name == "sqlite":
-                # SQLite's LIKE ignores case; instr() compares exactly.
-                query = query.where(func.instr(padded, needle) > 0)
-            else:
-                query = query.where(padded.contains(needle, autoescape=True))
+        query = query.where(*entry_conditions(self.engine, run_id=run_id, status=status, check=check))
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as connection:
             records = connection.execute(query).mappings().all()
-        return [_decode_entry(record) for record in records]
+        return [decode_entry(record) for record in records]
 
     def count_quarantine(self, run_id: Optional[str] = None) -> int:
         """Number of quarantine entries (of one run when ``run_id`` is given)."""
@@ -358,12 +357,57 @@ class QuarantineStore:
             return int(connection.execute(query).scalar_one())
 
 
-def _decode_entry(record) -> dict:
-    entry = {key: value for key, value in record.items() if key not in ("row_json", "findings_json", "checks")}
+def decode_entry(record) -> dict:
+    hidden = ("row_json", "findings_json", "evidence_json", "checks")
+    entry = {key: value for key, value in record.items() if key not in hidden}
     entry["row"] = json.loads(record["row_json"])
+    entry["evidence"] = json.loads(record["evidence_json"]) if record.get("evidence_json") else {}
     entry["checks"] = record["checks"].split(",") if record["checks"] else []
     entry["findings"] = json.loads(record["findings_json"])
     return entry
+
+
+def entry_conditions(
+    engine: Engine,
+    *,
+    run_id: Optional[str] = None,
+    status: Optional[str] = None,
+    check: Optional[str] = None,
+    below_score: Optional[float] = None,
+    dataset: Optional[str] = None,
+) -> list:
+    """SQL conditions selecting quarantine entries; None means "any"."""
+    conditions = []
+    if run_id is not None:
+        conditions.append(quarantine.c.run_id == run_id)
+    if status is not None:
+        conditions.append(quarantine.c.status == status)
+    if dataset is not None:
+        conditions.append(quarantine.c.dataset == dataset)
+    if below_score is not None:
+        conditions.append(quarantine.c.score < below_score)
+    if check is not None:
+        # Exact name match inside the comma-joined list (no prefix hits).
+        padded = literal(",") + quarantine.c.checks + literal(",")
+        needle = f",{check},"
+        if engine.dialect.name == "sqlite":
+            # SQLite's LIKE ignores case; instr() compares exactly.
+            conditions.append(func.instr(padded, needle) > 0)
+        else:
+            conditions.append(padded.contains(needle, autoescape=True))
+    return conditions
+
+
+def entry_score(p_values) -> float:
+    """One suspicion score per entry in [0, 1], comparable across checks.
+
+    Detectors' raw scores have scales of their own (an ECOD score of 26 is
+    not "more" than a label score of 0.98), so the entry score is
+    ``1 - smallest p-value``; a broken rule (an expectation, p-value NaN)
+    counts as 1.
+    """
+    values = [_optional_float(p) for p in p_values]
+    return max(1.0 if p is None else 1.0 - p for p in values) if values else 1.0
 
 
 def _optional_float(value) -> Optional[float]:
@@ -373,7 +417,7 @@ def _optional_float(value) -> Optional[float]:
 
 def _quarantine_entries(
     run_id: str, dataset: str, rows: pd.DataFrame, findings: pd.DataFrame,
-    row_id_column: str, batch_digest_by_row: dict,
+    row_id_column: str, batch_digest_by_row: dict, evidence_by_row: dict,
 ) -> list[dict]:
     """Build one insert dict per row; validate before touching the database."""
     if row_id_column not in rows.columns:
@@ -399,7 +443,6 @@ def _quarantine_entries(
         group = by_row.get(row_id)
         if group is None:
             raise InputError(f"row {row_id}: no flagged finding says why it is quarantined")
-        scores = [s for s in (_optional_float(v) for v in group["score"]) if s is not None]
         p_values = [p for p in (_optional_float(v) for v in group["p_value"]) if p is not None]
         checks = list(dict.fromkeys(group["check"].astype(str)))  # unique, first-seen order
         entries.append({
@@ -407,12 +450,13 @@ def _quarantine_entries(
             "batch_digest": batch_digest_by_row.get(row_id),
             "row_json": dumps(values),
             "checks": ",".join(checks),
-            "score": max(scores) if scores else None,
+            "score": entry_score(group["p_value"]),
             "p_value": min(p_values) if p_values else None,
             "findings_json": dumps([
                 {"check": str(f["check"]), "score": f["score"], "p_value": f["p_value"], "reason": str(f["reason"])}
                 for f in group.to_dict(orient="records")
             ]),
+            "evidence_json": dumps(evidence_by_row.get(row_id, {})),
             "status": "pending",
             "created_at": created_at,
         })

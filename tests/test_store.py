@@ -88,9 +88,10 @@ def test_three_quarantined_rows_round_trip(store, run_id):
     assert r1["row"] == {"id": "r1", "x": 1.5, "n": 1, "label": "a", "when": "2024-01-02T00:00:00"}
     assert r2["row"] == {"id": "r2", "x": None, "n": 2, "label": None, "when": "2024-01-03T00:00:00"}
     assert r3["row"] == {"id": "r3", "x": -2.25, "n": 3, "label": "b", "when": None}
-    assert (r1["checks"], r1["score"], r1["p_value"]) == (["outlier.ecod", "label.trusted_model"], 7.0, 0.002)
-    assert (r2["checks"], r2["score"], r2["p_value"]) == (["outlier.ecod"], 9.5, 0.001)
-    assert (r3["checks"], r3["score"], r3["p_value"]) == (["outlier.ecod", "expect.range"], 4.0, 0.009)
+    # The entry score is 1 - smallest p-value; a broken rule (no p-value) counts as 1.
+    assert (r1["checks"], r1["score"], r1["p_value"]) == (["outlier.ecod", "label.trusted_model"], 0.998, 0.002)
+    assert (r2["checks"], r2["score"], r2["p_value"]) == (["outlier.ecod"], 0.999, 0.001)
+    assert (r3["checks"], r3["score"], r3["p_value"]) == (["outlier.ecod", "expect.range"], 1.0, 0.009)
     assert r1["findings"] == [
         {"check": "outlier.ecod", "score": 3.0, "p_value": 0.004, "reason": "far out"},
         {"check": "label.trusted_model", "score": 7.0, "p_value": 0.002, "reason": "label disagrees"},
