@@ -132,7 +132,7 @@ def reject_batch(run: RunHandle, inputs, outcomes, work_started: float) -> "RunS
     )
 
 
-def publish(run: RunHandle, inputs, outcomes, decision, work_started: float) -> RunSummary:
+def publish(run: RunHandle, inputs, outcomes, decision, evidence: dict, work_started: float) -> RunSummary:
     """Write, sign, store and reveal the run's output folder."""
     settings = inputs.settings
     out = settings.out
@@ -157,6 +157,7 @@ def publish(run: RunHandle, inputs, outcomes, decision, work_started: float) -> 
             findings=decision.flagged,
             row_id_column=inputs.id_column,
             batch_digest_by_row=_digest_by_row(inputs),
+            evidence_by_row=evidence,
         )
         if out.exists():
             raise FileExistsError(f"{out}: appeared while the run was writing; the output is left in {staging}")

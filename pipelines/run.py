@@ -20,6 +20,7 @@ from detectors.features import FeatureEncoder
 from expectations import column_kinds, infer_suite, load_suite, validate_frame
 from pipelines.batch_io import LoadedTable, TypedTable, coerce_types, infer_kinds, load_table
 from pipelines.errors import InputError
+from pipelines.evidence import collect_evidence
 from pipelines.settings import RunSettings
 
 EXPECTATION_PREFIX = "expectation."
@@ -303,7 +304,8 @@ def execute(settings: RunSettings, *, run_stage: StageRunner = run_stage_directl
         for name in settings.config.detection.detectors:
             outcomes.append(run_stage(f"detect-{name}", run_detector, name, features, settings))
         decision = run_stage("decide", decide, inputs, outcomes)
-        return run_stage("publish", publish.publish, run, inputs, outcomes, decision, work_started)
+        evidence = run_stage("collect-evidence", collect_evidence, inputs, features, decision)
+        return run_stage("publish", publish.publish, run, inputs, outcomes, decision, evidence, work_started)
     except BaseException as error:
         publish.close_failed_run(run, error)
         raise

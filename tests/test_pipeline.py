@@ -95,6 +95,14 @@ def test_quarantine_store_holds_every_quarantined_row(tiny, tmp_path):
     far = next(e for e in entries if e["row_id"] == FAR_AWAY)
     assert far["row"]["x"] == "60.0" and far["status"] == "pending"
     assert {f["check"] for f in far["findings"]} >= {"outlier.ecod"}
+    # Evidence for review: the far row's features are outside the trusted range.
+    top = far["evidence"]["features"][0]
+    assert top["column"] in {"x", "y"} and top["note"] == "outside the trusted range"
+    assert set(far["evidence"]["histograms"]) == {"x", "y"}
+    assert sum(far["evidence"]["histograms"]["x"]["counts"]) == 180
+    flipped = next(e for e in entries if e["row_id"] == FLIPPED[0])
+    votes = flipped["evidence"]["label_votes"]
+    assert sum(votes.values()) == 5 and flipped["evidence"]["label"] not in votes
 
 
 def test_a_batch_with_a_column_of_the_wrong_type_is_rejected_whole(tiny, tmp_path):
