@@ -1,23 +1,25 @@
 """Input checks, cross-fitting and calibration helpers shared by the detectors.
 
 Every detector calibrates the same way: split the reference rows into folds,
-fit on the other folds, score the held-out fold, and use those out-of-fold
-scores as the calibration sample for ``detectors.base.conformal_p_values``.
-This module holds that loop (and its classifier form, out-of-fold class
-probabilities), the robust cut and tail-extrapolated p-values of the
+fit a model on the other folds, score the held-out fold, and keep both the
+fold models and those out-of-fold scores. A new row is then scored by every
+fold model and compared with that fold's held-out scores
+(``detectors.base.cross_conformal_p_values``), so calibration and scoring use
+models fitted on the same number of rows. This module holds that loop (and
+its classifier form), the robust cut and tail-extrapolated p-values of the
 self-referential mode, and the input checks around them, so the outlier and
 label-flip detectors do not each carry a copy.
 """
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from detectors.base import DetectorError, conformal_p_values
+from detectors.base import DetectorError, ExponentialTail, conformal_p_values
 
 # A robust cut at median + 3 scaled MADs: for a normal score it keeps 99.87 %
 # of clean rows (fewer for skewed scores); when a batch must be its own
@@ -152,28 +154,62 @@ def fold_splits(n_rows: int, *, n_folds: int, random_state, labels=None, label_n
     return list(splitter.split(np.zeros((n_rows, 1)), labels))
 
 
-def cross_fit(splits, fit_and_score: Callable[[np.ndarray, np.ndarray], np.ndarray], n_rows: int):
-    """Score every row with a model fitted without it.
+class CrossFit(NamedTuple):
+    """Fold models and what they said about their held-out rows.
+
+    Attributes
+    ----------
+    models : list, shape (K,)
+        Model ``k`` was fitted on every row outside fold ``k``.
+    out_of_fold : numpy.ndarray, shape (n_rows,) or (n_rows, m)
+        Each row's value from the model that did not see it.
+    folds : numpy.ndarray of int, shape (n_rows,)
+        The fold (0..K-1) of each row, i.e. which model scored it.
+    """
+
+    models: list
+    out_of_fold: np.ndarray
+    folds: np.ndarray
+
+
+def cross_fit(
+    splits,
+    fit: Callable[[np.ndarray], object],
+    predict: Callable[[object, np.ndarray], np.ndarray],
+    n_rows: int,
+) -> CrossFit:
+    """Score every row with a model fitted without it; keep the models.
 
     Parameters
     ----------
     splits : list of (train_indices, test_indices)
         From ``fold_splits``; the test parts must cover every row once.
-    fit_and_score : callable ``(train_indices, test_indices) -> array``
-        Fits on the training rows and returns one value (or row) per test row.
+    fit : callable ``(train_indices) -> model``
+    predict : callable ``(model, test_indices) -> array``
+        One value (or row of values) per test row.
     n_rows : int
 
     Returns
     -------
-    numpy.ndarray, shape (n_rows,) or (n_rows, k): the out-of-fold values.
+    CrossFit
     """
-    out = None
-    for train, test in splits:
-        values = np.asarray(fit_and_score(train, test), dtype=float)
+    models, out, folds = [], None, np.full(n_rows, -1)
+    for fold, (train, test) in enumerate(splits):
+        model = fit(train)
+        values = np.asarray(predict(model, test), dtype=float)
         if out is None:
             out = np.full((n_rows,) + values.shape[1:], np.nan)
         out[test] = values
-    return out
+        folds[test] = fold
+        models.append(model)
+    return CrossFit(models, out, folds)
+
+
+def fold_scores(models, score: Callable[[object, np.ndarray], np.ndarray], matrix: np.ndarray) -> np.ndarray:
+    """Score ``matrix`` with every fold model: shape (n_rows, K), column k = model k."""
+    if not len(matrix):
+        return np.empty((0, len(models)))
+    return np.column_stack([score(model, matrix) for model in models])
 
 
 def class_probabilities(classifier, matrix: np.ndarray, n_classes: int) -> np.ndarray:
@@ -190,10 +226,10 @@ def class_probabilities(classifier, matrix: np.ndarray, n_classes: int) -> np.nd
     return probabilities
 
 
-def cross_fitted_probabilities(
+def cross_fit_classifiers(
     matrix: np.ndarray, codes: np.ndarray, *, make_classifier, n_folds: int, random_state, classes=None
-) -> np.ndarray:
-    """Out-of-fold class probabilities from stratified cross-fitting.
+) -> CrossFit:
+    """Stratified cross-fitting of a classifier: fold models and out-of-fold probabilities.
 
     Parameters
     ----------
@@ -208,18 +244,23 @@ def cross_fitted_probabilities(
 
     Returns
     -------
-    numpy.ndarray of float, shape (n_rows, K), rows summing to 1.
+    CrossFit whose ``out_of_fold`` has shape (n_rows, K), rows summing to 1.
     """
     splits = fold_splits(
         len(matrix), n_folds=n_folds, random_state=random_state, labels=codes, label_names=classes
     )
     n_classes = int(codes.max()) + 1
+    return cross_fit(
+        splits,
+        lambda train: make_classifier().fit(matrix[train], codes[train]),
+        lambda classifier, test: class_probabilities(classifier, matrix[test], n_classes),
+        len(matrix),
+    )
 
-    def fit_and_predict(train, test):
-        classifier = make_classifier().fit(matrix[train], codes[train])
-        return class_probabilities(classifier, matrix[test], n_classes)
 
-    return cross_fit(splits, fit_and_predict, len(matrix))
+def cross_fitted_probabilities(matrix: np.ndarray, codes: np.ndarray, **options) -> np.ndarray:
+    """Out-of-fold class probabilities, shape (n_rows, K); see ``cross_fit_classifiers``."""
+    return cross_fit_classifiers(matrix, codes, **options).out_of_fold
 
 
 def robust_cut(scores) -> float:
@@ -237,8 +278,9 @@ def robust_cut(scores) -> float:
 def check_calibration(n_calibration: int, alpha: float, check: str, *, conformal: bool = True) -> None:
     """Check ``alpha``; warn when no conformal p-value can reach it.
 
-    With ``conformal=False`` (tail-extrapolated p-values, which can go below
-    ``1 / (n_calibration + 1)``) only ``alpha`` is checked.
+    Pass ``conformal=False`` when the p-values have an extrapolated tail
+    (they can go below ``1 / (n_calibration + 1)``); then only ``alpha`` is
+    checked.
     """
     if not 0.0 < alpha < 1.0:
         raise DetectorError(f"{check}: alpha must be between 0 and 1, got {alpha!r}")
@@ -250,47 +292,81 @@ def check_calibration(n_calibration: int, alpha: float, check: str, *, conformal
         )
 
 
-def format_p(p_value: float) -> str:
-    """Format a p-value for a reason sentence, e.g. ``"p=0.004"``."""
+def format_p(p_value: float, extrapolated_from: str | None = None) -> str:
+    """Format a p-value for a reason sentence.
+
+    ``"p=0.004"``; when the p-value comes from an extrapolated tail,
+    ``"p≈0.0003, extrapolated beyond <extrapolated_from>"``.
+    """
+    if extrapolated_from:
+        return f"p≈{p_value:.2g}, extrapolated beyond {extrapolated_from}"
     return f"p={p_value:.2g}"
 
 
-def tail_extrapolated_p_values(calibration_scores, scores) -> np.ndarray:
+def robust_tail(calibration_scores) -> ExponentialTail | None:
+    """An exponential tail from the robust middle of a truncated sample.
+
+    ``P(score >= s) = 0.5 * 2 ** (-(s - median) / (q3 - median))`` above the
+    upper quartile ``q3`` (0.25 there; every further ``q3 - median`` of score
+    halves it). Unlike ``detectors.base.peaks_over_threshold`` it does not
+    read the largest scores, which a robust cut has removed. None when the
+    sample has no spread (``q3 == median``).
+    """
+    calibration = np.asarray(calibration_scores, dtype=float)
+    if calibration.size == 0:
+        return None
+    median = float(np.median(calibration))
+    upper_quartile = float(np.quantile(calibration, 0.75))
+    half_life = upper_quartile - median
+    if half_life <= 0:
+        return None
+    return ExponentialTail(threshold=upper_quartile, probability=0.25, scale=half_life / np.log(2.0))
+
+
+def tail_extrapolated_p_values(calibration_scores, scores, *, calibration_folds=None, return_extrapolated=False):
     """P-values against a calibration sample whose upper tail was cut off.
 
     When a batch is its own reference, the calibration sample is the rows
     below a robust cut, so it lacks the clean upper tail, and plain conformal
     p-values would give every clean row beyond the cut the smallest p-value.
-    Above the calibration upper quartile ``q3`` this instead extrapolates an
-    exponential tail from the robust middle of the sample:
-    ``p = 0.5 * 2 ** (-(score - median) / (q3 - median))`` (it equals 0.25 at
-    ``q3``: every further ``q3 - median`` of score halves the tail). That is
-    conservative for scores whose tail is at most exponential (ECOD's sum of
-    ``-log`` tails, isolation-forest path scores) and optimistic for heavier
-    tails. At or below ``q3`` (p >= 0.25, never flagged) the plain conformal
-    p-value is used. With no spread (``q3 == median``) it falls back to
+    Above the calibration upper quartile the p-value instead comes from the
+    exponential tail of ``robust_tail`` (it replaces the counts, which are
+    too small there); at or below it (p >= 0.25, never flagged) the plain
+    conformal p-value is used. That is conservative for scores whose tail is
+    at most exponential (ECOD's sum of ``-log`` tails, isolation-forest path
+    scores) and optimistic for heavier tails. With no spread it falls back to
     conformal p-values.
 
     Parameters
     ----------
     calibration_scores : array-like of float, shape (n_calibration,)
-    scores : array-like of float, shape (n_rows,)
+    scores : array-like of float, shape (n_rows,) or (n_rows, K)
+        With K columns (one per fold model), the p-value is the mean of the
+        per-column p-values weighted by fold size.
+    calibration_folds : array-like of int, shape (n_calibration,), optional
+        Fold of each calibration score; needed for 2-D ``scores``.
+    return_extrapolated : bool
+        Also return which rows were above the quartile (on any fold model).
 
     Returns
     -------
-    numpy.ndarray of float, shape (n_rows,), values in ``(0, 1]``.
+    p_values : numpy.ndarray of float, shape (n_rows,), values in ``(0, 1]``
+    extrapolated : numpy.ndarray of bool, shape (n_rows,)
+        Only with ``return_extrapolated``.
     """
     calibration = np.asarray(calibration_scores, dtype=float)
     scores = np.asarray(scores, dtype=float)
-    p_values = conformal_p_values(calibration, scores)
-    if calibration.size == 0:
-        return p_values
-    median = float(np.median(calibration))
-    upper_quartile = float(np.quantile(calibration, 0.75))
-    half_life = upper_quartile - median
-    if half_life <= 0:
-        return p_values
-    upper = scores > upper_quartile
-    extrapolated = 0.5 * np.exp2(-(scores[upper] - median) / half_life)
-    p_values[upper] = np.maximum(extrapolated, np.finfo(float).tiny)
-    return p_values
+    columns = scores if scores.ndim == 2 else scores[:, None]
+    p_values = conformal_p_values(calibration, columns.ravel()).reshape(columns.shape)
+    tail = robust_tail(calibration)
+    upper = np.zeros(columns.shape, dtype=bool)
+    if tail is not None:
+        upper = columns > tail.threshold
+        p_values = np.where(upper, tail.p_values(columns), p_values)
+    if scores.ndim == 2:
+        weights = np.bincount(np.asarray(calibration_folds, dtype=int), minlength=columns.shape[1])
+        p_values = p_values @ (weights / weights.sum())
+    else:
+        p_values = p_values[:, 0]
+    extrapolated = upper.any(axis=1)
+    return (p_values, extrapolated) if return_extrapolated else p_values

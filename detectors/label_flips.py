@@ -5,17 +5,26 @@ Two registered detectors; both score a row ``1 - P(given label | features)``
 calibrate the score on trusted rows scored the same way:
 
 ``label.trusted_model`` (:class:`TrustedModelLabelDetector`)
-    A classifier fitted on trusted rows judges batch rows. Calibration: the
-    trusted rows' out-of-fold scores (stratified cross-fitting). The final
-    model sees all trusted rows, so batch scores come from a model at least as
-    good as the calibration models (slightly conservative p-values).
+    A classifier fitted on trusted rows judges batch rows. Calibration:
+    stratified cross-fitting keeps the fold classifiers and the trusted rows'
+    out-of-fold scores; a batch row is scored by every fold classifier and
+    its p-value is cross-conformal (``detectors.base.cross_conformal_p_values``),
+    so batch and trusted rows are judged by models fitted on equally many
+    rows. (A model fitted on all trusted rows is more confident than the fold
+    models, which biases its p-values for small references.) The reported
+    score and the probabilities in reasons come from that final model.
 ``label.confident_learning`` (:class:`ConfidentLearningLabelDetector`)
     Trusted and batch rows are pooled and every row gets out-of-fold
     probabilities (cleanlab's setting). Trusted and clean batch rows are then
-    scored in exactly the same way, so the trusted rows' scores are a valid
-    calibration sample. The decision is the calibrated ``p <= alpha``;
-    cleanlab's ``find_label_issues`` (whose error rate is not calibrated) is
-    reported in the reason only.
+    scored in exactly the same way, by models fitted on equally many rows, so
+    the trusted rows' scores are a valid calibration sample as they are (one
+    fold in ``cross_conformal_p_values``). The decision is the calibrated
+    ``p <= alpha``; cleanlab's ``find_label_issues`` (whose error rate is not
+    calibrated) is reported in the reason only.
+
+In both, p-values beyond the least plausible trusted labels come from an
+exponential tail fitted to the trusted scores, so with a small reference a
+label can still be flagged at ``alpha`` below ``1 / (n_trusted + 1)``.
 
 Batch labels never seen in trusted rows cannot be scored by a model; such
 rows get score 1.0 and are flagged with a reason saying so.
@@ -44,16 +53,27 @@ from sklearn.utils.validation import check_is_fitted
 from detectors._crossfit import (
     check_calibration,
     class_probabilities,
+    cross_fit_classifiers,
     cross_fitted_probabilities,
     feature_matrix,
+    fold_scores,
     fold_splits,
     format_p,
     label_array,
     row_id_array,
 )
-from detectors.base import Detector, DetectorError, conformal_p_values, make_findings, register
+from detectors.base import (
+    TAIL_MIN_ROWS,
+    Detector,
+    DetectorError,
+    cross_conformal_p_values,
+    make_findings,
+    peaks_over_threshold,
+    register,
+)
 
 MODELS = ("logistic", "gradient_boosting")
+EXTRAPOLATED_FROM = "the trusted scores"
 
 
 def classifier_factory(model: str, random_state) -> Callable[[], object]:
@@ -122,13 +142,14 @@ class _LabelDetector(Detector):
         self.n_features_in_ = matrix.shape[1]
         return matrix, labels, self.encoder_.transform(labels)
 
-    def _trusted_findings(self, labels, known, scores, p_values, reasons, row_ids) -> pd.DataFrame:
+    def _trusted_findings(self, labels, known, scores, p_values, extrapolated, reasons, row_ids) -> pd.DataFrame:
         flagged = (p_values <= self.alpha) | ~known
         reasons = np.asarray(reasons, dtype=object)
         for row in np.flatnonzero(~known):
             reasons[row] = _unseen_label_reason(labels[row])
         for row in np.flatnonzero(known):
-            reasons[row] = f"{reasons[row]}; {format_p(p_values[row])}"
+            beyond = EXTRAPOLATED_FROM if extrapolated[row] else None
+            reasons[row] = f"{reasons[row]}; {format_p(p_values[row], beyond)}"
         return make_findings(
             row_ids=row_ids, check=self.name, scores=scores, p_values=p_values, flagged=flagged, reasons=reasons
         )
@@ -196,11 +217,17 @@ class TrustedModelLabelDetector(_LabelDetector):
 
     Attributes
     ----------
-    model_ : classifier fitted on all trusted rows (labels encoded 0..K-1).
+    model_ : classifier fitted on all trusted rows (labels encoded 0..K-1);
+        gives ``score`` and the probabilities in reasons.
+    fold_models_ : list of classifiers, shape (n_used_folds,)
+        Classifier ``k`` was fitted on the trusted rows outside fold ``k``;
+        they give the p-values.
     encoder_ : sklearn.preprocessing.LabelEncoder of the trusted labels.
     classes_ : numpy.ndarray, shape (K,), trusted labels.
     calibration_scores_ : numpy.ndarray, shape (n_trusted,)
         Out-of-fold scores of the trusted rows.
+    calibration_folds_ : numpy.ndarray of int, shape (n_trusted,)
+        Which fold classifier scored each trusted row.
     feature_names_in_ : numpy.ndarray of str, shape (n_features,)
     n_features_in_ : int
     """
@@ -230,12 +257,15 @@ class TrustedModelLabelDetector(_LabelDetector):
         """
         make_classifier = classifier_factory(self.model, self.random_state)
         matrix, _, codes = self._store_reference(X, y)
-        probabilities = cross_fitted_probabilities(
+        fitted = cross_fit_classifiers(
             matrix, codes, make_classifier=make_classifier, n_folds=self.n_folds,
             random_state=self.random_state, classes=self.classes_,
         )
-        self.calibration_scores_ = 1.0 - probabilities[np.arange(len(codes)), codes]
-        check_calibration(len(codes), self.alpha, self.name)
+        self.fold_models_ = fitted.models
+        self.calibration_scores_ = 1.0 - fitted.out_of_fold[np.arange(len(codes)), codes]
+        self.calibration_folds_ = fitted.folds
+        has_tail = peaks_over_threshold(self.calibration_scores_) is not None
+        check_calibration(len(codes), self.alpha, self.name, conformal=not has_tail)
         self.model_ = make_classifier().fit(matrix, codes)
         return self
 
@@ -259,12 +289,23 @@ class TrustedModelLabelDetector(_LabelDetector):
         """
         matrix, labels, ids = self._check_fitted_input(X, y, row_ids)
         scores, known, codes, probabilities = self._scores(matrix, labels)
-        p_values = conformal_p_values(self.calibration_scores_, scores)
+        # Cross-conformal: every fold classifier scores the row; rows with
+        # a label no trusted row has keep score 1 on every fold.
+        n_classes = len(self.classes_)
+        per_fold = np.ones((len(labels), len(self.fold_models_)))
+        per_fold[known] = 1.0 - fold_scores(
+            self.fold_models_,
+            lambda model, rows: class_probabilities(model, rows, n_classes)[np.arange(len(codes)), codes],
+            matrix[known],
+        )
+        p_values, extrapolated = cross_conformal_p_values(
+            self.calibration_scores_, self.calibration_folds_, per_fold, return_extrapolated=True
+        )
         reasons = np.empty(len(labels), dtype=object)
         reasons[known] = _describe_labels(
             labels[known], codes, probabilities, self.classes_, "a model trained on trusted rows"
         )
-        return self._trusted_findings(labels, known, scores, p_values, reasons, ids)
+        return self._trusted_findings(labels, known, scores, p_values, extrapolated, reasons, ids)
 
     def _scores(self, matrix, labels):
         known = np.isin(labels, self.classes_)
@@ -323,7 +364,9 @@ class ConfidentLearningLabelDetector(_LabelDetector):
             len(codes), n_folds=self.n_folds, random_state=self.random_state, labels=codes,
             label_names=self.classes_,
         )
-        check_calibration(len(codes), self.alpha, self.name)
+        # The trusted scores are computed per batch; a tail can be fitted to
+        # them unless there are very few.
+        check_calibration(len(codes), self.alpha, self.name, conformal=len(codes) < TAIL_MIN_ROWS)
         self.reference_ = matrix
         self.reference_labels_ = labels
         return self
@@ -349,7 +392,12 @@ class ConfidentLearningLabelDetector(_LabelDetector):
         matrix, labels, ids = self._check_fitted_input(X, y, row_ids)
         pooled = self._pooled(matrix, labels)
         scores, known = pooled["scores"], pooled["known"]
-        p_values = conformal_p_values(pooled["calibration"], scores)
+        # One fold: the pooled out-of-fold scores already come from models
+        # fitted on equally many rows; only the tail is added.
+        p_values, extrapolated = cross_conformal_p_values(
+            pooled["calibration"], np.zeros(len(pooled["calibration"]), dtype=int), scores[:, None],
+            return_extrapolated=True,
+        )
         flagged = p_values <= self.alpha
         source = "models cross-fitted on trusted and batch rows"
         described = _describe_labels(labels[known], pooled["codes"], pooled["probabilities"], self.classes_, source)
@@ -358,7 +406,7 @@ class ConfidentLearningLabelDetector(_LabelDetector):
             # cleanlab's own verdict is evidence for the reviewer, not the decision.
             also = "; cleanlab's confident learning also flags it" if issue and flagged[row] else ""
             reasons[row] = sentence + also
-        return self._trusted_findings(labels, known, scores, p_values, reasons, ids)
+        return self._trusted_findings(labels, known, scores, p_values, extrapolated, reasons, ids)
 
     def _pooled(self, matrix, labels) -> dict:
         # Batch rows with labels the trusted rows never show are left out of

@@ -9,10 +9,20 @@ Two registered detectors built on PyOD share one small base class:
     Isolation forest: also catches unusual *combinations* of values.
 
 Calibration (``fit``): the trusted rows are split into ``n_folds``; each fold
-is scored by a model fitted on the other folds, and those out-of-fold scores
-are the calibration sample. The final model is fitted on all trusted rows, so
-batch rows are scored by a model at least as good as the calibration models,
-which makes the p-values slightly conservative rather than optimistic.
+is scored by a model fitted on the other folds, and both the fold models and
+those out-of-fold scores are kept. A batch row's p-value is cross-conformal:
+it is scored by every fold model and compared with that fold's held-out
+scores (``detectors.base.cross_conformal_p_values``), so calibration rows and
+batch rows are scored by models fitted on equally many rows. (Scoring batch
+rows with a model fitted on all trusted rows instead is biased upwards for
+small references: ECOD's tail probability beyond the training maximum is
+``1 / (n + 1)``, smaller for more rows.) Beyond the most outlying trusted
+rows, the p-value comes from an exponential tail fitted to their scores, so
+a far-away row can be flagged at ``alpha`` below ``1 / (n + 1)``.
+
+The reported ``score`` is that of a final model fitted on all trusted rows
+(it ranks rows and, for ECOD, equals PyOD's score); it need not order rows
+exactly as the p-values do.
 
 Scores are row-independent: a row's score does not depend on which other rows
 are scored with it. PyOD's ``ECOD.decision_function`` re-ranks the training
@@ -37,13 +47,20 @@ from detectors._crossfit import (
     check_calibration,
     cross_fit,
     feature_matrix,
+    fold_scores,
     fold_splits,
     format_p,
     robust_cut,
     row_id_array,
     tail_extrapolated_p_values,
 )
-from detectors.base import Detector, conformal_p_values, make_findings, register
+from detectors.base import (
+    Detector,
+    cross_conformal_p_values,
+    make_findings,
+    peaks_over_threshold,
+    register,
+)
 
 # A feature is named in a reason when at most this share of reference rows is
 # as extreme as the row on that feature (two-sided ECDF tail).
@@ -99,9 +116,14 @@ class _CrossFittedOutlierDetector(Detector):
 
     Attributes
     ----------
-    model_ : PyOD detector fitted on all reference rows.
+    model_ : PyOD detector fitted on all reference rows (gives ``score``).
+    fold_models_ : list of PyOD detectors, shape (n_folds,)
+        Model ``k`` was fitted on the reference rows outside fold ``k``;
+        they give the p-values.
     calibration_scores_ : numpy.ndarray, shape (n_calibration,)
         Out-of-fold scores of reference rows.
+    calibration_folds_ : numpy.ndarray of int, shape (n_calibration,)
+        Which fold model scored each calibration row.
     reference_sorted_ : numpy.ndarray, shape (n_reference, n_features)
         Reference rows with each column sorted (explains reasons).
     feature_names_in_ : numpy.ndarray of str, shape (n_features,)
@@ -135,7 +157,6 @@ class _CrossFittedOutlierDetector(Detector):
         self
         """
         matrix, names = feature_matrix(X)
-        self.calibration_scores_ = self._cross_fitted_scores(matrix)
         self._fit_reference(matrix, names, self_referential=False)
         return self
 
@@ -162,7 +183,8 @@ class _CrossFittedOutlierDetector(Detector):
         check_is_fitted(self, "model_")
         matrix, _ = feature_matrix(X, feature_names=list(self.feature_names_in_))
         scores = self._model_scores(self.model_, matrix)
-        return self._findings(matrix, scores, row_id_array(row_ids, X, len(matrix)))
+        p_values, extrapolated = self._p_values(matrix)
+        return self._findings(matrix, scores, p_values, extrapolated, row_id_array(row_ids, X, len(matrix)))
 
     def self_findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
         """Judge a batch against itself when there is no trusted reference.
@@ -177,8 +199,9 @@ class _CrossFittedOutlierDetector(Detector):
            however the poisoned rows score. Without this pass, a cluster of
            similar poisoned rows teaches the model that its region is normal.
         2. Fit as on trusted data, on the rows below the cut: their
-           cross-fitted scores are the calibration sample, and the rows set
-           aside are scored by the final model.
+           cross-fitted scores are the calibration sample (and give their
+           p-values), and the rows set aside are judged by the fold models,
+           as ``findings`` judges later batches.
 
         The calibration sample lacks the clean upper tail that was set aside,
         so p-values above its upper quartile come from an exponential tail
@@ -200,43 +223,65 @@ class _CrossFittedOutlierDetector(Detector):
         pandas.DataFrame with ``FINDING_COLUMNS``, one row per input row.
         """
         matrix, names = feature_matrix(X)
-        first_pass = self._cross_fitted_scores(matrix)
+        first_pass = self._cross_fit(matrix).out_of_fold
         bulk = first_pass <= robust_cut(first_pass)
-        self.calibration_scores_ = self._cross_fitted_scores(matrix[bulk])
         self._fit_reference(matrix[bulk], names, self_referential=True)
         scores = np.empty(len(matrix))
+        p_values = np.empty(len(matrix))
+        extrapolated = np.zeros(len(matrix), dtype=bool)
         scores[bulk] = self.calibration_scores_
-        scores[~bulk] = self._model_scores(self.model_, matrix[~bulk])
-        return self._findings(matrix, scores, row_id_array(row_ids, X, len(matrix)))
+        p_values[bulk], extrapolated[bulk] = tail_extrapolated_p_values(
+            self.calibration_scores_, self.calibration_scores_, return_extrapolated=True
+        )
+        if not bulk.all():
+            scores[~bulk] = self._model_scores(self.model_, matrix[~bulk])
+            p_values[~bulk], extrapolated[~bulk] = self._p_values(matrix[~bulk])
+        return self._findings(matrix, scores, p_values, extrapolated, row_id_array(row_ids, X, len(matrix)))
 
-    def _cross_fitted_scores(self, matrix: np.ndarray) -> np.ndarray:
+    def _cross_fit(self, matrix: np.ndarray):
         splits = fold_splits(len(matrix), n_folds=self.n_folds, random_state=self.random_state)
-
-        def fit_and_score(train, test):
-            return self._model_scores(self._fit_model(matrix[train]), matrix[test])
-
-        return cross_fit(splits, fit_and_score, len(matrix))
+        return cross_fit(
+            splits,
+            lambda train: self._fit_model(matrix[train]),
+            lambda model, test: self._model_scores(model, matrix[test]),
+            len(matrix),
+        )
 
     def _fit_reference(self, matrix: np.ndarray, names, *, self_referential: bool) -> None:
-        check_calibration(
-            len(self.calibration_scores_), self.alpha, self.name, conformal=not self_referential
-        )
+        fitted = self._cross_fit(matrix)
+        self.fold_models_ = fitted.models
+        self.calibration_scores_ = fitted.out_of_fold
+        self.calibration_folds_ = fitted.folds
+        # A tail (trusted: fitted to the largest scores; self-referential:
+        # from the middle) lets p-values go below 1 / (n + 1).
+        has_tail = self_referential or peaks_over_threshold(self.calibration_scores_) is not None
+        check_calibration(len(self.calibration_scores_), self.alpha, self.name, conformal=not has_tail)
         self.model_ = self._fit_model(matrix)
         self.reference_sorted_ = np.sort(matrix, axis=0)
         self.feature_names_in_ = np.asarray(names, dtype=object)
         self.n_features_in_ = matrix.shape[1]
         self.self_referential_ = self_referential
 
-    def _findings(self, matrix: np.ndarray, scores: np.ndarray, row_ids: np.ndarray) -> pd.DataFrame:
+    def _p_values(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cross-conformal p-values of rows from the fold models, and which were extrapolated."""
+        per_fold = fold_scores(self.fold_models_, self._model_scores, matrix)
         if self.self_referential_:
-            p_values = tail_extrapolated_p_values(self.calibration_scores_, scores)
-        else:
-            p_values = conformal_p_values(self.calibration_scores_, scores)
+            return tail_extrapolated_p_values(
+                self.calibration_scores_, per_fold, calibration_folds=self.calibration_folds_,
+                return_extrapolated=True,
+            )
+        return cross_conformal_p_values(
+            self.calibration_scores_, self.calibration_folds_, per_fold, return_extrapolated=True
+        )
+
+    def _findings(self, matrix, scores, p_values, extrapolated, row_ids) -> pd.DataFrame:
         flagged = p_values <= self.alpha
         bulk = "the bulk of this batch" if self.self_referential_ else "the trusted distribution"
-        reasons = np.array([f"within {bulk} ({format_p(p)})" for p in p_values], dtype=object)
+        beyond = "the bulk of this batch" if self.self_referential_ else "the trusted scores"
+        p_texts = [format_p(p, beyond if tail else None) for p, tail in zip(p_values, extrapolated)]
+        reasons = np.array([f"within {bulk} ({text})" for text in p_texts], dtype=object)
         for row in np.flatnonzero(flagged):
-            reasons[row] = self._flagged_reason(matrix[row], p_values[row])
+            reasons[row] = self._flagged_reason(matrix[row], p_texts[row])
         return make_findings(
             row_ids=row_ids,
             check=self.name,
@@ -246,9 +291,9 @@ class _CrossFittedOutlierDetector(Detector):
             reasons=reasons,
         )
 
-    def _flagged_reason(self, row: np.ndarray, p_value: float) -> str:
+    def _flagged_reason(self, row: np.ndarray, p_text: str) -> str:
         population = "the rest of the batch" if self.self_referential_ else "trusted rows"
-        head = f"unusual against {population} ({format_p(p_value)})"
+        head = f"unusual against {population} ({p_text})"
         details = self._unusual_features(row, population)
         if not details:
             return (
@@ -318,17 +363,14 @@ class ECODOutlierDetector(_CrossFittedOutlierDetector):
 
     def _fit_model(self, matrix):
         # n_jobs=1: the pipeline parallelises over chunks, not inside a model.
-        return ECOD(n_jobs=1).fit(matrix)
+        model = ECOD(n_jobs=1).fit(matrix)
+        # Scores rank rows against the training rows (ECOD's X_train): sort
+        # them once here rather than once per scored chunk and fold model.
+        model.sorted_train_ = np.sort(matrix, axis=0)
+        return model
 
     def _model_scores(self, model, matrix):
-        # ECOD keeps its training rows as X_train; rank against them only.
-        # The final model's rows are already sorted in reference_sorted_,
-        # which spares a sort of the reference per scored chunk.
-        if model is getattr(self, "model_", None):
-            sorted_reference = self.reference_sorted_
-        else:
-            sorted_reference = np.sort(model.X_train, axis=0)
-        tails, _ = tail_probabilities(sorted_reference, matrix)
+        tails, _ = tail_probabilities(model.sorted_train_, matrix)
         return -np.log(tails).sum(axis=1)
 
 

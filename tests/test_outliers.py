@@ -5,7 +5,15 @@ import pytest
 from pyod.models.ecod import ECOD
 from sklearn.base import clone
 
-from detectors.base import FINDING_COLUMNS, DetectorError, get_detector, registered_detectors
+from detectors.base import (
+    FINDING_COLUMNS,
+    DetectorError,
+    conformal_p_values,
+    cross_conformal_p_values,
+    get_detector,
+    peaks_over_threshold,
+    registered_detectors,
+)
 from detectors.outliers import ECODOutlierDetector, IForestOutlierDetector
 
 DETECTORS = [ECODOutlierDetector, IForestOutlierDetector]
@@ -35,19 +43,22 @@ def fitted(trusted):
 
 
 @pytest.mark.parametrize(
-    "cls, expected",
+    "cls, expected, far_p_value",
     [
-        # Clean row 33 sits beyond the 97th percentile on both features
-        # (p=0.007): at alpha=0.01 about 1 in 100 clean rows is flagged.
-        (ECODOutlierDetector, {33, 100, 101, 102}),
-        (IForestOutlierDetector, {100, 101, 102}),
+        # Clean row 33 is lower than 99.4 % of trusted rows on one feature
+        # (p=0.006): at alpha=0.01 about 1 in 100 clean rows is flagged.
+        # ECOD's score saturates beyond the trusted range, but the tail
+        # fitted to the 100 largest trusted scores puts it far out.
+        (ECODOutlierDetector, {33, 100, 101, 102}, 4.339e-05),
+        # Isolation-forest scores are bounded: the tail fitted to the
+        # trusted scores does not go below the smallest count, 1/1001.
+        (IForestOutlierDetector, {100, 101, 102}, 1 / 1001),
     ],
 )
-def test_far_rows_are_flagged_exactly(fitted, batch, cls, expected):
+def test_far_rows_are_flagged_exactly(fitted, batch, cls, expected, far_p_value):
     findings = fitted[cls].findings(batch)
     assert set(np.flatnonzero(findings["flagged"])) == expected
-    # far beyond every trusted row: the smallest conformal p-value, 1/1001
-    np.testing.assert_allclose(findings["p_value"].iloc[100:], 1 / 1001)
+    np.testing.assert_allclose(findings["p_value"].iloc[100:], far_p_value, rtol=1e-3)
 
 
 @pytest.mark.parametrize("cls", DETECTORS)
@@ -67,7 +78,11 @@ def test_findings_table_shape(fitted, batch, cls):
 def test_reasons_name_features_and_p_value(fitted, batch, cls):
     findings = fitted[cls].findings(batch)
     far = findings["reason"].iloc[100]
-    assert far.startswith("unusual against trusted rows (p=0.001)")
+    head = {
+        ECODOutlierDetector: "unusual against trusted rows (p≈4.3e-05, extrapolated beyond the trusted scores): ",
+        IForestOutlierDetector: "unusual against trusted rows (p=0.001): ",
+    }[cls]
+    assert far.startswith(head)
     assert "body_mass_g far above the range of trusted rows" in far
     assert "bill_length_mm far above the range of trusted rows" in far
     calm = findings.loc[~findings["flagged"], "reason"].iloc[0]
@@ -90,6 +105,65 @@ def test_calibration_on_clean_rows(trusted, cls):
     clean = gaussian(2000, seed=7)
     findings = cls(alpha=0.05).fit(trusted).findings(clean)
     assert 0.02 <= findings["flagged"].mean() <= 0.09
+
+
+TEN_COLUMNS = [f"x{index}" for index in range(10)]
+
+
+@pytest.mark.parametrize("cls", DETECTORS)
+@pytest.mark.parametrize("alpha, low, high", [(0.05, 0.02, 0.09), (0.01, 0.0, 0.03)])
+def test_calibration_with_a_small_reference(cls, alpha, low, high):
+    # 50 trusted rows, 10 features. Cross-conformal p-values: each fold model
+    # scores batch rows as it scored its held-out trusted rows; below 1/51
+    # the p-value comes from the tail. Given one reference of 50 rows the
+    # flagged share varies a lot (about Beta(2.5, 48.5) at alpha=0.05), so
+    # the test averages over five references.
+    shares = []
+    for seed in range(5):
+        detector = cls(alpha=alpha, random_state=seed).fit(gaussian(50, seed, TEN_COLUMNS))
+        shares.append(detector.findings(gaussian(2000, 100 + seed, TEN_COLUMNS))["flagged"].mean())
+    assert low <= np.mean(shares) <= high
+
+
+@pytest.mark.parametrize("cls", DETECTORS)
+def test_far_row_is_flagged_at_alpha_below_one_over_n_plus_one(cls):
+    trusted = gaussian(50, seed=1, columns=TEN_COLUMNS)
+    far = pd.DataFrame(np.full((1, 10), 6.0), columns=TEN_COLUMNS)
+    findings = cls(alpha=0.01).fit(trusted).findings(far)
+    assert findings["flagged"].iloc[0]
+    assert findings["p_value"].iloc[0] < 1 / 51  # the smallest count-based p-value
+    assert "extrapolated beyond the trusted scores" in findings["reason"].iloc[0]
+
+
+def test_cross_conformal_counts_per_fold():
+    calibration = np.array([1.0, 2.0, 3.0, 10.0, 20.0])
+    folds = np.array([0, 0, 0, 1, 1])
+    # row scores under fold model 0 and fold model 1
+    scores = np.array([[2.0, 15.0], [0.0, 0.0], [4.0, 30.0]])
+    p_values = cross_conformal_p_values(calibration, folds, scores, extrapolate=False)
+    # (1 + #{fold 0 >= s_0} + #{fold 1 >= s_1}) / 6
+    np.testing.assert_allclose(p_values, [(1 + 2 + 1) / 6, (1 + 3 + 2) / 6, 1 / 6])
+    one_fold = cross_conformal_p_values(calibration, np.zeros(5, int), scores[:, :1], extrapolate=False)
+    np.testing.assert_allclose(one_fold, conformal_p_values(calibration, scores[:, 0]))
+
+
+def test_peaks_over_threshold_tail():
+    calibration = np.arange(1.0, 21.0)  # n=20: k=5, threshold = 16, excesses 1..4
+    tail = peaks_over_threshold(calibration)
+    assert (tail.threshold, tail.probability, tail.scale) == (16.0, 5 / 21, 2.5)
+    expected = [1.0, 1.0, 5 / 21 * np.exp(-1), 0.0]
+    np.testing.assert_allclose(tail.p_values([10.0, 16.0, 18.5, 1e9]), expected, atol=1e-300)
+    assert (tail.p_values([1e9]) > 0).all()
+    # Two folds of ten: the tail lowers only p-values beyond it, and never raises one.
+    folds = np.arange(20) % 2
+    scores = np.array([[10.0, 10.0], [18.5, 18.5], [25.0, 25.0], [25.0, 5.0]])
+    counted = cross_conformal_p_values(calibration, folds, scores, extrapolate=False)
+    p_values, extrapolated = cross_conformal_p_values(calibration, folds, scores, return_extrapolated=True)
+    expected_tail = tail.p_values(25.0)
+    np.testing.assert_allclose(p_values, [counted[0], min(counted[1], 5 / 21 * np.exp(-1)), expected_tail, counted[3]])
+    assert extrapolated.tolist() == [False, True, True, False]
+    assert peaks_over_threshold(np.ones(30)) is None  # all tied: no tail
+    assert peaks_over_threshold(np.arange(4.0)) is None  # too few rows
 
 
 def test_ecod_scores_match_pyod_row_by_row(trusted, batch):
@@ -121,7 +195,9 @@ def test_self_findings_catch_a_poisoned_cluster(cls):
     assert findings["flagged"].iloc[1000:].all()
     assert findings["flagged"].iloc[:1000].mean() <= 0.03
     assert ((findings["p_value"] > 0) & (findings["p_value"] <= 1)).all()
-    assert findings["reason"].iloc[1000].startswith("unusual against the rest of the batch (p=")
+    assert findings["reason"].iloc[1000].startswith(
+        "unusual against the rest of the batch (p≈"
+    ) and "extrapolated beyond the bulk of this batch" in findings["reason"].iloc[1000]
     # the fitted state is usable for later batches
     assert detector.findings(batch.iloc[1000:])["flagged"].all()
 
@@ -168,9 +244,13 @@ def test_too_few_rows_for_the_folds():
         ECODOutlierDetector().fit(gaussian(3, seed=0))
 
 
+@pytest.mark.filterwarnings("ignore:Precision loss occurred:RuntimeWarning")  # PyOD's skew of a constant
 def test_warns_when_no_row_can_be_flagged():
+    # Identical reference rows: every calibration score ties, so no tail can
+    # be fitted and 1/21 is the smallest p-value.
+    constant = pd.DataFrame(np.ones((20, 2)), columns=COLUMNS)
     with pytest.warns(UserWarning, match="no row will be flagged"):
-        ECODOutlierDetector(alpha=0.01).fit(gaussian(50, seed=0))
+        ECODOutlierDetector(alpha=0.01).fit(constant)
 
 
 @pytest.mark.parametrize("alpha", [0.0, 1.5])
