@@ -269,24 +269,11 @@ def _toml_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _alpha(n_reference: int) -> float:
-    """The false-positive rate a reference of this size can support.
-
-    A conformal p-value is at least ``1 / (n_calibration + 1)``, so at alpha =
-    0.01 a detector can flag nothing unless it calibrates on at least 99
-    trusted rows. Smaller references (wine) get alpha = 0.05.
-    """
-    return 0.01 if n_reference >= 99 else 0.05
-
-
 def _config(sample: Sample, n_reference: int) -> str:
-    alpha = _alpha(n_reference)
-    why = (
-        f"# alpha = {alpha}: the reference has only {n_reference} rows and a conformal p-value is\n"
-        f"# never below 1 / (calibration rows + 1), so alpha = 0.01 could flag nothing.\n"
-        if alpha != 0.01
-        else ""
-    )
+    # Every sample uses the default alpha: detectors extrapolate the tail of
+    # small references instead of stopping at 1 / (calibration rows + 1).
+    alpha = 0.01
+    why = ""
     return (
         f"# poisonguard config for the {sample.name} sample (written by make_samples.py).\n"
         "# Paths are relative to this file's folder.\n"

@@ -5,18 +5,16 @@ that need them, so ``--help`` and input errors answer at once.
 """
 from __future__ import annotations
 
-import functools
 import os
-import sys
 import time
 from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from pipelines.errors import PoisonguardError
+from pipelines.cli_support import console, reports_errors
+from pipelines.review_cli import emit_command, review_app
 
 app = typer.Typer(
     help="Detect poisoned rows in training data, quarantine them, and emit a signed clean dataset.",
@@ -27,8 +25,9 @@ app = typer.Typer(
 expectations_app = typer.Typer(help="Infer and inspect expectation suites.", no_args_is_help=True)
 app.add_typer(expectations_app, name="expectations")
 
-console = Console()
-error_console = Console(stderr=True)
+app.add_typer(review_app, name="review")
+app.command("emit")(emit_command)
+
 
 
 def quiet_services() -> None:
@@ -38,20 +37,6 @@ def quiet_services() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-
-
-def reports_errors(command):
-    """Print a PoisonguardError as one line and exit with its code, no traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except PoisonguardError as error:
-            error_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-            raise typer.Exit(error.exit_code) from None
-
-    return wrapper
 
 
 @app.command()

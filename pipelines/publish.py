@@ -1,17 +1,16 @@
 """Writing a run's output: clean and quarantine files, report, provenance, signature.
 
-Writing and signing happen together or not at all: everything is written into
-a hidden sibling folder, signed there, the quarantined rows are committed to
-the store in one transaction, and only then is the folder renamed to its final
-name. An interrupted run leaves nothing that looks finished, and a failed one
-loses no quarantine rows.
+Writing and signing happen together or not at all
+(:func:`pipelines.signed_output.write_signed_folder`): everything is written
+into a hidden sibling folder, signed there, the quarantined rows are committed
+to the store in one transaction, and only then is the folder renamed to its
+final name. An interrupted run leaves nothing that looks finished, and a failed
+one loses no quarantine rows.
 """
 from __future__ import annotations
 
 import json
-import os
 import platform
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,21 +21,23 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipelines import __version__
 from pipelines.errors import BatchRejected
 from pipelines.report import render_report
+from pipelines.signed_output import (  # noqa: F401 - the layout's names are also used as publish.X
+    CLEAN_FILE,
+    FINDING_LIST_COLUMNS,
+    PROVENANCE_FILE,
+    QUARANTINE_FILE,
+    REPORT_FILE,
+    SIGNATURE_FILE,
+    write_parquet,
+    write_signed_folder,
+)
 from pipelines.signing import ensure_state_key, sign_folder
 from pipelines.store import QuarantineStore
 
-CLEAN_FILE = "clean.parquet"
-QUARANTINE_FILE = "quarantine.parquet"
-PROVENANCE_FILE = "provenance.json"
-REPORT_FILE = "report.html"
-SIGNATURE_FILE = "signature.sig"
-FINDING_LIST_COLUMNS = ("poisonguard_checks", "poisonguard_scores", "poisonguard_p_values", "poisonguard_reasons")
 LIBRARIES = ("great_expectations", "pyod", "cleanlab", "scikit-learn", "pandas", "numpy", "prefect", "model-signing")
 
 
@@ -136,36 +137,36 @@ def publish(run: RunHandle, inputs, outcomes, decision, evidence: dict, work_sta
     """Write, sign, store and reveal the run's output folder."""
     settings = inputs.settings
     out = settings.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial-{run.run_id[:8]}"
-    staging.mkdir()
-    try:
-        if settings.key is not None:
-            key_path, key_created = settings.key, False
-        else:
-            key_path, key_created = ensure_state_key(settings.state_dir)
-        quarantined_rows = _write_data(staging, inputs, decision)
-        (staging / REPORT_FILE).write_text(_report(inputs, outcomes, decision, run, status="succeeded"), encoding="utf-8")
-        counts = _counts(inputs, decision)
-        provenance = _provenance(inputs, outcomes, decision, run, counts, staging)
-        (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        sign_folder(staging, key_path, signature_name=SIGNATURE_FILE)
+    if settings.key is not None:
+        key_path, key_created = settings.key, False
+    else:
+        key_path, key_created = ensure_state_key(settings.state_dir)
+    clean = clean_frame(inputs, decision.kept_ids)
+    quarantine = quarantine_frame(inputs, decision)
+    counts = _counts(inputs, decision)
+
+    def write_files(folder: Path) -> None:
+        write_parquet(clean, folder / CLEAN_FILE)
+        write_parquet(quarantine, folder / QUARANTINE_FILE)
+        (folder / REPORT_FILE).write_text(_report(inputs, outcomes, decision, run, status="succeeded"), encoding="utf-8")
+        provenance = _provenance(inputs, outcomes, decision, run, counts, folder)
+        (folder / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    def store_quarantined(_folder: Path) -> None:
         run.store.add_quarantined(
             run.run_id,
             dataset=settings.config.dataset.name,
-            rows=quarantined_rows,
+            rows=quarantine.drop(columns=list(FINDING_LIST_COLUMNS)),
             findings=decision.flagged,
             row_id_column=inputs.id_column,
             batch_digest_by_row=_digest_by_row(inputs),
             evidence_by_row=evidence,
         )
-        if out.exists():
-            raise FileExistsError(f"{out}: appeared while the run was writing; the output is left in {staging}")
-        os.rename(staging, out)
-    except BaseException:
-        if staging.exists() and not out.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    # sign_folder is passed from this module's namespace so tests can replace it here.
+    write_signed_folder(
+        out, key_path, write_files, before_reveal=store_quarantined, staging_tag=run.run_id[:8], sign=sign_folder
+    )
     run.store.finish_run(run.run_id, status="succeeded", output_dir=str(out), counts=counts)
     return RunSummary(
         run_id=run.run_id,
@@ -214,28 +215,6 @@ def quarantine_frame(inputs, decision) -> pd.DataFrame:
     return rows
 
 
-def _write_data(folder: Path, inputs, decision) -> pd.DataFrame:
-    clean = clean_frame(inputs, decision.kept_ids)
-    quarantine = quarantine_frame(inputs, decision)
-    _write_parquet(clean, folder / CLEAN_FILE)
-    _write_parquet(quarantine, folder / QUARANTINE_FILE)
-    return quarantine.drop(columns=list(FINDING_LIST_COLUMNS))
-
-
-def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    try:
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        # JSON Lines can mix numbers and text in one column; keep every value,
-        # as text, rather than lose the row.
-        frame = frame.copy()
-        for column in frame.columns:
-            if frame[column].dtype == object and column not in FINDING_LIST_COLUMNS:
-                frame[column] = frame[column].map(lambda v: None if v is None or v is pd.NA else str(v))
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-    pq.write_table(table, path)
-
-
 def _digest_by_row(inputs) -> dict[str, str]:
     return dict(zip(inputs.batch.row_ids, inputs.batch.source_digest))
 
@@ -257,7 +236,7 @@ def _provenance(inputs, outcomes, decision, run: RunHandle, counts: dict, folder
     finished = utc_now()
     return {
         "tool": {"name": "poisonguard", "version": __version__, "python": platform.python_version()},
-        "libraries": {name: _version(name) for name in LIBRARIES},
+        "libraries": library_versions(),
         "run_id": run.run_id,
         "dataset": settings.config.dataset.name,
         "started_at": run.started_at.isoformat(),
@@ -318,6 +297,11 @@ def _report(inputs, outcomes, decision, run: RunHandle, *, status: str, batch_fa
         notes=decision.notes,
         batch_failures=list(batch_failures),
     )
+
+
+def library_versions() -> dict[str, Optional[str]]:
+    """Installed versions of the libraries a signed output depends on (None if absent)."""
+    return {name: _version(name) for name in LIBRARIES}
 
 
 def _version(distribution: str) -> Optional[str]:

@@ -10,6 +10,9 @@ os.environ["DO_NOT_TRACK"] = "1"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
 
+import shutil  # noqa: E402
+import sqlite3  # noqa: E402
+
 import pytest  # noqa: E402
 
 
@@ -18,3 +21,42 @@ def isolated_state(tmp_path, monkeypatch):
     """Each test gets its own state folder (keys, quarantine store)."""
     monkeypatch.setenv("POISONGUARD_HOME", str(tmp_path / "state"))
     return tmp_path / "state"
+
+
+@pytest.fixture(scope="module")
+def tiny_run_template(tmp_path_factory):
+    """One real run (about 4 s), shared; each test gets its own copy of its state."""
+    from pipelines.run import execute
+    from pipelines.settings import make_settings
+    from tests.tiny_data import write_tiny_dataset
+
+    base = tmp_path_factory.mktemp("tiny-run")
+    data = write_tiny_dataset(base / "data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("POISONGUARD_HOME", str(base / "state"))
+        settings = make_settings([data["batch"]], out=base / "out", config_path=data["config"])
+        summary = execute(settings)
+    return {"state": base / "state", "out": summary.out, "run_id": summary.run_id}
+
+
+@pytest.fixture
+def tiny_run(tiny_run_template, tmp_path, isolated_state):
+    """This test's own copy of the shared tiny run: keys, store and signed output."""
+    return copy_tiny_run(tiny_run_template, tmp_path, isolated_state)
+
+
+def copy_tiny_run(template, tmp_path, state):
+    """Copy the template run's keys, store and signed output into this test's folders."""
+    shutil.copytree(template["state"] / "keys", state / "keys")
+    out = tmp_path / "runs" / "first"
+    shutil.copytree(template["out"], out)
+    database = state / "quarantine.db"
+    source, target = sqlite3.connect(template["state"] / "quarantine.db"), sqlite3.connect(database)
+    try:
+        source.backup(target)  # a consistent copy, write-ahead log included
+        target.execute("UPDATE runs SET output_dir = ? WHERE id = ?", (str(out), template["run_id"]))
+        target.commit()
+    finally:
+        source.close()
+        target.close()
+    return {"run_id": template["run_id"], "out": out, "database": database, "store_url": f"sqlite:///{database}"}

@@ -1,6 +1,3 @@
-import gzip
-import json
-
 import numpy as np
 import pandas as pd
 import pytest

@@ -33,7 +33,7 @@ def test_keygen_writes_a_private_and_a_public_key(tmp_path):
 
 def bad_inputs(tiny, tmp_path):
     """(name, arguments, expected words in the message) for each kind of bad input."""
-    batch, reference, config = tiny["batch"], tiny["reference"], tiny["config"]
+    batch, reference = tiny["batch"], tiny["reference"]
     duplicate = tmp_path / "dup.csv"
     pd.concat([pd.read_csv(batch, dtype=str)] * 2).to_csv(duplicate, index=False)
     empty = tmp_path / "empty.csv"
