@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 import numpy as np
 import pandas as pd
@@ -149,11 +149,19 @@ class ExponentialTail:
         Tail probability just above ``threshold``.
     scale : float
         Mean excess over ``threshold`` (positive), in score units.
+    excesses : int or None
+        How many excesses ``scale`` was estimated from. When given, the tail
+        is the predictive (Lomax) form ``probability * (1 + x / (m * scale))
+        ** -m`` with ``m = excesses``, which accounts for the scale being an
+        estimate: with a handful of excesses the plain exponential flags about
+        1.5 x alpha (measured on 50-row references), the predictive form about
+        alpha. It tends to the plain exponential as ``m`` grows.
     """
 
     threshold: float
     probability: float
     scale: float
+    excesses: Optional[int] = None
 
     def p_values(self, scores) -> np.ndarray:
         """Tail p-values of ``scores`` (any shape); 1.0 at or below the threshold.
@@ -162,7 +170,11 @@ class ExponentialTail:
         """
         scores = np.asarray(scores, dtype=float)
         excess = np.maximum(scores - self.threshold, 0.0)
-        p_values = self.probability * np.exp(-excess / self.scale)
+        if self.excesses:
+            m = float(self.excesses)
+            p_values = self.probability * np.exp(-m * np.log1p(excess / (m * self.scale)))
+        else:
+            p_values = self.probability * np.exp(-excess / self.scale)
         p_values = np.maximum(p_values, np.finfo(float).tiny)
         return np.where(scores > self.threshold, p_values, 1.0)
 
@@ -203,6 +215,7 @@ def peaks_over_threshold(calibration_scores) -> ExponentialTail | None:
         threshold=threshold,
         probability=(1.0 + excesses.size) / (n_calibration + 1.0),
         scale=float(excesses.mean()),
+        excesses=int(excesses.size),
     )
 
 

@@ -49,7 +49,7 @@ def fitted(trusted):
         # (p=0.006): at alpha=0.01 about 1 in 100 clean rows is flagged.
         # ECOD's score saturates beyond the trusted range, but the tail
         # fitted to the 100 largest trusted scores puts it far out.
-        (ECODOutlierDetector, {33, 100, 101, 102}, 4.339e-05),
+        (ECODOutlierDetector, {33, 100, 101, 102}, 5.786e-05),
         # Isolation-forest scores are bounded: the tail fitted to the
         # trusted scores does not go below the smallest count, 1/1001.
         (IForestOutlierDetector, {100, 101, 102}, 1 / 1001),
@@ -79,7 +79,7 @@ def test_reasons_name_features_and_p_value(fitted, batch, cls):
     findings = fitted[cls].findings(batch)
     far = findings["reason"].iloc[100]
     head = {
-        ECODOutlierDetector: "unusual against trusted rows (p≈4.3e-05, extrapolated beyond the trusted scores): ",
+        ECODOutlierDetector: "unusual against trusted rows (p≈5.8e-05, extrapolated beyond the trusted scores): ",
         IForestOutlierDetector: "unusual against trusted rows (p=0.001): ",
     }[cls]
     assert far.startswith(head)
@@ -150,9 +150,10 @@ def test_cross_conformal_counts_per_fold():
 def test_peaks_over_threshold_tail():
     calibration = np.arange(1.0, 21.0)  # n=20: k=5, threshold = 16, excesses 1..4
     tail = peaks_over_threshold(calibration)
-    assert (tail.threshold, tail.probability, tail.scale) == (16.0, 5 / 21, 2.5)
-    expected = [1.0, 1.0, 5 / 21 * np.exp(-1), 0.0]
-    np.testing.assert_allclose(tail.p_values([10.0, 16.0, 18.5, 1e9]), expected, atol=1e-300)
+    assert (tail.threshold, tail.probability, tail.scale, tail.excesses) == (16.0, 5 / 21, 2.5, 4)
+    # Predictive (Lomax) form with m = 4 excesses: (1 + x / (4 * 2.5)) ** -4.
+    expected = [1.0, 1.0, 5 / 21 * 1.25**-4, 5 / 21 * (1 + (1e9 - 16) / 10) ** -4]
+    np.testing.assert_allclose(tail.p_values([10.0, 16.0, 18.5, 1e9]), expected, rtol=1e-9)
     assert (tail.p_values([1e9]) > 0).all()
     # Two folds of ten: the tail lowers only p-values beyond it, and never raises one.
     folds = np.arange(20) % 2
@@ -160,7 +161,7 @@ def test_peaks_over_threshold_tail():
     counted = cross_conformal_p_values(calibration, folds, scores, extrapolate=False)
     p_values, extrapolated = cross_conformal_p_values(calibration, folds, scores, return_extrapolated=True)
     expected_tail = tail.p_values(25.0)
-    np.testing.assert_allclose(p_values, [counted[0], min(counted[1], 5 / 21 * np.exp(-1)), expected_tail, counted[3]])
+    np.testing.assert_allclose(p_values, [counted[0], min(counted[1], float(tail.p_values(18.5))), expected_tail, counted[3]])
     assert extrapolated.tolist() == [False, True, True, False]
     assert peaks_over_threshold(np.ones(30)) is None  # all tied: no tail
     assert peaks_over_threshold(np.arange(4.0)) is None  # too few rows
