@@ -21,8 +21,8 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 from sqlalchemy import (
-    Column, DateTime, Float, ForeignKey, Integer, MetaData, String, Table, Text,
-    UniqueConstraint, create_engine, event, func, insert, literal, select, update,
+    Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
+    UniqueConstraint, create_engine, event, func, insert, literal, select, text, update,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError
@@ -100,6 +100,11 @@ quarantine = Table(
     Column("status", String(16), nullable=False, default="pending", index=True),
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("run_id", "row_id", name="uq_quarantine_run_row"),
+    # The review queue is read most suspicious first, a page at a time; without
+    # these SQLite sorts every whole row to reach a deep page (150 ms for the
+    # last page of 10,000 rows, 5 ms with them).
+    Index("ix_quarantine_queue", text("score DESC"), "id"),
+    Index("ix_quarantine_status_queue", "status", text("score DESC"), "id"),
 )
 
 decisions = Table(
@@ -361,7 +366,8 @@ def decode_entry(record) -> dict:
     hidden = ("row_json", "findings_json", "evidence_json", "checks")
     entry = {key: value for key, value in record.items() if key not in hidden}
     entry["row"] = json.loads(record["row_json"])
-    entry["evidence"] = json.loads(record["evidence_json"]) if record.get("evidence_json") else {}
+    if "evidence_json" in record:
+        entry["evidence"] = json.loads(record["evidence_json"] or "{}")
     entry["checks"] = record["checks"].split(",") if record["checks"] else []
     entry["findings"] = json.loads(record["findings_json"])
     return entry
