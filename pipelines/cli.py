@@ -15,6 +15,7 @@ from rich.table import Table
 
 from pipelines.cli_support import console, reports_errors
 from pipelines.review_cli import emit_command, review_app
+from pipelines.watch_cli import serve_command, watch_command
 
 app = typer.Typer(
     help="Detect poisoned rows in training data, quarantine them, and emit a signed clean dataset.",
@@ -27,6 +28,8 @@ app.add_typer(expectations_app, name="expectations")
 
 app.add_typer(review_app, name="review")
 app.command("emit")(emit_command)
+app.command("watch")(watch_command)
+app.command("serve")(serve_command)
 
 
 
@@ -89,12 +92,21 @@ def run(
 def verify(
     folder: Path = typer.Argument(..., help="A folder written by 'poisonguard run'."),
     public_key: Optional[Path] = typer.Option(None, "--public-key", help="Public key PEM; the state folder's when absent."),
+    chain: bool = typer.Option(False, "--chain", help="A dataset version (or dataset folder): also verify every parent."),
 ):
     """Check that a signed output folder is exactly what was signed."""
     from pipelines.signing import verify_folder
     from pipelines.state import default_public_key
 
     key = public_key or default_public_key()
+    if chain:
+        from pipelines.datasets import verify_chain
+
+        versions = verify_chain(folder, key)
+        for version in versions:
+            console.print(f"[green]verified[/]: {version.folder} ({version.chain.get('rows', 0)} clean rows)")
+        console.print(f"[green]chain verified[/]: {len(versions)} version(s), each linked to its parent by signature digest")
+        return
     verified = verify_folder(folder, key)
     console.print(f"[green]verified[/]: {len(verified.files)} files in {folder} match signature.sig ({key})")
 

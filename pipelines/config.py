@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -59,11 +59,74 @@ class SigningConfig(_Strict):
     key: Optional[Path] = Field(None, description="Private key PEM; the state folder's key when absent.")
 
 
+BATCH_CHECKS = ("schema", "drift", "label_shift", "model_impact")
+
+
+class BatchChecksConfig(_Strict):
+    """Batch-level checks that quarantine a whole batch (``detectors.drift``).
+
+    A distribution counts as shifted when its effect size exceeds the
+    threshold *and* the difference is significant at ``p_value``. They need
+    trusted rows (a reference, or a dataset's previous versions); without
+    them only the schema is compared, with the suite.
+    """
+
+    checks: list[Literal["schema", "drift", "label_shift", "model_impact"]] = Field(
+        default_factory=lambda: list(BATCH_CHECKS), description="Which batch-level checks run."
+    )
+    p_value: float = Field(0.001, gt=0.0, lt=1.0, description="Significance a shift must also reach.")
+    min_rows: int = Field(20, ge=1, description="Distribution checks skip smaller batches (too noisy).")
+    numeric_test: Literal["ks", "wasserstein"] = "ks"
+    categorical_test: Literal["psi", "jensen_shannon"] = "psi"
+    ks_threshold: float = Field(0.3, gt=0.0, le=1.0, description="Largest KS statistic D allowed.")
+    wasserstein_threshold: float = Field(0.5, gt=0.0, description="Largest Wasserstein distance, in trusted SDs.")
+    psi_threshold: float = Field(0.25, gt=0.0, description="Largest population stability index.")
+    jensen_shannon_threshold: float = Field(0.2, gt=0.0, le=1.0, description="Largest Jensen-Shannon distance.")
+    label_threshold: float = Field(
+        0.25, gt=0.0, description="Largest shift of the label distribution, in categorical_test's statistic."
+    )
+    max_drifted_columns: int = Field(0, ge=0, description="Reject when more columns than this drift.")
+    impact_model: Literal["logistic", "gradient_boosting", "random_forest"] = "logistic"
+    impact_max_drop: float = Field(0.02, ge=0.0, lt=1.0, description="Accuracy the kept rows may cost on trusted rows.")
+    impact_p_value: float = Field(0.01, gt=0.0, lt=1.0, description="Significance (McNemar) of that drop.")
+    impact_folds: int = Field(5, ge=2, le=20)
+
+    @property
+    def numeric_threshold(self) -> float:
+        return self.ks_threshold if self.numeric_test == "ks" else self.wasserstein_threshold
+
+    @property
+    def categorical_threshold(self) -> float:
+        return self.psi_threshold if self.categorical_test == "psi" else self.jensen_shannon_threshold
+
+
+class WatchConfig(_Strict):
+    """How ``poisonguard watch`` and ``serve`` treat an inbox of batches."""
+
+    inbox: Optional[str] = Field(None, description="Inbox folder or fsspec URL (what `serve` watches).")
+    root: Optional[Path] = Field(None, description="Where versions go: ROOT/NAME/vNNNN (default STATE/datasets).")
+    settle_seconds: float = Field(
+        2.0, ge=0.0, description="Files modified more recently than this are left for the next pass (still uploading)."
+    )
+    reference_rows: int = Field(
+        5000, ge=10, description="Trusted rows the next batch is checked against: the configured reference, "
+        "then a sample of the dataset's clean rows so far."
+    )
+    review_above: Optional[float] = Field(
+        0.5, gt=0.0, le=1.0, description="Quarantine rate above which a person approves or rejects the batch."
+    )
+    review_timeout: int = Field(3600, ge=1, description="Seconds a paused flow waits for that person.")
+    lease_seconds: int = Field(60, ge=5, description="A watcher that stops renewing its lock loses it after this.")
+    max_attempts: int = Field(3, ge=1, description="A batch that fails this often is moved to rejected/.")
+
+
 class RunConfig(_Strict):
     """Everything a run needs besides its batch files and output folder."""
 
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     detection: DetectionConfig = Field(default_factory=DetectionConfig)
+    batch: BatchChecksConfig = Field(default_factory=BatchChecksConfig)
+    watch: WatchConfig = Field(default_factory=WatchConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     signing: SigningConfig = Field(default_factory=SigningConfig)
 
@@ -78,7 +141,11 @@ class RunConfig(_Strict):
             update={"reference": absolute(self.dataset.reference), "suite": absolute(self.dataset.suite)}
         )
         signing = self.signing.model_copy(update={"key": absolute(self.signing.key)})
-        return self.model_copy(update={"dataset": dataset, "signing": signing})
+        inbox = self.watch.inbox
+        if inbox is not None and "://" not in inbox:
+            inbox = str(absolute(Path(inbox)))
+        watch = self.watch.model_copy(update={"root": absolute(self.watch.root), "inbox": inbox})
+        return self.model_copy(update={"dataset": dataset, "signing": signing, "watch": watch})
 
 
 def load_config(path: Optional[os.PathLike | str]) -> RunConfig:

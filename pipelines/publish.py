@@ -64,9 +64,11 @@ class RunSummary:
     key_created: bool
     work_seconds: float
     notes: list[str] = field(default_factory=list)
-    status: str = "succeeded"  # or "rejected": a batch-level check failed
+    status: str = "succeeded"  # "rejected": a batch-level check failed; "held": awaiting a reviewer
     batch_failures: list[str] = field(default_factory=list)
     report: Optional[Path] = None
+    batch_checks: list[dict] = field(default_factory=list)  # the drift table (detectors.drift.BatchCheck rows)
+    top_quarantined: list[dict] = field(default_factory=list)  # most suspicious rows: row_id, checks, p_value, reason
 
     def rejection(self) -> BatchRejected:
         """The error a caller raises for a rejected batch."""
@@ -105,32 +107,73 @@ def close_failed_run(run: RunHandle, error: BaseException) -> None:
 
 def reject_batch(run: RunHandle, inputs, outcomes, work_started: float) -> "RunSummary":
     """Close the run as rejected and keep its report in the state folder; nothing is published."""
+    failures = [f for o in outcomes for f in o.batch_failures]
+    return _close_unpublished(run, inputs, outcomes, work_started, status="rejected", failures=failures)
+
+
+def hold_batch(run: RunHandle, inputs, outcomes, reason: str, work_started: float) -> "RunSummary":
+    """Close the run as held for a reviewer; nothing is published, the report is kept."""
+    return _close_unpublished(run, inputs, outcomes, work_started, status="held", failures=[reason])
+
+
+def _close_unpublished(run: RunHandle, inputs, outcomes, work_started: float, *, status: str, failures) -> "RunSummary":
     from pipelines.run import decide
 
-    failures = [f for o in outcomes for f in o.batch_failures]
     decision = decide(inputs, outcomes)
-    folder = inputs.settings.state_dir / "rejected" / run.run_id
+    folder = inputs.settings.state_dir / status / run.run_id
     folder.mkdir(parents=True, exist_ok=True)
     report = folder / REPORT_FILE
-    report.write_text(_report(inputs, outcomes, decision, run, status="rejected", batch_failures=failures))
+    report.write_text(_report(inputs, outcomes, decision, run, status=status, batch_failures=failures))
+    table = batch_check_table(outcomes)
+    rows_in = int(len(inputs.batch.raw))
+    # A held batch's rows are not quarantined yet: the reviewer decides.
+    kept, quarantined = (0, rows_in) if status == "rejected" else (len(decision.kept_ids), len(decision.quarantined_ids))
     run.store.finish_run(
-        run.run_id, status="rejected", counts={"batch_failures": failures, "rows_in": len(inputs.batch.raw)}
+        run.run_id, status=status,
+        counts={"batch_failures": failures, "rows_in": rows_in, "kept": kept, "quarantined": quarantined,
+                "batch_checks": table, "report": str(report)},
     )
     return RunSummary(
         run_id=run.run_id,
         out=None,
-        rows_in=int(len(inputs.batch.raw)),
-        kept=0,
-        quarantined=int(len(inputs.batch.raw)),
+        rows_in=rows_in,
+        kept=kept,
+        quarantined=quarantined,
         per_check=json.loads(decision.per_check.to_json(orient="records")) if len(decision.per_check) else [],
         key_path=None,
         key_created=False,
         work_seconds=time.perf_counter() - work_started,
         notes=decision.notes,
-        status="rejected",
-        batch_failures=failures,
+        status=status,
+        batch_failures=list(failures),
         report=report,
+        batch_checks=table,
+        top_quarantined=top_quarantined(decision) if status == "held" else [],
     )
+
+
+def batch_check_table(outcomes) -> list[dict]:
+    """The drift table: every batch-level test of the run, in order."""
+    return [dict(entry) for o in outcomes if o.kind == "batch" for entry in o.details.get("table", [])]
+
+
+def top_quarantined(decision, limit: int = 20) -> list[dict]:
+    """The most suspicious quarantined rows: most checks, then smallest p-value."""
+    flagged = decision.flagged
+    if flagged.empty:
+        return []
+    rows = []
+    for row_id, group in flagged.groupby("row_id", sort=False):
+        p_values = group["p_value"].dropna()
+        rows.append({
+            "row_id": str(row_id),
+            "checks": ", ".join(dict.fromkeys(group["check"].astype(str))),
+            "smallest_p_value": float(p_values.min()) if len(p_values) else None,
+            "reason": str(group["reason"].iloc[0]),
+            "_n": len(group),
+        })
+    rows.sort(key=lambda r: (-r["_n"], r["smallest_p_value"] if r["smallest_p_value"] is not None else -1.0))
+    return [{k: v for k, v in row.items() if k != "_n"} for row in rows[:limit]]
 
 
 def publish(run: RunHandle, inputs, outcomes, decision, evidence: dict, work_started: float) -> RunSummary:
@@ -149,7 +192,13 @@ def publish(run: RunHandle, inputs, outcomes, decision, evidence: dict, work_sta
         write_parquet(clean, folder / CLEAN_FILE)
         write_parquet(quarantine, folder / QUARANTINE_FILE)
         (folder / REPORT_FILE).write_text(_report(inputs, outcomes, decision, run, status="succeeded"), encoding="utf-8")
-        provenance = _provenance(inputs, outcomes, decision, run, counts, folder)
+        chain = None
+        if settings.chain is not None:
+            # A dataset version (poisonguard watch): link it to its parent.
+            from pipelines.datasets import finish_chain
+
+            chain = finish_chain(settings.chain, clean, folder, random_state=settings.config.detection.random_state)
+        provenance = _provenance(inputs, outcomes, decision, run, counts, folder, chain=chain)
         (folder / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
     def store_quarantined(_folder: Path) -> None:
@@ -180,6 +229,8 @@ def publish(run: RunHandle, inputs, outcomes, decision, evidence: dict, work_sta
         work_seconds=time.perf_counter() - work_started,
         notes=decision.notes,
         report=out / REPORT_FILE,
+        batch_checks=batch_check_table(outcomes),
+        top_quarantined=top_quarantined(decision),
     )
 
 
@@ -229,7 +280,7 @@ def _counts(inputs, decision) -> dict:
     }
 
 
-def _provenance(inputs, outcomes, decision, run: RunHandle, counts: dict, folder: Path) -> dict:
+def _provenance(inputs, outcomes, decision, run: RunHandle, counts: dict, folder: Path, chain=None) -> dict:
     from pipelines.batch_io import file_digest
 
     settings = inputs.settings
@@ -257,14 +308,26 @@ def _provenance(inputs, outcomes, decision, run: RunHandle, counts: dict, folder
         "checks": [
             {"name": o.name, "kind": o.kind, "rows_checked": o.rows_checked, "seconds": round(o.seconds, 3), **o.details}
             for o in outcomes
+            if o.kind != "batch"
         ],
+        # Batch-level checks (pipelines.drift): the drift table and what was skipped.
+        "batch_checks": {
+            "table": batch_check_table(outcomes),
+            "notes": [note for o in outcomes if o.kind == "batch" for note in o.details.get("notes", [])],
+            "config": json.loads(settings.config.batch.model_dump_json()),
+        },
         "counts": counts,
         "notes": decision.notes,
+        **({"chain": chain} if chain is not None else {}),
         "outputs": {
             name: {"sha256": file_digest(folder / name)}
-            for name in (CLEAN_FILE, QUARANTINE_FILE, REPORT_FILE)
+            for name in (CLEAN_FILE, QUARANTINE_FILE, REPORT_FILE, *_extra_outputs(chain))
         },
     }
+
+
+def _extra_outputs(chain) -> tuple[str, ...]:
+    return (chain["trusted_sample"]["file"],) if chain else ()
 
 
 def _report(inputs, outcomes, decision, run: RunHandle, *, status: str, batch_failures=()) -> str:
@@ -287,6 +350,13 @@ def _report(inputs, outcomes, decision, run: RunHandle, *, status: str, batch_fa
         "started": run.started_at.isoformat(timespec="seconds"),
         "tool version": __version__,
     }
+    chain = settings.chain
+    if chain is not None:
+        parent = chain.get("parent")
+        summary["dataset version"] = chain["version"] + (
+            f" (parent {parent['version']}, signature sha256 {parent['signature_sha256'][:12]}…)" if parent else " (first)"
+        )
+        summary["trusted rows"] = chain.get("trusted", {}).get("description", "")
     return render_report(
         title=f"poisonguard report: {settings.config.dataset.name}",
         summary=summary,
@@ -296,6 +366,7 @@ def _report(inputs, outcomes, decision, run: RunHandle, *, status: str, batch_fa
         row_id_column=inputs.id_column,
         notes=decision.notes,
         batch_failures=list(batch_failures),
+        batch_checks=batch_check_table(outcomes),
     )
 
 

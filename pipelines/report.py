@@ -61,6 +61,7 @@ def render_report(
     notes: Sequence[str],
     batch_failures: Sequence[str],
     top_n: int = 50,
+    batch_checks: Sequence[Mapping[str, object]] = (),
 ) -> str:
     """Render the run report as one self-contained HTML page.
 
@@ -95,6 +96,10 @@ def render_report(
         How many quarantined rows to show, most suspicious first: most
         flagging checks, then smallest p-value (rows flagged only by hard
         rules, which have no p-value, come after those with one).
+    batch_checks : sequence of mapping, optional
+        The drift table: one mapping per batch-level test with ``check,
+        column, test, statistic, threshold, p_value, failed, reason``
+        (``detectors.drift.BatchCheck.as_dict``).
 
     Returns
     -------
@@ -119,6 +124,7 @@ def render_report(
         "summary": [(str(key), _format_value(value)) for key, value in summary.items()],
         "notes": [str(note) for note in notes],
         "batch_failures": [str(failure) for failure in batch_failures],
+        "batch_checks": [_batch_check_row(row) for row in batch_checks],
         "checks": _check_rows(per_check),
         "histograms": _histograms(findings, per_check),
         "rows": rows,
@@ -165,6 +171,20 @@ def _format_number(value: object, spec: str) -> str:
     if _is_missing(value):
         return "\u2014"
     return format(float(value), spec)
+
+
+def _batch_check_row(row: Mapping[str, object]) -> dict:
+    """One line of the drift table, numbers formatted."""
+    return {
+        "check": str(row.get("check", "")),
+        "column": str(row.get("column") or ""),
+        "test": str(row.get("test", "")),
+        "statistic": _format_number(row.get("statistic"), ".4g"),
+        "threshold": _format_number(row.get("threshold"), "g"),
+        "p_value": _format_number(row.get("p_value"), ".2g"),
+        "failed": bool(row.get("failed")),
+        "reason": str(row.get("reason", "")),
+    }
 
 
 def _check_rows(per_check: pd.DataFrame) -> list[dict]:

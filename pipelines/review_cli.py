@@ -370,6 +370,36 @@ review_app.command("release")(_decide_command("released"))
 review_app.command("reject")(_decide_command("rejected"))
 
 
+# --------------------------------------------------------------------------- batch
+
+
+@review_app.command("batch")
+@reports_errors
+def batch_command(
+    run: str = typer.Argument(..., metavar="RUN", help="Run id (or a unique prefix) of the held or paused batch."),
+    approve: bool = typer.Option(False, "--approve", help="Publish the batch's kept rows as the next version."),
+    reject: bool = typer.Option(False, "--reject", help="Quarantine the whole batch."),
+    note: Optional[str] = typer.Option(None, "--note", help="Why (kept with the decision)."),
+    reviewer: Optional[str] = typer.Option(None, "--reviewer", help="Your name; POISONGUARD_REVIEWER or the login name."),
+    store: Optional[str] = _store_option(),
+    config: Optional[Path] = _config_option(),
+):
+    """Approve or reject a watched batch held for review; resumes its paused Prefect flow run."""
+    from pipelines.watch import review_batch
+
+    if approve == reject:
+        raise InputError("give exactly one of --approve and --reject")
+    with open_store(store, config) as opened:
+        claim = review_batch(opened, run, decision="approve" if approve else "reject", reviewer=reviewer, note=note)
+    verb = "approved" if approve else "rejected"
+    console.print(f"{verb} batch {escape(claim['name'] or claim['digest'][:12])} of dataset {escape(claim['dataset'])}")
+    if claim["resumed"]:
+        console.print(f"resumed the paused Prefect flow run {claim['resumed']}")
+    else:
+        reason = f" (could not resume flow run {claim['flow_run_id']}: {escape(claim['resume_error'])})" if claim["resume_error"] else ""
+        console.print(f"the next `poisonguard watch` pass applies it{reason}")
+
+
 # --------------------------------------------------------------------------- serve
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -39,6 +39,7 @@ class RunInputs:
     suite_source: str
     kinds: dict[str, str]
     feature_columns: list[str]
+    unexpected_columns: list[str] = field(default_factory=list)  # in the batch, not in the reference
 
     @property
     def label(self) -> str:
@@ -94,14 +95,17 @@ def load_inputs(settings: RunSettings) -> RunInputs:
     label = settings.label
     batch = load_table(settings.batches, label=label, id_column=dataset.id, role="batch")
     reference = None
+    unexpected: list[str] = []
     if dataset.reference is not None:
         reference = load_table([dataset.reference], label=label, id_column=None, role="reference")
-        missing = [c for c in _data_columns(batch) if c not in reference.raw.columns and c != dataset.id]
-        if missing:
+        unexpected = [c for c in _data_columns(batch) if c not in reference.raw.columns and c != dataset.id]
+        # A new column is schema drift: the batch-level schema check rejects
+        # the batch with the evidence. Without that check it is an input error.
+        if unexpected and "schema" not in settings.config.batch.checks:
             raise InputError(
-                f"{dataset.reference}: reference lacks the batch's column(s) {', '.join(map(repr, missing))}"
+                f"{dataset.reference}: reference lacks the batch's column(s) {', '.join(map(repr, unexpected))}"
             )
-    ignored = set(dataset.ignore) | {label, batch.id_column}
+    ignored = set(dataset.ignore) | {label, batch.id_column} | set(unexpected)
     if dataset.id:
         ignored.add(dataset.id)
     feature_columns = [c for c in _data_columns(batch) if c not in ignored]
@@ -129,6 +133,7 @@ def load_inputs(settings: RunSettings) -> RunInputs:
         suite_source=source,
         kinds=kinds,
         feature_columns=feature_columns,
+        unexpected_columns=unexpected,
     )
 
 
@@ -228,10 +233,17 @@ def decide(inputs: RunInputs, outcomes: list[CheckOutcome]) -> Decision:
     """
     all_ids = inputs.batch.row_ids.tolist()
     flagged = _concat([o.findings[o.findings["flagged"]] for o in outcomes])
+    # Batch-level findings (empty row id) judge the batch, not a row.
+    flagged = flagged[flagged["row_id"] != ""].reset_index(drop=True)
     quarantined = set(flagged["row_id"])
     rows = []
     for outcome in outcomes:
         checks = outcome.findings
+        if outcome.kind == "batch":
+            from pipelines.drift import per_check_rows
+
+            rows += per_check_rows(outcome)
+            continue
         names = sorted(checks["check"].unique()) if outcome.kind == "expectation" else [outcome.name]
         for check in names or [outcome.name]:
             mine = checks[checks["check"] == check]
@@ -275,7 +287,23 @@ def run_stage_directly(name: str, function: Callable, *args, **options):
     return function(*args)
 
 
-def execute(settings: RunSettings, *, run_stage: StageRunner = run_stage_directly):
+@dataclass(frozen=True)
+class ReviewVerdict:
+    """A person's (or a policy's) answer about a batch whose quarantine rate is high.
+
+    ``action`` is ``"approve"`` (publish as decided), ``"reject"`` (quarantine
+    the whole batch) or ``"hold"`` (publish nothing yet; ask again later).
+    """
+
+    action: str
+    reason: str = ""
+
+
+# ``review(inputs, decision) -> ReviewVerdict or None``; None means no review is needed.
+ReviewGate = Callable[["RunInputs", Decision], Optional[ReviewVerdict]]
+
+
+def execute(settings: RunSettings, *, run_stage: StageRunner = run_stage_directly, review: Optional[ReviewGate] = None):
     """Run every stage of one ad hoc run and publish its signed output.
 
     Parameters
@@ -283,12 +311,17 @@ def execute(settings: RunSettings, *, run_stage: StageRunner = run_stage_directl
     settings : RunSettings
     run_stage : callable ``(name, function, *args, **options) -> result``
         How to run a stage; the Prefect flow passes one that makes it a task.
+    review : callable ``(inputs, decision) -> ReviewVerdict or None``, optional
+        Asked after the decision, before publishing (``poisonguard watch``
+        pauses for a person here when too much of a batch is quarantined).
 
     Returns
     -------
     pipelines.publish.RunSummary
+        ``status`` is ``"succeeded"``, ``"rejected"`` (a batch-level check
+        failed or a reviewer rejected the batch) or ``"held"``.
     """
-    from pipelines import publish  # publish imports signing and the store
+    from pipelines import drift, publish  # publish imports signing and the store
 
     started_at = publish.utc_now()
     work_started = time.perf_counter()
@@ -296,7 +329,9 @@ def execute(settings: RunSettings, *, run_stage: StageRunner = run_stage_directl
     run = publish.open_run(inputs, started_at)
     try:
         outcomes = [run_stage("check-expectations", check_expectations, inputs)]
-        if outcomes[0].batch_failures:
+        batch = run_stage("check-batch", drift.check_batch, inputs)
+        outcomes += [batch] if batch is not None else []
+        if any(o.batch_failures for o in outcomes):
             # A rejected batch is an outcome, not a crash: the caller decides
             # how to surface it (the CLI exits non-zero, a watcher moves on).
             return run_stage("reject-batch", publish.reject_batch, run, inputs, outcomes, work_started)
@@ -304,11 +339,34 @@ def execute(settings: RunSettings, *, run_stage: StageRunner = run_stage_directl
         for name in settings.config.detection.detectors:
             outcomes.append(run_stage(f"detect-{name}", run_detector, name, features, settings))
         decision = run_stage("decide", decide, inputs, outcomes)
+        impact = run_stage("check-model-impact", drift.check_model_impact, inputs, features, decision)
+        if impact is not None:
+            outcomes.append(impact)
+            if impact.batch_failures:
+                return run_stage("reject-batch", publish.reject_batch, run, inputs, outcomes, work_started)
+            decision = decide(inputs, outcomes)  # the same rows, now with the impact check counted
+        verdict = review(inputs, decision) if review is not None else None
+        if verdict is not None and verdict.action == "reject":
+            outcomes.append(_reviewed(verdict, len(inputs.batch.raw)))
+            return run_stage("reject-batch", publish.reject_batch, run, inputs, outcomes, work_started)
+        if verdict is not None and verdict.action == "hold":
+            return run_stage("hold-batch", publish.hold_batch, run, inputs, outcomes, verdict.reason, work_started)
+        if verdict is not None:  # approved: the report and provenance say by whom
+            decision = replace(decision, notes=[*decision.notes, f"Published after review: {verdict.reason}."])
         evidence = run_stage("collect-evidence", collect_evidence, inputs, features, decision)
         return run_stage("publish", publish.publish, run, inputs, outcomes, decision, evidence, work_started)
     except BaseException as error:
         publish.close_failed_run(run, error)
         raise
+
+
+def _reviewed(verdict: ReviewVerdict, rows: int) -> CheckOutcome:
+    """The reviewer's rejection as a batch-level check, so the report shows it."""
+    findings = empty_findings()
+    return CheckOutcome(
+        name="batch.review", kind="batch", findings=findings, rows_checked=rows,
+        batch_failures=[f"batch.review: {verdict.reason}"], details={"table": [], "notes": [verdict.reason]},
+    )
 
 
 def _kinds(settings, batch, reference, feature_columns) -> dict[str, str]:

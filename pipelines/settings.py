@@ -27,6 +27,9 @@ class RunSettings(BaseModel):
     key: Optional[Path] = None
     store_url: str
     state_dir: Path
+    # Set by ``poisonguard watch``: the dataset version being published and its
+    # parent (recorded in provenance.json; see pipelines.datasets).
+    chain: Optional[dict] = None
 
     @property
     def label(self) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Optional
@@ -25,12 +26,12 @@ from sqlalchemy import (
     UniqueConstraint, create_engine, event, func, insert, literal, select, text, update,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.types import TypeDecorator
 
 from pipelines.errors import InputError
 
-RUN_STATUSES = ("running", "succeeded", "failed", "rejected")
+RUN_STATUSES = ("running", "succeeded", "failed", "rejected", "held")
 FINISHED_STATUSES = RUN_STATUSES[1:]
 # Seconds a SQLite writer waits for another process's lock before failing.
 SQLITE_BUSY_TIMEOUT = 30
@@ -118,6 +119,41 @@ decisions = Table(
     Column("decided_at", UTCDateTime, nullable=False),
 )
 
+# ``poisonguard watch``: one row per (dataset, batch digest) ever claimed, so a
+# batch is processed once whatever its file name, and one lease per dataset,
+# so one watcher at a time appends to a dataset's chain of versions.
+CLAIM_STATUSES = ("processing", "published", "rejected", "held", "failed")
+
+watch_batches = Table(
+    "watch_batches", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dataset", String(255), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("source", Text),
+    Column("name", Text),
+    Column("run_id", String(36), index=True),
+    Column("version", String(32)),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("message", Text),
+    Column("claimed_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("flow_run_id", String(36)),
+    Column("review", String(16)),
+    Column("reviewer", Text),
+    Column("review_note", Text),
+    Column("reviewed_at", UTCDateTime),
+    UniqueConstraint("dataset", "digest", name="uq_watch_batches_dataset_digest"),
+)
+
+dataset_leases = Table(
+    "dataset_leases", metadata,
+    Column("dataset", String(255), primary_key=True),
+    Column("owner", Text, nullable=False),
+    Column("acquired_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+
 
 def utc_now() -> dt.datetime:
     """The current time as an aware UTC datetime."""
@@ -166,7 +202,17 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     # timeout makes a second writer wait instead of failing immediately.
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT * 1000}")
-    cursor.execute("PRAGMA journal_mode = WAL")
+    # Switching a fresh file to WAL takes an exclusive lock without honouring
+    # the busy timeout, so two processes opening a new store at once retry.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT
+    while cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            break  # in-memory databases stay "memory": that is fine too
+        except Exception as error:  # sqlite3.OperationalError: database is locked
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.close()
 
@@ -196,7 +242,16 @@ class QuarantineStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = _make_engine(url)
-        metadata.create_all(self.engine)
+        for attempt in range(20):
+            try:
+                metadata.create_all(self.engine)
+                break
+            except (OperationalError, ProgrammingError) as error:
+                # Two processes creating a fresh store at once: the other one
+                # created a table between our check and our CREATE. Check again.
+                if "already exists" not in str(error) or attempt == 19:
+                    raise
+                time.sleep(0.05)
 
     def close(self) -> None:
         """Release the database connections."""
@@ -239,7 +294,7 @@ class QuarantineStore:
     def finish_run(self, run_id: str, *, status: str, output_dir: Optional[str] = None, counts: dict) -> None:
         """Close run ``run_id`` with a final ``status`` and its ``counts``.
 
-        ``status`` is one of ``"succeeded"``, ``"failed"``, ``"rejected"``.
+        ``status`` is one of ``"succeeded"``, ``"failed"``, ``"rejected"``, ``"held"``.
         """
         if status not in FINISHED_STATUSES:
             raise ValueError(f"run status {status!r}: expected one of {', '.join(FINISHED_STATUSES)}")
@@ -361,6 +416,145 @@ class QuarantineStore:
         with self.engine.connect() as connection:
             return int(connection.execute(query).scalar_one())
 
+
+    # ------------------------------------------------------------- watch: claims
+
+    def claim_batch(self, dataset: str, digest: str, *, source: str, name: str) -> tuple[dict, bool]:
+        """Claim batch ``digest`` of ``dataset``; return ``(claim, new)``.
+
+        The unique (dataset, digest) constraint decides: the first claim
+        inserts the row (status ``"processing"``, one attempt) and gets
+        ``new = True``; any later one gets the existing row and ``False``.
+        """
+        now = utc_now()
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(insert(watch_batches).values(
+                    dataset=dataset, digest=digest, status="processing", source=source, name=name,
+                    attempts=1, claimed_at=now, updated_at=now,
+                ))
+            return self.get_claim(dataset, digest), True
+        except IntegrityError:
+            return self.get_claim(dataset, digest), False
+
+    def get_claim(self, dataset: str, digest: str) -> Optional[dict]:
+        """The claim of batch ``digest`` of ``dataset``, or None."""
+        with self.engine.connect() as connection:
+            row = connection.execute(select(watch_batches).where(
+                watch_batches.c.dataset == dataset, watch_batches.c.digest == digest)).mappings().first()
+        return dict(row) if row is not None else None
+
+    def update_claim(self, dataset: str, digest: str, **values) -> None:
+        """Set columns of a claim (``status``, ``run_id``, ``version``, ``message``, ...)."""
+        if "status" in values and values["status"] not in CLAIM_STATUSES:
+            raise ValueError(f"claim status {values['status']!r}: expected one of {', '.join(CLAIM_STATUSES)}")
+        with self.engine.begin() as connection:
+            connection.execute(update(watch_batches).where(
+                watch_batches.c.dataset == dataset, watch_batches.c.digest == digest,
+            ).values(updated_at=utc_now(), **values))
+
+    def list_claims(self, dataset: Optional[str] = None, status: Optional[str] = None) -> list[dict]:
+        """Claims, oldest first, filtered by dataset and status."""
+        query = select(watch_batches).order_by(watch_batches.c.id)
+        if dataset is not None:
+            query = query.where(watch_batches.c.dataset == dataset)
+        if status is not None:
+            query = query.where(watch_batches.c.status == status)
+        with self.engine.connect() as connection:
+            return [dict(row) for row in connection.execute(query).mappings().all()]
+
+    def claim_for_run(self, run_id: str) -> Optional[dict]:
+        """The claim whose latest run is ``run_id`` (or whose batch that run read)."""
+        with self.engine.connect() as connection:
+            row = connection.execute(select(watch_batches).where(watch_batches.c.run_id == run_id)).mappings().first()
+            if row is None:
+                run = connection.execute(select(runs.c.dataset).where(runs.c.id == run_id)).first()
+                digests = connection.execute(select(batches.c.digest).where(batches.c.run_id == run_id)).scalars().all()
+                if run is not None and digests:
+                    row = connection.execute(select(watch_batches).where(
+                        watch_batches.c.dataset == run.dataset, watch_batches.c.digest.in_(digests))).mappings().first()
+        return dict(row) if row is not None else None
+
+    def runs_of_batch(self, dataset: str, digest: str, status: Optional[str] = None) -> list[str]:
+        """Ids of the runs of ``dataset`` that read batch ``digest``, oldest first."""
+        query = (select(runs.c.id).join(batches, batches.c.run_id == runs.c.id)
+                 .where(runs.c.dataset == dataset, batches.c.digest == digest).order_by(runs.c.started_at))
+        if status is not None:
+            query = query.where(runs.c.status == status)
+        with self.engine.connect() as connection:
+            return list(dict.fromkeys(connection.execute(query).scalars().all()))
+
+    def discard_run(self, run_id: str, reason: str) -> int:
+        """Close an interrupted run whose output was never published.
+
+        Its quarantine entries (committed just before an interrupted rename)
+        are removed unless a reviewer already decided one; the run is marked
+        failed with ``reason``. Returns the number of entries removed.
+        """
+        with self.engine.begin() as connection:
+            decided = connection.execute(
+                select(func.count()).select_from(decisions.join(quarantine, quarantine.c.id == decisions.c.quarantine_id))
+                .where(quarantine.c.run_id == run_id)).scalar_one()
+            removed = 0
+            if not decided:
+                removed = connection.execute(quarantine.delete().where(quarantine.c.run_id == run_id)).rowcount
+            connection.execute(update(runs).where(runs.c.id == run_id, runs.c.status == "running").values(
+                status="failed", finished_at=utc_now(), counts_json=dumps({"error": reason})))
+        return int(removed or 0)
+
+    # ------------------------------------------------------------- watch: leases
+
+    def acquire_lease(self, dataset: str, owner: str, seconds: float, *, is_stale=None) -> Optional[dict]:
+        """Take the lease of ``dataset`` for ``seconds``; None when taken, else the holder.
+
+        A lease is free when nobody holds it, when it has expired, or when
+        ``is_stale(holder)`` says its holder is gone (e.g. a dead process on
+        this machine). Taking it over is a compare-and-set on the old holder,
+        so of two watchers racing for it exactly one wins.
+        """
+        now = utc_now()
+        expires = now + dt.timedelta(seconds=seconds)
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(insert(dataset_leases).values(
+                    dataset=dataset, owner=owner, acquired_at=now, expires_at=expires))
+            return None
+        except IntegrityError:
+            pass
+        with self.engine.connect() as connection:
+            holder = connection.execute(select(dataset_leases).where(
+                dataset_leases.c.dataset == dataset)).mappings().first()
+        if holder is None:  # released meanwhile: try once more
+            return self.acquire_lease(dataset, owner, seconds, is_stale=is_stale)
+        holder = dict(holder)
+        if holder["owner"] != owner and holder["expires_at"] > now and not (is_stale and is_stale(holder)):
+            return holder
+        with self.engine.begin() as connection:
+            taken = connection.execute(update(dataset_leases).where(
+                dataset_leases.c.dataset == dataset, dataset_leases.c.owner == holder["owner"],
+                dataset_leases.c.expires_at == holder["expires_at"],
+            ).values(owner=owner, acquired_at=now, expires_at=expires)).rowcount
+        return None if taken == 1 else self.get_lease(dataset) or holder
+
+    def renew_lease(self, dataset: str, owner: str, seconds: float) -> bool:
+        """Extend ``owner``'s lease; False when it no longer holds it."""
+        with self.engine.begin() as connection:
+            renewed = connection.execute(update(dataset_leases).where(
+                dataset_leases.c.dataset == dataset, dataset_leases.c.owner == owner,
+            ).values(expires_at=utc_now() + dt.timedelta(seconds=seconds))).rowcount
+        return renewed == 1
+
+    def release_lease(self, dataset: str, owner: str) -> None:
+        """Give the lease back (nothing happens when ``owner`` does not hold it)."""
+        with self.engine.begin() as connection:
+            connection.execute(dataset_leases.delete().where(
+                dataset_leases.c.dataset == dataset, dataset_leases.c.owner == owner))
+
+    def get_lease(self, dataset: str) -> Optional[dict]:
+        """The current lease of ``dataset`` (possibly expired), or None."""
+        with self.engine.connect() as connection:
+            row = connection.execute(select(dataset_leases).where(dataset_leases.c.dataset == dataset)).mappings().first()
+        return dict(row) if row is not None else None
 
 def decode_entry(record) -> dict:
     hidden = ("row_json", "findings_json", "evidence_json", "checks")

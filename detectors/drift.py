@@ -1,0 +1,480 @@
+"""Batch-level checks: does a whole batch look like the trusted data?
+
+Row detectors judge rows one at a time; these functions judge a batch as a
+whole, against trusted rows, and return one :class:`BatchCheck` per test (a
+line of the report's drift table):
+
+* :func:`schema_drift` - columns that appeared, went missing or changed type;
+* :func:`numeric_drift` - Kolmogorov-Smirnov statistic or Wasserstein
+  distance (in trusted standard deviations) of one numeric column;
+* :func:`categorical_drift` - population stability index or Jensen-Shannon
+  distance of one categorical column (also used for the label);
+* :func:`model_impact` - does adding the batch to the trusted training rows
+  make a model worse on trusted rows it did not see?
+
+A distribution is called drifted only when its effect size exceeds the
+threshold *and* the difference is statistically significant (``p_value``), so
+a small batch does not fail on noise and a huge batch does not fail on a
+difference too small to matter.
+
+Pure functions of numpy / pandas values: no Prefect, no files.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+NUMERIC_TESTS = ("ks", "wasserstein")
+CATEGORICAL_TESTS = ("psi", "jensen_shannon")
+IMPACT_MODELS = ("logistic", "gradient_boosting", "random_forest")
+# Added to every category count before the PSI's logarithm (Jeffreys'
+# prior), so a category absent on one side gives a finite index that grows
+# with the number of rows behind it, not a blow-up from one stray value.
+PSI_SMOOTHING = 0.5
+MISSING = "<missing>"
+
+
+@dataclass(frozen=True)
+class BatchCheck:
+    """The outcome of one batch-level test, one line of the drift table.
+
+    Attributes
+    ----------
+    check : str
+        ``"batch.schema"``, ``"batch.drift"``, ``"batch.label_shift"`` or
+        ``"batch.model_impact"``.
+    column : str
+        The column tested (``""`` for the model-impact check).
+    test : str
+        The statistic, e.g. ``"ks"``, ``"psi"``, ``"accuracy drop"``.
+    statistic : float
+        Its value (NaN when the test could not run).
+    threshold : float
+        The value above which the batch fails (with ``p_value`` small enough).
+    p_value : float
+        Significance of the difference (NaN when there is none).
+    failed : bool
+        Whether this test asks for the whole batch to be quarantined.
+    reason : str
+        One sentence with the evidence, for the report.
+    """
+
+    check: str
+    column: str
+    test: str
+    statistic: float
+    threshold: float
+    p_value: float
+    failed: bool
+    reason: str
+
+    def as_dict(self) -> dict:
+        """Plain JSON values (NaN as None)."""
+        return {key: (None if isinstance(value, float) and math.isnan(value) else value)
+                for key, value in asdict(self).items()}
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def schema_drift(
+    trusted_columns: Sequence[str],
+    batch_columns: Sequence[str],
+    *,
+    trusted_kinds: Optional[dict[str, str]] = None,
+    batch_kinds: Optional[dict[str, str]] = None,
+    ignore: Iterable[str] = (),
+) -> list[BatchCheck]:
+    """Columns that appeared, went missing, or changed kind.
+
+    Parameters
+    ----------
+    trusted_columns, batch_columns : sequence of str
+    trusted_kinds, batch_kinds : dict of str to {"numeric", "categorical"}, optional
+        Kinds inferred separately on each side; a column numeric in the
+        trusted data and categorical in the batch changed type.
+    ignore : iterable of str
+        Columns never reported (the id column, ignored columns).
+
+    Returns
+    -------
+    list of BatchCheck
+        One failed check per problem column (empty when the schemas agree).
+    """
+    skip = set(ignore)
+    trusted, batch = [c for c in trusted_columns if c not in skip], [c for c in batch_columns if c not in skip]
+    problems = []
+    for column in batch:
+        if column not in trusted:
+            problems.append(_schema(column, "new column", f"column {column!r} is new: the trusted data has no such column"))
+    for column in trusted:
+        if column not in batch:
+            problems.append(_schema(column, "missing column", f"column {column!r} is missing from the batch"))
+    trusted_kinds, batch_kinds = trusted_kinds or {}, batch_kinds or {}
+    for column in batch:
+        before, after = trusted_kinds.get(column), batch_kinds.get(column)
+        if column in trusted and before and after and before != after:
+            problems.append(_schema(
+                column, "type change", f"column {column!r} was {before} in the trusted data but is {after} in the batch"
+            ))
+    return problems
+
+
+def _schema(column: str, test: str, reason: str) -> BatchCheck:
+    return BatchCheck("batch.schema", column, test, 1.0, 0.0, math.nan, True, reason)
+
+
+# --------------------------------------------------------------------------- distributions
+
+
+def population_stability_index(
+    expected: np.ndarray, actual: np.ndarray, *, smoothing: float = PSI_SMOOTHING
+) -> float:
+    """PSI of two count vectors over the same categories.
+
+    ``sum((a - e) * ln(a / e))`` over shares, after adding ``smoothing`` to
+    every count. Rules of thumb: < 0.1 stable, 0.1-0.25 moderate, > 0.25 a
+    major shift.
+
+    Parameters
+    ----------
+    expected, actual : array of float, shape (n_categories,)
+        Non-negative counts (trusted and batch).
+    smoothing : float
+        Pseudo-count added to each category on each side.
+
+    Returns
+    -------
+    float, >= 0
+    """
+    e = _shares(np.asarray(expected, dtype=float) + smoothing, 0.0)
+    a = _shares(np.asarray(actual, dtype=float) + smoothing, 0.0)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def jensen_shannon_distance(expected: np.ndarray, actual: np.ndarray) -> float:
+    """Jensen-Shannon distance (base 2, in [0, 1]) of two count vectors."""
+    e, a = _shares(expected, 0.0), _shares(actual, 0.0)
+    return float(np.nan_to_num(_jensen_shannon(e, a)))
+
+
+def _jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
+    from scipy.spatial.distance import jensenshannon
+
+    return float(jensenshannon(p, q, base=2))
+
+
+def _shares(counts, floor: float) -> np.ndarray:
+    counts = np.asarray(counts, dtype=float)
+    total = counts.sum()
+    shares = counts / total if total > 0 else np.full(len(counts), 1.0 / max(len(counts), 1))
+    if floor > 0:
+        shares = np.maximum(shares, floor)
+        shares = shares / shares.sum()
+    return shares
+
+
+def category_counts(trusted, batch) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Counts per category (as text; missing as ``<missing>``) on both sides.
+
+    Returns
+    -------
+    (categories, trusted_counts, batch_counts)
+        Categories sorted by trusted frequency, then those only in the batch.
+    """
+    left, right = _as_categories(trusted), _as_categories(batch)
+    left_counts, right_counts = left.value_counts(), right.value_counts()
+    categories = list(left_counts.index) + sorted(set(right_counts.index) - set(left_counts.index))
+    return (
+        [str(c) for c in categories],
+        left_counts.reindex(categories, fill_value=0).to_numpy(dtype=float),
+        right_counts.reindex(categories, fill_value=0).to_numpy(dtype=float),
+    )
+
+
+def _as_categories(values) -> pd.Series:
+    series = pd.Series(values, dtype=object)
+    missing = series.isna() | series.map(lambda v: isinstance(v, str) and not v.strip())
+    return series.where(~missing, MISSING).map(str)
+
+
+def categorical_drift(
+    trusted,
+    batch,
+    *,
+    column: str,
+    test: str = "psi",
+    threshold: float = 0.25,
+    p_value: float = 0.001,
+    check: str = "batch.drift",
+) -> BatchCheck:
+    """Has the distribution of one categorical column (or the label) shifted?
+
+    Parameters
+    ----------
+    trusted, batch : array-like, shape (n_trusted,) and (n_batch,)
+        Values; compared as text, missing values as one more category.
+    column : str
+        Name for the report.
+    test : {"psi", "jensen_shannon"}
+        Effect size compared with ``threshold``.
+    threshold : float
+    p_value : float
+        The chi-square test of homogeneity must also be below this.
+    check : str
+        ``"batch.drift"``, or ``"batch.label_shift"`` for the label.
+
+    Returns
+    -------
+    BatchCheck
+    """
+    if test not in CATEGORICAL_TESTS:
+        raise ValueError(f"categorical test {test!r}: expected one of {', '.join(CATEGORICAL_TESTS)}")
+    categories, left, right = category_counts(trusted, batch)
+    if left.sum() == 0 or right.sum() == 0:
+        return BatchCheck(check, column, test, math.nan, threshold, math.nan, False, f"{column}: no values to compare")
+    statistic = population_stability_index(left, right) if test == "psi" else jensen_shannon_distance(left, right)
+    significance = _chi_square(left, right)
+    failed = bool(statistic > threshold and significance < p_value)
+    # The categories whose share moved most are the evidence a reader wants.
+    moved = np.argsort(-np.abs(left / left.sum() - right / right.sum()))[:3]
+    detail = ", ".join(
+        f"{categories[i]!r} {left[i] / left.sum():.0%} → {right[i] / right.sum():.0%}" for i in moved
+    )
+    name = "PSI" if test == "psi" else "Jensen-Shannon distance"
+    verdict = "exceeds" if statistic > threshold else "within"
+    reason = (
+        f"{column}: {name} {statistic:.3f} {verdict} the threshold {threshold:g} "
+        f"(chi-square p = {significance:.2g}); trusted → batch shares: {detail}"
+    )
+    return BatchCheck(check, column, test, statistic, threshold, significance, failed, reason)
+
+
+def _chi_square(left: np.ndarray, right: np.ndarray) -> float:
+    table = np.vstack([left, right])
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2:
+        return 1.0
+    return float(stats.chi2_contingency(table, correction=False).pvalue)
+
+
+def numeric_drift(
+    trusted,
+    batch,
+    *,
+    column: str,
+    test: str = "ks",
+    threshold: float = 0.3,
+    p_value: float = 0.001,
+) -> BatchCheck:
+    """Has the distribution of one numeric column shifted?
+
+    Parameters
+    ----------
+    trusted, batch : array-like of float, shape (n_trusted,) and (n_batch,)
+        Missing values are left out (expectations judge them).
+    column : str
+    test : {"ks", "wasserstein"}
+        ``"ks"``: the two-sample Kolmogorov-Smirnov statistic D (the largest
+        gap between the two cumulative distributions, in [0, 1]).
+        ``"wasserstein"``: the earth mover's distance divided by the trusted
+        standard deviation.
+    threshold : float
+    p_value : float
+        The two-sample KS test must also be below this.
+
+    Returns
+    -------
+    BatchCheck
+    """
+    if test not in NUMERIC_TESTS:
+        raise ValueError(f"numeric test {test!r}: expected one of {', '.join(NUMERIC_TESTS)}")
+    left = _finite(trusted)
+    right = _finite(batch)
+    if left.size < 2 or right.size < 2:
+        return BatchCheck("batch.drift", column, test, math.nan, threshold, math.nan, False,
+                          f"{column}: too few numbers to compare ({left.size} trusted, {right.size} in the batch)")
+    ks = stats.ks_2samp(left, right)
+    if test == "ks":
+        statistic, name = float(ks.statistic), "KS statistic"
+    else:
+        scale = float(np.std(left)) or float(np.mean(np.abs(left))) or 1.0
+        statistic, name = float(stats.wasserstein_distance(left, right)) / scale, "Wasserstein distance (trusted SDs)"
+    significance = float(ks.pvalue)
+    failed = bool(statistic > threshold and significance < p_value)
+    verdict = "exceeds" if statistic > threshold else "within"
+    reason = (
+        f"{column}: {name} {statistic:.3f} {verdict} the threshold {threshold:g} (KS p = {significance:.2g}); "
+        f"median {np.median(left):.4g} trusted vs {np.median(right):.4g} in the batch, "
+        f"IQR {_iqr(left):.4g} vs {_iqr(right):.4g}"
+    )
+    return BatchCheck("batch.drift", column, test, statistic, threshold, significance, failed, reason)
+
+
+def _finite(values) -> np.ndarray:
+    array = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=float)
+    return array[np.isfinite(array)]
+
+
+def _iqr(values: np.ndarray) -> float:
+    low, high = np.percentile(values, [25, 75])
+    return float(high - low)
+
+
+def column_drift(
+    trusted: pd.DataFrame,
+    batch: pd.DataFrame,
+    kinds: dict[str, str],
+    *,
+    numeric_test: str = "ks",
+    numeric_threshold: float = 0.3,
+    categorical_test: str = "psi",
+    categorical_threshold: float = 0.25,
+    p_value: float = 0.001,
+) -> list[BatchCheck]:
+    """:func:`numeric_drift` or :func:`categorical_drift` for each column of ``kinds``.
+
+    Parameters
+    ----------
+    trusted, batch : pandas.DataFrame
+        Typed frames holding every column of ``kinds``.
+    kinds : dict of str to {"numeric", "categorical"}
+
+    Returns
+    -------
+    list of BatchCheck, one per column, in ``kinds`` order.
+    """
+    results = []
+    for column, kind in kinds.items():
+        if column not in trusted.columns or column not in batch.columns:
+            continue
+        if kind == "numeric":
+            results.append(numeric_drift(trusted[column], batch[column], column=column, test=numeric_test,
+                                         threshold=numeric_threshold, p_value=p_value))
+        else:
+            results.append(categorical_drift(trusted[column], batch[column], column=column, test=categorical_test,
+                                             threshold=categorical_threshold, p_value=p_value))
+    return results
+
+
+# --------------------------------------------------------------------------- model impact
+
+
+def make_classifier(model: str, random_state: int = 0):
+    """A fresh scikit-learn classifier of kind ``model`` (see ``IMPACT_MODELS``)."""
+    if model == "logistic":
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(max_iter=2000)
+    if model == "gradient_boosting":
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        return HistGradientBoostingClassifier(random_state=random_state)
+    if model == "random_forest":
+        from sklearn.ensemble import RandomForestClassifier
+
+        return RandomForestClassifier(n_estimators=100, random_state=random_state, n_jobs=1)
+    raise ValueError(f"impact model {model!r}: expected one of {', '.join(IMPACT_MODELS)}")
+
+
+def model_impact(
+    trusted_X,
+    trusted_y,
+    batch_X,
+    batch_y,
+    *,
+    model: str = "logistic",
+    n_folds: int = 5,
+    max_drop: float = 0.02,
+    p_value: float = 0.01,
+    random_state: int = 0,
+) -> BatchCheck:
+    """Does training on trusted + batch rows predict held-out trusted rows worse?
+
+    The trusted rows are split into ``n_folds`` stratified folds. For each
+    fold, one model is fitted on the other trusted folds and another on the
+    other folds plus the whole batch; both predict the held-out fold. Every
+    trusted row is thus predicted once by each model, which gives paired
+    outcomes: the accuracy drop is the share of rows the batch-trained model
+    gets wrong minus the share the trusted-only model gets wrong, and an
+    exact one-sided McNemar test (a binomial test on the rows where the two
+    models disagree) gives its significance.
+
+    Parameters
+    ----------
+    trusted_X : array-like, shape (n_trusted, n_features)
+    trusted_y : array-like, shape (n_trusted,)
+    batch_X : array-like, shape (n_batch, n_features)
+    batch_y : array-like, shape (n_batch,)
+        Labels as text; empty labels are left out.
+    model : {"logistic", "gradient_boosting", "random_forest"}
+    n_folds : int
+        At most the size of the smallest trusted class.
+    max_drop : float
+        Accuracy points (0.02 = 2 %) the batch may cost before it fails.
+    p_value : float
+        The McNemar test must also be below this.
+    random_state : int
+
+    Returns
+    -------
+    BatchCheck
+        ``statistic`` is the accuracy drop (negative: the batch helped).
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    X_trusted, y_trusted = _labelled(trusted_X, trusted_y)
+    X_batch, y_batch = _labelled(batch_X, batch_y)
+    name = "batch.model_impact"
+    counts = pd.Series(y_trusted).value_counts()
+    folds = min(n_folds, int(counts.min()) if len(counts) else 0)
+    if len(counts) < 2 or folds < 2 or len(y_batch) == 0:
+        return BatchCheck(name, "", "accuracy drop", math.nan, max_drop, math.nan, False,
+                          "not measured: it needs at least two trusted classes with two rows each, and labelled batch rows")
+    correct_without = np.zeros(len(y_trusted), dtype=bool)
+    correct_with = np.zeros(len(y_trusted), dtype=bool)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state)
+    for train, held_out in splitter.split(X_trusted, y_trusted):
+        without = make_classifier(model, random_state).fit(X_trusted[train], y_trusted[train])
+        correct_without[held_out] = without.predict(X_trusted[held_out]) == y_trusted[held_out]
+        X_train = np.vstack([X_trusted[train], X_batch])
+        y_train = np.concatenate([y_trusted[train], y_batch])
+        with_batch = make_classifier(model, random_state).fit(X_train, y_train)
+        correct_with[held_out] = with_batch.predict(X_trusted[held_out]) == y_trusted[held_out]
+    accuracy_without, accuracy_with = correct_without.mean(), correct_with.mean()
+    drop = float(accuracy_without - accuracy_with)
+    worse = int((correct_without & ~correct_with).sum())
+    better = int((~correct_without & correct_with).sum())
+    significance = (
+        float(stats.binomtest(worse, worse + better, 0.5, alternative="greater").pvalue) if worse + better else 1.0
+    )
+    failed = bool(drop > max_drop and significance < p_value)
+    verdict = "more than" if drop > max_drop else "within"
+    reason = (
+        f"a {model} model trained with the batch's {len(y_batch)} rows predicts held-out trusted rows with accuracy "
+        f"{accuracy_with:.3f} instead of {accuracy_without:.3f} (drop {drop:+.3f}, {verdict} the allowed {max_drop:g}); "
+        f"it gets {worse} rows wrong that the trusted-only model got right and {better} the other way round "
+        f"(McNemar p = {significance:.2g}, {len(y_trusted)} trusted rows, {folds} folds)"
+    )
+    return BatchCheck(name, "", "accuracy drop", drop, max_drop, significance, failed, reason)
+
+
+def _labelled(X, y) -> tuple[np.ndarray, np.ndarray]:
+    matrix = np.asarray(X, dtype=float)
+    labels = np.asarray(pd.Series(y, dtype=object).map(lambda v: "" if _missing(v) else str(v)), dtype=object)
+    keep = labels != ""
+    return matrix[keep], labels[keep].astype(str)
+
+
+def _missing(value) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
