@@ -227,7 +227,8 @@ def class_probabilities(classifier, matrix: np.ndarray, n_classes: int) -> np.nd
 
 
 def cross_fit_classifiers(
-    matrix: np.ndarray, codes: np.ndarray, *, make_classifier, n_folds: int, random_state, classes=None
+    matrix: np.ndarray, codes: np.ndarray, *, make_classifier, n_folds: int, random_state, classes=None,
+    sample_weight=None,
 ) -> CrossFit:
     """Stratified cross-fitting of a classifier: fold models and out-of-fold probabilities.
 
@@ -241,6 +242,8 @@ def cross_fit_classifiers(
     random_state : int or None
     classes : array-like, shape (K,), optional
         The labels the codes stand for (named in error messages).
+    sample_weight : array-like of float, shape (n_rows,), optional
+        Training weight of each row (when it is in a training part).
 
     Returns
     -------
@@ -250,9 +253,15 @@ def cross_fit_classifiers(
         len(matrix), n_folds=n_folds, random_state=random_state, labels=codes, label_names=classes
     )
     n_classes = int(codes.max()) + 1
+
+    def fit(train):
+        if sample_weight is None:
+            return make_classifier().fit(matrix[train], codes[train])
+        return make_classifier().fit(matrix[train], codes[train], sample_weight=np.asarray(sample_weight)[train])
+
     return cross_fit(
         splits,
-        lambda train: make_classifier().fit(matrix[train], codes[train]),
+        fit,
         lambda classifier, test: class_probabilities(classifier, matrix[test], n_classes),
         len(matrix),
     )
@@ -370,3 +379,154 @@ def tail_extrapolated_p_values(calibration_scores, scores, *, calibration_folds=
         p_values = p_values[:, 0]
     extrapolated = upper.any(axis=1)
     return (p_values, extrapolated) if return_extrapolated else p_values
+
+
+# The batch's own guard on extrapolation: an exponential tail through the
+# 75th and the 90th percentiles of the batch's scores (the upper tail's own
+# shape, not the bulk's). Up to a tenth of the batch can be poisoned without
+# moving either.
+GUARD_QUANTILES = (0.75, 0.9)
+# Fewer batch rows than this say too little about a tail to guard it.
+GUARD_MIN_ROWS = 30
+
+
+def batch_tail(scores) -> ExponentialTail | None:
+    """Exponential tail through the 75th and 90th percentiles of ``scores``.
+
+    ``P(score >= s) = 0.1 * exp(-(s - q90) / scale)`` above ``q90``, with
+    ``scale = (q90 - q75) / log(2.5)``, so that it also passes ``P = 0.25``
+    at ``q75``. None when ``q90 <= q75``.
+    """
+    values = np.asarray(scores, dtype=float).ravel()
+    values = values[np.isfinite(values)]
+    if values.size < 10:
+        return None
+    lower, upper = np.quantile(values, GUARD_QUANTILES)
+    if upper <= lower:
+        return None
+    low_share, high_share = 1.0 - GUARD_QUANTILES[0], 1.0 - GUARD_QUANTILES[1]
+    return ExponentialTail(
+        threshold=float(upper), probability=high_share, scale=float(upper - lower) / np.log(low_share / high_share),
+    )
+
+
+def guarded_p_values(calibration_scores, calibration_folds, fold_scores):
+    """Cross-conformal p-values whose extrapolated tail the batch must confirm.
+
+    Below the trusted scores the p-value is the cross-conformal count
+    (``detectors.base.cross_conformal_p_values``). Beyond them, the tail
+    fitted to the largest trusted scores rests on a handful of rows when the
+    reference is small (with 30 trusted rows, on 5), and one unlucky
+    reference flags several times ``alpha``. So the extrapolated p-value is
+    raised to the batch's own tail (``batch_tail``) where that is larger:
+    the batch rows are scored by the same models, clean ones like trusted
+    rows, and there are many more of them. Never below the trusted tail, so
+    never less conservative than calibrating on trusted rows alone. A batch
+    of fewer than ``GUARD_MIN_ROWS`` rows is not used as a guard.
+
+    Parameters
+    ----------
+    calibration_scores : array-like of float, shape (n_calibration,)
+    calibration_folds : array-like of int, shape (n_calibration,)
+    fold_scores : array-like of float, shape (n_rows, K)
+        Scores of the batch rows under each fold model.
+
+    Returns
+    -------
+    p_values : numpy.ndarray of float, shape (n_rows,)
+    extrapolated : numpy.ndarray of bool, shape (n_rows,)
+    """
+    from detectors.base import cross_conformal_p_values
+
+    fold_scores = np.asarray(fold_scores, dtype=float)
+    counts = cross_conformal_p_values(calibration_scores, calibration_folds, fold_scores, extrapolate=False)
+    p_values = cross_conformal_p_values(calibration_scores, calibration_folds, fold_scores)
+    tail = batch_tail(fold_scores) if len(fold_scores) >= GUARD_MIN_ROWS else None
+    if tail is not None:
+        folds = np.asarray(calibration_folds, dtype=int)
+        weights = np.bincount(folds, minlength=fold_scores.shape[1]) / folds.size
+        p_values = np.minimum(counts, np.maximum(p_values, tail.p_values(fold_scores) @ weights))
+    return p_values, p_values < counts
+
+
+def single_fold_p_values(calibration_scores, scores, *, self_referential: bool):
+    """Calibrated p-values for scores that come from one model (no fold models).
+
+    For detectors whose score of a trusted row is computed exactly as that of
+    a batch row (nearest neighbours with the row itself left out, counts over
+    the batch): with a trusted reference, conformal counts against the
+    trusted scores with the batch-guarded extrapolated tail of
+    ``guarded_p_values``; without one (``self_referential``),
+    ``calibration_scores`` are the batch's own scores: conformal counts
+    against those below ``robust_cut`` up to the batch's 90th percentile, and
+    the exponential tail of ``batch_tail`` above it.
+
+    Parameters
+    ----------
+    calibration_scores : array-like of float, shape (n_calibration,)
+    scores : array-like of float, shape (n_rows,)
+    self_referential : bool
+
+    Returns
+    -------
+    p_values : numpy.ndarray of float, shape (n_rows,)
+    extrapolated : numpy.ndarray of bool, shape (n_rows,)
+    """
+    calibration = np.asarray(calibration_scores, dtype=float)
+    scores = np.asarray(scores, dtype=float)
+    if self_referential:
+        bulk = calibration[calibration <= robust_cut(calibration)]
+        tail = batch_tail(calibration)
+        if tail is None:
+            return tail_extrapolated_p_values(bulk, scores, return_extrapolated=True)
+        # Above the batch's 90th percentile the tail through its 75th and 90th
+        # (``batch_tail``): it follows the upper tail's own shape, where one
+        # from the median and quartile is too light for skewed scores.
+        upper = scores > tail.threshold
+        p_values = np.where(upper, tail.p_values(scores), conformal_p_values(bulk, scores))
+        return p_values, upper
+    return guarded_p_values(calibration, np.zeros(len(calibration), dtype=int), scores[:, None])
+
+
+def class_neighbour_distances(space, space_labels, queries, classes, k: int, *, exclude_self: bool) -> np.ndarray:
+    """Mean distance from each query to its ``k`` nearest rows of each class.
+
+    Parameters
+    ----------
+    space : numpy.ndarray, shape (n_space, n_features)
+    space_labels : numpy.ndarray, shape (n_space,)
+    queries : numpy.ndarray, shape (n_queries, n_features)
+    classes : sequence, shape (n_classes,)
+    k : int
+        Neighbours per class (fewer when a class has fewer rows).
+    exclude_self : bool
+        ``queries`` are ``space``: a row is not its own neighbour.
+
+    Returns
+    -------
+    numpy.ndarray of float, shape (n_queries, n_classes); ``inf`` for a
+    class with no (other) rows.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    distances = np.full((len(queries), len(classes)), np.inf)
+    if not len(queries):
+        return distances
+    for column, value in enumerate(classes):
+        members = np.flatnonzero(space_labels == value)
+        available = len(members) - (1 if exclude_self else 0)
+        wanted = min(k, available)
+        if wanted < 1:
+            continue
+        index = NearestNeighbors(n_neighbors=wanted + (1 if exclude_self else 0)).fit(space[members])
+        found, positions = index.kneighbors(queries)
+        if exclude_self:
+            # Drop each query's own entry (not always column 0 among ties).
+            own = members[positions] == np.arange(len(queries))[:, None]
+            keep = ~own
+            # Queries of another class have no own entry: drop their farthest instead.
+            none = ~own.any(axis=1)
+            keep[none, -1] = False
+            found = found[keep].reshape(len(queries), wanted)
+        distances[:, column] = found.mean(axis=1)
+    return distances

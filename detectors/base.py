@@ -312,7 +312,7 @@ class Detector(BaseEstimator):
         raise NotImplementedError
 
 _REGISTRY: dict[str, type[Detector]] = {}
-BUILTIN_MODULES = ("detectors.outliers", "detectors.label_flips")
+BUILTIN_MODULES = ("detectors.outliers", "detectors.label_flips", "detectors.duplicates", "detectors.backdoor")
 
 
 def _load_builtins() -> None:

@@ -1,18 +1,19 @@
 """Label-flip detectors: rows whose label their features do not support.
 
-Two registered detectors; both score a row ``1 - P(given label | features)``
-(higher = more suspicious) from classifiers that never saw that row, and
-calibrate the score on trusted rows scored the same way:
+Three registered detectors. Each scores a row from models or neighbours that
+never saw it, says which label it believes instead, and calibrates the score
+on trusted rows scored the same way:
 
 ``label.trusted_model`` (:class:`TrustedModelLabelDetector`)
-    A classifier fitted on trusted rows judges batch rows. Calibration:
-    stratified cross-fitting keeps the fold classifiers and the trusted rows'
-    out-of-fold scores; a batch row is scored by every fold classifier and
-    its p-value is cross-conformal (``detectors.base.cross_conformal_p_values``),
-    so batch and trusted rows are judged by models fitted on equally many
-    rows. (A model fitted on all trusted rows is more confident than the fold
-    models, which biases its p-values for small references.) The reported
-    score and the probabilities in reasons come from that final model.
+    Score ``1 - P(given label | features)`` from a classifier fitted on
+    trusted rows. Calibration: stratified cross-fitting keeps the fold
+    classifiers and the trusted rows' out-of-fold scores; a batch row is
+    scored by every fold classifier and its p-value is cross-conformal
+    (``detectors.base.cross_conformal_p_values``), so batch and trusted rows
+    are judged by models fitted on equally many rows. (A model fitted on all
+    trusted rows is more confident than the fold models, which biases its
+    p-values for small references.) The reported score and the
+    probabilities in reasons come from that final model.
 ``label.confident_learning`` (:class:`ConfidentLearningLabelDetector`)
     Trusted and batch rows are pooled and every row gets out-of-fold
     probabilities (cleanlab's setting). Trusted and clean batch rows are then
@@ -20,22 +21,36 @@ calibrate the score on trusted rows scored the same way:
     the trusted rows' scores are a valid calibration sample as they are (one
     fold in ``cross_conformal_p_values``). The decision is the calibrated
     ``p <= alpha``; cleanlab's ``find_label_issues`` (whose error rate is not
-    calibrated) is reported in the reason only.
+    calibrated) is reported in the reason only. ``trusted_weight`` can make
+    the trusted rows weigh more in every fit.
+``label.knn`` (:class:`KNNLabelDetector`)
+    Score ``log(d_own) - log(d_other)``: mean distance to the nearest trusted
+    rows of the row's label against that to the nearest other label. Needs
+    no model, so it also works where a classifier's boundary is poor; a
+    trusted row is scored like a batch row (itself left out).
 
-In both, p-values beyond the least plausible trusted labels come from an
-exponential tail fitted to the trusted scores, so with a small reference a
-label can still be flagged at ``alpha`` below ``1 / (n_trusted + 1)``.
+P-values of the two classifier detectors are computed on the log-odds of the
+score (``log_odds``): the same ranks, but an unbounded scale on which the
+tail extrapolated beyond the least plausible trusted labels separates a
+label the model gives 1e-6 from one it gives 0.05. Every detector's
+extrapolated tail is checked against the batch's own
+(``detectors._crossfit.guarded_p_values``), which keeps a small reference's
+unlucky tail from flagging several times ``alpha``.
 
-Batch labels never seen in trusted rows cannot be scored by a model; such
-rows get score 1.0 and are flagged with a reason saying so.
+Batch labels never seen in trusted rows cannot be scored; such rows get the
+highest score and are flagged with a reason saying so.
 
-Self-referential mode (``self_findings``, no trusted reference), the same for
-both detectors: plain confident learning on the batch. Out-of-fold
+Self-referential mode (``self_findings``, no trusted reference): the two
+classifier detectors run plain confident learning on the batch. Out-of-fold
 probabilities, flagged = cleanlab's ``find_label_issues`` mask, ``p_value``
 NaN: without trusted rows no score distribution is known to be clean, and a
 p-value computed from the batch itself would look calibrated without being so.
 A label that occurs on a single row of the batch cannot be cross-fitted; that
-row is flagged for review.
+row is flagged for review. ``label.knn`` compares each row with its nearest
+other batch rows and calibrates on the batch's robust bulk.
+
+This module is longer than the package's usual 400 lines: the three label
+detectors share ``_LabelDetector`` and read best side by side.
 """
 from __future__ import annotations
 
@@ -52,6 +67,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from detectors._crossfit import (
     check_calibration,
+    class_neighbour_distances,
     class_probabilities,
     cross_fit_classifiers,
     cross_fitted_probabilities,
@@ -59,14 +75,15 @@ from detectors._crossfit import (
     fold_scores,
     fold_splits,
     format_p,
+    guarded_p_values,
     label_array,
     row_id_array,
+    single_fold_p_values,
 )
 from detectors.base import (
     TAIL_MIN_ROWS,
     Detector,
     DetectorError,
-    cross_conformal_p_values,
     make_findings,
     peaks_over_threshold,
     register,
@@ -83,6 +100,19 @@ def classifier_factory(model: str, random_state) -> Callable[[], object]:
     if model == "gradient_boosting":
         return lambda: HistGradientBoostingClassifier(random_state=random_state)
     raise DetectorError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
+
+
+def log_odds(scores) -> np.ndarray:
+    """``log(s / (1 - s))`` of scores ``s = 1 - P(label)``, clipped to ``[1e-9, 1 - 1e-9]``.
+
+    P-values are computed on this scale: it ranks rows as the score does (so
+    the conformal counts are unchanged), but it is unbounded, so the
+    exponential tail fitted to the trusted rows' largest values can tell a
+    label the model gives 1e-6 from one it gives 0.05 (on the bounded score
+    both are "about 1").
+    """
+    clipped = np.clip(np.asarray(scores, dtype=float), 1e-9, 1.0 - 1e-9)
+    return np.log(clipped) - np.log1p(-clipped)
 
 
 def _quoted(label) -> str:
@@ -298,8 +328,8 @@ class TrustedModelLabelDetector(_LabelDetector):
             lambda model, rows: class_probabilities(model, rows, n_classes)[np.arange(len(codes)), codes],
             matrix[known],
         )
-        p_values, extrapolated = cross_conformal_p_values(
-            self.calibration_scores_, self.calibration_folds_, per_fold, return_extrapolated=True
+        p_values, extrapolated = guarded_p_values(
+            log_odds(self.calibration_scores_), self.calibration_folds_, log_odds(per_fold)
         )
         reasons = np.empty(len(labels), dtype=object)
         reasons[known] = _describe_labels(
@@ -341,10 +371,15 @@ class ConfidentLearningLabelDetector(_LabelDetector):
 
     name = "label.confident_learning"
 
-    def __init__(self, alpha=0.01, n_folds=5, random_state=0):
+    def __init__(self, alpha=0.01, n_folds=5, random_state=0, model="logistic", trusted_weight=1.0):
         self.alpha = alpha
         self.n_folds = n_folds
         self.random_state = random_state
+        self.model = model
+        self.trusted_weight = trusted_weight
+
+    def _model_kind(self) -> str:
+        return self.model
 
     def fit(self, X, y):
         """Store the trusted rows (the work happens per batch, on the pool).
@@ -394,9 +429,9 @@ class ConfidentLearningLabelDetector(_LabelDetector):
         scores, known = pooled["scores"], pooled["known"]
         # One fold: the pooled out-of-fold scores already come from models
         # fitted on equally many rows; only the tail is added.
-        p_values, extrapolated = cross_conformal_p_values(
-            pooled["calibration"], np.zeros(len(pooled["calibration"]), dtype=int), scores[:, None],
-            return_extrapolated=True,
+        p_values, extrapolated = guarded_p_values(
+            log_odds(pooled["calibration"]), np.zeros(len(pooled["calibration"]), dtype=int),
+            log_odds(scores)[:, None],
         )
         flagged = p_values <= self.alpha
         source = "models cross-fitted on trusted and batch rows"
@@ -416,9 +451,17 @@ class ConfidentLearningLabelDetector(_LabelDetector):
         n_trusted = len(self.reference_labels_)
         pool = np.vstack([self.reference_, matrix[known]])
         codes = self.encoder_.transform(np.concatenate([self.reference_labels_, labels[known]]))
+        weights = np.ones(len(pool))
+        if self.trusted_weight == "balanced":
+            # The trusted rows weigh as much as the batch in every fit, so a
+            # poisoned minority of the batch cannot outvote them.
+            weights[:n_trusted] = max(1.0, (len(pool) - n_trusted) / n_trusted)
+        else:
+            weights[:n_trusted] = float(self.trusted_weight)
         probabilities = cross_fitted_probabilities(
-            pool, codes, make_classifier=classifier_factory("logistic", self.random_state),
+            pool, codes, make_classifier=classifier_factory(self.model, self.random_state),
             n_folds=self.n_folds, random_state=self.random_state, classes=self.classes_,
+            sample_weight=None if np.all(weights == 1.0) else weights,
         )
         quality = get_label_quality_scores(codes, probabilities, method="self_confidence")
         issues = find_label_issues(codes, probabilities, n_jobs=1)
@@ -432,3 +475,169 @@ class ConfidentLearningLabelDetector(_LabelDetector):
             "probabilities": probabilities[n_trusted:],
             "issues": issues[n_trusted:],
         }
+
+
+# Distances are floored at this share of the median neighbour distance, so
+# exact duplicates give a finite log-ratio.
+KNN_DISTANCE_FLOOR = 1e-3
+
+
+@register
+class KNNLabelDetector(_LabelDetector):
+    """Flag labels their nearest trusted neighbours do not share; ``label.knn``.
+
+    For a row with label ``c``: ``d_c``, the mean distance to its
+    ``n_neighbors`` nearest trusted rows labelled ``c``, and ``d_o``, the same
+    for the nearest other label ``o``. Score ``log(d_c) - log(d_o)``: above 0
+    the row sits closer to rows of ``o`` than to rows of its own label, and
+    the detector believes ``o``. Unlike a fitted classifier it needs no
+    folds: a trusted row's score (its neighbours other than itself) is
+    computed like a batch row's, so the trusted scores calibrate the batch's
+    (``single_fold_p_values``). Without a reference the neighbours are the
+    other batch rows and the batch's robust bulk calibrates.
+
+    Parameters
+    ----------
+    alpha : float
+    n_neighbors : int
+        Neighbours per label (fewer when the smallest trusted label has
+        fewer other rows).
+    random_state : int or None
+        Unused (deterministic); accepted like every detector's.
+
+    Attributes
+    ----------
+    reference_ : numpy.ndarray, shape (n_trusted, n_features)
+    reference_labels_ : numpy.ndarray, shape (n_trusted,)
+    classes_ : numpy.ndarray, shape (K,)
+    k_ : int
+        Neighbours per label actually used.
+    floor_ : float
+    calibration_scores_ : numpy.ndarray, shape (n_trusted,)
+    self_referential_ : bool
+    feature_names_in_, n_features_in_
+    """
+
+    name = "label.knn"
+
+    def __init__(self, alpha=0.01, n_neighbors=5, random_state=0):
+        self.alpha = alpha
+        self.n_neighbors = n_neighbors
+        self.random_state = random_state
+
+    def fit(self, X, y):
+        """Keep the trusted rows and score each against the others.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame or array-like, shape (n_trusted, n_features)
+        y : array-like, shape (n_trusted,)
+
+        Returns
+        -------
+        self
+        """
+        matrix, labels, _ = self._store_reference(X, y)
+        self._prepare(matrix, labels.astype(str))
+        check_calibration(len(matrix), self.alpha, self.name, conformal=False)
+        distances = self._distances(matrix, exclude_self=True)
+        self.calibration_scores_ = self._margin(distances, self.reference_labels_)[0]
+        self.self_referential_ = False
+        return self
+
+    def score(self, X, y) -> np.ndarray:
+        """``log(d_own) - log(d_nearest_other)`` per row, shape (n_rows,); inf for unseen labels."""
+        matrix, labels, _ = self._check_fitted_input(X, y, None)
+        return self._margin(self._distances(matrix, exclude_self=False), labels.astype(str))[0]
+
+    def findings(self, X, y, row_ids=None) -> pd.DataFrame:
+        """Judge batch labels by their nearest trusted neighbours.
+
+        Returns
+        -------
+        pandas.DataFrame with ``FINDING_COLUMNS``, one row per input row.
+        """
+        matrix, labels, ids = self._check_fitted_input(X, y, row_ids)
+        labels = labels.astype(str)
+        distances = self._distances(matrix, exclude_self=False)
+        return self._judge(labels, distances, ids, "trusted rows")
+
+    def self_findings(self, X, y, row_ids=None) -> pd.DataFrame:
+        """Judge batch labels by their nearest other batch rows (no trusted reference)."""
+        matrix, names = feature_matrix(X)
+        labels = label_array(y, len(matrix)).astype(str)
+        ids = row_id_array(row_ids, X, len(matrix))
+        self.encoder_ = LabelEncoder().fit(labels)
+        self.classes_ = self.encoder_.classes_
+        self.feature_names_in_ = np.asarray(names, dtype=object)
+        self.n_features_in_ = matrix.shape[1]
+        self._prepare(matrix, labels)
+        self.self_referential_ = True
+        distances = self._distances(matrix, exclude_self=True)
+        self.calibration_scores_ = self._margin(distances, labels)[0]
+        return self._judge(labels, distances, ids, "other rows of the batch")
+
+    def _prepare(self, matrix, labels) -> None:
+        if not isinstance(self.n_neighbors, (int, np.integer)) or self.n_neighbors < 1:
+            raise DetectorError(f"{self.name}: n_neighbors must be a positive integer, got {self.n_neighbors!r}")
+        values, counts = np.unique(labels, return_counts=True)
+        if values.size < 2:
+            raise DetectorError(f"{self.name}: need at least two labels, got {values.size}")
+        # Leave-one-out needs one more row than neighbours in the smallest label.
+        self.k_ = int(max(1, min(self.n_neighbors, counts.min() - 1)))
+        self.reference_ = matrix
+        self.reference_labels_ = labels
+        nearest = class_neighbour_distances(matrix, labels, matrix, values, 1, exclude_self=True).min(axis=1)
+        positive = nearest[np.isfinite(nearest) & (nearest > 0)]
+        self.floor_ = KNN_DISTANCE_FLOOR * (float(np.median(positive)) if positive.size else 1.0)
+
+    def _distances(self, matrix, *, exclude_self: bool) -> np.ndarray:
+        return class_neighbour_distances(
+            self.reference_, self.reference_labels_, matrix, self.classes_, self.k_, exclude_self=exclude_self
+        )
+
+    def _margin(self, distances, labels):
+        """Scores, which rows have a known label, and the label believed."""
+        known = np.isin(labels, self.classes_)
+        codes = np.zeros(len(labels), dtype=int)
+        codes[known] = self.encoder_.transform(labels[known])
+        rows = np.arange(len(labels))
+        own = distances[rows, codes]
+        others = distances.copy()
+        others[rows, codes] = np.inf
+        believed = others.argmin(axis=1)
+        nearest_other = others[rows, believed]
+        scores = np.log(own + self.floor_) - np.log(nearest_other + self.floor_)
+        scores = np.where(known, scores, np.inf)
+        return scores, known, codes, believed, own, nearest_other
+
+    def _judge(self, labels, distances, ids, population: str) -> pd.DataFrame:
+        scores, known, codes, believed, own, other = self._margin(distances, labels)
+        finite = np.where(np.isfinite(scores), scores, np.finfo(float).max)
+        p_values, extrapolated = single_fold_p_values(
+            self.calibration_scores_[np.isfinite(self.calibration_scores_)], finite,
+            self_referential=self.self_referential_,
+        )
+        reasons = np.empty(len(labels), dtype=object)
+        for row in np.flatnonzero(known):
+            other_label = self.classes_[believed[row]]
+            if scores[row] > 0:
+                reasons[row] = (
+                    f"label {_quoted(labels[row])} is farther from its {self.k_} nearest {population} labelled "
+                    f"{_quoted(labels[row])} (mean distance {own[row]:.2g}) than from those labelled "
+                    f"{_quoted(other_label)} ({other[row]:.2g}): its neighbours say {_quoted(other_label)}"
+                )
+            else:
+                reasons[row] = (
+                    f"label {_quoted(labels[row])} agrees with its {self.k_} nearest {population} "
+                    f"(mean distance {own[row]:.2g}; nearest other label {_quoted(other_label)} at {other[row]:.2g})"
+                )
+        if self.self_referential_:
+            reasons[~known] = ""
+            for row in np.flatnonzero(known):
+                beyond = "the bulk of this batch" if extrapolated[row] else None
+                reasons[row] = f"{reasons[row]}; {format_p(p_values[row], beyond)}"
+            flagged = p_values <= self.alpha
+            return make_findings(row_ids=ids, check=self.name, scores=scores, p_values=p_values,
+                                 flagged=flagged, reasons=reasons)
+        return self._trusted_findings(labels, known, scores, p_values, extrapolated, reasons, ids)

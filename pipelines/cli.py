@@ -15,6 +15,7 @@ from rich.table import Table
 
 from pipelines.cli_support import console, reports_errors
 from pipelines.review_cli import emit_command, review_app
+from pipelines.evaluate import evaluate_command
 from pipelines.watch_cli import serve_command, watch_command
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ app.add_typer(review_app, name="review")
 app.command("emit")(emit_command)
 app.command("watch")(watch_command)
 app.command("serve")(serve_command)
+app.command("evaluate")(evaluate_command)
 
 
 

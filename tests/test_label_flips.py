@@ -186,7 +186,9 @@ def test_registry_and_params():
     assert detectors["label.confident_learning"] is ConfidentLearningLabelDetector
     detector = get_detector("label.trusted_model", model="gradient_boosting")
     assert detector.get_params() == {"alpha": 0.01, "n_folds": 5, "random_state": 0, "model": "gradient_boosting"}
-    assert get_detector("label.confident_learning").get_params() == {"alpha": 0.01, "n_folds": 5, "random_state": 0}
+    assert get_detector("label.confident_learning").get_params() == {
+        "alpha": 0.01, "n_folds": 5, "random_state": 0, "model": "logistic", "trusted_weight": 1.0,
+    }
 
 
 @pytest.mark.parametrize("cls, params", VARIANTS, ids=IDS)
@@ -219,3 +221,62 @@ def test_self_findings_need_two_labels_with_two_rows():
     features, _ = three_classes(4, seed=9)
     with pytest.raises(DetectorError, match="need at least two labels"):
         ConfidentLearningLabelDetector().self_findings(features, ["Adelie", "Adelie", "Adelie", "Gentoo"])
+
+
+# --- label.knn ---------------------------------------------------------------------
+
+
+def test_knn_finds_flipped_labels_and_names_the_neighbours_label(trusted, poisoned_batch):
+    from detectors.label_flips import KNNLabelDetector
+
+    features, labels, flipped_rows = poisoned_batch
+    findings = KNNLabelDetector(alpha=0.01).fit(*trusted).findings(features, labels)
+    flagged = set(np.flatnonzero(findings["flagged"]).tolist())
+    assert flagged == flipped_rows | {87}  # all 10 flips and one clean row of 190 (alpha = 0.01)
+    reason = findings["reason"].iloc[min(flipped_rows)]
+    match = re.match(r"label '(\w+)' is farther from its 5 nearest trusted rows labelled '\1' \(mean distance "
+                     r"[\d.]+\) than from those labelled '(\w+)' \([\d.]+\): its neighbours say '\2'", reason)
+    assert match and match.group(1) != match.group(2)
+    assert list(findings.columns) == FINDING_COLUMNS
+    np.testing.assert_allclose(findings["score"], KNNLabelDetector().fit(*trusted).score(features, labels))
+
+
+@pytest.mark.parametrize("alpha, low, high", [(0.05, 0.02, 0.09), (0.01, 0.0, 0.025)])
+def test_knn_calibration_on_clean_rows(alpha, low, high):
+    from detectors.label_flips import KNNLabelDetector
+
+    trusted = three_classes(1000, seed=3, separation=1.5)
+    findings = KNNLabelDetector(alpha=alpha).fit(*trusted).findings(*three_classes(2000, seed=4, separation=1.5))
+    assert low <= findings["flagged"].mean() <= high
+
+
+def test_knn_self_findings_and_unseen_labels(poisoned_batch, trusted):
+    from detectors.label_flips import KNNLabelDetector
+
+    features, labels, flipped_rows = poisoned_batch
+    findings = KNNLabelDetector(alpha=0.01).self_findings(features, labels)
+    flagged = set(np.flatnonzero(findings["flagged"]).tolist())
+    assert len(flagged & flipped_rows) >= 9 and len(flagged - flipped_rows) <= 3
+    assert "other rows of the batch" in findings["reason"].iloc[min(flipped_rows)]
+    unseen = KNNLabelDetector().fit(*trusted).findings(features.iloc[:2], ["Emperor", "Adelie"])
+    assert unseen["flagged"].iloc[0] and unseen["reason"].iloc[0] == "label 'Emperor' never occurs in the trusted rows"
+
+
+def test_knn_params_and_clone(trusted):
+    from detectors.label_flips import KNNLabelDetector
+
+    assert registered_detectors()["label.knn"] is KNNLabelDetector
+    detector = get_detector("label.knn", n_neighbors=3)
+    assert detector.get_params() == {"alpha": 0.01, "n_neighbors": 3, "random_state": 0}
+    fitted = detector.fit(*trusted)
+    assert fitted.k_ == 3
+    assert not hasattr(clone(fitted), "reference_")
+    with pytest.raises(DetectorError, match="n_neighbors must be a positive integer"):
+        KNNLabelDetector(n_neighbors=0).fit(*trusted)
+
+
+def test_log_odds_keeps_the_order_of_scores():
+    from detectors.label_flips import log_odds
+
+    values = log_odds([0.0, 0.01, 0.5, 0.99, 1.0])
+    assert np.all(np.diff(values) > 0) and values[2] == 0.0 and np.isfinite(values).all()

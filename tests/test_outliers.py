@@ -47,9 +47,10 @@ def fitted(trusted):
     [
         # Clean row 33 is lower than 99.4 % of trusted rows on one feature
         # (p=0.006): at alpha=0.01 about 1 in 100 clean rows is flagged.
-        # ECOD's score saturates beyond the trusted range, but the tail
-        # fitted to the 100 largest trusted scores puts it far out.
-        (ECODOutlierDetector, {33, 100, 101, 102}, 5.786e-05),
+        # ECOD's score saturates beyond the trusted range; the tail fitted to
+        # the 100 largest trusted scores would put the far rows at 5.8e-05,
+        # but the batch's own tail (guarded_p_values) only confirms 6.7e-04.
+        (ECODOutlierDetector, {33, 100, 101, 102}, 6.6955e-04),
         # Isolation-forest scores are bounded: the tail fitted to the
         # trusted scores does not go below the smallest count, 1/1001.
         (IForestOutlierDetector, {100, 101, 102}, 1 / 1001),
@@ -79,7 +80,7 @@ def test_reasons_name_features_and_p_value(fitted, batch, cls):
     findings = fitted[cls].findings(batch)
     far = findings["reason"].iloc[100]
     head = {
-        ECODOutlierDetector: "unusual against trusted rows (p≈5.8e-05, extrapolated beyond the trusted scores): ",
+        ECODOutlierDetector: "unusual against trusted rows (p≈0.00067, extrapolated beyond the trusted scores): ",
         IForestOutlierDetector: "unusual against trusted rows (p=0.001): ",
     }[cls]
     assert far.startswith(head)
@@ -258,3 +259,68 @@ def test_warns_when_no_row_can_be_flagged():
 def test_alpha_outside_zero_one_is_an_error(trusted, alpha):
     with pytest.raises(DetectorError, match="alpha must be between 0 and 1"):
         IForestOutlierDetector(alpha=alpha).fit(trusted)
+
+
+# --- outlier.class_conditional -----------------------------------------------------
+
+
+def labelled_blobs(n_rows, seed):
+    """Three labels in two features, with a one-hot 'island' that one label never shows."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 3, n_rows)
+    centres = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]])
+    frame = pd.DataFrame(centres[codes] + rng.normal(size=(n_rows, 2)), columns=COLUMNS)
+    frame["island=Biscoe"] = np.where(codes == 2, 1.0, (rng.random(n_rows) < 0.5).astype(float))
+    return frame, np.array(["Adelie", "Chinstrap", "Gentoo"], dtype=object)[codes]
+
+
+def test_class_conditional_finds_rows_impossible_for_their_label():
+    from detectors.outliers import ClassConditionalOutlierDetector
+
+    trusted = labelled_blobs(600, seed=0)
+    features, labels = labelled_blobs(200, seed=1)
+    gentoo = np.flatnonzero(labels == "Gentoo")
+    features.loc[gentoo[0], "island=Biscoe"] = 0.0  # a level Gentoo never shows
+    adelie = np.flatnonzero(labels == "Adelie")
+    labels[adelie[0]] = "Gentoo"  # normal overall, impossible for its label (off Biscoe, at Adelie's centre)
+    features.loc[adelie[0], "island=Biscoe"] = 0.0
+    features.loc[adelie[1], "body_mass_g"] = 40.0  # one wild cell
+    findings = ClassConditionalOutlierDetector(alpha=0.01).fit(*trusted).findings(features, labels)
+    flagged = set(np.flatnonzero(findings["flagged"]))
+    assert flagged == {gentoo[0], adelie[0], adelie[1]} | {42, 87}  # and 2 of 197 clean rows (alpha = 0.01)
+    assert findings["reason"].iloc[gentoo[0]].startswith("impossible for label 'Gentoo' against trusted rows")
+    assert "not 'island=Biscoe', which no trusted rows labelled 'Gentoo' show" in findings["reason"].iloc[gentoo[0]]
+    assert "it fits label 'Adelie' better" in findings["reason"].iloc[adelie[0]]
+    assert "body_mass_g" in findings["reason"].iloc[adelie[1]] and "interquartile ranges above" in findings["reason"].iloc[adelie[1]]
+    assert list(findings.columns) == FINDING_COLUMNS
+
+
+@pytest.mark.parametrize("alpha, low, high", [(0.05, 0.015, 0.09), (0.01, 0.0, 0.025)])
+def test_class_conditional_calibration_on_clean_rows(alpha, low, high):
+    from detectors.outliers import ClassConditionalOutlierDetector
+
+    findings = ClassConditionalOutlierDetector(alpha=alpha).fit(*labelled_blobs(1000, seed=2)).findings(
+        *labelled_blobs(2000, seed=3)
+    )
+    assert low <= findings["flagged"].mean() <= high
+
+
+def test_class_conditional_self_findings():
+    from detectors.outliers import ClassConditionalOutlierDetector
+
+    features, labels = labelled_blobs(1000, seed=4)
+    features.loc[:19, "bill_length_mm"] += 15.0  # 20 corrupted cells
+    labels[20] = "Emperor"  # a label on one row only
+    findings = ClassConditionalOutlierDetector(alpha=0.01).self_findings(features, labels)
+    assert findings["flagged"].iloc[:21].mean() >= 0.8
+    assert findings["flagged"].iloc[21:].mean() <= 0.02
+    assert "label 'Emperor' never occurs in the rows of the batch" in findings["reason"].iloc[20]
+
+
+def test_class_conditional_params_and_clone():
+    from detectors.outliers import ClassConditionalOutlierDetector
+
+    assert registered_detectors()["outlier.class_conditional"] is ClassConditionalOutlierDetector
+    fitted = get_detector("outlier.class_conditional", n_folds=3).fit(*labelled_blobs(100, seed=5))
+    assert fitted.get_params() == {"alpha": 0.01, "n_folds": 3, "random_state": 0}
+    assert not hasattr(clone(fitted), "profile_")

@@ -1,0 +1,356 @@
+"""Backdoor detector: a tight group of rows in one label that shares stamped values.
+
+A backdoor trigger stamps a few features with fixed values (unusual but in
+range) on rows that all get one target label, so a model learns "these
+values -> that label". The rows then share *exactly* the same value of
+several features, inside one label, where the data otherwise has a smooth
+spread of values. ``backdoor.trigger`` (:class:`BackdoorTriggerDetector`)
+looks for that value concentration with class lift.
+
+For a row with label ``c`` and a feature ``j`` with value ``x``, count the
+batch rows of label ``c`` (other than the row) within a narrow window
+``x +- w_j`` and within a wide window ``x +- W_j`` (``W_j = WIDE_FACTOR *
+w_j``). The share of wide-window rows that fall in the narrow one where
+label ``c`` is not involved (the batch's other labels and every trusted
+row; shrunk towards ``1 / WIDE_FACTOR``) is the null, so the concentration
+p-value is ``P(Binomial(n_wide, share) >= n_narrow)``: rounding that
+bunches every label's values up does not count, a value only this label
+shares does (class lift). ``w_j`` is ``NARROW`` (in the robust-scaled units
+of ``detectors.features``, i.e. interquartile ranges) or half the feature's
+resolution (the smallest gap between its distinct values), whichever is
+larger. Features with fewer than ``MIN_LEVELS`` distinct values (one-hot
+columns, indicators) are skipped, and so are values at a feature's minimum
+or maximum (zero counts and clipped readings bunch up there naturally).
+
+The row's score is the largest, Bonferroni-adjusted ``-log p`` of two or
+more of its ``TOP_FEATURES`` most concentrated features tested together,
+on at least ``MIN_GROUP`` other rows (``_row_scores``), or half that of its
+most concentrated single feature: a trigger stamps the same rows on several
+features, chance coincidences rarely line up on more than one, and a value
+shared within a label on one feature is as often rounding as a trigger (a
+one-feature trigger needs a larger group to be found).
+
+Calibration: with a trusted reference, each trusted row is scored the same
+way against the batch rows of its label (it is not in the batch, so nothing
+is left out), which on a clean batch makes trusted and batch scores
+exchangeable (``single_fold_p_values``); natural spikes (rounding, values
+clipped at 0) raise the trusted scores too, so they do not cost false
+positives. Without a reference the batch calibrates itself
+(``single_fold_p_values``). P-values are computed on ``log(1 + score)``,
+on which the tail beyond the calibration scores is far less heavy.
+
+The reason of a flagged row names the features that form the suspected
+trigger and the target label.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.special import comb
+from scipy.stats import binom
+from sklearn.utils.validation import check_is_fitted
+
+from detectors._crossfit import (
+    check_calibration,
+    feature_matrix,
+    format_p,
+    label_array,
+    row_id_array,
+    single_fold_p_values,
+)
+from detectors.base import Detector, DetectorError, make_findings, register
+
+NARROW = 0.005
+WIDE_FACTOR = 20.0
+MIN_LEVELS = 5
+TOP_FEATURES = 3
+# Pseudo-rows shrinking the null share of the narrow window towards 1 / WIDE_FACTOR.
+PRIOR_ROWS = 2.0
+# Other rows that must share a row's values on several features for the
+# joint test (a trigger that teaches a model anything is stamped on more).
+MIN_GROUP = 3
+# Weight of one feature's evidence against that of several together.
+SINGLE_WEIGHT = 0.5
+
+
+def _within(sorted_values: np.ndarray, x: np.ndarray, half_width: float) -> np.ndarray:
+    """How many of ``sorted_values`` lie within ``x +- half_width`` (per x)."""
+    return np.searchsorted(sorted_values, x + half_width, side="right") - np.searchsorted(
+        sorted_values, x - half_width, side="left"
+    )
+
+
+def feature_resolution(values: np.ndarray) -> float:
+    """Smallest gap between distinct values of one feature (0 when fewer than two)."""
+    distinct = np.unique(np.round(values, 9))
+    if distinct.size < 2:
+        return 0.0
+    return float(np.diff(distinct).min())
+
+
+@register
+class BackdoorTriggerDetector(Detector):
+    """Flag rows sharing stamped feature values inside one label; ``backdoor.trigger``.
+
+    Parameters
+    ----------
+    alpha : float
+        Flag a row when its p-value is at most ``alpha``.
+    top_features : int
+        How many of a row's most concentrated features its score sums.
+    random_state : int or None
+        Unused (deterministic); accepted like every detector's.
+
+    Attributes
+    ----------
+    reference_ : numpy.ndarray, shape (n_trusted, n_features)
+    reference_labels_ : numpy.ndarray, shape (n_trusted,)
+    feature_names_in_ : numpy.ndarray of str, shape (n_features,)
+    n_features_in_ : int
+    self_referential_ : bool
+    calibration_scores_ : numpy.ndarray
+        Trusted rows' scores against the last batch (the batch's own without
+        a reference).
+    """
+
+    name = "backdoor.trigger"
+
+    def __init__(self, alpha=0.01, top_features=TOP_FEATURES, random_state=0):
+        self.alpha = alpha
+        self.top_features = top_features
+        self.random_state = random_state
+
+    def fit(self, X, y):
+        """Keep the trusted rows and labels; calibration happens against each batch.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame or array-like, shape (n_trusted, n_features)
+        y : array-like, shape (n_trusted,)
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        matrix, names = feature_matrix(X)
+        labels = label_array(y, len(matrix)).astype(str)
+        check_calibration(len(matrix), self.alpha, self.name, conformal=False)
+        self.reference_ = matrix
+        self.reference_labels_ = labels
+        self.feature_names_in_ = np.asarray(names, dtype=object)
+        self.n_features_in_ = matrix.shape[1]
+        self.self_referential_ = False
+        return self
+
+    def score(self, X, y) -> np.ndarray:
+        """Trigger score of each row of the batch ``X``, shape (n_rows,)."""
+        check_is_fitted(self, "reference_")
+        matrix, _ = feature_matrix(X, feature_names=list(self.feature_names_in_))
+        labels = label_array(y, len(matrix)).astype(str)
+        return self._scores(matrix, labels, matrix, labels, same_rows=True)[0]
+
+    def findings(self, X, y, row_ids=None) -> pd.DataFrame:
+        """Judge the batch ``X`` (labels ``y``) against the trusted rows.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame or array-like, shape (n_rows, n_features)
+        y : array-like, shape (n_rows,)
+        row_ids : array-like of str, shape (n_rows,), optional
+
+        Returns
+        -------
+        pandas.DataFrame with ``FINDING_COLUMNS``, one row per input row.
+        """
+        check_is_fitted(self, "reference_")
+        matrix, _ = feature_matrix(X, feature_names=list(self.feature_names_in_))
+        labels = label_array(y, len(matrix)).astype(str)
+        scores, evidence = self._scores(matrix, labels, matrix, labels, same_rows=True)
+        self.calibration_scores_ = self._scores(
+            matrix, labels, self.reference_, self.reference_labels_, same_rows=False
+        )[0]
+        p_values, extrapolated = single_fold_p_values(
+            np.log1p(self.calibration_scores_), np.log1p(scores), self_referential=False
+        )
+        return self._findings(labels, evidence, scores, p_values, extrapolated, row_id_array(row_ids, X, len(matrix)))
+
+    def self_findings(self, X, y, row_ids=None) -> pd.DataFrame:
+        """Judge a batch against its own robust bulk when there is no trusted reference."""
+        self._check_params()
+        matrix, names = feature_matrix(X)
+        labels = label_array(y, len(matrix)).astype(str)
+        self.reference_ = matrix
+        self.reference_labels_ = labels
+        self.feature_names_in_ = np.asarray(names, dtype=object)
+        self.n_features_in_ = matrix.shape[1]
+        self.self_referential_ = True
+        scores, evidence = self._scores(matrix, labels, matrix, labels, same_rows=True)
+        self.calibration_scores_ = scores
+        p_values, extrapolated = single_fold_p_values(np.log1p(scores), np.log1p(scores), self_referential=True)
+        return self._findings(labels, evidence, scores, p_values, extrapolated, row_id_array(row_ids, X, len(matrix)))
+
+    def _scores(self, batch, batch_labels, queries, query_labels, *, same_rows):
+        """Scores of ``queries`` against ``batch`` and, per query, its evidence.
+
+        Returns
+        -------
+        scores : numpy.ndarray, shape (n_queries,)
+        evidence : list of (features, narrow counts) per query
+        """
+        per_feature, counts = self._concentration(batch, batch_labels, queries, query_labels, same_rows=same_rows)
+        scores, best = self._row_scores(per_feature, batch, batch_labels, queries, query_labels, same_rows=same_rows)
+        return scores, [(features, counts[row, list(features)]) for row, features in enumerate(best)]
+
+    def _check_params(self) -> None:
+        if not isinstance(self.top_features, (int, np.integer)) or self.top_features < 1:
+            raise DetectorError(f"{self.name}: top_features must be a positive integer, got {self.top_features!r}")
+
+    def _windows(self, batch: np.ndarray):
+        """Narrow half-widths per feature, which features are checked, and their ranges."""
+        pooled = np.vstack([self.reference_, batch]) if not self.self_referential_ else batch
+        narrow = np.full(pooled.shape[1], NARROW)
+        checked = np.zeros(pooled.shape[1], dtype=bool)
+        for column in range(pooled.shape[1]):
+            values = pooled[:, column]
+            checked[column] = np.unique(np.round(values, 9)).size >= MIN_LEVELS
+            narrow[column] = max(NARROW, 0.5 * feature_resolution(values))
+        return narrow, checked, pooled.min(axis=0), pooled.max(axis=0)
+
+    def _concentration(self, batch, batch_labels, queries, query_labels, *, same_rows: bool):
+        """Per-(query, feature) ``-log p`` of concentration, and the narrow counts.
+
+        Returns
+        -------
+        scores : numpy.ndarray, shape (n_queries, n_features)
+        narrow_counts : numpy.ndarray of int, shape (n_queries, n_features)
+        """
+        narrow, checked, lowest, highest = self._windows(batch)
+        scores = np.zeros(queries.shape)
+        narrow_counts = np.zeros(queries.shape, dtype=int)
+        trusted = None if self.self_referential_ else self.reference_
+        for label in np.unique(query_labels):
+            mine = np.sort(batch[batch_labels == label], axis=0)
+            # The null: how values bunch up where this label is not involved
+            # (other labels of the batch, and every trusted row).
+            others = batch[batch_labels != label]
+            if trusted is not None:
+                others = np.vstack([others, trusted])
+            others = np.sort(others, axis=0)
+            rows = np.flatnonzero(query_labels == label)
+            if not len(mine) or not len(rows):
+                continue
+            for column in np.flatnonzero(checked):
+                x = queries[rows, column]
+                w = narrow[column]
+                own_narrow = _within(mine[:, column], x, w)
+                own_wide = _within(mine[:, column], x, w * WIDE_FACTOR)
+                if same_rows:  # the row itself is in both windows
+                    own_narrow, own_wide = own_narrow - 1, own_wide - 1
+                other_narrow = _within(others[:, column], x, w)
+                other_wide = _within(others[:, column], x, w * WIDE_FACTOR)
+                if not same_rows and trusted is not None:  # a trusted query is among the others
+                    other_narrow, other_wide = other_narrow - 1, other_wide - 1
+                # Share of the wide window's rows that fall in the narrow one
+                # elsewhere, shrunk towards the smooth-density share.
+                share = (other_narrow + PRIOR_ROWS / WIDE_FACTOR) / (other_wide + PRIOR_ROWS)
+                # P(Binomial(own_wide, share) >= own_narrow); sf(k - 1) = P(>= k).
+                log_p = binom.logsf(own_narrow - 1, own_wide, share)
+                # Values bunch up at a floor or ceiling for natural reasons
+                # (zero counts, clipped readings): such spikes are not read
+                # as triggers.
+                edge = (x - w <= lowest[column]) | (x + w >= highest[column])
+                scores[rows, column] = np.where((own_narrow > 0) & ~edge, -log_p, 0.0)
+                narrow_counts[rows, column] = own_narrow
+        return scores, narrow_counts
+
+    def _row_scores(self, per_feature, batch, batch_labels, queries, query_labels, *, same_rows):
+        """Row scores: the strongest concentration of several features shared
+        by the same rows.
+
+        For the row's ``top_features`` most concentrated features, taken
+        ``2..top_features`` at a time, the test of ``_concentration`` is
+        repeated on all of them at once: rows of the label inside every
+        narrow window against rows inside every wide window, with the null
+        share from the other rows. A trigger stamps the same rows on every
+        feature; chance repeats (rounding) involve different rows, and
+        correlated features that bunch up together (two measurements that are
+        0 on the same rows) do so for other labels and trusted rows too.
+
+        Returns
+        -------
+        scores : numpy.ndarray, shape (n_queries,)
+        best : list of tuple of int
+            Per query, the features of its strongest evidence.
+        """
+        narrow, checked = self._windows(batch)[:2]
+        # Each -log p is reduced by the log of how many feature sets of its
+        # size the row could have shown it on (Bonferroni): the best pair of
+        # 30 features repeats values by chance far more often than a given one.
+        n_checked = max(int(checked.sum()), 1)
+        # One feature alone counts half (on the -log p scale): a value shared
+        # within a label on a single feature is as often rounding as a
+        # trigger. It still gives every row a score, so the calibration sees
+        # a continuous distribution rather than a heap of zeros.
+        single = per_feature.max(axis=1) - np.log(n_checked) if per_feature.shape[1] else np.zeros(len(queries))
+        scores = SINGLE_WEIGHT * np.maximum(single, 0.0)
+        best = [(int(np.argmax(row)),) if len(row) else () for row in per_feature]
+        top = min(self.top_features, per_feature.shape[1])
+        trusted = None if self.self_referential_ else self.reference_
+        for label in np.unique(query_labels):
+            mine = batch[batch_labels == label]
+            others = batch[batch_labels != label]
+            if trusted is not None:
+                others = np.vstack([others, trusted])
+            for row in np.flatnonzero(query_labels == label):
+                order = np.argsort(-per_feature[row])[:top]
+                order = order[per_feature[row, order] > 0]
+                if len(order) < 2:
+                    continue
+                x, w = queries[row, order], narrow[order]
+                own_narrow = np.abs(mine[:, order] - x) <= w
+                own_wide = np.abs(mine[:, order] - x) <= w * WIDE_FACTOR
+                other_narrow = np.abs(others[:, order] - x) <= w
+                other_wide = np.abs(others[:, order] - x) <= w * WIDE_FACTOR
+                # A batch row is in all its own windows; a trusted query is among the others.
+                own_self = 1 if same_rows else 0
+                other_self = 1 if (not same_rows and trusted is not None) else 0
+                for size in range(2, len(order) + 1):
+                    k = int(np.all(own_narrow[:, :size], axis=1).sum()) - own_self
+                    if k < MIN_GROUP:  # a pair or a triple sharing values is chance, not a trigger
+                        break
+                    n = int(np.all(own_wide[:, :size], axis=1).sum()) - own_self
+                    null_narrow = np.all(other_narrow[:, :size], axis=1).sum() - other_self
+                    null_wide = np.all(other_wide[:, :size], axis=1).sum() - other_self
+                    share = (null_narrow + PRIOR_ROWS / WIDE_FACTOR**size) / (null_wide + PRIOR_ROWS)
+                    score = -float(binom.logsf(k - 1, n, share)) - float(np.log(comb(n_checked, size)))
+                    if score > scores[row]:
+                        scores[row] = score
+                        best[row] = tuple(int(c) for c in order[:size])
+        return scores, best
+
+    def _findings(self, labels, evidence, scores, p_values, extrapolated, row_ids) -> pd.DataFrame:
+        flagged = p_values <= self.alpha
+        beyond = "the bulk of this batch" if self.self_referential_ else "the trusted scores"
+        population = "rows of the batch" if self.self_referential_ else "trusted rows"
+        reasons = np.array(
+            [f"feature values spread within its label as in {population} ({format_p(p, beyond if t else None)})"
+             for p, t in zip(p_values, extrapolated)],
+            dtype=object,
+        )
+        for row in np.flatnonzero(flagged):
+            features, counts = evidence[row]
+            label = labels[row]
+            names = [f"'{self.feature_names_in_[c]}'" for c in features]
+            p_text = format_p(p_values[row], beyond if extrapolated[row] else None)
+            if len(features) > 1:
+                shared = f"shares its exact values of {', '.join(names)} with the same rows labelled '{label}'"
+            else:
+                shared = f"shares its exact value of {names[0]} with {counts[0]} other rows labelled '{label}'"
+            reasons[row] = (
+                f"possible backdoor trigger ({', '.join(names)}) for label '{label}': {shared}, "
+                f"where values are otherwise spread out ({p_text})"
+            )
+        return make_findings(
+            row_ids=row_ids, check=self.name, scores=scores, p_values=p_values, flagged=flagged, reasons=reasons
+        )

@@ -1,0 +1,277 @@
+"""Duplicate and flood detector: density spikes in a batch that trusted data lacks.
+
+A near-duplicate flood (many near-copies of a few rows, usually with one
+label) teaches a model its label by sheer weight, and cross-validation learns
+it too, so label checks miss it. What gives it away is density: each copy has
+several batch rows almost on top of it.
+
+``duplicates.flood`` (:class:`DuplicateFloodDetector`) scores a batch row by
+how much closer its ``n_neighbors``-th nearest batch row is than trusted data
+would put it:
+
+* with a trusted reference, ``score = log(r_T) - log(r_B)``, where ``r_B`` is
+  the distance to the ``n_neighbors``-th nearest *other batch row* and
+  ``r_T`` that to the ``n_neighbors``-th nearest *trusted row*. A trusted row
+  is scored the same way (its batch neighbours, and trusted neighbours other
+  than itself), so on a clean batch trusted and batch rows are exchangeable
+  and the trusted scores calibrate the batch's (``single_fold_p_values``);
+* without one, ``score = log(r_K) - log(r_B)`` with ``r_K`` the distance to
+  the ``K``-th nearest batch row, ``K`` a tenth of the batch (10 to 200 rows,
+  or ``context_neighbors``): a spike is a row whose few nearest neighbours
+  are much closer than its wider neighbourhood implies. ``K`` must exceed a
+  flood's clumps, or the wider neighbourhood is the clump itself. Calibrated
+  against the batch's own robust bulk.
+
+Exact duplicates have ``r_B = 0`` (floored at a tiny distance). The reason of
+a flagged row counts its near-identical batch rows, says whether it has exact
+copies, and names their labels, calling out conflicting labels.
+
+Scores depend on the batch (that is the point), so ``score(X)`` treats ``X``
+as the batch; a streaming caller should score whole batches, not chunks.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.neighbors import NearestNeighbors
+from sklearn.utils.validation import check_is_fitted
+
+from detectors._crossfit import (
+    check_calibration,
+    feature_matrix,
+    format_p,
+    row_id_array,
+    single_fold_p_values,
+)
+from detectors.base import Detector, DetectorError, make_findings, register
+
+# Distances are floored at this share of the median nearest-neighbour
+# distance, so exact duplicates get a large but finite score.
+DISTANCE_FLOOR = 1e-3
+MAX_LISTED_LABELS = 3
+# Without a reference, the wider neighbourhood: a tenth of the batch, 10 to 200 rows.
+CONTEXT_SHARE, MIN_CONTEXT, MAX_CONTEXT = 0.1, 10, 200
+
+
+def kth_distances(space: np.ndarray, queries: np.ndarray, k: int, *, exclude_self: bool) -> np.ndarray:
+    """Distance of each query to its ``k``-th nearest row of ``space``.
+
+    Parameters
+    ----------
+    space : numpy.ndarray, shape (n_space, n_features)
+    queries : numpy.ndarray, shape (n_queries, n_features)
+    k : int
+        1 = nearest.
+    exclude_self : bool
+        ``queries`` are ``space`` itself: skip each row's own zero distance.
+
+    Returns
+    -------
+    numpy.ndarray of float, shape (n_queries,)
+    """
+    wanted = k + 1 if exclude_self else k
+    if len(space) < wanted:
+        raise DetectorError(f"need at least {wanted} rows to find {k} nearest neighbours, got {len(space)}")
+    if not len(queries):
+        return np.empty(0)
+    distances, _ = NearestNeighbors(n_neighbors=wanted).fit(space).kneighbors(queries)
+    # Sorted distances include the row's own 0 once, so column k is the
+    # k-th other row even when exact duplicates tie with it.
+    return distances[:, wanted - 1]
+
+
+@register
+class DuplicateFloodDetector(Detector):
+    """Flag near-duplicate floods and exact duplicates; registered as ``duplicates.flood``.
+
+    Parameters
+    ----------
+    alpha : float
+        Flag a row when its p-value is at most ``alpha``.
+    n_neighbors : int
+        Which nearest batch neighbour measures density (2: a row with two
+        near-copies is already dense).
+    context_neighbors : int or None
+        Without a reference, the wider neighbourhood the spike is compared
+        with; None: a tenth of the batch, at least 10 and at most 200 rows.
+    random_state : int or None
+        Unused (the detector is deterministic); accepted like every detector's.
+
+    Attributes
+    ----------
+    reference_ : numpy.ndarray, shape (n_trusted, n_features)
+    reference_labels_ : numpy.ndarray or None, shape (n_trusted,)
+    feature_names_in_ : numpy.ndarray of str, shape (n_features,)
+    n_features_in_ : int
+    self_referential_ : bool
+    calibration_scores_ : numpy.ndarray
+        Scores of the trusted rows against the last batch scored (or of the
+        batch itself without a reference).
+    """
+
+    name = "duplicates.flood"
+
+    def __init__(self, alpha=0.01, n_neighbors=2, context_neighbors=None, random_state=0):
+        self.alpha = alpha
+        self.n_neighbors = n_neighbors
+        self.context_neighbors = context_neighbors
+        self.random_state = random_state
+
+    def fit(self, X, y=None):
+        """Keep the trusted rows; calibration happens against each batch.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame or array-like, shape (n_trusted, n_features)
+        y : array-like, shape (n_trusted,), optional (only named in reasons)
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        matrix, names = feature_matrix(X)
+        if len(matrix) < self.n_neighbors + 1:
+            raise DetectorError(f"{self.name}: need at least {self.n_neighbors + 1} trusted rows, got {len(matrix)}")
+        check_calibration(len(matrix), self.alpha, self.name, conformal=False)
+        self.reference_ = matrix
+        self.reference_labels_ = None if y is None else np.asarray(y, dtype=object)
+        self.feature_names_in_ = np.asarray(names, dtype=object)
+        self.n_features_in_ = matrix.shape[1]
+        self.self_referential_ = False
+        return self
+
+    def score(self, X, y=None) -> np.ndarray:
+        """Density-spike score of each row of the batch ``X``, shape (n_rows,)."""
+        check_is_fitted(self, "reference_")
+        matrix, _ = feature_matrix(X, feature_names=list(self.feature_names_in_))
+        return self._trusted_scores(matrix)[0]
+
+    def findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
+        """Judge the batch ``X`` against the trusted rows.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame or array-like, shape (n_rows, n_features)
+        y : array-like, shape (n_rows,), optional
+            Labels, named in reasons (conflicting labels).
+        row_ids : array-like of str, shape (n_rows,), optional
+
+        Returns
+        -------
+        pandas.DataFrame with ``FINDING_COLUMNS``, one row per input row.
+        """
+        check_is_fitted(self, "reference_")
+        matrix, _ = feature_matrix(X, feature_names=list(self.feature_names_in_))
+        scores, calibration = self._trusted_scores(matrix)
+        self.calibration_scores_ = calibration
+        p_values, extrapolated = single_fold_p_values(calibration, scores, self_referential=False)
+        return self._findings(matrix, y, scores, p_values, extrapolated, row_id_array(row_ids, X, len(matrix)))
+
+    def self_findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
+        """Judge a batch against its own density when there is no trusted reference.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame or array-like, shape (n_rows, n_features)
+        y : array-like, shape (n_rows,), optional
+        row_ids : array-like of str, shape (n_rows,), optional
+
+        Returns
+        -------
+        pandas.DataFrame with ``FINDING_COLUMNS``, one row per input row.
+        """
+        self._check_params()
+        matrix, names = feature_matrix(X)
+        context = self.context_neighbors
+        if context is None:
+            context = int(np.clip(round(CONTEXT_SHARE * len(matrix)), MIN_CONTEXT, MAX_CONTEXT))
+        context = min(context, len(matrix) - 1)
+        if context <= self.n_neighbors:
+            raise DetectorError(
+                f"{self.name}: need more than {self.n_neighbors + 1} batch rows without a trusted reference, "
+                f"got {len(matrix)}"
+            )
+        self.reference_ = matrix
+        self.reference_labels_ = None
+        self.feature_names_in_ = np.asarray(names, dtype=object)
+        self.n_features_in_ = matrix.shape[1]
+        self.self_referential_ = True
+        near = kth_distances(matrix, matrix, self.n_neighbors, exclude_self=True)
+        wide = kth_distances(matrix, matrix, context, exclude_self=True)
+        floor = self._floor(wide)
+        scores = np.log(wide + floor) - np.log(near + floor)
+        self.calibration_scores_ = scores
+        p_values, extrapolated = single_fold_p_values(scores, scores, self_referential=True)
+        return self._findings(matrix, y, scores, p_values, extrapolated, row_id_array(row_ids, X, len(matrix)))
+
+    def _check_params(self) -> None:
+        for name in ("n_neighbors", "context_neighbors"):
+            value = getattr(self, name)
+            if name == "context_neighbors" and value is None:
+                continue
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise DetectorError(f"{self.name}: {name} must be a positive integer, got {value!r}")
+
+    def _floor(self, distances: np.ndarray) -> float:
+        positive = distances[distances > 0]
+        return DISTANCE_FLOOR * (float(np.median(positive)) if positive.size else 1.0)
+
+    def _trusted_scores(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores of batch rows and of trusted rows, both against this batch."""
+        k = self.n_neighbors
+        if len(matrix) < k + 1:
+            raise DetectorError(f"{self.name}: need at least {k + 1} batch rows, got {len(matrix)}")
+        reference = self.reference_
+        # r_B and r_T of batch rows and of trusted rows (neither counts itself).
+        batch_to_batch = kth_distances(matrix, matrix, k, exclude_self=True)
+        batch_to_trusted = kth_distances(reference, matrix, k, exclude_self=False)
+        trusted_to_batch = kth_distances(matrix, reference, k, exclude_self=False)
+        trusted_to_trusted = kth_distances(reference, reference, k, exclude_self=True)
+        floor = self._floor(np.concatenate([trusted_to_trusted, batch_to_trusted]))
+        scores = np.log(batch_to_trusted + floor) - np.log(batch_to_batch + floor)
+        calibration = np.log(trusted_to_trusted + floor) - np.log(trusted_to_batch + floor)
+        return scores, calibration
+
+    def _findings(self, matrix, y, scores, p_values, extrapolated, row_ids) -> pd.DataFrame:
+        flagged = p_values <= self.alpha
+        population = "the rest of the batch" if self.self_referential_ else "trusted rows"
+        beyond = "the bulk of this batch" if self.self_referential_ else "the trusted scores"
+        reasons = np.array(
+            [f"batch density here is as expected from {population} ({format_p(p, beyond if tail else None)})"
+             for p, tail in zip(p_values, extrapolated)],
+            dtype=object,
+        )
+        labels = None if y is None else np.asarray(y, dtype=object).astype(str)
+        rows = np.flatnonzero(flagged)
+        if rows.size:
+            near = kth_distances(matrix, matrix[rows], self.n_neighbors + 1, exclude_self=False)
+            index = NearestNeighbors().fit(matrix)
+            for row, radius in zip(rows, near):
+                # The row's cluster: batch rows within twice the distance of
+                # its k-th neighbour (the row itself included).
+                members = index.radius_neighbors(matrix[row][None, :], radius=2.0 * radius + 1e-12,
+                                                 return_distance=False)[0]
+                members = members[members != row]
+                exact = int(np.sum(np.all(matrix[members] == matrix[row], axis=1)))
+                p_text = format_p(p_values[row], beyond if extrapolated[row] else None)
+                reasons[row] = self._flagged_reason(row, members, exact, labels, p_text, population)
+        return make_findings(
+            row_ids=row_ids, check=self.name, scores=scores, p_values=p_values, flagged=flagged, reasons=reasons
+        )
+
+    def _flagged_reason(self, row, members, exact, labels, p_text, population) -> str:
+        count = len(members)
+        head = f"one of a dense clump of {count + 1} near-identical batch rows"
+        if exact:
+            head += f" ({exact} exact duplicate{'s' if exact > 1 else ''} of this row)"
+        head += f", far denser than {population} ({p_text})"
+        if labels is None or not count:
+            return head
+        values, counts = np.unique(labels[members], return_counts=True)
+        order = np.argsort(-counts)[:MAX_LISTED_LABELS]
+        listed = ", ".join(f"'{values[i]}' x{counts[i]}" for i in order)
+        own = labels[row]
+        if np.all(values == own):
+            return f"{head}; all labelled '{own}' like this row: a possible flood of '{own}'"
+        return f"{head}; their labels: {listed}; this row is '{own}': conflicting labels among near-identical rows"
