@@ -270,6 +270,10 @@ def _kind(series, column, label, numeric_set, categorical_set) -> str:
     return CATEGORICAL
 
 
+# More distinct values than this, all different, mark an id-like column.
+UNIQUE_VALUES_NO_SET = 10
+
+
 def _column_expectations(series, column, kind, role, range_margin, max_categories) -> list:
     import great_expectations as gx
 
@@ -295,7 +299,10 @@ def _column_expectations(series, column, kind, role, range_margin, max_categorie
             found.append(between)
         return found
     values = sorted({as_text(value) for value in series.dropna()})
-    if role == ROLE_LABEL or len(values) <= max_categories:
+    # A column whose every value is distinct (an id, a free-text note) is no
+    # category: a value set taken from it would reject every new row.
+    identifier_like = len(values) > UNIQUE_VALUES_NO_SET and len(values) == int(series.notna().sum())
+    if role == ROLE_LABEL or (len(values) <= max_categories and not identifier_like):
         found.append(
             E.ExpectColumnValuesToBeInSet(
                 column=column,

@@ -318,3 +318,14 @@ def test_suite_accepts_its_reference_and_flags_values_outside(reference, margin,
     batch.loc[row, column] = outside
     findings = validate_frame(batch, suite, id_column="row").row_findings
     assert findings[["row_id", "check"]].values.tolist() == [[f"id{row}", "expectation.values_to_be_between"]]
+
+
+def test_an_id_like_column_gets_no_value_set():
+    reference = pd.DataFrame({"ticket": [f"t-{i}" for i in range(24)], "colour": ["red", "blue"] * 12, "y": ["a", "b"] * 12})
+    suite = infer_suite(reference, name="ids", label="y", categorical=["ticket", "colour"])
+    value_sets = {
+        e.configuration.kwargs["column"]
+        for e in suite.expectations
+        if e.configuration.type == "expect_column_values_to_be_in_set"
+    }
+    assert value_sets == {"colour", "y"}
