@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-import jinja2
 import numpy as np
 import pandas as pd
 from sqlalchemy import select
@@ -40,6 +39,7 @@ from sqlalchemy import select
 from pipelines import __version__
 from pipelines.errors import InputError, SigningError, VerificationError
 from pipelines.publish import library_versions
+from pipelines.report import TEMPLATES
 from pipelines.review import QueueFilter, list_entries
 from pipelines.signed_output import (
     CLEAN_FILE, FINDING_LIST_COLUMNS, PROVENANCE_FILE, QUARANTINE_FILE, REPORT_FILE, SIGNATURE_FILE,
@@ -53,13 +53,6 @@ RUN_COLUMN = "poisonguard_run_id"
 WITHHELD = ("pending", "rejected")
 _WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
 
-_ENVIRONMENT = jinja2.Environment(
-    loader=jinja2.PackageLoader("pipelines", "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
 
 
 @dataclass(frozen=True)
@@ -235,7 +228,7 @@ def emit(
             "decisions": history,
             "counts": counts,
         }
-        report = _ENVIRONMENT.get_template("emit.html").render(
+        report = TEMPLATES.get_template("emit.html").render(
             provenance=provenance, held=_held_for_report(held, sources[0].id_column)
         )
         (folder / REPORT_FILE).write_text(report, encoding="utf-8")

@@ -41,7 +41,7 @@ _LEFT, _RIGHT, _TOP, _BOTTOM = 56, 26, 24, 46
 # flagged row in the tail stays visible next to a bin of thousands.
 _MIN_BAR = 2.0
 
-_ENVIRONMENT = jinja2.Environment(
+TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("pipelines", "templates"),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
@@ -132,7 +132,7 @@ def render_report(
         "top_n": top_n,
         "row_id_column": row_id_column,
     }
-    return _ENVIRONMENT.get_template("report.html").render(**context)
+    return TEMPLATES.get_template("report.html").render(**context)
 
 
 def _require_columns(frame: pd.DataFrame, columns: list[str], name: str) -> None:

@@ -16,7 +16,9 @@ from typing import Iterable, Optional
 from sqlalchemy import func, insert, select, update
 
 from pipelines.errors import InputError, PoisonguardError
-from pipelines.store import QuarantineStore, decisions, decode_entry, entry_conditions, quarantine, utc_now
+from pipelines.store import (
+    QuarantineStore, decisions, decode_entry, entry_conditions, quarantine, to_jsonable, utc_now,
+)
 
 STATUSES = ("pending", "released", "rejected")
 DECISIONS = ("released", "rejected")
@@ -87,6 +89,29 @@ def list_entries(
         query = query.limit(limit)
     with store.engine.connect() as connection:
         return [decode_entry(record) for record in connection.execute(query).mappings()]
+
+
+def entry_summary(entry: dict) -> dict:
+    """The listing view of one entry, JSON-ready: what ``review list --json``
+    and the web API's queue both return (no row values, no evidence).
+
+    Returns
+    -------
+    dict with ``id, row_id, run, dataset, status, checks, reasons, score,
+    p_value, created_at`` (ISO time; a NaN score as None).
+    """
+    return to_jsonable({
+        "id": entry["id"],
+        "row_id": entry["row_id"],
+        "run": entry["run_id"],
+        "dataset": entry["dataset"],
+        "status": entry["status"],
+        "checks": entry["checks"],
+        "reasons": [str(finding.get("reason", "")) for finding in entry.get("findings", [])],
+        "score": entry["score"],
+        "p_value": entry["p_value"],
+        "created_at": entry["created_at"],
+    })
 
 
 def count_entries(store: QuarantineStore, queue: QueueFilter = QueueFilter()) -> int:

@@ -23,7 +23,7 @@ from rich.table import Table
 from pipelines.cli_support import reports_errors
 from pipelines.errors import InputError
 from pipelines.review import (
-    QueueFilter, count_entries, decide, get_entry, list_entries, matching_ids,
+    QueueFilter, count_entries, decide, entry_summary, get_entry, list_entries, matching_ids,
 )
 from pipelines.store import QuarantineStore, to_jsonable
 
@@ -115,7 +115,7 @@ def list_command(
         entries = list_entries(opened, queue, limit=limit, offset=offset)
         total = count_entries(opened, queue)
     if as_json:
-        typer.echo(json.dumps([_listing(entry) for entry in entries], indent=2, ensure_ascii=False))
+        typer.echo(json.dumps([entry_summary(entry) for entry in entries], indent=2, ensure_ascii=False))
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("id", justify="right", no_wrap=True)
@@ -141,21 +141,6 @@ def list_command(
     shown = f"showing {len(entries)} of {total}" + (f" (from {first})" if offset else "")
     more = f"; --offset {offset + len(entries)} for more" if offset + len(entries) < total else ""
     console.print(shown + more)
-
-
-def _listing(entry: dict) -> dict:
-    return to_jsonable({
-        "id": entry["id"],
-        "row_id": entry["row_id"],
-        "run": entry["run_id"],
-        "dataset": entry["dataset"],
-        "status": entry["status"],
-        "checks": entry["checks"],
-        "reasons": _reasons(entry),
-        "score": entry["score"],
-        "p_value": entry["p_value"],
-        "created_at": entry["created_at"],
-    })
 
 
 def _reasons(entry: dict) -> list[str]:

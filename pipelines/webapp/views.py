@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional
 from urllib.parse import urlencode
 
 from pipelines.errors import InputError
-from pipelines.review import STATUSES, QueueFilter
+from pipelines.review import STATUSES, QueueFilter, entry_summary
 from pipelines.store import to_jsonable
 
 DEFAULT_PER_PAGE = 50
@@ -137,26 +137,13 @@ def check_decision_text(note: Optional[str], reviewer: Optional[str]) -> tuple[s
 
 
 def summary(entry: dict) -> dict:
-    """The API's and the queue's view of one entry (no evidence).
+    """The API's and the queue's view of one entry (no evidence): the shared
+    listing fields plus the row's values and findings.
 
     ``row`` and ``findings`` come from the store's strict JSON, so they are
-    plain already; only the scalar columns need converting.
+    plain already.
     """
-    created = entry.get("created_at")
-    return {
-        "id": entry["id"],
-        "row_id": entry["row_id"],
-        "run": entry["run_id"],
-        "dataset": entry["dataset"],
-        "status": entry["status"],
-        "checks": entry["checks"],
-        "reasons": [str(finding.get("reason", "")) for finding in entry.get("findings", [])],
-        "score": _finite(entry.get("score")),
-        "p_value": _finite(entry.get("p_value")),
-        "created_at": created.isoformat() if created is not None else None,
-        "row": entry["row"],
-        "findings": entry["findings"],
-    }
+    return {**entry_summary(entry), "row": entry["row"], "findings": entry["findings"]}
 
 
 def detail(entry: dict) -> dict:
