@@ -47,7 +47,7 @@ def suite():
     reference = reference_frame().drop(columns="id")
     return infer_suite(
         reference, name="penguins", label="species", id_column="id", ignore=["tag"], max_categories=5,
-        range_margin=0.1,
+        range_margin=0.1, range_false_positive_rate=None, not_null_min_rows=1,
     )
 
 
@@ -218,13 +218,53 @@ def test_row_ids_are_strings_and_labels_compare_as_text():
 
 def test_empty_label_and_nullable_numbers():
     reference = pd.DataFrame({"x": pd.array([1, 5, 9], dtype="Int64"), "y": ["a", "b", None]})
-    suite = infer_suite(reference, name="nullable", label="y")
+    suite = infer_suite(reference, name="nullable", label="y", not_null_min_rows=3)
     batch = pd.DataFrame({"id": ["p", "q"], "x": pd.array([None, 4], dtype="Int64"), "y": [None, "a"]})
     findings = validate_frame(batch, suite, id_column="id").row_findings
     assert findings[["row_id", "check", "reason"]].values.tolist() == [
         ["p", "expectation.values_to_not_be_null", "x is empty but the reference has no empty values"],
         ["p", "expectation.values_to_not_be_null", "y is empty but every row needs a label"],
     ]
+
+
+def test_never_empty_needs_a_reference_large_enough_to_show_it():
+    def not_null_columns(rows):
+        reference = pd.DataFrame({"x": np.arange(rows, dtype=float), "y": ["a", "b"] * (rows // 2)})
+        suite = infer_suite(reference, name="rows", label="y")
+        return [e.configuration.kwargs["column"] for e in suite.expectations
+                if e.configuration.type == "expect_column_values_to_not_be_null"]
+
+    # 298 empty-free rows cannot rule out a 1 % empty rate; 300 can. The label always needs a value.
+    assert not_null_columns(298) == ["y"]
+    assert not_null_columns(300) == ["x", "y"]
+
+
+def test_a_skewed_column_is_bounded_where_its_tail_falls_to_the_rate():
+    values = [float(v) for v in range(1, 16)] + [20.0, 30.0, 45.0, 70.0, 100.0]
+    suite = infer_suite(pd.DataFrame({"x": values, "y": ["a"] * 20}), name="tail", label="y")
+    between = [e.configuration for e in suite.expectations if e.configuration.type == "expect_column_values_to_be_between"][0]
+    # Peaks over the 5th largest value (20): excesses 10, 25, 50, 80 (m = 4, mean 41.25), tail
+    # probability 5/21 there; one numeric column shares the 0.005 rate over 2 sides. Lomax inverse:
+    upper = 20.0 + 4 * 41.25 * ((5 / 21 / 0.0025) ** (1 / 4) - 1)
+    assert between.kwargs["max_value"] == pytest.approx(upper)  # 370.5, not the margin's 149.5
+    assert between.kwargs["min_value"] == 0.0
+    assert between.meta["upper_bound"] == "widened to where the reference's tail falls to p=0.0025"
+    assert between.meta["lower_bound"] == "clamped at 0: the reference has no negative values"
+
+
+def test_tail_bounds_keep_clean_skewed_rows_in_range():
+    rng = np.random.default_rng(0)
+    reference = pd.DataFrame(rng.lognormal(0.0, 1.0, size=(30, 3)), columns=["a", "b", "c"]).assign(y="k")
+    clean = pd.DataFrame(rng.lognormal(0.0, 1.0, size=(20000, 3)), columns=["a", "b", "c"])
+    clean = clean.assign(y="k", id=[f"r{i}" for i in range(len(clean))])
+
+    def flagged(rate):
+        suite = infer_suite(reference, name="skew", label="y", range_false_positive_rate=rate)
+        return validate_frame(clean, suite, id_column="id").row_findings["row_id"].nunique()
+
+    # Lognormal columns, 30 trusted rows: 0.6 % of clean rows break a tail-widened
+    # range, 3.2 % a range widened by half its width alone.
+    assert (flagged(0.005), flagged(None)) == (120, 646)
 
 
 def test_no_progress_bars_on_stderr(suite, capfd):
