@@ -17,6 +17,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import issparse
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from detectors.base import DetectorError, ExponentialTail, conformal_p_values
@@ -45,16 +46,23 @@ def feature_matrix(X, *, feature_names=None) -> tuple[np.ndarray, list[str]]:
     matrix : numpy.ndarray of float, shape (n_rows, n_features)
     names : list of str, shape (n_features,)
     """
+    if issparse(X):
+        raise DetectorError("sparse feature tables are not supported; pass a dense array or DataFrame")
     if isinstance(X, pd.DataFrame):
         if feature_names is not None:
-            missing = [name for name in feature_names if name not in X.columns]
+            # Names are kept as text, so match a frame's columns (e.g. 0, 1, 2) as text too.
+            columns = {str(column): column for column in X.columns}
+            missing = [name for name in feature_names if name not in columns]
             if missing:
                 raise DetectorError(
                     f"feature column {missing[0]!r} is missing; the detector was fitted on "
                     f"{len(feature_names)} columns"
                 )
-            X = X[list(feature_names)]
+            X = X[[columns[name] for name in feature_names]]
         names = [str(column) for column in X.columns]
+        complex_columns = [name for name, dtype in zip(names, X.dtypes) if pd.api.types.is_complex_dtype(dtype)]
+        if complex_columns:
+            raise DetectorError(f"Complex data not supported: feature column {complex_columns[0]!r} is complex")
         try:
             matrix = X.to_numpy(dtype=float)
         except (TypeError, ValueError):
@@ -64,6 +72,9 @@ def feature_matrix(X, *, feature_names=None) -> tuple[np.ndarray, list[str]]:
                 "encode the frame with detectors.features.FeatureEncoder first"
             ) from None
     else:
+        # Casting complex values to float would silently drop their imaginary part.
+        if pd.api.types.is_complex_dtype(getattr(X, "dtype", None)):
+            raise DetectorError(f"Complex data not supported: features must be real numbers, got {X.dtype}")
         try:
             matrix = np.asarray(X, dtype=float)
         except (TypeError, ValueError):
@@ -139,7 +150,7 @@ def fold_splits(n_rows: int, *, n_folds: int, random_state, labels=None, label_n
     values, counts = np.unique(labels, return_counts=True)
     if values.size < 2:
         if label_names is not None:
-            values = np.asarray(label_names)[values]
+            values = np.asarray(label_names)[values.astype(int)]  # codes of no rows are floats
         found = ", ".join(f"'{value}'" for value in values) or "none"
         raise DetectorError(f"need at least two labels (each on 2+ rows) to find label errors, got {found}")
     smallest = int(counts.min())

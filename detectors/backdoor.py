@@ -134,6 +134,9 @@ class BackdoorTriggerDetector(Detector):
         """
         self._check_params()
         matrix, names = feature_matrix(X)
+        if not len(matrix):
+            # Fail now, not on the first batch, which would find no trusted scores to calibrate on.
+            raise DetectorError(f"{self.name}: need at least one trusted row, got 0")
         labels = label_array(y, len(matrix)).astype(str)
         check_calibration(len(matrix), self.alpha, self.name, conformal=False)
         self.reference_ = matrix

@@ -538,6 +538,10 @@ class KNNLabelDetector(_LabelDetector):
         self
         """
         matrix, labels, _ = self._store_reference(X, y)
+        # Labels are compared as text (as in score and self_findings), so the classes must be text too:
+        # integer classes would match no row's label.
+        self.encoder_ = LabelEncoder().fit(labels.astype(str))
+        self.classes_ = self.encoder_.classes_
         self._prepare(matrix, labels.astype(str))
         check_calibration(len(matrix), self.alpha, self.name, conformal=False)
         distances = self._distances(matrix, exclude_self=True)
