@@ -20,7 +20,7 @@ import pandas as pd
 from scipy.sparse import issparse
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from detectors.base import DetectorError, ExponentialTail, conformal_p_values
+from detectors.base import DetectorError, ExponentialTail, conformal_p_values, cross_conformal_p_values
 
 # A robust cut at median + 3 scaled MADs: for a normal score it keeps 99.87 %
 # of clean rows (fewer for skewed scores); when a batch must be its own
@@ -447,8 +447,6 @@ def guarded_p_values(calibration_scores, calibration_folds, fold_scores):
     p_values : numpy.ndarray of float, shape (n_rows,)
     extrapolated : numpy.ndarray of bool, shape (n_rows,)
     """
-    from detectors.base import cross_conformal_p_values
-
     fold_scores = np.asarray(fold_scores, dtype=float)
     counts = cross_conformal_p_values(calibration_scores, calibration_folds, fold_scores, extrapolate=False)
     p_values = cross_conformal_p_values(calibration_scores, calibration_folds, fold_scores)
@@ -460,7 +458,7 @@ def guarded_p_values(calibration_scores, calibration_folds, fold_scores):
     return p_values, p_values < counts
 
 
-def single_fold_p_values(calibration_scores, scores, *, self_referential: bool):
+def single_fold_p_values(calibration_scores, scores, *, self_referential: bool, guard: bool = True):
     """Calibrated p-values for scores that come from one model (no fold models).
 
     For detectors whose score of a trusted row is computed exactly as that of
@@ -477,6 +475,9 @@ def single_fold_p_values(calibration_scores, scores, *, self_referential: bool):
     calibration_scores : array-like of float, shape (n_calibration,)
     scores : array-like of float, shape (n_rows,)
     self_referential : bool
+    guard : bool
+        With a trusted reference, check the extrapolated tail against the
+        batch's (``guarded_p_values``); without, the trusted tail alone.
 
     Returns
     -------
@@ -496,7 +497,10 @@ def single_fold_p_values(calibration_scores, scores, *, self_referential: bool):
         upper = scores > tail.threshold
         p_values = np.where(upper, tail.p_values(scores), conformal_p_values(bulk, scores))
         return p_values, upper
-    return guarded_p_values(calibration, np.zeros(len(calibration), dtype=int), scores[:, None])
+    folds = np.zeros(len(calibration), dtype=int)
+    if not guard:
+        return cross_conformal_p_values(calibration, folds, scores[:, None], return_extrapolated=True)
+    return guarded_p_values(calibration, folds, scores[:, None])
 
 
 def class_neighbour_distances(space, space_labels, queries, classes, k: int, *, exclude_self: bool) -> np.ndarray:
