@@ -161,7 +161,7 @@ def anchor_methods(seed: int) -> dict:
 
 def run_one(task) -> tuple[pd.DataFrame, pd.DataFrame, float]:
     """One evaluate run (dataset, mode, seed): metrics and downstream rows, and seconds."""
-    name, dataset, mode, seed, rate, alpha = task
+    name, dataset, mode, seed, rate, alpha, detectors = task
     os.environ.setdefault("POISONGUARD_HOME", tempfile.mkdtemp(prefix="poisonguard-bench-"))
     warnings.simplefilter("ignore")
     from pipelines.evaluate import evaluate
@@ -170,6 +170,7 @@ def run_one(task) -> tuple[pd.DataFrame, pd.DataFrame, float]:
     evaluation = evaluate(
         dataset["data"], label=dataset["label"], config_path=dataset["config"], rate=rate, seed=seed,
         self_referential=MODES[mode], methods=anchor_methods(seed), alpha=alpha,
+        detectors=detectors,
     )
     labels = {"dataset": name, "mode": mode, "seed": seed}
     return (
@@ -203,6 +204,7 @@ def main(argv=None) -> None:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--jobs", type=int, default=1, help="Processes (one run each).")
     parser.add_argument("--alpha", type=float, help="Per-detector alpha (default: the config's, 0.01).")
+    parser.add_argument("--detectors", help="Comma-separated detector names (default: the config's).")
     parser.add_argument("--save", type=Path, help="Also write the raw metrics and downstream tables (CSV prefix).")
     options = parser.parse_args(argv)
     names = [n for n in options.datasets.split(",") if n]
@@ -211,7 +213,10 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="poisonguard-bench-") as scratch:
         datasets = prepare_datasets(Path(scratch), names)
-        tasks = [(n, datasets[n], m, s, options.rate, options.alpha) for m in modes for s in seeds for n in names]
+        detectors = [d for d in options.detectors.split(",") if d] if options.detectors else None
+        tasks = [
+            (n, datasets[n], m, s, options.rate, options.alpha, detectors) for m in modes for s in seeds for n in names
+        ]
         if options.jobs > 1:
             with ProcessPoolExecutor(max_workers=options.jobs) as pool:
                 results = list(pool.map(run_one, tasks))

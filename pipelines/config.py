@@ -15,7 +15,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipelines.errors import ConfigError
 
-DEFAULT_DETECTORS = ["outlier.ecod", "label.trusted_model", "label.confident_learning"]
+# Every family of poisoning has a detector by default: far or corrupted rows,
+# rows impossible for their label, flipped labels (three complementary views),
+# near-duplicate floods and backdoor triggers. The overall false-positive
+# budget (DetectionConfig.max_false_positive_rate) is split among them.
+DEFAULT_DETECTORS = [
+    "outlier.ecod",
+    "outlier.class_conditional",
+    "label.trusted_model",
+    "label.confident_learning",
+    "label.knn",
+    "duplicates.flood",
+    "backdoor.trigger",
+]
 
 
 class _Strict(BaseModel):
@@ -43,12 +55,28 @@ class DatasetConfig(_Strict):
 
 
 class DetectionConfig(_Strict):
-    """Which detectors run and at what false-positive rate."""
+    """Which detectors run and at what false-positive rate.
+
+    Each detector flags a clean row with probability at most its alpha; the
+    pipeline quarantines a row that any detector flags, so the detectors'
+    alphas add up (a union bound, whatever their dependence).
+    ``max_false_positive_rate`` caps that sum: when ``alpha`` times the number
+    of detectors exceeds it, every detector runs at
+    ``max_false_positive_rate / len(detectors)`` instead (Bonferroni).
+    """
 
     alpha: float = Field(0.01, gt=0.0, lt=0.5, description="Per-detector false-positive rate.")
+    max_false_positive_rate: float = Field(
+        0.05, gt=0.0, lt=0.5, description="Share of clean rows all detectors together may flag (before expectations).",
+    )
     detectors: list[str] = Field(default_factory=lambda: list(DEFAULT_DETECTORS))
     params: dict[str, dict] = Field(default_factory=dict, description="Per-detector parameters.")
     random_state: int = 0
+
+    @property
+    def detector_alpha(self) -> float:
+        """The alpha each detector runs at: ``alpha``, lowered to keep within the overall budget."""
+        return min(self.alpha, self.max_false_positive_rate / max(len(self.detectors), 1))
 
 
 class StoreConfig(_Strict):

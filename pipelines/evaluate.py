@@ -76,6 +76,7 @@ def evaluate(
     data,
     *,
     label: str,
+    id_column: Optional[str] = None,
     reference=None,
     attacks=None,
     rate: float = 0.05,
@@ -94,6 +95,9 @@ def evaluate(
     data : path
         A clean table (CSV, Parquet, JSON Lines).
     label : str
+    id_column : str, optional
+        Row id column (default ``dataset.id`` of the config when ``data`` has
+        it); without one, rows are numbered.
     reference : path, optional
         Trusted reference; otherwise ``TRUSTED_SHARE`` of ``data`` (unless
         ``self_referential``).
@@ -132,7 +136,9 @@ def evaluate(
     with tempfile.TemporaryDirectory(prefix="poisonguard-evaluate-") as scratch:
         folder = Path(workdir) if workdir is not None else Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
-        setup = _prepare(Path(data), label, reference, config_path, seed, self_referential, alpha, detectors, folder)
+        setup = _prepare(
+            Path(data), label, id_column, reference, config_path, seed, self_referential, alpha, detectors, folder
+        )
         metrics, downstream = [], []
         for attack in [NO_ATTACK, *attacks]:
             if attack == NO_ATTACK:
@@ -170,7 +176,7 @@ class _Setup:
     notes: list
 
 
-def _prepare(data, label, reference, config_path, seed, self_referential, alpha, detectors, folder) -> _Setup:
+def _prepare(data, label, id_column, reference, config_path, seed, self_referential, alpha, detectors, folder) -> _Setup:
     from pipelines.batch_io import coerce_types, infer_kinds, read_file
     from pipelines.settings import make_settings
 
@@ -183,7 +189,9 @@ def _prepare(data, label, reference, config_path, seed, self_referential, alpha,
         reference=reference,
     )
     config = settings.config
-    id_column = config.dataset.id if config.dataset.id in raw.columns else EVAL_ID
+    if id_column is not None and id_column not in raw.columns:
+        raise InputError(f"{data}: no id column {id_column!r}; columns are {', '.join(map(repr, raw.columns))}")
+    id_column = id_column or (config.dataset.id if config.dataset.id in raw.columns else EVAL_ID)
     if id_column == EVAL_ID:
         raw.insert(0, EVAL_ID, [f"row-{index:06d}" for index in range(len(raw))])
     features = [c for c in raw.columns if c not in {label, id_column, *config.dataset.ignore}]
@@ -407,6 +415,7 @@ def _fmt(value) -> str:
 def evaluate_command(
     data: Path = typer.Argument(..., help="A clean table (CSV, Parquet, JSON Lines) to attack."),
     label: str = typer.Option(..., "--label", help="Label column."),
+    id_column: Optional[str] = typer.Option(None, "--id", help="Row id column; rows are numbered without one."),
     reference: Optional[Path] = typer.Option(None, "--reference", help="Trusted reference; else 10% of DATA is split off."),
     attacks: Optional[str] = typer.Option(None, "--attacks", help="Comma-separated attack families (default: all)."),
     rate: float = typer.Option(0.05, "--rate", help="Share of the batch each attack poisons."),
@@ -425,7 +434,7 @@ def evaluate_command(
         raise ConfigError(f"--rate must be between 0 and 0.5, got {rate}")
     with console.status("poisoning and checking…") if not as_json else _nothing():
         evaluation = evaluate(
-            data, label=label, reference=reference, attacks=chosen, rate=rate, config_path=config, seed=seed,
+            data, label=label, id_column=id_column, reference=reference, attacks=chosen, rate=rate, config_path=config, seed=seed,
             self_referential=self_referential, alpha=alpha,
         )
     if as_json:

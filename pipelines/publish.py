@@ -345,7 +345,7 @@ def _report(inputs, outcomes, decision, run: RunHandle, *, status: str, batch_fa
         "quarantined": len(decision.quarantined_ids),
         "trusted reference": str(reference) if reference else "none: detectors calibrated on the batch itself",
         "expectation suite": inputs.suite_source,
-        "alpha (per detector)": settings.config.detection.alpha,
+        "alpha (per detector)": _alpha_summary(settings.config.detection),
         "run id": run.run_id,
         "started": run.started_at.isoformat(timespec="seconds"),
         "tool version": __version__,
@@ -380,3 +380,11 @@ def _version(distribution: str) -> Optional[str]:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return None
+
+
+def _alpha_summary(detection) -> str:
+    each = detection.detector_alpha
+    text = f"{each:.2g} each, at most {each * len(detection.detectors):.2g} of clean rows in all"
+    if each < detection.alpha:
+        text += f" (alpha {detection.alpha:g} split over {len(detection.detectors)} detectors)"
+    return text

@@ -204,7 +204,7 @@ def run_detector(name: str, features: FeatureMatrices, settings: RunSettings) ->
     """Fit one registered detector on trusted rows (or the batch) and score the batch."""
     started = time.perf_counter()
     detection = settings.config.detection
-    params = {"alpha": detection.alpha, "random_state": detection.random_state, **detection.params.get(name, {})}
+    params = {"alpha": detection.detector_alpha, "random_state": detection.random_state, **detection.params.get(name, {})}
     detector = get_detector(name, **params)
     needs_labels = name.startswith("label.")
     rows = features.batch_labels != "" if needs_labels else np.ones(len(features.batch_labels), dtype=bool)
@@ -257,7 +257,7 @@ def decide(inputs: RunInputs, outcomes: list[CheckOutcome]) -> Decision:
                     "rows_checked": outcome.rows_checked,
                     "flagged": len(flagged_rows),
                     "flagged_only_here": len(flagged_rows - elsewhere),
-                    "alpha": inputs.settings.config.detection.alpha if outcome.kind == "detector" else float("nan"),
+                    "alpha": outcome.details.get("params", {}).get("alpha", float("nan")),
                     "threshold_note": outcome.details.get("mode", "rule from the expectation suite"),
                 }
             )

@@ -15,6 +15,23 @@ def test_defaults_work_without_a_file():
     assert config.dataset.label is None and config.store.url is None
 
 
+@pytest.mark.parametrize(
+    "text, each",
+    [
+        # Two detectors at 0.01 add up to 0.02: within the default budget.
+        ('detectors = ["outlier.ecod", "label.knn"]\n', 0.01),
+        # Seven at 0.01 would add up to 0.07: the default 0.05 budget is split.
+        ("detectors = [" + ", ".join(['"d"'] * 7) + "]\n", 0.05 / 7),
+        ('alpha = 0.005\nmax_false_positive_rate = 0.03\ndetectors = ["a", "b", "c"]\n', 0.005),
+        ('alpha = 0.05\nmax_false_positive_rate = 0.03\ndetectors = ["a", "b", "c"]\n', 0.01),
+    ],
+)
+def test_detectors_share_the_overall_false_positive_budget(text, each):
+    detection = parse_config("[detection]\n" + text).detection
+    assert detection.detector_alpha == pytest.approx(each)
+    assert detection.detector_alpha * len(detection.detectors) <= detection.max_false_positive_rate + 1e-12
+
+
 def test_relative_paths_resolve_against_the_config_folder(tmp_path):
     folder = tmp_path / "conf"
     folder.mkdir()

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from pipelines import publish
+from pipelines.config import DEFAULT_DETECTORS
 from pipelines.errors import InputError
 from pipelines.run import execute
 from pipelines.settings import make_settings
@@ -40,7 +41,7 @@ def test_each_kind_of_poison_is_caught_by_the_right_check(tiny, tmp_path):
     _, summary = run_tiny(tiny, tmp_path)
     quarantine = pd.read_parquet(summary.out / publish.QUARANTINE_FILE).set_index("id")
     assert set(POISONED) <= set(quarantine.index)
-    # At alpha = 0.01 per detector, three detectors: at most a couple of clean rows flagged.
+    # Within the detectors' 5 % budget: at most a couple of the 39 clean rows flagged.
     assert len(set(quarantine.index) - set(POISONED)) <= 2
     checks = quarantine["poisonguard_checks"].map(list)
     assert "expectation.parsable_type" in checks[BROKEN_NUMBER]
@@ -72,12 +73,9 @@ def test_output_is_signed_and_provenance_is_complete(tiny, tmp_path):
     provenance = json.loads((summary.out / "provenance.json").read_text())
     assert provenance["inputs"]["batches"][0]["rows"] == 45
     assert provenance["expectation_suite"]["source"].startswith("inferred from the reference")
-    assert [c["name"] for c in provenance["checks"]] == [
-        "expectations",
-        "outlier.ecod",
-        "label.trusted_model",
-        "label.confident_learning",
-    ]
+    assert [c["name"] for c in provenance["checks"]] == ["expectations", *DEFAULT_DETECTORS]
+    # Seven detectors share the 5 % budget: each ran at 0.05 / 7.
+    assert {c["params"]["alpha"] for c in provenance["checks"][1:]} == {0.05 / 7}
     assert provenance["counts"]["kept"] + provenance["counts"]["quarantined"] == 45
     assert provenance["libraries"]["pyod"]
     assert "private" not in json.dumps(provenance).lower()
