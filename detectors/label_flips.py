@@ -502,6 +502,15 @@ class KNNLabelDetector(_LabelDetector):
     (``single_fold_p_values``). Without a reference the neighbours are the
     other batch rows and the batch's robust bulk calibrates.
 
+    With ``pool_batch`` (the default), ``findings`` looks for neighbours among
+    the trusted *and* the batch rows (a row is never its own neighbour), and
+    scores the trusted rows the same way for calibration. A 10 % reference
+    has a handful of rows per label, too few neighbours to judge a label by;
+    the batch has many, and a poisoned minority among them moves a mean of
+    ``n_neighbors`` distances little. Trusted and clean batch rows still see
+    the same pool, so the calibration holds. ``score`` judges against the
+    trusted rows alone.
+
     Parameters
     ----------
     alpha : float
@@ -510,6 +519,8 @@ class KNNLabelDetector(_LabelDetector):
         fewer other rows).
     random_state : int or None
         Unused (deterministic); accepted like every detector's.
+    pool_batch : bool
+        Look for neighbours among the batch rows too (see above).
 
     Attributes
     ----------
@@ -526,10 +537,11 @@ class KNNLabelDetector(_LabelDetector):
 
     name = "label.knn"
 
-    def __init__(self, alpha=0.01, n_neighbors=5, random_state=0):
+    def __init__(self, alpha=0.01, n_neighbors=5, random_state=0, pool_batch=True):
         self.alpha = alpha
         self.n_neighbors = n_neighbors
         self.random_state = random_state
+        self.pool_batch = pool_batch
 
     def fit(self, X, y):
         """Keep the trusted rows and score each against the others.
@@ -569,8 +581,19 @@ class KNNLabelDetector(_LabelDetector):
         """
         matrix, labels, ids = self._check_fitted_input(X, y, row_ids)
         labels = labels.astype(str)
-        distances = self._distances(matrix, exclude_self=False)
-        return self._judge(labels, distances, ids, "trusted rows")
+        if not self.pool_batch:
+            distances = self._distances(matrix, exclude_self=False)
+            return self._judge(labels, distances, ids, "trusted rows", self.calibration_scores_)
+        # Rows of a label the trusted rows lack are flagged anyway; they are nobody's neighbours.
+        usable = np.isin(labels, self.classes_)
+        space = np.vstack([self.reference_, matrix[usable]])
+        space_labels = np.concatenate([self.reference_labels_, labels[usable]])
+        pooled = class_neighbour_distances(space, space_labels, space, self.classes_, self.k_, exclude_self=True)
+        n_trusted = len(self.reference_)
+        calibration = self._margin(pooled[:n_trusted], self.reference_labels_)[0]
+        distances = np.full((len(matrix), len(self.classes_)), np.inf)
+        distances[usable] = pooled[n_trusted:]
+        return self._judge(labels, distances, ids, "trusted and batch rows", calibration)
 
     def self_findings(self, X, y, row_ids=None) -> pd.DataFrame:
         """Judge batch labels by their nearest other batch rows (no trusted reference)."""
@@ -585,7 +608,7 @@ class KNNLabelDetector(_LabelDetector):
         self.self_referential_ = True
         distances = self._distances(matrix, exclude_self=True)
         self.calibration_scores_ = self._margin(distances, labels)[0]
-        return self._judge(labels, distances, ids, "other rows of the batch")
+        return self._judge(labels, distances, ids, "other rows of the batch", self.calibration_scores_)
 
     def _prepare(self, matrix, labels) -> None:
         if not isinstance(self.n_neighbors, (int, np.integer)) or self.n_neighbors < 1:
@@ -621,11 +644,11 @@ class KNNLabelDetector(_LabelDetector):
         scores = np.where(known, scores, np.inf)
         return scores, known, codes, believed, own, nearest_other
 
-    def _judge(self, labels, distances, ids, population: str) -> pd.DataFrame:
+    def _judge(self, labels, distances, ids, population: str, calibration) -> pd.DataFrame:
         scores, known, codes, believed, own, other = self._margin(distances, labels)
         finite = np.where(np.isfinite(scores), scores, np.finfo(float).max)
         p_values, extrapolated = single_fold_p_values(
-            self.calibration_scores_[np.isfinite(self.calibration_scores_)], finite,
+            calibration[np.isfinite(calibration)], finite,
             self_referential=self.self_referential_, guard=False,
         )
         reasons = np.empty(len(labels), dtype=object)

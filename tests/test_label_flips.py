@@ -234,11 +234,14 @@ def test_knn_finds_flipped_labels_and_names_the_neighbours_label(trusted, poison
     flagged = set(np.flatnonzero(findings["flagged"]).tolist())
     assert flagged == flipped_rows | {87}  # all 10 flips and one clean row of 190 (alpha = 0.01)
     reason = findings["reason"].iloc[min(flipped_rows)]
-    match = re.match(r"label '(\w+)' is farther from its 5 nearest trusted rows labelled '\1' \(mean distance "
-                     r"[\d.]+\) than from those labelled '(\w+)' \([\d.]+\): its neighbours say '\2'", reason)
+    match = re.match(r"label '(\w+)' is farther from its 5 nearest trusted and batch rows labelled '\1' \(mean "
+                     r"distance [\d.]+\) than from those labelled '(\w+)' \([\d.]+\): its neighbours say '\2'", reason)
     assert match and match.group(1) != match.group(2)
     assert list(findings.columns) == FINDING_COLUMNS
-    np.testing.assert_allclose(findings["score"], KNNLabelDetector().fit(*trusted).score(features, labels))
+    # Without the batch as neighbours, findings score exactly as ``score`` (trusted rows alone).
+    alone = KNNLabelDetector(alpha=0.01, pool_batch=False).fit(*trusted)
+    np.testing.assert_allclose(alone.findings(features, labels)["score"], alone.score(features, labels))
+    assert set(np.flatnonzero(alone.findings(features, labels)["flagged"]).tolist()) >= flipped_rows
 
 
 @pytest.mark.parametrize("alpha, low, high", [(0.05, 0.02, 0.09), (0.01, 0.0, 0.025)])
@@ -267,7 +270,7 @@ def test_knn_params_and_clone(trusted):
 
     assert registered_detectors()["label.knn"] is KNNLabelDetector
     detector = get_detector("label.knn", n_neighbors=3)
-    assert detector.get_params() == {"alpha": 0.01, "n_neighbors": 3, "random_state": 0}
+    assert detector.get_params() == {"alpha": 0.01, "n_neighbors": 3, "random_state": 0, "pool_batch": True}
     fitted = detector.fit(*trusted)
     assert fitted.k_ == 3
     assert not hasattr(clone(fitted), "reference_")
