@@ -288,7 +288,7 @@ def test_class_conditional_finds_rows_impossible_for_their_label():
     findings = ClassConditionalOutlierDetector(alpha=0.01).fit(*trusted).findings(features, labels)
     flagged = set(np.flatnonzero(findings["flagged"]))
     assert flagged == {gentoo[0], adelie[0], adelie[1]} | {42, 87}  # and 2 of 197 clean rows (alpha = 0.01)
-    assert findings["reason"].iloc[gentoo[0]].startswith("impossible for label 'Gentoo' against trusted rows")
+    assert findings["reason"].iloc[gentoo[0]].startswith("impossible for label 'Gentoo' against trusted and batch rows")
     assert "not 'island=Biscoe', which no trusted rows labelled 'Gentoo' show" in findings["reason"].iloc[gentoo[0]]
     assert "it fits label 'Adelie' better" in findings["reason"].iloc[adelie[0]]
     assert "body_mass_g" in findings["reason"].iloc[adelie[1]] and "interquartile ranges above" in findings["reason"].iloc[adelie[1]]
@@ -322,5 +322,5 @@ def test_class_conditional_params_and_clone():
 
     assert registered_detectors()["outlier.class_conditional"] is ClassConditionalOutlierDetector
     fitted = get_detector("outlier.class_conditional", n_folds=3).fit(*labelled_blobs(100, seed=5))
-    assert fitted.get_params() == {"alpha": 0.01, "n_folds": 3, "random_state": 0}
+    assert fitted.get_params() == {"alpha": 0.01, "n_folds": 3, "random_state": 0, "pool_batch": True}
     assert not hasattr(clone(fitted), "profile_")
