@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import pandas as pd
 
-from detectors.base import FINDING_COLUMNS, empty_findings, get_detector
+from detectors.base import FINDING_COLUMNS, empty_findings, get_detector, make_findings
 from detectors.features import FeatureEncoder
 from expectations import column_kinds, infer_suite, load_suite, validate_frame
 from pipelines.batch_io import LoadedTable, TypedTable, coerce_types, infer_kinds, load_table
@@ -157,6 +157,8 @@ def check_expectations(inputs: RunInputs) -> CheckOutcome:
         findings.append(_without_empty_for_broken(outcome.row_findings, typed.broken_cells))
         failures.extend(outcome.batch_failures)
         results = outcome.results
+    else:
+        findings.append(_unlabelled_rows(typed.typed, inputs.label, inputs.id_column))
     combined = _concat(findings)
     return CheckOutcome(
         name="expectations",
@@ -417,6 +419,22 @@ def _without_empty_for_broken(findings: pd.DataFrame, broken_cells: list[tuple[s
 
 def _data_columns(table: LoadedTable) -> list[str]:
     return [c for c in table.raw.columns if not (table.id_generated and c == table.id_column)]
+
+
+def _unlabelled_rows(frame: pd.DataFrame, label: str, id_column: str) -> pd.DataFrame:
+    """Rows with an empty label, as the suite's not-null rule on the label would report them.
+
+    Without a reference there is no suite, but a row without a label is of no
+    use to training whatever the detectors say (and they skip it).
+    """
+    empty = _labels(frame[label]) == ""
+    return make_findings(
+        row_ids=frame.loc[empty, id_column].astype(str).to_numpy(),
+        check=f"{EXPECTATION_PREFIX}values_to_not_be_null",
+        scores=np.ones(int(empty.sum())),
+        flagged=np.ones(int(empty.sum()), dtype=bool),
+        reasons=np.full(int(empty.sum()), f"{label} is empty but every row needs a label", dtype=object),
+    )
 
 
 def _labels(series: pd.Series) -> np.ndarray:

@@ -123,6 +123,18 @@ def test_without_reference_detectors_calibrate_on_the_batch(tiny, tmp_path):
     assert {FAR_AWAY, BROKEN_NUMBER} <= set(quarantine["id"])
 
 
+def test_without_reference_a_row_without_a_label_is_still_quarantined(tiny, tmp_path):
+    tiny["config"].write_text('[dataset]\nname = "tiny"\nlabel = "label"\nid = "id"\n')
+    batch = pd.read_csv(tiny["batch"], dtype=str)
+    batch.loc[batch["id"] == "b-010", "label"] = None
+    batch.to_csv(tiny["batch"], index=False)
+    _, summary = run_tiny(tiny, tmp_path)
+    quarantine = pd.read_parquet(summary.out / publish.QUARANTINE_FILE).set_index("id")
+    checks = list(quarantine.loc["b-010", "poisonguard_checks"])
+    reasons = list(quarantine.loc["b-010", "poisonguard_reasons"])
+    assert reasons[checks.index("expectation.values_to_not_be_null")] == "label is empty but every row needs a label"
+
+
 def test_a_failure_while_publishing_leaves_no_output_and_marks_the_run(tiny, tmp_path, monkeypatch):
     def broken_sign(*args, **kwargs):
         raise OSError("disk full")
