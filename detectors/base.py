@@ -312,7 +312,14 @@ class Detector(BaseEstimator):
         raise NotImplementedError
 
 _REGISTRY: dict[str, type[Detector]] = {}
-BUILTIN_MODULES = ("detectors.outliers", "detectors.label_flips", "detectors.duplicates", "detectors.backdoor")
+BUILTIN_MODULES = (
+    "detectors.outliers",
+    "detectors.class_conditional",
+    "detectors.label_flips",
+    "detectors.label_knn",
+    "detectors.duplicates",
+    "detectors.backdoor",
+)
 
 
 def _load_builtins() -> None:

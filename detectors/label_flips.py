@@ -1,8 +1,9 @@
 """Label-flip detectors: rows whose label their features do not support.
 
-Three registered detectors. Each scores a row from models or neighbours that
-never saw it, says which label it believes instead, and calibrates the score
-on trusted rows scored the same way:
+Two registered classifier detectors (the third label detector, ``label.knn``,
+lives in ``detectors.label_knn`` and shares ``_LabelDetector``). Each scores a
+row from models that never saw it, says which label it believes instead, and
+calibrates the score on trusted rows scored the same way:
 
 ``label.trusted_model`` (:class:`TrustedModelLabelDetector`)
     Score ``1 - P(given label | features)`` from a classifier fitted on
@@ -23,13 +24,7 @@ on trusted rows scored the same way:
     ``p <= alpha``; cleanlab's ``find_label_issues`` (whose error rate is not
     calibrated) is reported in the reason only. ``trusted_weight`` can make
     the trusted rows weigh more in every fit.
-``label.knn`` (:class:`KNNLabelDetector`)
-    Score ``log(d_own) - log(d_other)``: mean distance to the nearest trusted
-    rows of the row's label against that to the nearest other label. Needs
-    no model, so it also works where a classifier's boundary is poor; a
-    trusted row is scored like a batch row (itself left out).
-
-P-values of the two classifier detectors are computed on the log-odds of the
+P-values of the classifier detectors are computed on the log-odds of the
 score (``log_odds``): the same ranks, but an unbounded scale on which the
 tail extrapolated beyond the least plausible trusted labels separates a
 label the model gives 1e-6 from one it gives 0.05. Unlike the outlier,
@@ -52,11 +47,10 @@ probabilities, flagged = cleanlab's ``find_label_issues`` mask, ``p_value``
 NaN: without trusted rows no score distribution is known to be clean, and a
 p-value computed from the batch itself would look calibrated without being so.
 A label that occurs on a single row of the batch cannot be cross-fitted; that
-row is flagged for review. ``label.knn`` compares each row with its nearest
-other batch rows and calibrates on the batch's robust bulk.
+row is flagged for review.
 
-This module is longer than the package's usual 400 lines: the three label
-detectors share ``_LabelDetector`` and read best side by side.
+This module is a little longer than the package's usual 400 lines: the two
+classifier detectors share ``_LabelDetector`` and read best side by side.
 """
 from __future__ import annotations
 
@@ -73,7 +67,6 @@ from sklearn.utils.validation import check_is_fitted
 
 from detectors._crossfit import (
     check_calibration,
-    class_neighbour_distances,
     class_probabilities,
     cross_fit_classifiers,
     cross_fitted_probabilities,
@@ -83,7 +76,6 @@ from detectors._crossfit import (
     format_p,
     label_array,
     row_id_array,
-    single_fold_p_values,
 )
 from detectors.base import (
     TAIL_MIN_ROWS,
@@ -481,196 +473,3 @@ class ConfidentLearningLabelDetector(_LabelDetector):
             "probabilities": probabilities[n_trusted:],
             "issues": issues[n_trusted:],
         }
-
-
-# Distances are floored at this share of the median neighbour distance, so
-# exact duplicates give a finite log-ratio.
-KNN_DISTANCE_FLOOR = 1e-3
-
-
-@register
-class KNNLabelDetector(_LabelDetector):
-    """Flag labels their nearest trusted neighbours do not share; ``label.knn``.
-
-    For a row with label ``c``: ``d_c``, the mean distance to its
-    ``n_neighbors`` nearest trusted rows labelled ``c``, and ``d_o``, the same
-    for the nearest other label ``o``. Score ``log(d_c) - log(d_o)``: above 0
-    the row sits closer to rows of ``o`` than to rows of its own label, and
-    the detector believes ``o``. Unlike a fitted classifier it needs no
-    folds: a trusted row's score (its neighbours other than itself) is
-    computed like a batch row's, so the trusted scores calibrate the batch's
-    (``single_fold_p_values``). Without a reference the neighbours are the
-    other batch rows and the batch's robust bulk calibrates.
-
-    With ``pool_batch`` (the default), ``findings`` looks for neighbours among
-    the trusted *and* the batch rows (a row is never its own neighbour), and
-    scores the trusted rows the same way for calibration. A 10 % reference
-    has a handful of rows per label, too few neighbours to judge a label by;
-    the batch has many, and a poisoned minority among them moves a mean of
-    ``n_neighbors`` distances little. Trusted and clean batch rows still see
-    the same pool, so the calibration holds. ``score`` judges against the
-    trusted rows alone.
-
-    Parameters
-    ----------
-    alpha : float
-    n_neighbors : int
-        Neighbours per label (fewer when the smallest trusted label has
-        fewer other rows).
-    random_state : int or None
-        Unused (deterministic); accepted like every detector's.
-    pool_batch : bool
-        Look for neighbours among the batch rows too (see above).
-
-    Attributes
-    ----------
-    reference_ : numpy.ndarray, shape (n_trusted, n_features)
-    reference_labels_ : numpy.ndarray, shape (n_trusted,)
-    classes_ : numpy.ndarray, shape (K,)
-    k_ : int
-        Neighbours per label actually used.
-    floor_ : float
-    calibration_scores_ : numpy.ndarray, shape (n_trusted,)
-    self_referential_ : bool
-    feature_names_in_, n_features_in_
-    """
-
-    name = "label.knn"
-
-    def __init__(self, alpha=0.01, n_neighbors=5, random_state=0, pool_batch=True):
-        self.alpha = alpha
-        self.n_neighbors = n_neighbors
-        self.random_state = random_state
-        self.pool_batch = pool_batch
-
-    def fit(self, X, y):
-        """Keep the trusted rows and score each against the others.
-
-        Parameters
-        ----------
-        X : pandas.DataFrame or array-like, shape (n_trusted, n_features)
-        y : array-like, shape (n_trusted,)
-
-        Returns
-        -------
-        self
-        """
-        matrix, labels, _ = self._store_reference(X, y)
-        # Labels are compared as text (as in score and self_findings), so the classes must be text too:
-        # integer classes would match no row's label.
-        self.encoder_ = LabelEncoder().fit(labels.astype(str))
-        self.classes_ = self.encoder_.classes_
-        self._prepare(matrix, labels.astype(str))
-        check_calibration(len(matrix), self.alpha, self.name, conformal=False)
-        distances = self._distances(matrix, exclude_self=True)
-        self.calibration_scores_ = self._margin(distances, self.reference_labels_)[0]
-        self.self_referential_ = False
-        return self
-
-    def score(self, X, y) -> np.ndarray:
-        """``log(d_own) - log(d_nearest_other)`` per row, shape (n_rows,); inf for unseen labels."""
-        matrix, labels, _ = self._check_fitted_input(X, y, None)
-        return self._margin(self._distances(matrix, exclude_self=False), labels.astype(str))[0]
-
-    def findings(self, X, y, row_ids=None) -> pd.DataFrame:
-        """Judge batch labels by their nearest trusted neighbours.
-
-        Returns
-        -------
-        pandas.DataFrame with ``FINDING_COLUMNS``, one row per input row.
-        """
-        matrix, labels, ids = self._check_fitted_input(X, y, row_ids)
-        labels = labels.astype(str)
-        if not self.pool_batch:
-            distances = self._distances(matrix, exclude_self=False)
-            return self._judge(labels, distances, ids, "trusted rows", self.calibration_scores_)
-        # Rows of a label the trusted rows lack are flagged anyway; they are nobody's neighbours.
-        usable = np.isin(labels, self.classes_)
-        space = np.vstack([self.reference_, matrix[usable]])
-        space_labels = np.concatenate([self.reference_labels_, labels[usable]])
-        pooled = class_neighbour_distances(space, space_labels, space, self.classes_, self.k_, exclude_self=True)
-        n_trusted = len(self.reference_)
-        calibration = self._margin(pooled[:n_trusted], self.reference_labels_)[0]
-        distances = np.full((len(matrix), len(self.classes_)), np.inf)
-        distances[usable] = pooled[n_trusted:]
-        return self._judge(labels, distances, ids, "trusted and batch rows", calibration)
-
-    def self_findings(self, X, y, row_ids=None) -> pd.DataFrame:
-        """Judge batch labels by their nearest other batch rows (no trusted reference)."""
-        matrix, names = feature_matrix(X)
-        labels = label_array(y, len(matrix)).astype(str)
-        ids = row_id_array(row_ids, X, len(matrix))
-        self.encoder_ = LabelEncoder().fit(labels)
-        self.classes_ = self.encoder_.classes_
-        self.feature_names_in_ = np.asarray(names, dtype=object)
-        self.n_features_in_ = matrix.shape[1]
-        self._prepare(matrix, labels)
-        self.self_referential_ = True
-        distances = self._distances(matrix, exclude_self=True)
-        self.calibration_scores_ = self._margin(distances, labels)[0]
-        return self._judge(labels, distances, ids, "other rows of the batch", self.calibration_scores_)
-
-    def _prepare(self, matrix, labels) -> None:
-        if not isinstance(self.n_neighbors, (int, np.integer)) or self.n_neighbors < 1:
-            raise DetectorError(f"{self.name}: n_neighbors must be a positive integer, got {self.n_neighbors!r}")
-        values, counts = np.unique(labels, return_counts=True)
-        if values.size < 2:
-            raise DetectorError(f"{self.name}: need at least two labels, got {values.size}")
-        # Leave-one-out needs one more row than neighbours in the smallest label.
-        self.k_ = int(max(1, min(self.n_neighbors, counts.min() - 1)))
-        self.reference_ = matrix
-        self.reference_labels_ = labels
-        nearest = class_neighbour_distances(matrix, labels, matrix, values, 1, exclude_self=True).min(axis=1)
-        positive = nearest[np.isfinite(nearest) & (nearest > 0)]
-        self.floor_ = KNN_DISTANCE_FLOOR * (float(np.median(positive)) if positive.size else 1.0)
-
-    def _distances(self, matrix, *, exclude_self: bool) -> np.ndarray:
-        return class_neighbour_distances(
-            self.reference_, self.reference_labels_, matrix, self.classes_, self.k_, exclude_self=exclude_self
-        )
-
-    def _margin(self, distances, labels):
-        """Scores, which rows have a known label, and the label believed."""
-        known = np.isin(labels, self.classes_)
-        codes = np.zeros(len(labels), dtype=int)
-        codes[known] = self.encoder_.transform(labels[known])
-        rows = np.arange(len(labels))
-        own = distances[rows, codes]
-        others = distances.copy()
-        others[rows, codes] = np.inf
-        believed = others.argmin(axis=1)
-        nearest_other = others[rows, believed]
-        scores = np.log(own + self.floor_) - np.log(nearest_other + self.floor_)
-        scores = np.where(known, scores, np.inf)
-        return scores, known, codes, believed, own, nearest_other
-
-    def _judge(self, labels, distances, ids, population: str, calibration) -> pd.DataFrame:
-        scores, known, codes, believed, own, other = self._margin(distances, labels)
-        finite = np.where(np.isfinite(scores), scores, np.finfo(float).max)
-        p_values, extrapolated = single_fold_p_values(
-            calibration[np.isfinite(calibration)], finite,
-            self_referential=self.self_referential_, guard=False,
-        )
-        reasons = np.empty(len(labels), dtype=object)
-        for row in np.flatnonzero(known):
-            other_label = self.classes_[believed[row]]
-            if scores[row] > 0:
-                reasons[row] = (
-                    f"label {_quoted(labels[row])} is farther from its {self.k_} nearest {population} labelled "
-                    f"{_quoted(labels[row])} (mean distance {own[row]:.2g}) than from those labelled "
-                    f"{_quoted(other_label)} ({other[row]:.2g}): its neighbours say {_quoted(other_label)}"
-                )
-            else:
-                reasons[row] = (
-                    f"label {_quoted(labels[row])} agrees with its {self.k_} nearest {population} "
-                    f"(mean distance {own[row]:.2g}; nearest other label {_quoted(other_label)} at {other[row]:.2g})"
-                )
-        if self.self_referential_:
-            reasons[~known] = ""
-            for row in np.flatnonzero(known):
-                beyond = "the bulk of this batch" if extrapolated[row] else None
-                reasons[row] = f"{reasons[row]}; {format_p(p_values[row], beyond)}"
-            flagged = p_values <= self.alpha
-            return make_findings(row_ids=ids, check=self.name, scores=scores, p_values=p_values,
-                                 flagged=flagged, reasons=reasons)
-        return self._trusted_findings(labels, known, scores, p_values, extrapolated, reasons, ids)

@@ -227,7 +227,7 @@ def test_self_findings_need_two_labels_with_two_rows():
 
 
 def test_knn_finds_flipped_labels_and_names_the_neighbours_label(trusted, poisoned_batch):
-    from detectors.label_flips import KNNLabelDetector
+    from detectors.label_knn import KNNLabelDetector
 
     features, labels, flipped_rows = poisoned_batch
     findings = KNNLabelDetector(alpha=0.01).fit(*trusted).findings(features, labels)
@@ -246,7 +246,7 @@ def test_knn_finds_flipped_labels_and_names_the_neighbours_label(trusted, poison
 
 @pytest.mark.parametrize("alpha, low, high", [(0.05, 0.02, 0.09), (0.01, 0.0, 0.025)])
 def test_knn_calibration_on_clean_rows(alpha, low, high):
-    from detectors.label_flips import KNNLabelDetector
+    from detectors.label_knn import KNNLabelDetector
 
     trusted = three_classes(1000, seed=3, separation=1.5)
     findings = KNNLabelDetector(alpha=alpha).fit(*trusted).findings(*three_classes(2000, seed=4, separation=1.5))
@@ -254,7 +254,7 @@ def test_knn_calibration_on_clean_rows(alpha, low, high):
 
 
 def test_knn_self_findings_and_unseen_labels(poisoned_batch, trusted):
-    from detectors.label_flips import KNNLabelDetector
+    from detectors.label_knn import KNNLabelDetector
 
     features, labels, flipped_rows = poisoned_batch
     findings = KNNLabelDetector(alpha=0.01).self_findings(features, labels)
@@ -266,7 +266,7 @@ def test_knn_self_findings_and_unseen_labels(poisoned_batch, trusted):
 
 
 def test_knn_params_and_clone(trusted):
-    from detectors.label_flips import KNNLabelDetector
+    from detectors.label_knn import KNNLabelDetector
 
     assert registered_detectors()["label.knn"] is KNNLabelDetector
     detector = get_detector("label.knn", n_neighbors=3)

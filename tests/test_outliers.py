@@ -275,7 +275,7 @@ def labelled_blobs(n_rows, seed):
 
 
 def test_class_conditional_finds_rows_impossible_for_their_label():
-    from detectors.outliers import ClassConditionalOutlierDetector
+    from detectors.class_conditional import ClassConditionalOutlierDetector
 
     trusted = labelled_blobs(600, seed=0)
     features, labels = labelled_blobs(200, seed=1)
@@ -297,7 +297,7 @@ def test_class_conditional_finds_rows_impossible_for_their_label():
 
 @pytest.mark.parametrize("alpha, low, high", [(0.05, 0.015, 0.09), (0.01, 0.0, 0.025)])
 def test_class_conditional_calibration_on_clean_rows(alpha, low, high):
-    from detectors.outliers import ClassConditionalOutlierDetector
+    from detectors.class_conditional import ClassConditionalOutlierDetector
 
     findings = ClassConditionalOutlierDetector(alpha=alpha).fit(*labelled_blobs(1000, seed=2)).findings(
         *labelled_blobs(2000, seed=3)
@@ -306,7 +306,7 @@ def test_class_conditional_calibration_on_clean_rows(alpha, low, high):
 
 
 def test_class_conditional_self_findings():
-    from detectors.outliers import ClassConditionalOutlierDetector
+    from detectors.class_conditional import ClassConditionalOutlierDetector
 
     features, labels = labelled_blobs(1000, seed=4)
     features.loc[:19, "bill_length_mm"] += 15.0  # 20 corrupted cells
@@ -318,7 +318,7 @@ def test_class_conditional_self_findings():
 
 
 def test_class_conditional_params_and_clone():
-    from detectors.outliers import ClassConditionalOutlierDetector
+    from detectors.class_conditional import ClassConditionalOutlierDetector
 
     assert registered_detectors()["outlier.class_conditional"] is ClassConditionalOutlierDetector
     fitted = get_detector("outlier.class_conditional", n_folds=3).fit(*labelled_blobs(100, seed=5))

@@ -1,0 +1,343 @@
+"""Rows impossible for their own label: ``outlier.class_conditional``.
+
+A row can be ordinary overall but impossible for its label: a flipped label,
+a corrupted cell still inside the overall range, a category the label never
+shows. :class:`ClassConditionalOutlierDetector` measures each feature's
+robust distance (``|x - median| / interquartile range``) from the rows of the
+row's own label, and calibrates the largest of them on trusted rows as the
+other outlier detectors do (``detectors.outliers``).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+from sklearn.utils.validation import check_is_fitted
+
+from detectors._crossfit import (
+    check_calibration,
+    cross_fit,
+    feature_matrix,
+    fold_scores,
+    fold_splits,
+    format_p,
+    guarded_p_values,
+    label_array,
+    robust_cut,
+    row_id_array,
+    tail_extrapolated_p_values,
+)
+from detectors.base import Detector, make_findings, register
+from detectors.outliers import MAX_NAMED_FEATURES
+
+# Per-label scales are floored at this share of the feature's overall spread
+# (and at MIN_SCALE encoded units), so a label whose few trusted rows share
+# one value does not make every other value infinitely far.
+SCALE_FLOOR_SHARE = 0.1
+MIN_SCALE = 0.05
+# Distance of a 0/1 value (category level, missing indicator) that a label's
+# trusted rows never show: as unusual as a number 10 interquartile ranges out.
+UNSEEN_LEVEL = 10.0
+# Batch rows that must show a 0/1 level before it counts as seen for a label
+# (see pooled_profile).
+MIN_SEEN_BATCH_ROWS = 3
+
+
+class _LabelProfile(NamedTuple):
+    """Per-label medians and scales of every feature (one fold model)."""
+
+    labels: np.ndarray  # (K,)
+    medians: np.ndarray  # (K, n_features)
+    scales: np.ndarray  # (K, n_features)
+    binary: np.ndarray  # (n_features,) 0/1 columns (one-hot levels, missing indicators)
+    seen: np.ndarray  # (K, n_features, 2) whether the label's rows show 0 / 1 there
+
+
+def label_profile(matrix: np.ndarray, labels: np.ndarray) -> _LabelProfile:
+    """Medians and floored interquartile ranges of each feature within each label.
+
+    For 0/1 columns an interquartile range says little (it jumps from 0 to 1
+    as a level passes a quarter of the rows); they keep which values each
+    label shows instead.
+    """
+    values = np.unique(labels)
+    overall = np.subtract(*np.percentile(matrix, [75, 25], axis=0))
+    floor = np.maximum(SCALE_FLOOR_SHARE * overall, MIN_SCALE)
+    binary = np.all((matrix == 0.0) | (matrix == 1.0), axis=0)
+    medians = np.empty((len(values), matrix.shape[1]))
+    scales = np.empty_like(medians)
+    seen = np.zeros((len(values), matrix.shape[1], 2), dtype=bool)
+    for index, value in enumerate(values):
+        rows = matrix[labels == value]
+        medians[index] = np.median(rows, axis=0)
+        scales[index] = np.maximum(np.subtract(*np.percentile(rows, [75, 25], axis=0)), floor)
+        seen[index, :, 0] = np.any(rows == 0.0, axis=0)
+        seen[index, :, 1] = np.any(rows == 1.0, axis=0)
+    return _LabelProfile(values, medians, scales, binary, seen)
+
+
+def pooled_profile(trusted, trusted_labels, batch, batch_labels) -> _LabelProfile:
+    """Medians and scales from trusted and batch rows, for each label.
+
+    A 0/1 level (a category, a missing value) counts as seen for a label when
+    a trusted row of that label shows it, or at least ``MIN_SEEN_BATCH_ROWS``
+    batch rows do: one poisoned row must not make its own level ordinary,
+    and a small reference misses levels that clean rows show now and then.
+    """
+    if not len(batch):
+        return label_profile(trusted, trusted_labels)
+    pooled = label_profile(np.vstack([trusted, batch]), np.concatenate([trusted_labels, batch_labels]))
+    alone = label_profile(trusted, trusted_labels)
+    seen = np.zeros_like(pooled.seen)
+    for index, label in enumerate(pooled.labels):
+        match = np.flatnonzero(alone.labels == label)
+        if match.size:
+            seen[index] = alone.seen[match[0]]
+        rows = batch[batch_labels == label]
+        seen[index, :, 0] |= np.sum(rows == 0.0, axis=0) >= MIN_SEEN_BATCH_ROWS
+        seen[index, :, 1] |= np.sum(rows == 1.0, axis=0) >= MIN_SEEN_BATCH_ROWS
+    return pooled._replace(seen=seen)
+
+
+def feature_distances(profile: _LabelProfile, matrix: np.ndarray, code: int) -> np.ndarray:
+    """Per-feature robust distance of rows from label ``code``, shape (n_rows, n_features).
+
+    ``|x - median| / scale``; for 0/1 columns ``UNSEEN_LEVEL`` where the
+    label's rows never show the row's value, else 0.
+    """
+    distances = np.abs(matrix - profile.medians[code]) / profile.scales[code]
+    if profile.binary.any():
+        columns = np.flatnonzero(profile.binary)
+        level = (matrix[:, columns] != 0.0).astype(int)
+        unseen = ~profile.seen[code, columns, :][np.arange(len(columns)), level]
+        distances[:, columns] = np.where(unseen, UNSEEN_LEVEL, 0.0)
+    return distances
+
+
+def profile_distances(profile: _LabelProfile, matrix: np.ndarray) -> np.ndarray:
+    """Robust distance of each row to each label: the largest of ``feature_distances``.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_rows, K)
+    """
+    if not len(matrix):
+        return np.empty((0, len(profile.labels)))
+    return np.stack(
+        [feature_distances(profile, matrix, k).max(axis=1) for k in range(len(profile.labels))], axis=1
+    )
+
+
+@register
+class ClassConditionalOutlierDetector(Detector):
+    """Rows impossible for their own label; registered as ``outlier.class_conditional``.
+
+    A row can be ordinary overall but impossible for its label: a flipped
+    label, a corrupted feature that is still inside the overall range, a
+    category the label never has. Score: the largest, over features, of
+    ``|x - median| / scale`` where median and scale (interquartile range,
+    floored) come from the trusted rows *of the row's label*. The score is
+    unbounded, so a cell scaled by 10 stands out however many ordinary
+    features the row has (unlike ECOD's sum, which saturates per feature).
+
+    Calibration as for the other outlier detectors: stratified cross-fitting
+    keeps per-fold label profiles and the trusted rows' out-of-fold scores,
+    and batch rows get cross-conformal p-values. Without a reference the batch
+    is cross-fitted against itself (medians and interquartile ranges ignore a
+    poisoned minority) and calibrated on its robust bulk. Rows whose label the
+    trusted rows never show are flagged.
+
+    With ``pool_batch`` (the default), ``findings`` fits the per-label medians
+    and scales on the trusted rows *and* the batch rows of known labels (fold
+    ``k``'s profile: every batch row plus the trusted rows outside fold
+    ``k``), and calibrates on the trusted rows' out-of-fold scores as before.
+    A 10 % reference has a handful of rows per label, whose quartiles are
+    too rough to call one cell impossible; medians and quartiles of the
+    pooled rows ignore a poisoned minority. Batch rows are in every fold's
+    profile, so their scores lean low: conservative. ``score`` judges against
+    the trusted rows alone.
+
+    Parameters
+    ----------
+    alpha : float
+    n_folds : int
+    random_state : int or None
+    pool_batch : bool
+        Fit the profiles on the batch rows too (see above).
+
+    Attributes
+    ----------
+    profile_ : per-label medians and scales from all trusted rows (reasons, ``score``)
+    fold_models_ : list of per-label profiles, one per fold
+    calibration_scores_, calibration_folds_ : numpy.ndarray, shape (n_trusted,)
+    classes_ : numpy.ndarray, shape (K,)
+    feature_names_in_, n_features_in_, self_referential_
+    """
+
+    name = "outlier.class_conditional"
+
+    def __init__(self, alpha=0.01, n_folds=5, random_state=0, pool_batch=True):
+        self.alpha = alpha
+        self.n_folds = n_folds
+        self.random_state = random_state
+        self.pool_batch = pool_batch
+
+    def fit(self, X, y):
+        """Fit per-label profiles on trusted rows and calibrate by cross-fitting.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame or array-like, shape (n_trusted, n_features)
+        y : array-like, shape (n_trusted,)
+
+        Returns
+        -------
+        self
+        """
+        matrix, names = feature_matrix(X)
+        labels = label_array(y, len(matrix)).astype(str)
+        self._fit_reference(matrix, labels, names, self_referential=False)
+        return self
+
+    def score(self, X, y) -> np.ndarray:
+        """Largest robust distance from the row's own label, shape (n_rows,); inf for unseen labels."""
+        check_is_fitted(self, "profile_")
+        matrix, _ = feature_matrix(X, feature_names=list(self.feature_names_in_))
+        labels = label_array(y, len(matrix)).astype(str)
+        return self._own(self.profile_, matrix, labels)
+
+    def findings(self, X, y, row_ids=None) -> pd.DataFrame:
+        """Judge batch rows against the trusted rows of their own label.
+
+        Returns
+        -------
+        pandas.DataFrame with ``FINDING_COLUMNS``, one row per input row.
+        """
+        check_is_fitted(self, "profile_")
+        matrix, _ = feature_matrix(X, feature_names=list(self.feature_names_in_))
+        labels = label_array(y, len(matrix)).astype(str)
+        fitted, profile = (self.fold_models_, self.calibration_scores_, self.calibration_folds_), self.profile_
+        if self.pool_batch and not self.self_referential_:
+            usable = np.isin(labels, self.classes_)
+            extra = (matrix[usable], labels[usable])
+            cross = self._cross_fit(self.reference_, self.reference_labels_, extra)
+            fitted = (cross.models, cross.out_of_fold, cross.folds)
+            profile = pooled_profile(self.reference_, self.reference_labels_, *extra)
+        scores = self._own(profile, matrix, labels)
+        p_values, extrapolated = self._p_values(matrix, labels, *fitted)
+        return self._findings(
+            matrix, labels, scores, p_values, extrapolated, row_id_array(row_ids, X, len(matrix)), profile
+        )
+
+    def self_findings(self, X, y, row_ids=None) -> pd.DataFrame:
+        """Judge a batch against the profiles of its own labels (no trusted reference)."""
+        matrix, names = feature_matrix(X)
+        labels = label_array(y, len(matrix)).astype(str)
+        ids = row_id_array(row_ids, X, len(matrix))
+        values, counts = np.unique(labels, return_counts=True)
+        lone = np.isin(labels, values[counts < 2])
+        self._fit_reference(matrix[~lone], labels[~lone], names, self_referential=True)
+        scores = np.full(len(matrix), np.inf)
+        p_values = np.full(len(matrix), np.finfo(float).tiny)
+        extrapolated = np.zeros(len(matrix), dtype=bool)
+        scores[~lone] = self.calibration_scores_
+        logged = np.log1p(self.calibration_scores_)
+        p_values[~lone], extrapolated[~lone] = tail_extrapolated_p_values(
+            logged[logged <= robust_cut(logged)], logged, return_extrapolated=True,
+        )
+        return self._findings(matrix, labels, scores, p_values, extrapolated, ids, self.profile_)
+
+    def _cross_fit(self, matrix, labels, extra=None):
+        """Fold profiles (each also fitted on ``extra`` rows, if any) and out-of-fold scores."""
+        codes = np.searchsorted(self.classes_, labels)
+        splits = fold_splits(
+            len(matrix), n_folds=self.n_folds, random_state=self.random_state, labels=codes,
+            label_names=self.classes_,
+        )
+        extra_matrix, extra_labels = extra if extra is not None else (matrix[:0], labels[:0])
+        return cross_fit(
+            splits,
+            lambda train: pooled_profile(matrix[train], labels[train], extra_matrix, extra_labels),
+            lambda profile, test: self._own(profile, matrix[test], labels[test]),
+            len(matrix),
+        )
+
+    def _fit_reference(self, matrix, labels, names, *, self_referential: bool) -> None:
+        self.classes_ = np.unique(labels)
+        fitted = self._cross_fit(matrix, labels)
+        self.fold_models_ = fitted.models
+        self.calibration_scores_ = fitted.out_of_fold
+        self.calibration_folds_ = fitted.folds
+        check_calibration(len(matrix), self.alpha, self.name, conformal=False)
+        self.profile_ = label_profile(matrix, labels)
+        self.reference_ = matrix
+        self.reference_labels_ = labels
+        self.feature_names_in_ = np.asarray(names, dtype=object)
+        self.n_features_in_ = matrix.shape[1]
+        self.self_referential_ = self_referential
+
+    @staticmethod
+    def _own(profile: _LabelProfile, matrix: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        distances = profile_distances(profile, matrix)
+        position = np.searchsorted(profile.labels, labels)
+        known = (position < len(profile.labels)) & (profile.labels[np.minimum(position, len(profile.labels) - 1)] == labels)
+        own = np.full(len(matrix), np.inf)
+        own[known] = distances[np.flatnonzero(known), position[known]]
+        return own
+
+    def _p_values(self, matrix, labels, fold_models, calibration_scores, calibration_folds):
+        per_fold = fold_scores(fold_models, lambda profile, rows: self._own(profile, rows, labels), matrix)
+        # P-values on log(1 + score): the same ranks, but a tail that the
+        # largest distances (sparse features, a level a label never shows)
+        # do not stretch into flagging ordinary rows.
+        per_fold = np.log1p(np.where(np.isfinite(per_fold), per_fold, np.finfo(float).max))
+        calibration = np.log1p(calibration_scores)
+        if self.self_referential_:
+            return tail_extrapolated_p_values(
+                calibration, per_fold, calibration_folds=calibration_folds, return_extrapolated=True,
+            )
+        return guarded_p_values(calibration, calibration_folds, per_fold)
+
+    def _describe(self, profile, column: int, value: float, z: float, code: int, population: str, seen_in: str) -> str:
+        name = str(self.feature_names_in_[column])
+        label = self.classes_[code]
+        if profile.binary[column]:
+            if name.endswith("__missing"):
+                subject = f"{name[: -len('__missing')]} is {'missing' if value else 'present'}"
+            else:
+                subject = f"'{name}'" if value else f"not '{name}'"
+            return f"{subject}, which no {seen_in} labelled '{label}' show"
+        side = "above" if value > profile.medians[code, column] else "below"
+        return f"{name} {z:.1f} interquartile ranges {side} the median of {population} labelled '{label}'"
+
+    def _findings(self, matrix, labels, scores, p_values, extrapolated, row_ids, profile) -> pd.DataFrame:
+        known = np.isin(labels, self.classes_)
+        flagged = (p_values <= self.alpha) | ~known
+        population = "rows of the batch" if self.self_referential_ else "trusted rows"
+        beyond = "the bulk of this batch" if self.self_referential_ else "the trusted scores"
+        texts = [format_p(p, beyond if tail else None) for p, tail in zip(p_values, extrapolated)]
+        reasons = np.array([f"typical of {population} with its label ({text})" for text in texts], dtype=object)
+        distances = profile_distances(profile, matrix)
+        # Whose medians and scales the distances are measured in.
+        measured_on = "trusted and batch rows" if self.pool_batch and not self.self_referential_ else population
+        for row in np.flatnonzero(flagged):
+            label = labels[row]
+            if not known[row]:
+                reasons[row] = f"label '{label}' never occurs in the {population}" if label else (
+                    f"the label is empty; every one of the {population} has one"
+                )
+                continue
+            code = int(np.searchsorted(profile.labels, label))
+            z = feature_distances(profile, matrix[row][None, :], code)[0]
+            worst = [c for c in np.argsort(-z)[:MAX_NAMED_FEATURES] if z[c] >= 1.0]
+            parts = [self._describe(profile, c, matrix[row, c], z[c], code, measured_on, population) for c in worst]
+            believed = self.classes_[int(np.argmin(distances[row]))]
+            fits = f"; it fits label '{believed}' better" if believed != label else ""
+            reasons[row] = (
+                f"impossible for label '{label}' against {measured_on} labelled '{label}' ({texts[row]}): "
+                + "; ".join(parts) + fits
+            )
+        return make_findings(
+            row_ids=row_ids, check=self.name, scores=scores, p_values=p_values, flagged=flagged, reasons=reasons
+        )
