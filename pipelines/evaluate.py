@@ -112,7 +112,8 @@ def evaluate(
     self_referential : bool
         Run without a trusted reference.
     alpha : float, optional
-        Overrides ``detection.alpha``.
+        Overrides ``detection.alpha`` (still lowered to fit
+        ``detection.max_false_positive_rate``, as in ``run``).
     detectors : list of str, optional
         Overrides ``detection.detectors``.
     methods : dict, optional
@@ -422,7 +423,10 @@ def evaluate_command(
     config: Optional[Path] = typer.Option(None, "--config", help="TOML config (detectors, alpha, column kinds)."),
     seed: int = typer.Option(0, "--seed", help="Seeds splits, attacks and models."),
     self_referential: bool = typer.Option(False, "--self-referential", help="Run without any trusted reference."),
-    alpha: Optional[float] = typer.Option(None, "--alpha", help="Per-detector false-positive rate (overrides config)."),
+    alpha: Optional[float] = typer.Option(
+        None, "--alpha",
+        help="Per-detector false-positive rate (overrides config); lowered to fit detection.max_false_positive_rate.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ):
     """Red-team your data: inject each attack family and report what poisonguard catches."""
@@ -434,8 +438,8 @@ def evaluate_command(
         raise ConfigError(f"--rate must be between 0 and 0.5, got {rate}")
     with console.status("poisoning and checking…") if not as_json else _nothing():
         evaluation = evaluate(
-            data, label=label, id_column=id_column, reference=reference, attacks=chosen, rate=rate, config_path=config, seed=seed,
-            self_referential=self_referential, alpha=alpha,
+            data, label=label, id_column=id_column, reference=reference, attacks=chosen, rate=rate,
+            config_path=config, seed=seed, self_referential=self_referential, alpha=alpha,
         )
     if as_json:
         typer.echo(evaluation.to_json())
