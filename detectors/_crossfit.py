@@ -323,6 +323,16 @@ def format_p(p_value: float, extrapolated_from: str | None = None) -> str:
     return f"p={p_value:.2g}"
 
 
+def p_value_texts(p_values, extrapolated, *, self_referential: bool) -> list[str]:
+    """``format_p`` of each p-value, naming what an extrapolated one went beyond.
+
+    Beyond "the trusted scores" when a reference calibrated the detector,
+    beyond "the bulk of this batch" when the batch calibrated itself.
+    """
+    beyond = "the bulk of this batch" if self_referential else "the trusted scores"
+    return [format_p(p, beyond if tail else None) for p, tail in zip(p_values, extrapolated)]
+
+
 def robust_tail(calibration_scores) -> ExponentialTail | None:
     """An exponential tail from the robust middle of a truncated sample.
 

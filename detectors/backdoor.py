@@ -53,8 +53,8 @@ from sklearn.utils.validation import check_is_fitted
 from detectors._crossfit import (
     check_calibration,
     feature_matrix,
-    format_p,
     label_array,
+    p_value_texts,
     row_id_array,
     single_fold_p_values,
 )
@@ -334,18 +334,16 @@ class BackdoorTriggerDetector(Detector):
 
     def _findings(self, labels, evidence, scores, p_values, extrapolated, row_ids) -> pd.DataFrame:
         flagged = p_values <= self.alpha
-        beyond = "the bulk of this batch" if self.self_referential_ else "the trusted scores"
         population = "rows of the batch" if self.self_referential_ else "trusted rows"
+        p_texts = p_value_texts(p_values, extrapolated, self_referential=self.self_referential_)
         reasons = np.array(
-            [f"feature values spread within its label as in {population} ({format_p(p, beyond if t else None)})"
-             for p, t in zip(p_values, extrapolated)],
-            dtype=object,
+            [f"feature values spread within its label as in {population} ({text})" for text in p_texts], dtype=object
         )
         for row in np.flatnonzero(flagged):
             features, counts = evidence[row]
             label = labels[row]
             names = [f"'{self.feature_names_in_[c]}'" for c in features]
-            p_text = format_p(p_values[row], beyond if extrapolated[row] else None)
+            p_text = p_texts[row]
             if len(features) > 1:
                 shared = f"shares its exact values of {', '.join(names)} with the same rows labelled '{label}'"
             else:

@@ -21,9 +21,9 @@ from detectors._crossfit import (
     feature_matrix,
     fold_scores,
     fold_splits,
-    format_p,
     guarded_p_values,
     label_array,
+    p_value_texts,
     robust_cut,
     row_id_array,
     tail_extrapolated_p_values,
@@ -315,8 +315,7 @@ class ClassConditionalOutlierDetector(Detector):
         known = np.isin(labels, self.classes_)
         flagged = (p_values <= self.alpha) | ~known
         population = "rows of the batch" if self.self_referential_ else "trusted rows"
-        beyond = "the bulk of this batch" if self.self_referential_ else "the trusted scores"
-        texts = [format_p(p, beyond if tail else None) for p, tail in zip(p_values, extrapolated)]
+        texts = p_value_texts(p_values, extrapolated, self_referential=self.self_referential_)
         reasons = np.array([f"typical of {population} with its label ({text})" for text in texts], dtype=object)
         distances = profile_distances(profile, matrix)
         # Whose medians and scales the distances are measured in.

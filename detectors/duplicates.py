@@ -39,7 +39,7 @@ from sklearn.utils.validation import check_is_fitted
 from detectors._crossfit import (
     check_calibration,
     feature_matrix,
-    format_p,
+    p_value_texts,
     row_id_array,
     single_fold_p_values,
 )
@@ -236,11 +236,9 @@ class DuplicateFloodDetector(Detector):
     def _findings(self, matrix, y, scores, p_values, extrapolated, row_ids) -> pd.DataFrame:
         flagged = p_values <= self.alpha
         population = "the rest of the batch" if self.self_referential_ else "trusted rows"
-        beyond = "the bulk of this batch" if self.self_referential_ else "the trusted scores"
+        p_texts = p_value_texts(p_values, extrapolated, self_referential=self.self_referential_)
         reasons = np.array(
-            [f"batch density here is as expected from {population} ({format_p(p, beyond if tail else None)})"
-             for p, tail in zip(p_values, extrapolated)],
-            dtype=object,
+            [f"batch density here is as expected from {population} ({text})" for text in p_texts], dtype=object
         )
         labels = None if y is None else np.asarray(y, dtype=object).astype(str)
         rows = np.flatnonzero(flagged)
@@ -254,8 +252,7 @@ class DuplicateFloodDetector(Detector):
                                                  return_distance=False)[0]
                 members = members[members != row]
                 exact = int(np.sum(np.all(matrix[members] == matrix[row], axis=1)))
-                p_text = format_p(p_values[row], beyond if extrapolated[row] else None)
-                reasons[row] = self._flagged_reason(row, members, exact, labels, p_text, population)
+                reasons[row] = self._flagged_reason(row, members, exact, labels, p_texts[row], population)
         return make_findings(
             row_ids=row_ids, check=self.name, scores=scores, p_values=p_values, flagged=flagged, reasons=reasons
         )

@@ -73,8 +73,8 @@ from detectors._crossfit import (
     feature_matrix,
     fold_scores,
     fold_splits,
-    format_p,
     label_array,
+    p_value_texts,
     row_id_array,
 )
 from detectors.base import (
@@ -88,7 +88,6 @@ from detectors.base import (
 )
 
 MODELS = ("logistic", "gradient_boosting")
-EXTRAPOLATED_FROM = "the trusted scores"
 
 
 def classifier_factory(model: str, random_state) -> Callable[[], object]:
@@ -175,9 +174,9 @@ class _LabelDetector(Detector):
         reasons = np.asarray(reasons, dtype=object)
         for row in np.flatnonzero(~known):
             reasons[row] = _unseen_label_reason(labels[row])
+        p_texts = p_value_texts(p_values, extrapolated, self_referential=False)
         for row in np.flatnonzero(known):
-            beyond = EXTRAPOLATED_FROM if extrapolated[row] else None
-            reasons[row] = f"{reasons[row]}; {format_p(p_values[row], beyond)}"
+            reasons[row] = f"{reasons[row]}; {p_texts[row]}"
         return make_findings(
             row_ids=row_ids, check=self.name, scores=scores, p_values=p_values, flagged=flagged, reasons=reasons
         )

@@ -16,8 +16,8 @@ from detectors._crossfit import (
     check_calibration,
     class_neighbour_distances,
     feature_matrix,
-    format_p,
     label_array,
+    p_value_texts,
     row_id_array,
     single_fold_p_values,
 )
@@ -208,9 +208,9 @@ class KNNLabelDetector(_LabelDetector):
                 )
         if self.self_referential_:
             reasons[~known] = ""
+            p_texts = p_value_texts(p_values, extrapolated, self_referential=True)
             for row in np.flatnonzero(known):
-                beyond = "the bulk of this batch" if extrapolated[row] else None
-                reasons[row] = f"{reasons[row]}; {format_p(p_values[row], beyond)}"
+                reasons[row] = f"{reasons[row]}; {p_texts[row]}"
             flagged = p_values <= self.alpha
             return make_findings(row_ids=ids, check=self.name, scores=scores, p_values=p_values,
                                  flagged=flagged, reasons=reasons)

@@ -51,8 +51,8 @@ from detectors._crossfit import (
     feature_matrix,
     fold_scores,
     fold_splits,
-    format_p,
     guarded_p_values,
+    p_value_texts,
     robust_cut,
     row_id_array,
     tail_extrapolated_p_values,
@@ -277,8 +277,7 @@ class _CrossFittedOutlierDetector(Detector):
     def _findings(self, matrix, scores, p_values, extrapolated, row_ids) -> pd.DataFrame:
         flagged = p_values <= self.alpha
         bulk = "the bulk of this batch" if self.self_referential_ else "the trusted distribution"
-        beyond = "the bulk of this batch" if self.self_referential_ else "the trusted scores"
-        p_texts = [format_p(p, beyond if tail else None) for p, tail in zip(p_values, extrapolated)]
+        p_texts = p_value_texts(p_values, extrapolated, self_referential=self.self_referential_)
         reasons = np.array([f"within {bulk} ({text})" for text in p_texts], dtype=object)
         for row in np.flatnonzero(flagged):
             reasons[row] = self._flagged_reason(matrix[row], p_texts[row])
