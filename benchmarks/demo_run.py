@@ -32,7 +32,7 @@ TIMING = re.compile(r"Prefect start-up ([\d.]+) s, work ([\d.]+) s")
 
 def poisonguard_command() -> list[str]:
     beside = Path(sys.executable).with_name("poisonguard")
-    return [str(beside)] if beside.exists() else [sys.executable, "-m", "pipelines.cli"]
+    return [str(beside)] if beside.exists() else [sys.executable, "-m", "poisonguard.pipelines.cli.app"]
 
 
 def run_once(dataset: Path, workdir: Path, prefect_home: Path) -> dict:

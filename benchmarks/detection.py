@@ -1,6 +1,6 @@
 """Detection benchmark: poisonguard against cleanlab, kNN sanitisation and PyOD.
 
-Runs ``poisonguard evaluate`` (``pipelines.evaluate.evaluate``) on the sample
+Runs ``poisonguard evaluate`` (``poisonguard.pipelines.redteam.evaluate.evaluate``) on the sample
 datasets of ``data_samples/`` (their clean rows: reference plus batch minus
 the rows in ``truth.csv``) and on scikit-learn's bundled iris and digits,
 with a trusted reference of 10 % split off each dataset and without one, and
@@ -14,7 +14,7 @@ its own default threshold:
 * PyOD ``ECOD`` and ``IForest`` with ``contamination=0.1``.
 
 The anchors see the batch encoded as poisonguard's detectors see it
-(``detectors.features.FeatureEncoder``) and ignore the trusted reference, as
+(``poisonguard.detectors.features.FeatureEncoder``) and ignore the trusted reference, as
 they would be used; rows without a label are left out of the label methods.
 Prints markdown tables: mean recall over the attack families and the share of
 clean rows flagged, per method, with and without a reference (the median
@@ -30,7 +30,6 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import tomllib  # noqa: E402
@@ -42,7 +41,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 SAMPLES = ROOT / "data_samples"
 SAMPLE_DATASETS = ("penguins", "breast_cancer", "wine")
 BUNDLED_DATASETS = ("iris", "digits")
@@ -164,7 +162,7 @@ def run_one(task) -> tuple[pd.DataFrame, pd.DataFrame, float]:
     name, dataset, mode, seed, rate, alpha, detectors = task
     os.environ.setdefault("POISONGUARD_HOME", tempfile.mkdtemp(prefix="poisonguard-bench-"))
     warnings.simplefilter("ignore")
-    from pipelines.evaluate import evaluate
+    from poisonguard.pipelines.redteam.evaluate import evaluate
 
     started = time.perf_counter()
     evaluation = evaluate(

@@ -24,7 +24,6 @@ import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import socket  # noqa: E402
 import statistics  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -33,12 +32,11 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from detectors.base import make_findings  # noqa: E402
-from pipelines.review import QueueFilter, count_entries, decide, matching_ids  # noqa: E402
-from pipelines.store import QuarantineStore  # noqa: E402
-from pipelines.webapp import create_app  # noqa: E402
+from poisonguard.detectors.base import make_findings  # noqa: E402
+from poisonguard.pipelines.review import decide  # noqa: E402
+from poisonguard.pipelines.store import EntryFilter, QuarantineStore  # noqa: E402
+from poisonguard.pipelines.web.app import create_app  # noqa: E402
 
 TOKEN = "benchmark-review-token-0123456789"
 COLUMNS = [f"f{i:02d}" for i in range(10)]
@@ -144,14 +142,14 @@ def main() -> None:
         store = QuarantineStore(url)
         first_run = synthetic_run(store, options.rows // 2, seed=1)
         synthetic_run(store, options.rows - options.rows // 2, seed=2)
-        ids = matching_ids(store, QueueFilter())
+        ids = store.matching_ids(EntryFilter())
         decide(store, ids[::20], status="released", note="benchmark", reviewer="bench")
         decide(store, ids[10::20], status="rejected", note="benchmark", reviewer="bench")
         fill_seconds = time.perf_counter() - started
-        total = count_entries(store)
-        filtered = QueueFilter(status="pending", run_id=first_run, check="label.trusted_model", below_score=0.999999)
-        filtered_total = count_entries(store, filtered)
-        pending_total = count_entries(store, QueueFilter(status="pending"))
+        total = store.count_entries()
+        filtered = EntryFilter(status="pending", run_id=first_run, check="label.trusted_model", below_score=0.999999)
+        filtered_total = store.count_entries(filtered)
+        pending_total = store.count_entries(EntryFilter(status="pending"))
         filter_query = f"status=pending&run={first_run}&check=label.trusted_model&max_score=0.999999"
 
         app = create_app(store_url=url, token=TOKEN)

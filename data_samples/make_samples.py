@@ -293,7 +293,7 @@ def _config(sample: Sample, n_reference: int) -> str:
 
 def _check_configs(root: Path, names: list[str]) -> None:
     """Parse each written config with poisonguard's own loader."""
-    from pipelines.config import load_config
+    from poisonguard.pipelines.core.config import load_config
 
     for name in names:
         config = load_config(root / name / "poisonguard.toml")

@@ -1,30 +1,40 @@
 """Detection algorithms for poisoned tabular rows.
 
-Nothing in this package imports Prefect: every detector is usable alone with
-numpy and pandas. Built-in detectors register themselves when
-``detectors.base.get_detector`` or ``registered_detectors`` first needs them,
-so importing the package stays cheap.
+Nothing in this package imports Prefect or any of ``poisonguard.pipelines``:
+every detector is usable alone with numpy and pandas. ``detectors.base``
+holds the contract (the findings table, ``Detector``, ``DetectorTags``),
+``detectors.calibration`` the p-values and ``detectors.registry`` the
+detectors by name. Built-in detectors register themselves when
+``get_detector``, ``registered_detectors`` or ``detector_parameters`` first
+needs them, and the names below load on first use, so importing the package
+(or only ``detectors.errors``) stays cheap.
 """
-from detectors.base import (
-    FINDING_COLUMNS,
-    Detector,
-    DetectorError,
-    conformal_p_values,
-    empty_findings,
-    get_detector,
-    make_findings,
-    register,
-    registered_detectors,
-)
+import importlib
 
-__all__ = [
-    "FINDING_COLUMNS",
-    "Detector",
-    "DetectorError",
-    "conformal_p_values",
-    "empty_findings",
-    "get_detector",
-    "make_findings",
-    "register",
-    "registered_detectors",
-]
+_PUBLIC = {
+    "FINDING_COLUMNS": "base",
+    "Detector": "base",
+    "DetectorTags": "base",
+    "empty_findings": "base",
+    "make_findings": "base",
+    "DetectorError": "errors",
+    "conformal_p_values": "calibration",
+    "detector_parameters": "registry",
+    "get_detector": "registry",
+    "register": "registry",
+    "registered_detectors": "registry",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

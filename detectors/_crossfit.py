@@ -1,14 +1,15 @@
-"""Input checks, cross-fitting and calibration helpers shared by the detectors.
+"""Cross-fitting and the calibration helpers built on it, shared by the detectors.
 
 Every detector calibrates the same way: split the reference rows into folds,
 fit a model on the other folds, score the held-out fold, and keep both the
 fold models and those out-of-fold scores. A new row is then scored by every
 fold model and compared with that fold's held-out scores
-(``detectors.base.cross_conformal_p_values``), so calibration and scoring use
-models fitted on the same number of rows. This module holds that loop (and
-its classifier form), the robust cut and tail-extrapolated p-values of the
-self-referential mode, and the input checks around them, so the outlier and
-label-flip detectors do not each carry a copy.
+(``detectors.calibration.cross_conformal_p_values``), so calibration and
+scoring use models fitted on the same number of rows. This module holds that
+loop (and its classifier form), the robust cut and tail-extrapolated p-values
+of the self-referential mode, the batch's guard on extrapolated tails, and
+per-class nearest-neighbour distances, so the detectors do not each carry a
+copy. Input checks live in ``detectors.validation``.
 """
 from __future__ import annotations
 
@@ -16,11 +17,15 @@ import warnings
 from typing import Callable, NamedTuple
 
 import numpy as np
-import pandas as pd
-from scipy.sparse import issparse
 from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.neighbors import NearestNeighbors
 
-from detectors.base import DetectorError, ExponentialTail, conformal_p_values, cross_conformal_p_values
+from poisonguard.detectors.calibration import (
+    ExponentialTail,
+    conformal_p_values,
+    cross_conformal_p_values,
+)
+from poisonguard.detectors.errors import DetectorError
 
 # A robust cut at median + 3 scaled MADs: for a normal score it keeps 99.87 %
 # of clean rows (fewer for skewed scores); when a batch must be its own
@@ -28,105 +33,6 @@ from detectors.base import DetectorError, ExponentialTail, conformal_p_values, c
 ROBUST_CUT_MADS = 3.0
 # Scales a median absolute deviation to a standard deviation for normal data.
 MAD_TO_SD = 1.4826
-
-
-def feature_matrix(X, *, feature_names=None) -> tuple[np.ndarray, list[str]]:
-    """Validate a numeric feature table and return it as a float matrix.
-
-    Parameters
-    ----------
-    X : pandas.DataFrame or array-like, shape (n_rows, n_features)
-        Numeric features (see ``detectors.features.FeatureEncoder``).
-    feature_names : sequence of str, optional
-        Columns fitted on. A DataFrame is reordered to them (a missing column
-        raises ``DetectorError`` naming it); an array must have that many.
-
-    Returns
-    -------
-    matrix : numpy.ndarray of float, shape (n_rows, n_features)
-    names : list of str, shape (n_features,)
-    """
-    if issparse(X):
-        raise DetectorError("sparse feature tables are not supported; pass a dense array or DataFrame")
-    if isinstance(X, pd.DataFrame):
-        if feature_names is not None:
-            # Names are kept as text, so match a frame's columns (e.g. 0, 1, 2) as text too.
-            columns = {str(column): column for column in X.columns}
-            missing = [name for name in feature_names if name not in columns]
-            if missing:
-                raise DetectorError(
-                    f"feature column {missing[0]!r} is missing; the detector was fitted on "
-                    f"{len(feature_names)} columns"
-                )
-            X = X[[columns[name] for name in feature_names]]
-        names = [str(column) for column in X.columns]
-        complex_columns = [name for name, dtype in zip(names, X.dtypes) if pd.api.types.is_complex_dtype(dtype)]
-        if complex_columns:
-            raise DetectorError(f"Complex data not supported: feature column {complex_columns[0]!r} is complex")
-        try:
-            matrix = X.to_numpy(dtype=float)
-        except (TypeError, ValueError):
-            bad = [column for column in X.columns if not pd.api.types.is_numeric_dtype(X[column])]
-            raise DetectorError(
-                f"feature column {bad[0] if bad else '?'!r} is not numeric; "
-                "encode the frame with detectors.features.FeatureEncoder first"
-            ) from None
-    else:
-        # Casting complex values to float would silently drop their imaginary part.
-        if pd.api.types.is_complex_dtype(getattr(X, "dtype", None)):
-            raise DetectorError(f"Complex data not supported: features must be real numbers, got {X.dtype}")
-        try:
-            matrix = np.asarray(X, dtype=float)
-        except (TypeError, ValueError):
-            raise DetectorError("features must be numeric; encode them with FeatureEncoder") from None
-        if matrix.ndim != 2:
-            raise DetectorError(f"features must be a 2-D table, got shape {matrix.shape}")
-        names = [f"feature {index}" for index in range(matrix.shape[1])]
-        if feature_names is not None:
-            if matrix.shape[1] != len(feature_names):
-                raise DetectorError(
-                    f"got {matrix.shape[1]} feature columns, the detector was fitted on "
-                    f"{len(feature_names)}"
-                )
-            names = list(feature_names)
-    if matrix.shape[1] == 0:
-        raise DetectorError("the feature table has no columns")
-    not_finite = ~np.isfinite(matrix)
-    if not_finite.any():
-        row, column = np.argwhere(not_finite)[0]
-        raise DetectorError(
-            f"feature column {names[column]!r} has a missing or infinite value (row {row}); "
-            "encode the frame with detectors.features.FeatureEncoder first"
-        )
-    return matrix, names
-
-
-def label_array(y, n_rows: int) -> np.ndarray:
-    """Return labels as a 1-D object array of length ``n_rows`` (checked)."""
-    if y is None:
-        raise DetectorError("this detector needs the labels (y), got None")
-    labels = np.asarray(y, dtype=object).ravel()
-    if labels.shape[0] != n_rows:
-        raise DetectorError(f"got {labels.shape[0]} labels for {n_rows} feature rows")
-    missing = pd.isna(labels)
-    if missing.any():
-        raise DetectorError(f"label of row {int(np.argmax(missing))} is missing")
-    try:
-        np.unique(labels)
-    except TypeError:
-        # Mixed label types (e.g. 1 and "1") cannot be sorted; compare as text.
-        labels = labels.astype(str).astype(object)
-    return labels
-
-
-def row_id_array(row_ids, X, n_rows: int) -> np.ndarray:
-    """Return row ids as strings; default to the DataFrame index or 0..n-1."""
-    if row_ids is None:
-        row_ids = X.index if isinstance(X, pd.DataFrame) else np.arange(n_rows)
-    ids = np.asarray(row_ids, dtype=object).astype(str)
-    if ids.shape[0] != n_rows:
-        raise DetectorError(f"got {ids.shape[0]} row ids for {n_rows} rows")
-    return ids
 
 
 def fold_splits(n_rows: int, *, n_folds: int, random_state, labels=None, label_names=None) -> list:
@@ -312,33 +218,13 @@ def check_calibration(n_calibration: int, alpha: float, check: str, *, conformal
         )
 
 
-def format_p(p_value: float, extrapolated_from: str | None = None) -> str:
-    """Format a p-value for a reason sentence.
-
-    ``"p=0.004"``; when the p-value comes from an extrapolated tail,
-    ``"p≈0.0003, extrapolated beyond <extrapolated_from>"``.
-    """
-    if extrapolated_from:
-        return f"p≈{p_value:.2g}, extrapolated beyond {extrapolated_from}"
-    return f"p={p_value:.2g}"
-
-
-def p_value_texts(p_values, extrapolated, *, self_referential: bool) -> list[str]:
-    """``format_p`` of each p-value, naming what an extrapolated one went beyond.
-
-    Beyond "the trusted scores" when a reference calibrated the detector,
-    beyond "the bulk of this batch" when the batch calibrated itself.
-    """
-    beyond = "the bulk of this batch" if self_referential else "the trusted scores"
-    return [format_p(p, beyond if tail else None) for p, tail in zip(p_values, extrapolated)]
-
 
 def robust_tail(calibration_scores) -> ExponentialTail | None:
     """An exponential tail from the robust middle of a truncated sample.
 
     ``P(score >= s) = 0.5 * 2 ** (-(s - median) / (q3 - median))`` above the
     upper quartile ``q3`` (0.25 there; every further ``q3 - median`` of score
-    halves it). Unlike ``detectors.base.peaks_over_threshold`` it does not
+    halves it). Unlike ``detectors.calibration.peaks_over_threshold`` it does not
     read the largest scores, which a robust cut has removed. None when the
     sample has no spread (``q3 == median``).
     """
@@ -435,7 +321,7 @@ def guarded_p_values(calibration_scores, calibration_folds, fold_scores):
     """Cross-conformal p-values whose extrapolated tail the batch must confirm.
 
     Below the trusted scores the p-value is the cross-conformal count
-    (``detectors.base.cross_conformal_p_values``). Beyond them, the tail
+    (``detectors.calibration.cross_conformal_p_values``). Beyond them, the tail
     fitted to the largest trusted scores rests on a handful of rows when the
     reference is small (with 30 trusted rows, on 5), and one unlucky
     reference flags several times ``alpha``. So the extrapolated p-value is
@@ -532,8 +418,6 @@ def class_neighbour_distances(space, space_labels, queries, classes, k: int, *, 
     numpy.ndarray of float, shape (n_queries, n_classes); ``inf`` for a
     class with no (other) rows.
     """
-    from sklearn.neighbors import NearestNeighbors
-
     distances = np.full((len(queries), len(classes)), np.inf)
     if not len(queries):
         return distances

@@ -48,17 +48,10 @@ import numpy as np
 import pandas as pd
 from scipy.special import comb
 from scipy.stats import binom
-from sklearn.utils.validation import check_is_fitted
 
-from detectors._crossfit import (
-    check_calibration,
-    feature_matrix,
-    label_array,
-    p_value_texts,
-    row_id_array,
-    single_fold_p_values,
-)
-from detectors.base import Detector, DetectorError, make_findings, register
+from poisonguard.detectors._crossfit import check_calibration, single_fold_p_values
+from poisonguard.detectors.base import Detector, DetectorError, DetectorTags
+from poisonguard.detectors.registry import register
 
 NARROW = 0.005
 WIDE_FACTOR = 20.0
@@ -114,13 +107,17 @@ class BackdoorTriggerDetector(Detector):
     """
 
     name = "backdoor.trigger"
+    # A trigger is a group of batch rows sharing values within one label; an
+    # empty label is one more label whose rows are compared.
+    tags = DetectorTags(needs_labels=True, uses_batch=True, accepts_empty_labels=True)
+    _fitted_attribute = "reference_"
 
     def __init__(self, alpha=0.01, top_features=TOP_FEATURES, random_state=0):
         self.alpha = alpha
         self.top_features = top_features
         self.random_state = random_state
 
-    def fit(self, X, y):
+    def fit(self, X, y=None):
         """Keep the trusted rows and labels; calibration happens against each batch.
 
         Parameters
@@ -133,27 +130,21 @@ class BackdoorTriggerDetector(Detector):
         self
         """
         self._check_params()
-        matrix, names = feature_matrix(X)
+        matrix, labels, _ = self._validate_reference(X, y)
         if not len(matrix):
             # Fail now, not on the first batch, which would find no trusted scores to calibrate on.
             raise DetectorError(f"{self.name}: need at least one trusted row, got 0")
-        labels = label_array(y, len(matrix)).astype(str)
         check_calibration(len(matrix), self.alpha, self.name, conformal=False)
-        self.reference_ = matrix
         self.reference_labels_ = labels
-        self.feature_names_in_ = np.asarray(names, dtype=object)
-        self.n_features_in_ = matrix.shape[1]
-        self.self_referential_ = False
+        self.reference_ = matrix
         return self
 
-    def score(self, X, y) -> np.ndarray:
+    def score(self, X, y=None) -> np.ndarray:
         """Trigger score of each row of the batch ``X``, shape (n_rows,)."""
-        check_is_fitted(self, "reference_")
-        matrix, _ = feature_matrix(X, feature_names=list(self.feature_names_in_))
-        labels = label_array(y, len(matrix)).astype(str)
+        matrix, labels, _ = self._validate_fitted(X, y)
         return self._scores(matrix, labels, matrix, labels, same_rows=True)[0]
 
-    def findings(self, X, y, row_ids=None) -> pd.DataFrame:
+    def findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
         """Judge the batch ``X`` (labels ``y``) against the trusted rows.
 
         Parameters
@@ -166,9 +157,7 @@ class BackdoorTriggerDetector(Detector):
         -------
         pandas.DataFrame with ``FINDING_COLUMNS``, one row per input row.
         """
-        check_is_fitted(self, "reference_")
-        matrix, _ = feature_matrix(X, feature_names=list(self.feature_names_in_))
-        labels = label_array(y, len(matrix)).astype(str)
+        matrix, labels, ids = self._validate_fitted(X, y, row_ids)
         scores, evidence = self._scores(matrix, labels, matrix, labels, same_rows=True)
         self.calibration_scores_ = self._scores(
             matrix, labels, self.reference_, self.reference_labels_, same_rows=False
@@ -176,22 +165,21 @@ class BackdoorTriggerDetector(Detector):
         p_values, extrapolated = single_fold_p_values(
             np.log1p(self.calibration_scores_), np.log1p(scores), self_referential=False
         )
-        return self._findings(labels, evidence, scores, p_values, extrapolated, row_id_array(row_ids, X, len(matrix)))
+        return self._findings(labels, evidence, scores, p_values, extrapolated, ids)
 
-    def self_findings(self, X, y, row_ids=None) -> pd.DataFrame:
-        """Judge a batch against its own robust bulk when there is no trusted reference."""
+    def self_findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
+        """Judge a batch against its own robust bulk when there is no trusted reference.
+
+        The batch becomes the fitted reference, usable for later batches.
+        """
         self._check_params()
-        matrix, names = feature_matrix(X)
-        labels = label_array(y, len(matrix)).astype(str)
-        self.reference_ = matrix
+        matrix, labels, ids = self._validate_reference(X, y, row_ids, self_referential=True)
         self.reference_labels_ = labels
-        self.feature_names_in_ = np.asarray(names, dtype=object)
-        self.n_features_in_ = matrix.shape[1]
-        self.self_referential_ = True
+        self.reference_ = matrix
         scores, evidence = self._scores(matrix, labels, matrix, labels, same_rows=True)
         self.calibration_scores_ = scores
         p_values, extrapolated = single_fold_p_values(np.log1p(scores), np.log1p(scores), self_referential=True)
-        return self._findings(labels, evidence, scores, p_values, extrapolated, row_id_array(row_ids, X, len(matrix)))
+        return self._findings(labels, evidence, scores, p_values, extrapolated, ids)
 
     def _scores(self, batch, batch_labels, queries, query_labels, *, same_rows):
         """Scores of ``queries`` against ``batch`` and, per query, its evidence.
@@ -333,13 +321,12 @@ class BackdoorTriggerDetector(Detector):
         return scores, best
 
     def _findings(self, labels, evidence, scores, p_values, extrapolated, row_ids) -> pd.DataFrame:
-        flagged = p_values <= self.alpha
         population = "rows of the batch" if self.self_referential_ else "trusted rows"
-        p_texts = p_value_texts(p_values, extrapolated, self_referential=self.self_referential_)
+        p_texts = self._p_value_texts(p_values, extrapolated)
         reasons = np.array(
             [f"feature values spread within its label as in {population} ({text})" for text in p_texts], dtype=object
         )
-        for row in np.flatnonzero(flagged):
+        for row in np.flatnonzero(self._flagged(p_values)):
             features, counts = evidence[row]
             label = labels[row]
             names = [f"'{self.feature_names_in_[c]}'" for c in features]
@@ -352,6 +339,4 @@ class BackdoorTriggerDetector(Detector):
                 f"possible backdoor trigger ({', '.join(names)}) for label '{label}': {shared}, "
                 f"where values are otherwise spread out ({p_text})"
             )
-        return make_findings(
-            row_ids=row_ids, check=self.name, scores=scores, p_values=p_values, flagged=flagged, reasons=reasons
-        )
+        return self._judged(scores, p_values, reasons, row_ids)

@@ -13,23 +13,19 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from sklearn.utils.validation import check_is_fitted
 
-from detectors._crossfit import (
+from poisonguard.detectors._crossfit import (
     check_calibration,
     cross_fit,
-    feature_matrix,
     fold_scores,
     fold_splits,
     guarded_p_values,
-    label_array,
-    p_value_texts,
     robust_cut,
-    row_id_array,
     tail_extrapolated_p_values,
 )
-from detectors.base import Detector, make_findings, register
-from detectors.outliers import MAX_NAMED_FEATURES
+from poisonguard.detectors.base import Detector, DetectorTags
+from poisonguard.detectors.outliers import MAX_NAMED_FEATURES
+from poisonguard.detectors.registry import register
 
 # Per-label scales are floored at this share of the feature's overall spread
 # (and at MIN_SCALE encoded units), so a label whose few trusted rows share
@@ -176,6 +172,11 @@ class ClassConditionalOutlierDetector(Detector):
     """
 
     name = "outlier.class_conditional"
+    # Pooled profiles (pool_batch) and the batch's guard on extrapolated
+    # p-values make findings depend on the batch. An empty label is a label
+    # no trusted row has: such rows are flagged, not skipped.
+    tags = DetectorTags(needs_labels=True, uses_batch=True, accepts_empty_labels=True)
+    _fitted_attribute = "profile_"
 
     def __init__(self, alpha=0.01, n_folds=5, random_state=0, pool_batch=True):
         self.alpha = alpha
@@ -183,7 +184,7 @@ class ClassConditionalOutlierDetector(Detector):
         self.random_state = random_state
         self.pool_batch = pool_batch
 
-    def fit(self, X, y):
+    def fit(self, X, y=None):
         """Fit per-label profiles on trusted rows and calibrate by cross-fitting.
 
         Parameters
@@ -195,28 +196,23 @@ class ClassConditionalOutlierDetector(Detector):
         -------
         self
         """
-        matrix, names = feature_matrix(X)
-        labels = label_array(y, len(matrix)).astype(str)
-        self._fit_reference(matrix, labels, names, self_referential=False)
+        matrix, labels, _ = self._validate_reference(X, y)
+        self._fit_reference(matrix, labels)
         return self
 
-    def score(self, X, y) -> np.ndarray:
+    def score(self, X, y=None) -> np.ndarray:
         """Largest robust distance from the row's own label, shape (n_rows,); inf for unseen labels."""
-        check_is_fitted(self, "profile_")
-        matrix, _ = feature_matrix(X, feature_names=list(self.feature_names_in_))
-        labels = label_array(y, len(matrix)).astype(str)
+        matrix, labels, _ = self._validate_fitted(X, y)
         return self._own(self.profile_, matrix, labels)
 
-    def findings(self, X, y, row_ids=None) -> pd.DataFrame:
+    def findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
         """Judge batch rows against the trusted rows of their own label.
 
         Returns
         -------
         pandas.DataFrame with ``FINDING_COLUMNS``, one row per input row.
         """
-        check_is_fitted(self, "profile_")
-        matrix, _ = feature_matrix(X, feature_names=list(self.feature_names_in_))
-        labels = label_array(y, len(matrix)).astype(str)
+        matrix, labels, ids = self._validate_fitted(X, y, row_ids)
         fitted, profile = (self.fold_models_, self.calibration_scores_, self.calibration_folds_), self.profile_
         if self.pool_batch and not self.self_referential_:
             usable = np.isin(labels, self.classes_)
@@ -226,18 +222,18 @@ class ClassConditionalOutlierDetector(Detector):
             profile = pooled_profile(self.reference_, self.reference_labels_, *extra)
         scores = self._own(profile, matrix, labels)
         p_values, extrapolated = self._p_values(matrix, labels, *fitted)
-        return self._findings(
-            matrix, labels, scores, p_values, extrapolated, row_id_array(row_ids, X, len(matrix)), profile
-        )
+        return self._findings(matrix, labels, scores, p_values, extrapolated, ids, profile)
 
-    def self_findings(self, X, y, row_ids=None) -> pd.DataFrame:
-        """Judge a batch against the profiles of its own labels (no trusted reference)."""
-        matrix, names = feature_matrix(X)
-        labels = label_array(y, len(matrix)).astype(str)
-        ids = row_id_array(row_ids, X, len(matrix))
+    def self_findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
+        """Judge a batch against the profiles of its own labels (no trusted reference).
+
+        Rows of a label that occurs once are flagged (no profile to judge
+        them by); the fitted state is usable for later batches.
+        """
+        matrix, labels, ids = self._validate_reference(X, y, row_ids, self_referential=True)
         values, counts = np.unique(labels, return_counts=True)
         lone = np.isin(labels, values[counts < 2])
-        self._fit_reference(matrix[~lone], labels[~lone], names, self_referential=True)
+        self._fit_reference(matrix[~lone], labels[~lone])
         scores = np.full(len(matrix), np.inf)
         p_values = np.full(len(matrix), np.finfo(float).tiny)
         extrapolated = np.zeros(len(matrix), dtype=bool)
@@ -263,19 +259,17 @@ class ClassConditionalOutlierDetector(Detector):
             len(matrix),
         )
 
-    def _fit_reference(self, matrix, labels, names, *, self_referential: bool) -> None:
+    def _fit_reference(self, matrix, labels) -> None:
         self.classes_ = np.unique(labels)
         fitted = self._cross_fit(matrix, labels)
         self.fold_models_ = fitted.models
         self.calibration_scores_ = fitted.out_of_fold
         self.calibration_folds_ = fitted.folds
         check_calibration(len(matrix), self.alpha, self.name, conformal=False)
-        self.profile_ = label_profile(matrix, labels)
         self.reference_ = matrix
         self.reference_labels_ = labels
-        self.feature_names_in_ = np.asarray(names, dtype=object)
-        self.n_features_in_ = matrix.shape[1]
-        self.self_referential_ = self_referential
+        # Last: profile_ marks the detector fitted.
+        self.profile_ = label_profile(matrix, labels)
 
     @staticmethod
     def _own(profile: _LabelProfile, matrix: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -313,9 +307,9 @@ class ClassConditionalOutlierDetector(Detector):
 
     def _findings(self, matrix, labels, scores, p_values, extrapolated, row_ids, profile) -> pd.DataFrame:
         known = np.isin(labels, self.classes_)
-        flagged = (p_values <= self.alpha) | ~known
+        flagged = self._flagged(p_values, extra_flags=~known)
         population = "rows of the batch" if self.self_referential_ else "trusted rows"
-        texts = p_value_texts(p_values, extrapolated, self_referential=self.self_referential_)
+        texts = self._p_value_texts(p_values, extrapolated)
         reasons = np.array([f"typical of {population} with its label ({text})" for text in texts], dtype=object)
         distances = profile_distances(profile, matrix)
         # Whose medians and scales the distances are measured in.
@@ -337,6 +331,5 @@ class ClassConditionalOutlierDetector(Detector):
                 f"impossible for label '{label}' against {measured_on} labelled '{label}' ({texts[row]}): "
                 + "; ".join(parts) + fits
             )
-        return make_findings(
-            row_ids=row_ids, check=self.name, scores=scores, p_values=p_values, flagged=flagged, reasons=reasons
-        )
+        # A label no trusted row has is flagged whatever its p-value.
+        return self._judged(scores, p_values, reasons, row_ids, extra_flags=~known)

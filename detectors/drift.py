@@ -28,6 +28,10 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import pandas as pd
 from scipy import stats
+from scipy.spatial.distance import jensenshannon
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
 
 NUMERIC_TESTS = ("ks", "wasserstein")
 CATEGORICAL_TESTS = ("psi", "jensen_shannon")
@@ -164,8 +168,6 @@ def jensen_shannon_distance(expected: np.ndarray, actual: np.ndarray) -> float:
 
 
 def _jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
-    from scipy.spatial.distance import jensenshannon
-
     return float(jensenshannon(p, q, base=2))
 
 
@@ -368,16 +370,10 @@ def column_drift(
 def make_classifier(model: str, random_state: int = 0):
     """A fresh scikit-learn classifier of kind ``model`` (see ``IMPACT_MODELS``)."""
     if model == "logistic":
-        from sklearn.linear_model import LogisticRegression
-
         return LogisticRegression(max_iter=2000)
     if model == "gradient_boosting":
-        from sklearn.ensemble import HistGradientBoostingClassifier
-
         return HistGradientBoostingClassifier(random_state=random_state)
     if model == "random_forest":
-        from sklearn.ensemble import RandomForestClassifier
-
         return RandomForestClassifier(n_estimators=100, random_state=random_state, n_jobs=1)
     raise ValueError(f"impact model {model!r}: expected one of {', '.join(IMPACT_MODELS)}")
 
@@ -426,8 +422,6 @@ def model_impact(
     BatchCheck
         ``statistic`` is the accuracy drop (negative: the batch helped).
     """
-    from sklearn.model_selection import StratifiedKFold
-
     X_trusted, y_trusted = _labelled(trusted_X, trusted_y)
     X_batch, y_batch = _labelled(batch_X, batch_y)
     name = "batch.model_impact"

@@ -34,16 +34,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from sklearn.neighbors import NearestNeighbors
-from sklearn.utils.validation import check_is_fitted
 
-from detectors._crossfit import (
-    check_calibration,
-    feature_matrix,
-    p_value_texts,
-    row_id_array,
-    single_fold_p_values,
-)
-from detectors.base import Detector, DetectorError, make_findings, register
+from poisonguard.detectors._crossfit import check_calibration, single_fold_p_values
+from poisonguard.detectors.base import Detector, DetectorError, DetectorTags
+from poisonguard.detectors.registry import register
 
 # Distances are floored at this share of the median nearest-neighbour
 # distance, so exact duplicates get a large but finite score.
@@ -110,6 +104,9 @@ class DuplicateFloodDetector(Detector):
     """
 
     name = "duplicates.flood"
+    # Labels are optional (named in reasons); density is measured among the batch rows.
+    tags = DetectorTags(needs_labels=False, uses_batch=True)
+    _fitted_attribute = "reference_"
 
     def __init__(self, alpha=0.01, n_neighbors=2, context_neighbors=None, random_state=0):
         self.alpha = alpha
@@ -130,21 +127,17 @@ class DuplicateFloodDetector(Detector):
         self
         """
         self._check_params()
-        matrix, names = feature_matrix(X)
+        matrix, labels, _ = self._validate_reference(X, y)
         if len(matrix) < self.n_neighbors + 1:
             raise DetectorError(f"{self.name}: need at least {self.n_neighbors + 1} trusted rows, got {len(matrix)}")
         check_calibration(len(matrix), self.alpha, self.name, conformal=False)
+        self.reference_labels_ = labels
         self.reference_ = matrix
-        self.reference_labels_ = None if y is None else np.asarray(y, dtype=object)
-        self.feature_names_in_ = np.asarray(names, dtype=object)
-        self.n_features_in_ = matrix.shape[1]
-        self.self_referential_ = False
         return self
 
     def score(self, X, y=None) -> np.ndarray:
         """Density-spike score of each row of the batch ``X``, shape (n_rows,)."""
-        check_is_fitted(self, "reference_")
-        matrix, _ = feature_matrix(X, feature_names=list(self.feature_names_in_))
+        matrix, _, _ = self._validate_fitted(X, y)
         return self._trusted_scores(matrix)[0]
 
     def findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
@@ -161,12 +154,11 @@ class DuplicateFloodDetector(Detector):
         -------
         pandas.DataFrame with ``FINDING_COLUMNS``, one row per input row.
         """
-        check_is_fitted(self, "reference_")
-        matrix, _ = feature_matrix(X, feature_names=list(self.feature_names_in_))
+        matrix, labels, ids = self._validate_fitted(X, y, row_ids)
         scores, calibration = self._trusted_scores(matrix)
         self.calibration_scores_ = calibration
         p_values, extrapolated = single_fold_p_values(calibration, scores, self_referential=False)
-        return self._findings(matrix, y, scores, p_values, extrapolated, row_id_array(row_ids, X, len(matrix)))
+        return self._findings(matrix, labels, scores, p_values, extrapolated, ids)
 
     def self_findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
         """Judge a batch against its own density when there is no trusted reference.
@@ -182,7 +174,7 @@ class DuplicateFloodDetector(Detector):
         pandas.DataFrame with ``FINDING_COLUMNS``, one row per input row.
         """
         self._check_params()
-        matrix, names = feature_matrix(X)
+        matrix, labels, ids = self._validate_reference(X, y, row_ids, self_referential=True)
         context = self.context_neighbors
         if context is None:
             context = int(np.clip(round(CONTEXT_SHARE * len(matrix)), MIN_CONTEXT, MAX_CONTEXT))
@@ -192,18 +184,15 @@ class DuplicateFloodDetector(Detector):
                 f"{self.name}: need more than {self.n_neighbors + 1} batch rows without a trusted reference, "
                 f"got {len(matrix)}"
             )
-        self.reference_ = matrix
         self.reference_labels_ = None
-        self.feature_names_in_ = np.asarray(names, dtype=object)
-        self.n_features_in_ = matrix.shape[1]
-        self.self_referential_ = True
+        self.reference_ = matrix
         near = kth_distances(matrix, matrix, self.n_neighbors, exclude_self=True)
         wide = kth_distances(matrix, matrix, context, exclude_self=True)
         floor = self._floor(wide)
         scores = np.log(wide + floor) - np.log(near + floor)
         self.calibration_scores_ = scores
         p_values, extrapolated = single_fold_p_values(scores, scores, self_referential=True)
-        return self._findings(matrix, y, scores, p_values, extrapolated, row_id_array(row_ids, X, len(matrix)))
+        return self._findings(matrix, labels, scores, p_values, extrapolated, ids)
 
     def _check_params(self) -> None:
         for name in ("n_neighbors", "context_neighbors"):
@@ -233,14 +222,13 @@ class DuplicateFloodDetector(Detector):
         calibration = np.log(trusted_to_trusted + floor) - np.log(trusted_to_batch + floor)
         return scores, calibration
 
-    def _findings(self, matrix, y, scores, p_values, extrapolated, row_ids) -> pd.DataFrame:
-        flagged = p_values <= self.alpha
+    def _findings(self, matrix, labels, scores, p_values, extrapolated, row_ids) -> pd.DataFrame:
+        flagged = self._flagged(p_values)
         population = "the rest of the batch" if self.self_referential_ else "trusted rows"
-        p_texts = p_value_texts(p_values, extrapolated, self_referential=self.self_referential_)
+        p_texts = self._p_value_texts(p_values, extrapolated)
         reasons = np.array(
             [f"batch density here is as expected from {population} ({text})" for text in p_texts], dtype=object
         )
-        labels = None if y is None else np.asarray(y, dtype=object).astype(str)
         rows = np.flatnonzero(flagged)
         if rows.size:
             near = kth_distances(matrix, matrix[rows], self.n_neighbors + 1, exclude_self=False)
@@ -253,9 +241,7 @@ class DuplicateFloodDetector(Detector):
                 members = members[members != row]
                 exact = int(np.sum(np.all(matrix[members] == matrix[row], axis=1)))
                 reasons[row] = self._flagged_reason(row, members, exact, labels, p_texts[row], population)
-        return make_findings(
-            row_ids=row_ids, check=self.name, scores=scores, p_values=p_values, flagged=flagged, reasons=reasons
-        )
+        return self._judged(scores, p_values, reasons, row_ids)
 
     def _flagged_reason(self, row, members, exact, labels, p_text, population) -> str:
         count = len(members)

@@ -26,7 +26,7 @@ from scipy.sparse import issparse
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from detectors.base import DetectorError
+from poisonguard.detectors.base import DetectorError
 
 MISSING_LEVEL = "<missing>"
 MISSING_SUFFIX = "__missing"

@@ -10,7 +10,7 @@ calibrates the score on trusted rows scored the same way:
     trusted rows. Calibration: stratified cross-fitting keeps the fold
     classifiers and the trusted rows' out-of-fold scores; a batch row is
     scored by every fold classifier and its p-value is cross-conformal
-    (``detectors.base.cross_conformal_p_values``), so batch and trusted rows
+    (``detectors.calibration.cross_conformal_p_values``), so batch and trusted rows
     are judged by models fitted on equally many rows. (A model fitted on all
     trusted rows is more confident than the fold models, which biases its
     p-values for small references.) The reported score and the
@@ -63,29 +63,18 @@ from cleanlab.rank import get_label_quality_scores
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import LabelEncoder
-from sklearn.utils.validation import check_is_fitted
 
-from detectors._crossfit import (
+from poisonguard.detectors._crossfit import (
     check_calibration,
     class_probabilities,
     cross_fit_classifiers,
     cross_fitted_probabilities,
-    feature_matrix,
     fold_scores,
     fold_splits,
-    label_array,
-    p_value_texts,
-    row_id_array,
 )
-from detectors.base import (
-    TAIL_MIN_ROWS,
-    Detector,
-    DetectorError,
-    cross_conformal_p_values,
-    make_findings,
-    peaks_over_threshold,
-    register,
-)
+from poisonguard.detectors.base import Detector, DetectorError, DetectorTags
+from poisonguard.detectors.calibration import TAIL_MIN_ROWS, cross_conformal_p_values, peaks_over_threshold
+from poisonguard.detectors.registry import register
 
 MODELS = ("logistic", "gradient_boosting")
 
@@ -151,37 +140,31 @@ class _LabelDetector(Detector):
         Seeds the fold split and randomised models.
     """
 
+    _fitted_attribute = "classes_"
+    # The classifiers are fitted on label codes in the labels' own sort order
+    # (integers sort as numbers, not as text), which also fixes the folds.
+    _labels_as_text = False
+
     def _model_kind(self) -> str:
         return "logistic"
 
-    def _check_fitted_input(self, X, y, row_ids):
-        check_is_fitted(self, "classes_")
-        matrix, _ = feature_matrix(X, feature_names=list(self.feature_names_in_))
-        labels = label_array(y, len(matrix))
-        return matrix, labels, row_id_array(row_ids, X, len(matrix))
-
     def _store_reference(self, X, y):
-        matrix, names = feature_matrix(X)
-        labels = label_array(y, len(matrix))
+        matrix, labels, _ = self._validate_reference(X, y)
         self.encoder_ = LabelEncoder().fit(labels)
         self.classes_ = self.encoder_.classes_
-        self.feature_names_in_ = np.asarray(names, dtype=object)
-        self.n_features_in_ = matrix.shape[1]
         return matrix, labels, self.encoder_.transform(labels)
 
     def _trusted_findings(self, labels, known, scores, p_values, extrapolated, reasons, row_ids) -> pd.DataFrame:
-        flagged = (p_values <= self.alpha) | ~known
         reasons = np.asarray(reasons, dtype=object)
         for row in np.flatnonzero(~known):
             reasons[row] = _unseen_label_reason(labels[row])
-        p_texts = p_value_texts(p_values, extrapolated, self_referential=False)
+        p_texts = self._p_value_texts(p_values, extrapolated)
         for row in np.flatnonzero(known):
             reasons[row] = f"{reasons[row]}; {p_texts[row]}"
-        return make_findings(
-            row_ids=row_ids, check=self.name, scores=scores, p_values=p_values, flagged=flagged, reasons=reasons
-        )
+        # A label no trusted row has cannot be scored: flagged whatever its p-value.
+        return self._judged(scores, p_values, reasons, row_ids, extra_flags=~known)
 
-    def self_findings(self, X, y, row_ids=None) -> pd.DataFrame:
+    def self_findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
         """Confident learning on a batch with no trusted reference.
 
         Stateless: it does not fit the detector (there is nothing trusted to
@@ -196,11 +179,10 @@ class _LabelDetector(Detector):
         Returns
         -------
         pandas.DataFrame with ``FINDING_COLUMNS``; ``p_value`` is NaN (see
-        the module docstring), ``flagged`` is cleanlab's label-issue mask.
+        the module docstring), ``flagged`` is cleanlab's label-issue mask
+        plus the rows whose label occurs once.
         """
-        matrix, _ = feature_matrix(X)
-        labels = label_array(y, len(matrix))
-        ids = row_id_array(row_ids, X, len(matrix))
+        matrix, labels, ids, _ = self._validate_batch(X, y, row_ids)
         values, counts = np.unique(labels, return_counts=True)
         lone = np.isin(labels, values[counts == 1])
         scores = np.ones(len(matrix))
@@ -225,7 +207,8 @@ class _LabelDetector(Detector):
         described = _describe_labels(labels[kept], codes, probabilities, encoder.classes_, source)
         for row, sentence, issue in zip(kept, described, issues):
             reasons[row] = sentence + ("; confident learning marks it a label issue" if issue else "")
-        return make_findings(row_ids=ids, check=self.name, scores=scores, flagged=flagged, reasons=reasons)
+        # No p-values (NaN): the flags are cleanlab's mask and the lone labels.
+        return self._judged(scores, None, reasons, ids, extra_flags=flagged)
 
 
 @register
@@ -260,6 +243,8 @@ class TrustedModelLabelDetector(_LabelDetector):
     """
 
     name = "label.trusted_model"
+    # Each row is judged by the trusted model and fold models alone.
+    tags = DetectorTags(needs_labels=True, uses_batch=False)
 
     def __init__(self, alpha=0.01, n_folds=5, random_state=0, model="logistic"):
         self.alpha = alpha
@@ -270,7 +255,7 @@ class TrustedModelLabelDetector(_LabelDetector):
     def _model_kind(self) -> str:
         return self.model
 
-    def fit(self, X, y):
+    def fit(self, X, y=None):
         """Fit on trusted rows and calibrate by stratified cross-fitting.
 
         Parameters
@@ -296,12 +281,12 @@ class TrustedModelLabelDetector(_LabelDetector):
         self.model_ = make_classifier().fit(matrix, codes)
         return self
 
-    def score(self, X, y) -> np.ndarray:
+    def score(self, X, y=None) -> np.ndarray:
         """``1 - P(given label | x)`` per row, shape (n_rows,); 1.0 for unseen labels."""
-        matrix, labels, _ = self._check_fitted_input(X, y, None)
+        matrix, labels, _ = self._validate_fitted(X, y)
         return self._scores(matrix, labels)[0]
 
-    def findings(self, X, y, row_ids=None) -> pd.DataFrame:
+    def findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
         """Judge batch labels against the trusted model.
 
         Parameters
@@ -314,7 +299,7 @@ class TrustedModelLabelDetector(_LabelDetector):
         -------
         pandas.DataFrame with ``FINDING_COLUMNS``, one row per input row.
         """
-        matrix, labels, ids = self._check_fitted_input(X, y, row_ids)
+        matrix, labels, ids = self._validate_fitted(X, y, row_ids)
         scores, known, codes, probabilities = self._scores(matrix, labels)
         # Cross-conformal: every fold classifier scores the row; rows with
         # a label no trusted row has keep score 1 on every fold.
@@ -367,6 +352,8 @@ class ConfidentLearningLabelDetector(_LabelDetector):
     """
 
     name = "label.confident_learning"
+    # Cross-fits on the trusted and batch rows pooled.
+    tags = DetectorTags(needs_labels=True, uses_batch=True)
 
     def __init__(self, alpha=0.01, n_folds=5, random_state=0, model="logistic", trusted_weight=1.0):
         self.alpha = alpha
@@ -378,7 +365,7 @@ class ConfidentLearningLabelDetector(_LabelDetector):
     def _model_kind(self) -> str:
         return self.model
 
-    def fit(self, X, y):
+    def fit(self, X, y=None):
         """Store the trusted rows (the work happens per batch, on the pool).
 
         Parameters
@@ -403,12 +390,12 @@ class ConfidentLearningLabelDetector(_LabelDetector):
         self.reference_labels_ = labels
         return self
 
-    def score(self, X, y) -> np.ndarray:
+    def score(self, X, y=None) -> np.ndarray:
         """``1 - P(given label | x)`` per batch row, shape (n_rows,); 1.0 for unseen labels."""
-        matrix, labels, _ = self._check_fitted_input(X, y, None)
+        matrix, labels, _ = self._validate_fitted(X, y)
         return self._pooled(matrix, labels)["scores"]
 
-    def findings(self, X, y, row_ids=None) -> pd.DataFrame:
+    def findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
         """Judge batch labels by confident learning over trusted + batch rows.
 
         Parameters
@@ -421,7 +408,7 @@ class ConfidentLearningLabelDetector(_LabelDetector):
         -------
         pandas.DataFrame with ``FINDING_COLUMNS``, one row per input row.
         """
-        matrix, labels, ids = self._check_fitted_input(X, y, row_ids)
+        matrix, labels, ids = self._validate_fitted(X, y, row_ids)
         pooled = self._pooled(matrix, labels)
         scores, known = pooled["scores"], pooled["known"]
         # One fold: the pooled out-of-fold scores already come from models
@@ -430,7 +417,7 @@ class ConfidentLearningLabelDetector(_LabelDetector):
             log_odds(pooled["calibration"]), np.zeros(len(pooled["calibration"]), dtype=int),
             log_odds(scores)[:, None], return_extrapolated=True,
         )
-        flagged = p_values <= self.alpha
+        flagged = self._flagged(p_values)
         source = "models cross-fitted on trusted and batch rows"
         described = _describe_labels(labels[known], pooled["codes"], pooled["probabilities"], self.classes_, source)
         reasons = np.empty(len(labels), dtype=object)

@@ -12,17 +12,10 @@ import numpy as np
 import pandas as pd
 from sklearn.preprocessing import LabelEncoder
 
-from detectors._crossfit import (
-    check_calibration,
-    class_neighbour_distances,
-    feature_matrix,
-    label_array,
-    p_value_texts,
-    row_id_array,
-    single_fold_p_values,
-)
-from detectors.base import DetectorError, make_findings, register
-from detectors.label_flips import _LabelDetector, _quoted
+from poisonguard.detectors._crossfit import check_calibration, class_neighbour_distances, single_fold_p_values
+from poisonguard.detectors.base import DetectorError, DetectorTags
+from poisonguard.detectors.label_flips import _LabelDetector, _quoted
+from poisonguard.detectors.registry import register
 
 # Distances are floored at this share of the median neighbour distance, so
 # exact duplicates give a finite log-ratio.
@@ -77,6 +70,10 @@ class KNNLabelDetector(_LabelDetector):
     """
 
     name = "label.knn"
+    # With pool_batch (the default) the batch rows are neighbours too.
+    tags = DetectorTags(needs_labels=True, uses_batch=True)
+    # Neighbours are found per label, compared as text.
+    _labels_as_text = True
 
     def __init__(self, alpha=0.01, n_neighbors=5, random_state=0, pool_batch=True):
         self.alpha = alpha
@@ -84,7 +81,7 @@ class KNNLabelDetector(_LabelDetector):
         self.random_state = random_state
         self.pool_batch = pool_batch
 
-    def fit(self, X, y):
+    def fit(self, X, y=None):
         """Keep the trusted rows and score each against the others.
 
         Parameters
@@ -97,31 +94,25 @@ class KNNLabelDetector(_LabelDetector):
         self
         """
         matrix, labels, _ = self._store_reference(X, y)
-        # Labels are compared as text (as in score and self_findings), so the classes must be text too:
-        # integer classes would match no row's label.
-        self.encoder_ = LabelEncoder().fit(labels.astype(str))
-        self.classes_ = self.encoder_.classes_
-        self._prepare(matrix, labels.astype(str))
+        self._prepare(matrix, labels)
         check_calibration(len(matrix), self.alpha, self.name, conformal=False)
         distances = self._distances(matrix, exclude_self=True)
         self.calibration_scores_ = self._margin(distances, self.reference_labels_)[0]
-        self.self_referential_ = False
         return self
 
-    def score(self, X, y) -> np.ndarray:
+    def score(self, X, y=None) -> np.ndarray:
         """``log(d_own) - log(d_nearest_other)`` per row, shape (n_rows,); inf for unseen labels."""
-        matrix, labels, _ = self._check_fitted_input(X, y, None)
-        return self._margin(self._distances(matrix, exclude_self=False), labels.astype(str))[0]
+        matrix, labels, _ = self._validate_fitted(X, y)
+        return self._margin(self._distances(matrix, exclude_self=False), labels)[0]
 
-    def findings(self, X, y, row_ids=None) -> pd.DataFrame:
+    def findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
         """Judge batch labels by their nearest trusted neighbours.
 
         Returns
         -------
         pandas.DataFrame with ``FINDING_COLUMNS``, one row per input row.
         """
-        matrix, labels, ids = self._check_fitted_input(X, y, row_ids)
-        labels = labels.astype(str)
+        matrix, labels, ids = self._validate_fitted(X, y, row_ids)
         if not self.pool_batch:
             distances = self._distances(matrix, exclude_self=False)
             return self._judge(labels, distances, ids, "trusted rows", self.calibration_scores_)
@@ -136,17 +127,15 @@ class KNNLabelDetector(_LabelDetector):
         distances[usable] = pooled[n_trusted:]
         return self._judge(labels, distances, ids, "trusted and batch rows", calibration)
 
-    def self_findings(self, X, y, row_ids=None) -> pd.DataFrame:
-        """Judge batch labels by their nearest other batch rows (no trusted reference)."""
-        matrix, names = feature_matrix(X)
-        labels = label_array(y, len(matrix)).astype(str)
-        ids = row_id_array(row_ids, X, len(matrix))
+    def self_findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
+        """Judge batch labels by their nearest other batch rows (no trusted reference).
+
+        The batch becomes the fitted reference, usable for later batches.
+        """
+        matrix, labels, ids = self._validate_reference(X, y, row_ids, self_referential=True)
         self.encoder_ = LabelEncoder().fit(labels)
         self.classes_ = self.encoder_.classes_
-        self.feature_names_in_ = np.asarray(names, dtype=object)
-        self.n_features_in_ = matrix.shape[1]
         self._prepare(matrix, labels)
-        self.self_referential_ = True
         distances = self._distances(matrix, exclude_self=True)
         self.calibration_scores_ = self._margin(distances, labels)[0]
         return self._judge(labels, distances, ids, "other rows of the batch", self.calibration_scores_)
@@ -207,11 +196,10 @@ class KNNLabelDetector(_LabelDetector):
                     f"(mean distance {own[row]:.2g}; nearest other label {_quoted(other_label)} at {other[row]:.2g})"
                 )
         if self.self_referential_:
+            # Every label is the batch's own here (all known).
             reasons[~known] = ""
-            p_texts = p_value_texts(p_values, extrapolated, self_referential=True)
+            p_texts = self._p_value_texts(p_values, extrapolated)
             for row in np.flatnonzero(known):
                 reasons[row] = f"{reasons[row]}; {p_texts[row]}"
-            flagged = p_values <= self.alpha
-            return make_findings(row_ids=ids, check=self.name, scores=scores, p_values=p_values,
-                                 flagged=flagged, reasons=reasons)
+            return self._judged(scores, p_values, reasons, ids)
         return self._trusted_findings(labels, known, scores, p_values, extrapolated, reasons, ids)

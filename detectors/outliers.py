@@ -13,7 +13,7 @@ Calibration (``fit``): the trusted rows are split into ``n_folds``; each fold
 is scored by a model fitted on the other folds, and both the fold models and
 those out-of-fold scores are kept. A batch row's p-value is cross-conformal:
 it is scored by every fold model and compared with that fold's held-out
-scores (``detectors.base.cross_conformal_p_values``), so calibration rows and
+scores (``detectors.calibration.cross_conformal_p_values``), so calibration rows and
 batch rows are scored by models fitted on equally many rows. (Scoring batch
 rows with a model fitted on all trusted rows instead is biased upwards for
 small references: ECOD's tail probability beyond the training maximum is
@@ -43,26 +43,19 @@ import numpy as np
 import pandas as pd
 from pyod.models.ecod import ECOD
 from pyod.models.iforest import IForest
-from sklearn.utils.validation import check_is_fitted
 
-from detectors._crossfit import (
+from poisonguard.detectors._crossfit import (
     check_calibration,
     cross_fit,
-    feature_matrix,
     fold_scores,
     fold_splits,
     guarded_p_values,
-    p_value_texts,
     robust_cut,
-    row_id_array,
     tail_extrapolated_p_values,
 )
-from detectors.base import (
-    Detector,
-    make_findings,
-    peaks_over_threshold,
-    register,
-)
+from poisonguard.detectors.base import Detector, DetectorTags
+from poisonguard.detectors.calibration import peaks_over_threshold
+from poisonguard.detectors.registry import register
 
 # A feature is named in a reason when at most this share of reference rows is
 # as extreme as the row on that feature (two-sided ECDF tail).
@@ -134,6 +127,12 @@ class _CrossFittedOutlierDetector(Detector):
         True when fitted by ``self_findings`` (the batch was its own reference).
     """
 
+    # Scores are row-independent, but a p-value beyond the trusted scores
+    # must be confirmed by the batch's own tail (guarded_p_values): findings
+    # depend on the batch.
+    tags = DetectorTags(needs_labels=False, uses_batch=True)
+    _fitted_attribute = "model_"
+
     def __init__(self, alpha=0.01, n_folds=5, random_state=0):
         self.alpha = alpha
         self.n_folds = n_folds
@@ -158,14 +157,13 @@ class _CrossFittedOutlierDetector(Detector):
         -------
         self
         """
-        matrix, names = feature_matrix(X)
-        self._fit_reference(matrix, names, self_referential=False)
+        matrix, _, _ = self._validate_reference(X, y)
+        self._fit_reference(matrix)
         return self
 
     def score(self, X, y=None) -> np.ndarray:
         """Outlier score of each row, shape (n_rows,); higher = more outlying."""
-        check_is_fitted(self, "model_")
-        matrix, _ = feature_matrix(X, feature_names=list(self.feature_names_in_))
+        matrix, _, _ = self._validate_fitted(X, y)
         return self._model_scores(self.model_, matrix)
 
     def findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
@@ -182,11 +180,10 @@ class _CrossFittedOutlierDetector(Detector):
         -------
         pandas.DataFrame with ``FINDING_COLUMNS``, one row per input row.
         """
-        check_is_fitted(self, "model_")
-        matrix, _ = feature_matrix(X, feature_names=list(self.feature_names_in_))
+        matrix, _, ids = self._validate_fitted(X, y, row_ids)
         scores = self._model_scores(self.model_, matrix)
         p_values, extrapolated = self._p_values(matrix)
-        return self._findings(matrix, scores, p_values, extrapolated, row_id_array(row_ids, X, len(matrix)))
+        return self._findings(matrix, scores, p_values, extrapolated, ids)
 
     def self_findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
         """Judge a batch against itself when there is no trusted reference.
@@ -224,10 +221,10 @@ class _CrossFittedOutlierDetector(Detector):
         -------
         pandas.DataFrame with ``FINDING_COLUMNS``, one row per input row.
         """
-        matrix, names = feature_matrix(X)
+        matrix, _, ids = self._validate_reference(X, y, row_ids, self_referential=True)
         first_pass = self._cross_fit(matrix).out_of_fold
         bulk = first_pass <= robust_cut(first_pass)
-        self._fit_reference(matrix[bulk], names, self_referential=True)
+        self._fit_reference(matrix[bulk])
         scores = np.empty(len(matrix))
         p_values = np.empty(len(matrix))
         extrapolated = np.zeros(len(matrix), dtype=bool)
@@ -238,7 +235,7 @@ class _CrossFittedOutlierDetector(Detector):
         if not bulk.all():
             scores[~bulk] = self._model_scores(self.model_, matrix[~bulk])
             p_values[~bulk], extrapolated[~bulk] = self._p_values(matrix[~bulk])
-        return self._findings(matrix, scores, p_values, extrapolated, row_id_array(row_ids, X, len(matrix)))
+        return self._findings(matrix, scores, p_values, extrapolated, ids)
 
     def _cross_fit(self, matrix: np.ndarray):
         splits = fold_splits(len(matrix), n_folds=self.n_folds, random_state=self.random_state)
@@ -249,20 +246,18 @@ class _CrossFittedOutlierDetector(Detector):
             len(matrix),
         )
 
-    def _fit_reference(self, matrix: np.ndarray, names, *, self_referential: bool) -> None:
+    def _fit_reference(self, matrix: np.ndarray) -> None:
         fitted = self._cross_fit(matrix)
         self.fold_models_ = fitted.models
         self.calibration_scores_ = fitted.out_of_fold
         self.calibration_folds_ = fitted.folds
         # A tail (trusted: fitted to the largest scores; self-referential:
         # from the middle) lets p-values go below 1 / (n + 1).
-        has_tail = self_referential or peaks_over_threshold(self.calibration_scores_) is not None
+        has_tail = self.self_referential_ or peaks_over_threshold(self.calibration_scores_) is not None
         check_calibration(len(self.calibration_scores_), self.alpha, self.name, conformal=not has_tail)
-        self.model_ = self._fit_model(matrix)
         self.reference_sorted_ = np.sort(matrix, axis=0)
-        self.feature_names_in_ = np.asarray(names, dtype=object)
-        self.n_features_in_ = matrix.shape[1]
-        self.self_referential_ = self_referential
+        # Last: model_ marks the detector fitted.
+        self.model_ = self._fit_model(matrix)
 
     def _p_values(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Cross-conformal p-values of rows from the fold models, and which were extrapolated."""
@@ -275,20 +270,12 @@ class _CrossFittedOutlierDetector(Detector):
         return guarded_p_values(self.calibration_scores_, self.calibration_folds_, per_fold)
 
     def _findings(self, matrix, scores, p_values, extrapolated, row_ids) -> pd.DataFrame:
-        flagged = p_values <= self.alpha
         bulk = "the bulk of this batch" if self.self_referential_ else "the trusted distribution"
-        p_texts = p_value_texts(p_values, extrapolated, self_referential=self.self_referential_)
+        p_texts = self._p_value_texts(p_values, extrapolated)
         reasons = np.array([f"within {bulk} ({text})" for text in p_texts], dtype=object)
-        for row in np.flatnonzero(flagged):
+        for row in np.flatnonzero(self._flagged(p_values)):
             reasons[row] = self._flagged_reason(matrix[row], p_texts[row])
-        return make_findings(
-            row_ids=row_ids,
-            check=self.name,
-            scores=scores,
-            p_values=p_values,
-            flagged=flagged,
-            reasons=reasons,
-        )
+        return self._judged(scores, p_values, reasons, row_ids)
 
     def _flagged_reason(self, row: np.ndarray, p_text: str) -> str:
         population = "the rest of the batch" if self.self_referential_ else "trusted rows"

@@ -3,19 +3,38 @@
 ``infer_suite`` writes a Great Expectations 1.x suite from a reference frame,
 ``save_suite``/``load_suite`` keep it as a reviewable file under
 ``expectations/suites/<dataset>.json``, and ``validate_frame`` turns failing
-rows into findings (``detectors.base`` table) and table-level failures into
-batch-failure sentences.
-"""
-from expectations.infer import column_kinds, infer_suite, load_suite, save_suite, suite_json
-from expectations.validate import ValidationOutcome, check_name, validate_frame
+rows into findings (``poisonguard.detectors.base`` table) and table-level
+failures into batch-failure sentences. Nothing here imports
+``poisonguard.pipelines``: problems are raised as ``errors.ExpectationError``.
 
-__all__ = [
-    "ValidationOutcome",
-    "check_name",
-    "column_kinds",
-    "infer_suite",
-    "load_suite",
-    "save_suite",
-    "suite_json",
-    "validate_frame",
-]
+The names below load on first use, so importing ``errors`` alone stays light.
+"""
+import importlib
+
+_PUBLIC = {
+    "ExpectationError": "errors",
+    "FrameError": "errors",
+    "SuiteError": "errors",
+    "column_kinds": "infer",
+    "infer_suite": "infer",
+    "load_suite": "infer",
+    "save_suite": "infer",
+    "suite_json": "infer",
+    "ValidationOutcome": "validate",
+    "check_name": "validate",
+    "validate_frame": "validate",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Iterable, Optional
 import numpy as np
 import pandas as pd
 
-from pipelines.errors import ConfigError, InputError
+from poisonguard.detectors.calibration import peaks_over_threshold
+from poisonguard.expectations.errors import FrameError, SuiteError
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -102,7 +103,7 @@ def infer_suite(
         and small references (with 18 wine rows, 9 % of clean rows broke a
         range at ``m = 0.5``). So each bound is also placed where the
         column's upper (or lower) tail, extrapolated from its most extreme
-        reference values (``detectors.base.peaks_over_threshold``, the
+        reference values (``poisonguard.detectors.calibration.peaks_over_threshold``, the
         predictive form that allows for a scale estimated from a few rows),
         falls to ``rate / (2 * numeric columns)``; the wider of the two bounds
         is kept. ``None`` keeps the margin alone.
@@ -123,10 +124,10 @@ def infer_suite(
 
     Raises
     ------
-    InputError
+    FrameError
         The reference is empty, lacks the label or a named column, or a
         column named numeric holds values that are not numbers.
-    ConfigError
+    SuiteError
         A column is named both numeric and categorical, or the margin is
         negative.
     """
@@ -220,7 +221,7 @@ def load_suite(path) -> gx.ExpectationSuite:
 
     Raises
     ------
-    ConfigError
+    SuiteError
         The file is missing, is not JSON, or holds an expectation GX does not
         accept (named with its position and the reason). GX alone would log
         and drop such an expectation, silently weakening the suite.
@@ -232,14 +233,14 @@ def load_suite(path) -> gx.ExpectationSuite:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: expectation suite file not found") from None
+        raise SuiteError(f"{path}: expectation suite file not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ConfigError(f"{path}: not a readable JSON expectation suite ({error})") from None
+        raise SuiteError(f"{path}: not a readable JSON expectation suite ({error})") from None
     if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data["name"]:
-        raise ConfigError(f"{path}: an expectation suite must be a JSON object with a non-empty 'name'")
+        raise SuiteError(f"{path}: an expectation suite must be a JSON object with a non-empty 'name'")
     raw_expectations = data.get("expectations") or []
     if not isinstance(raw_expectations, list):
-        raise ConfigError(f"{path}: 'expectations' must be a list")
+        raise SuiteError(f"{path}: 'expectations' must be a list")
     configurations = []
     for position, raw in enumerate(raw_expectations):
         try:
@@ -247,7 +248,7 @@ def load_suite(path) -> gx.ExpectationSuite:
             configuration.to_domain_obj()  # what ExpectationSuite would try, but loudly
         except Exception as error:  # GX raises pydantic, KeyError, its own types...
             kind = raw.get("type", "?") if isinstance(raw, dict) else "?"
-            raise ConfigError(f"{path}: expectation #{position + 1} ({kind}) is not valid: {error}") from None
+            raise SuiteError(f"{path}: expectation #{position + 1} ({kind}) is not valid: {error}") from None
         configurations.append(configuration)
     try:
         return gx.ExpectationSuite(
@@ -259,24 +260,24 @@ def load_suite(path) -> gx.ExpectationSuite:
             id=data.get("id"),
         )
     except Exception as error:
-        raise ConfigError(f"{path}: not a valid expectation suite ({error})") from None
+        raise SuiteError(f"{path}: not a valid expectation suite ({error})") from None
 
 
 def _check_arguments(reference, label, numeric_set, categorical_set, ignored, range_margin, tail_rate) -> None:
     if len(reference) == 0:
-        raise InputError("the reference has no rows: cannot infer expectations from it")
+        raise FrameError("the reference has no rows: cannot infer expectations from it")
     if label not in reference.columns:
-        raise InputError(f"the reference has no label column {label!r}")
+        raise FrameError(f"the reference has no label column {label!r}")
     both = sorted(numeric_set & categorical_set)
     if both:
-        raise ConfigError(f"column(s) {', '.join(map(repr, both))} are listed as both numeric and categorical")
+        raise SuiteError(f"column(s) {', '.join(map(repr, both))} are listed as both numeric and categorical")
     absent = sorted((numeric_set | categorical_set | ignored) - set(reference.columns))
     if absent:
-        raise InputError(f"the reference has no column(s) {', '.join(map(repr, absent))}")
+        raise FrameError(f"the reference has no column(s) {', '.join(map(repr, absent))}")
     if not range_margin >= 0:
-        raise ConfigError(f"range_margin must be >= 0, got {range_margin!r}")
+        raise SuiteError(f"range_margin must be >= 0, got {range_margin!r}")
     if tail_rate is not None and not 0.0 < tail_rate < 1.0:
-        raise ConfigError(f"range_false_positive_rate must be between 0 and 1, got {tail_rate!r}")
+        raise SuiteError(f"range_false_positive_rate must be between 0 and 1, got {tail_rate!r}")
 
 
 def _role(column, label, id_column, ignored) -> Optional[str]:
@@ -348,7 +349,7 @@ def _range_expectation(series, column, range_margin, tail_rate=None):
     try:
         values = pd.to_numeric(series.dropna(), errors="raise").astype(float).to_numpy()
     except (TypeError, ValueError):
-        raise InputError(f"reference column {column!r} is named numeric but holds values that are not numbers") from None
+        raise FrameError(f"reference column {column!r} is named numeric but holds values that are not numbers") from None
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return None  # all empty or infinite: nothing to bound
@@ -394,8 +395,6 @@ def _tail_bound(values: np.ndarray, probability: float) -> Optional[float]:
     ``p_u * (1 + x / (m * s)) ** -m = probability``. None when no tail can be
     fitted (fewer than five values, or ties at the top).
     """
-    from detectors.base import peaks_over_threshold
-
     tail = peaks_over_threshold(values)
     if tail is None or tail.probability <= probability:
         return None

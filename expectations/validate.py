@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from detectors.base import empty_findings, make_findings
-from expectations.infer import CATEGORICAL, as_text, column_kinds
-from pipelines.errors import InputError
+from poisonguard.detectors.base import empty_findings, make_findings
+from poisonguard.expectations.infer import CATEGORICAL, as_text, column_kinds
+from poisonguard.expectations.errors import FrameError
 
 if TYPE_CHECKING:  # imported on first use: see expectations.infer
     import great_expectations as gx
@@ -99,11 +99,11 @@ def validate_frame(frame: pd.DataFrame, suite: gx.ExpectationSuite, *, id_column
 
     Raises
     ------
-    InputError
+    FrameError
         ``frame`` has no column ``id_column``.
     """
     if id_column not in frame.columns:
-        raise InputError(f"the batch has no id column {id_column!r} to report failing rows by")
+        raise FrameError(f"the batch has no id column {id_column!r} to report failing rows by")
     prepared = _as_gx_frame(frame, suite)
     with _LOCK:
         batch = _batch_definition().get_batch(batch_parameters={"dataframe": prepared})

@@ -3,7 +3,7 @@ import json
 
 from typer.testing import CliRunner
 
-from pipelines.cli import app
+from poisonguard.pipelines.cli.app import app
 
 runner = CliRunner()
 

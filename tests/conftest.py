@@ -12,8 +12,29 @@ os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
 
 import shutil  # noqa: E402
 import sqlite3  # noqa: E402
+import sys  # noqa: E402
 
 import pytest  # noqa: E402
+
+BARE_PACKAGES = ("pipelines", "detectors", "expectations")
+
+
+class _RefuseBareImports:
+    """Fail ``import pipelines`` (and detectors, expectations) in the test session.
+
+    Inside the checkout those folders are importable by their bare names too,
+    which would load a second copy of every module beside
+    ``poisonguard.pipelines``: two registries, two stores' metadata, patches
+    that miss. Only the installed ``poisonguard.`` names are allowed.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BARE_PACKAGES:
+            raise ImportError(f"import poisonguard.{name}, not {name}: the bare name loads a second copy")
+        return None
+
+
+sys.meta_path.insert(0, _RefuseBareImports())
 
 
 @pytest.fixture(autouse=True)
@@ -26,8 +47,8 @@ def isolated_state(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def tiny_run_template(tmp_path_factory):
     """One real run (about 4 s), shared; each test gets its own copy of its state."""
-    from pipelines.run import execute
-    from pipelines.settings import make_settings
+    from poisonguard.pipelines.runner import execute
+    from poisonguard.pipelines.core.settings import make_settings
     from tests.tiny_data import write_tiny_dataset
 
     base = tmp_path_factory.mktemp("tiny-run")

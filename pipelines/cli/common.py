@@ -1,0 +1,36 @@
+"""What every command-line module shares: consoles, plain error reporting, quiet services."""
+from __future__ import annotations
+
+import functools
+import os
+
+import typer
+from rich.console import Console
+
+from poisonguard.pipelines.core.errors import USER_ERRORS, exit_code
+
+console = Console()
+error_console = Console(stderr=True)
+
+
+def reports_errors(command):
+    """Print a user error (bad input, config, rejected batch ...) as one line and exit with its code."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as error:
+            error_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exit_code(error)) from None
+
+    return wrapper
+
+
+def quiet_services() -> None:
+    """Telemetry off and logs short, unless the user chose otherwise."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")

@@ -1,0 +1,107 @@
+"""``poisonguard run``, ``verify`` and ``keygen``: check a batch, check an output, make keys.
+
+Every command module of the CLI imports the layers it drives inside its
+commands: the pipeline's libraries (scikit-learn, PyOD, cleanlab, Great
+Expectations, Prefect, SQLAlchemy) take seconds to import, which ``--help``
+and a mistyped option should not wait for. Nothing imports the CLI, so this
+never hides an import cycle.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from poisonguard.pipelines.cli.common import console, quiet_services, reports_errors
+from poisonguard.pipelines.core.state import default_public_key
+
+
+@reports_errors
+def keygen(out: Path = typer.Option(..., "--out", help="Folder for private.pem (mode 0600) and public.pem.")):
+    """Make an ECDSA P-256 signing key pair."""
+    from poisonguard.pipelines.outputs.signing import generate_keypair
+
+    private, public = generate_keypair(out)
+    console.print(f"wrote {private} (keep it secret) and {public}")
+
+
+@reports_errors
+def run(
+    batches: List[Path] = typer.Argument(..., help="Batch files: CSV, Parquet or JSON Lines (optionally .gz)."),
+    out: Path = typer.Option(..., "--out", help="Output folder; must not exist yet."),
+    label: Optional[str] = typer.Option(None, "--label", help="Label column (or dataset.label in --config)."),
+    id_column: Optional[str] = typer.Option(None, "--id", help="Id column; a content hash when absent."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="Trusted reference file."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML config file."),
+    key: Optional[Path] = typer.Option(None, "--key", help="Private key PEM; the state folder's key when absent."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+):
+    """Check a batch, quarantine suspect rows, and write a signed clean dataset."""
+    if verbose:
+        os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
+    quiet_services()
+    # Deferred, like every command's heavy imports: see the module docstring.
+    from poisonguard.pipelines.core.inputs import preload_inputs
+    from poisonguard.pipelines.core.settings import make_settings
+
+    settings = make_settings(
+        batches, out=out, label=label, id_column=id_column, reference=reference, config_path=config, key=key
+    )
+    inputs = preload_inputs(settings)  # bad input fails here, before Prefect starts
+    with console.status("running the poisonguard flow (starting Prefect)…"):
+        called = time.perf_counter()
+        from poisonguard.pipelines.flows.run import run_flow
+        from poisonguard.pipelines.flows.tasks import FLOW_BODY_STARTED
+
+        summary = run_flow(settings)
+        finished = time.perf_counter()
+    startup = FLOW_BODY_STARTED.get("at", called) - called
+    _print_summary(summary, inputs.batch.raw.shape[0], startup, finished - called)
+    if summary.status == "rejected":
+        raise summary.rejection()
+
+
+@reports_errors
+def verify(
+    folder: Path = typer.Argument(..., help="A folder written by 'poisonguard run'."),
+    public_key: Optional[Path] = typer.Option(None, "--public-key", help="Public key PEM; the state folder's when absent."),
+    chain: bool = typer.Option(False, "--chain", help="A dataset version (or dataset folder): also verify every parent."),
+):
+    """Check that a signed output folder is exactly what was signed."""
+    from poisonguard.pipelines.outputs.datasets import verify_chain
+    from poisonguard.pipelines.outputs.signing import verify_folder
+
+    key = public_key or default_public_key()
+    if chain:
+        versions = verify_chain(folder, key)
+        for version in versions:
+            console.print(f"[green]verified[/]: {version.folder} ({version.chain.get('rows', 0)} clean rows)")
+        console.print(f"[green]chain verified[/]: {len(versions)} version(s), each linked to its parent by signature digest")
+        return
+    verified = verify_folder(folder, key)
+    console.print(f"[green]verified[/]: {len(verified.files)} files in {folder} match signature.sig ({key})")
+
+
+def _print_summary(summary, rows_in: int, startup: float, total: float) -> None:
+    table = Table(title=f"poisonguard run {summary.run_id[:8]}", show_lines=False)
+    table.add_column("check", no_wrap=True)
+    for column in ("rows checked", "flagged", "only this check"):
+        table.add_column(column, justify="right")
+    for row in summary.per_check:
+        table.add_row(row["check"], str(row["rows_checked"]), str(row["flagged"]), str(row["flagged_only_here"]))
+    console.print(table)
+    console.print(f"rows in {rows_in}, kept {summary.kept}, quarantined {summary.quarantined}")
+    for note in summary.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    if summary.key_created:
+        console.print(f"created a signing key in the state folder: {summary.key_path} (public key beside it)")
+    if summary.out is not None:
+        console.print(f"signed output: {summary.out} (report: {summary.report})")
+    console.print(
+        f"time: {total:.1f} s in all; Prefect start-up {startup:.1f} s, work {summary.work_seconds:.1f} s",
+        highlight=False,
+    )

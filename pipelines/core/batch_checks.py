@@ -1,0 +1,194 @@
+"""Batch-level checks as stages of a run: the config meets ``detectors.drift``.
+
+Two stages of :func:`poisonguard.pipelines.core.stages.judge_batch` use this module:
+
+* ``check-batch`` (:func:`check_batch`), before the detectors: schema drift,
+  per-column distribution drift and label-distribution shift of the batch
+  against the trusted rows (the reference, which for ``poisonguard watch``
+  includes the dataset's clean rows so far);
+* ``check-model-impact`` (:func:`check_model_impact`), after the decision:
+  would the rows about to be kept make a model worse on trusted rows?
+
+Each returns a :class:`poisonguard.pipelines.core.checks.CheckOutcome` of kind ``"batch"``: one
+batch-level finding (``row_id`` empty) per test, the drift table in
+``details["table"]`` for the report and provenance, and a sentence per failed
+test in ``batch_failures``, which rejects the whole batch.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from poisonguard.detectors import drift
+from poisonguard.detectors.base import empty_findings, make_findings
+from poisonguard.pipelines.core.checks import CheckOutcome
+from poisonguard.pipelines.core.tables import MAX_UNPARSABLE_FRACTION, infer_kinds
+
+BATCH_KIND = "batch"
+
+
+def check_batch(inputs) -> Optional[object]:
+    """Schema, column drift and label shift of the batch against the trusted rows.
+
+    Parameters
+    ----------
+    inputs : poisonguard.pipelines.core.inputs.RunInputs
+
+    Returns
+    -------
+    poisonguard.pipelines.core.checks.CheckOutcome or None
+        None when no such check is configured.
+    """
+    options = inputs.settings.config.batch
+    wanted = [name for name in ("schema", "drift", "label_shift") if name in options.checks]
+    if not wanted:
+        return None
+    started = time.perf_counter()
+    batch_typed = inputs.batch_typed.typed
+    results: list[drift.BatchCheck] = []
+    notes: list[str] = []
+    if "schema" in wanted:
+        results += _schema(inputs)
+    trusted = inputs.reference_typed.typed if inputs.reference_typed is not None else None
+    distribution_checks = [name for name in wanted if name != "schema"]
+    if distribution_checks and trusted is None:
+        notes.append("distribution checks skipped: there are no trusted rows to compare with")
+    elif distribution_checks and len(batch_typed) < options.min_rows:
+        notes.append(f"distribution checks skipped: the batch has {len(batch_typed)} rows, fewer than "
+                     f"batch.min_rows = {options.min_rows}")
+    elif distribution_checks:
+        if "drift" in wanted:
+            kinds = {c: inputs.kinds[c] for c in inputs.feature_columns}
+            column_results = drift.column_drift(
+                trusted, batch_typed, kinds,
+                numeric_test=options.numeric_test, numeric_threshold=options.numeric_threshold,
+                categorical_test=options.categorical_test, categorical_threshold=options.categorical_threshold,
+                p_value=options.p_value,
+            )
+            results += _allow_some_drift(column_results, options.max_drifted_columns)
+        if "label_shift" in wanted:
+            label = inputs.label
+            results.append(drift.categorical_drift(
+                trusted[label], batch_typed[label], column=label, test=options.categorical_test,
+                threshold=options.label_threshold, p_value=options.p_value, check="batch.label_shift",
+            ))
+    return _outcome("batch", results, notes, len(batch_typed), started)
+
+
+def check_model_impact(inputs, features, decision) -> Optional[object]:
+    """Would the rows about to be kept make a model worse on held-out trusted rows?
+
+    Parameters
+    ----------
+    inputs : poisonguard.pipelines.core.inputs.RunInputs
+    features : poisonguard.pipelines.core.checks.FeatureMatrices
+    decision : poisonguard.pipelines.core.decision.Decision
+
+    Returns
+    -------
+    poisonguard.pipelines.core.checks.CheckOutcome or None
+        None when the check is not configured.
+    """
+    options = inputs.settings.config.batch
+    if "model_impact" not in options.checks:
+        return None
+    started = time.perf_counter()
+    rows = len(features.batch_row_ids)
+    kept = np.isin(features.batch_row_ids, np.asarray(decision.kept_ids, dtype=object))
+    notes = []
+    results = []
+    if features.trusted_features is None:
+        notes.append("model impact not measured: there are no trusted rows to hold out")
+    elif kept.sum() < options.min_rows:
+        notes.append(f"model impact not measured: {int(kept.sum())} kept rows, fewer than batch.min_rows = {options.min_rows}")
+    else:
+        results.append(drift.model_impact(
+            features.trusted_features.to_numpy(dtype=float), features.trusted_labels,
+            features.batch_features.to_numpy(dtype=float)[kept], features.batch_labels[kept],
+            model=options.impact_model, n_folds=options.impact_folds, max_drop=options.impact_max_drop,
+            p_value=options.impact_p_value, random_state=inputs.settings.config.detection.random_state,
+        ))
+    return _outcome("batch.model_impact", results, notes, rows, started)
+
+
+def per_check_rows(outcome) -> list[dict]:
+    """One per-check row per batch-level check: all rows flagged when it failed."""
+    rows = []
+    table = outcome.details.get("table", [])
+    for check in dict.fromkeys(entry["check"] for entry in table):
+        entries = [entry for entry in table if entry["check"] == check]
+        failed = any(entry["failed"] for entry in entries)
+        tested = ", ".join(sorted({entry["test"] for entry in entries}))
+        rows.append({
+            "check": check,
+            "kind": "batch",
+            "rows_checked": outcome.rows_checked,
+            "flagged": outcome.rows_checked if failed else 0,
+            "flagged_only_here": outcome.rows_checked if failed else 0,
+            "alpha": float("nan"),
+            "threshold_note": f"whole batch; {len(entries)} test(s): {tested}",
+        })
+    return rows
+
+
+def _schema(inputs) -> list[drift.BatchCheck]:
+    """New or missing columns, and columns whose values changed kind."""
+    dataset = inputs.settings.config.dataset
+    batch_raw = inputs.batch.raw
+    ignore = {inputs.id_column, *(dataset.ignore or [])} | ({dataset.id} if dataset.id else set())
+    if inputs.reference is None:
+        return []  # the expectation suite, if any, still checks the columns it knows
+    trusted_raw = inputs.reference.raw
+    trusted_columns = [c for c in trusted_raw.columns if c != inputs.reference.id_column]
+    batch_columns = [c for c in batch_raw.columns if not (inputs.batch.id_generated and c == inputs.id_column)]
+    common = [c for c in batch_columns if c in trusted_columns and c not in ignore and _has_values(batch_raw[c])]
+    # The same rule as cell typing: a column changed type when most of its
+    # values no longer parse, not when a few cells are broken (row findings).
+    threshold = 1.0 - MAX_UNPARSABLE_FRACTION
+    return drift.schema_drift(
+        trusted_columns, batch_columns,
+        trusted_kinds=infer_kinds(trusted_raw, common, threshold=threshold),
+        batch_kinds=infer_kinds(batch_raw, common, threshold=threshold),
+        ignore=ignore,
+    )
+
+
+def _has_values(series: pd.Series) -> bool:
+    return bool(series.map(lambda v: not (v is None or (isinstance(v, str) and not v.strip()) or v != v)).any())
+
+
+def _allow_some_drift(results: list[drift.BatchCheck], allowed: int) -> list[drift.BatchCheck]:
+    """With ``allowed`` > 0, a batch fails only when more columns than that drift."""
+    drifted = sum(r.failed for r in results)
+    if allowed == 0 or drifted > allowed:
+        return results
+    return [replace(r, failed=False) for r in results]
+
+
+def _outcome(name: str, results: list[drift.BatchCheck], notes: list[str], rows: int, started: float):
+    failed = [r for r in results if r.failed]
+    findings = (
+        make_findings(
+            row_ids=[""] * len(results),
+            check="",
+            scores=[r.statistic for r in results],
+            flagged=[r.failed for r in results],
+            reasons=[r.reason for r in results],
+        ).assign(check=[r.check for r in results])
+        if results
+        else empty_findings()
+    )
+    return CheckOutcome(
+        name=name,
+        kind=BATCH_KIND,
+        findings=findings,
+        rows_checked=rows,
+        batch_failures=[f"{r.check}: {r.reason}" for r in failed],
+        details={"table": [r.as_dict() for r in results], "notes": notes,
+                 "checks": sorted({r.check for r in results})},
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,169 @@
+"""The row-level checks of a run: the expectation suite and the detectors.
+
+Each returns a :class:`CheckOutcome` holding findings in the one table shape
+of ``poisonguard.detectors.base.FINDING_COLUMNS``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from poisonguard.detectors.base import FINDING_COLUMNS, empty_findings, make_findings
+from poisonguard.detectors.registry import get_detector
+from poisonguard.detectors.features import FeatureEncoder
+from poisonguard.expectations import validate_frame
+from poisonguard.pipelines.core.inputs import RunInputs
+from poisonguard.pipelines.core.settings import RunSettings
+
+EXPECTATION_PREFIX = "expectation."
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """What one check (the expectation suite, or one detector) found."""
+
+    name: str
+    kind: str  # "expectation" | "detector"
+    findings: pd.DataFrame
+    rows_checked: int
+    batch_failures: list[str] = field(default_factory=list)
+    details: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def check_expectations(inputs: RunInputs) -> CheckOutcome:
+    """Apply cell typing and the expectation suite; row failures become findings."""
+    started = time.perf_counter()
+    typed = inputs.batch_typed
+    failures = list(typed.batch_failures)
+    findings = [typed.findings]
+    results: list[dict] = []
+    if inputs.suite is not None:
+        outcome = validate_frame(typed.typed, inputs.suite, id_column=inputs.id_column)
+        findings.append(_without_empty_for_broken(outcome.row_findings, typed.broken_cells))
+        failures.extend(outcome.batch_failures)
+        results = outcome.results
+    else:
+        findings.append(_unlabelled_rows(typed.typed, inputs.label, inputs.id_column))
+    combined = concat_findings(findings)
+    return CheckOutcome(
+        name="expectations",
+        kind="expectation",
+        findings=combined,
+        rows_checked=len(typed.typed),
+        batch_failures=failures,
+        details={"suite_source": inputs.suite_source, "results": results},
+        seconds=time.perf_counter() - started,
+    )
+
+
+@dataclass(frozen=True)
+class FeatureMatrices:
+    """Encoded features of trusted and batch rows, ready for detectors."""
+
+    trusted_features: Optional[pd.DataFrame]
+    trusted_labels: Optional[np.ndarray]
+    batch_features: pd.DataFrame
+    batch_labels: np.ndarray
+    batch_row_ids: np.ndarray
+    encoder: FeatureEncoder
+
+
+def encode_features(inputs: RunInputs) -> FeatureMatrices:
+    """Encode features with an encoder fitted on the trusted rows (or the batch)."""
+    numeric = [c for c in inputs.feature_columns if inputs.kinds[c] == "numeric"]
+    categorical = [c for c in inputs.feature_columns if inputs.kinds[c] == "categorical"]
+    batch = inputs.batch_typed.typed
+    trusted = inputs.reference_typed.typed if inputs.reference_typed is not None else None
+    encoder = FeatureEncoder(numeric=numeric, categorical=categorical)
+    encoder.fit(trusted if trusted is not None else batch)
+    label = inputs.label
+    return FeatureMatrices(
+        trusted_features=encoder.transform(trusted) if trusted is not None else None,
+        trusted_labels=label_texts(trusted[label]) if trusted is not None else None,
+        batch_features=encoder.transform(batch),
+        batch_labels=label_texts(batch[label]),
+        batch_row_ids=batch[inputs.id_column].astype(str).to_numpy(),
+        encoder=encoder,
+    )
+
+
+def run_detector(name: str, features: FeatureMatrices, settings: RunSettings) -> CheckOutcome:
+    """Fit one registered detector on trusted rows (or the batch) and score the batch."""
+    started = time.perf_counter()
+    detection = settings.config.detection
+    params = {"alpha": detection.detector_alpha, "random_state": detection.random_state, **detection.params.get(name, {})}
+    detector = get_detector(name, **params)
+    # A detector that reads every row's label is not given the rows without
+    # one, unless it judges an empty label like any other (its tags say so).
+    tags = detector.tags
+    skip_unlabelled = tags.needs_labels and not tags.accepts_empty_labels
+    rows = features.batch_labels != "" if skip_unlabelled else np.ones(len(features.batch_labels), dtype=bool)
+    X, y, ids = features.batch_features[rows], features.batch_labels[rows], features.batch_row_ids[rows]
+    if features.trusted_features is not None:
+        detector.fit(features.trusted_features, features.trusted_labels)
+        findings = detector.findings(X, y, ids)
+        mode = "calibrated on the trusted reference"
+    else:
+        findings = detector.self_findings(X, y, ids)
+        mode = "calibrated on the batch itself (no trusted reference)"
+    return CheckOutcome(
+        name=name,
+        kind="detector",
+        findings=findings,
+        rows_checked=int(rows.sum()),
+        details={"class": type(detector).__name__, "params": _jsonable(detector.get_params()), "mode": mode},
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _without_empty_for_broken(findings: pd.DataFrame, broken_cells: list[tuple[str, str]]) -> pd.DataFrame:
+    """Drop "x is empty" for cells that were not empty but unparsable.
+
+    An unparsable cell is missing in the typed frame, so the not-null rule
+    fires too; its own finding ("x = 'oops' is not a number") says it better.
+    """
+    if not broken_cells or findings.empty:
+        return findings
+    redundant = {(row_id, f"{column} is empty") for row_id, column in broken_cells}
+    keep = [
+        not (check == "expectation.values_to_not_be_null" and (row_id, reason.split(" but ")[0]) in redundant)
+        for row_id, check, reason in zip(findings["row_id"], findings["check"], findings["reason"])
+    ]
+    return findings[keep].reset_index(drop=True)
+
+
+def _unlabelled_rows(frame: pd.DataFrame, label: str, id_column: str) -> pd.DataFrame:
+    """Rows with an empty label, as the suite's not-null rule on the label would report them.
+
+    Without a reference there is no suite, but a row without a label is of no
+    use to training whatever the detectors say (and they skip it).
+    """
+    empty = label_texts(frame[label]) == ""
+    return make_findings(
+        row_ids=frame.loc[empty, id_column].astype(str).to_numpy(),
+        check=f"{EXPECTATION_PREFIX}values_to_not_be_null",
+        scores=np.ones(int(empty.sum())),
+        flagged=np.ones(int(empty.sum()), dtype=bool),
+        reasons=np.full(int(empty.sum()), f"{label} is empty but every row needs a label", dtype=object),
+    )
+
+
+def label_texts(series: pd.Series) -> np.ndarray:
+    """Labels as text, ``""`` where missing: labels are compared as text everywhere."""
+    return series.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)).to_numpy(dtype=object)
+
+
+def concat_findings(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Stack findings tables (empty ones skipped) into one with ``FINDING_COLUMNS``."""
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True)[FINDING_COLUMNS] if frames else empty_findings()
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=str))

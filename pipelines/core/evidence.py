@@ -1,0 +1,151 @@
+"""Evidence for reviewers: why a quarantined row looks wrong, in the data's own terms.
+
+For each quarantined row: its nearest trusted rows and their labels (does the
+neighbourhood agree with the row's label?), and the features furthest from the
+trusted data with the trusted range and a small histogram to plot the row
+against. Computed at run time and stored with the row, so review works even
+after the reference file has moved.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+from sklearn.neighbors import NearestNeighbors
+
+NEIGHBOURS = 5
+TOP_FEATURES = 5
+HISTOGRAM_FEATURES = 3
+HISTOGRAM_BINS = 20
+
+
+def collect_evidence(inputs, features, decision) -> dict[str, dict]:
+    """Evidence for every quarantined row, by row id.
+
+    Parameters
+    ----------
+    inputs : poisonguard.pipelines.core.inputs.RunInputs
+    features : poisonguard.pipelines.core.checks.FeatureMatrices
+    decision : poisonguard.pipelines.core.decision.Decision
+
+    Returns
+    -------
+    dict of row id to ``{"population", "nearest", "label_votes", "features", "histograms"}``.
+    """
+    if not decision.quarantined_ids:
+        return {}
+    trusted = inputs.reference_typed.typed if inputs.reference_typed is not None else None
+    population = trusted if trusted is not None else inputs.batch_typed.typed
+    population_name = "trusted reference" if trusted is not None else "batch (no trusted reference)"
+    batch = inputs.batch_typed.typed.set_index(inputs.batch_typed.typed[inputs.id_column].astype(str))
+    wanted = [row_id for row_id in decision.quarantined_ids if row_id in batch.index]
+    rows = batch.loc[wanted]
+
+    if features.trusted_features is not None:
+        neighbour_space, neighbour_labels = features.trusted_features, features.trusted_labels
+    else:
+        neighbour_space, neighbour_labels = features.batch_features, features.batch_labels
+    batch_positions = pd.Series(np.arange(len(features.batch_row_ids)), index=features.batch_row_ids)
+    query = features.batch_features.iloc[batch_positions[wanted].to_numpy()]
+    nearest = _nearest(neighbour_space, neighbour_labels, query, exclude_self=trusted is None)
+
+    numeric = [c for c in inputs.feature_columns if inputs.kinds[c] == "numeric"]
+    categorical = [c for c in inputs.feature_columns if inputs.kinds[c] == "categorical"]
+    summaries = {column: _numeric_summary(population[column]) for column in numeric}
+    shares = {column: population[column].astype(object).value_counts(normalize=True, dropna=False) for column in categorical}
+
+    evidence = {}
+    for position, row_id in enumerate(wanted):
+        row = rows.loc[row_id]
+        numeric_facts = [_numeric_fact(column, row[column], summaries[column]) for column in numeric]
+        categorical_facts = [_categorical_fact(column, row[column], shares[column]) for column in categorical]
+        ranked = sorted(
+            [f for f in numeric_facts + categorical_facts if f is not None],
+            key=lambda fact: -fact["unusualness"],
+        )[:TOP_FEATURES]
+        plotted = [f["column"] for f in ranked if f["kind"] == "numeric"][:HISTOGRAM_FEATURES]
+        neighbours = nearest[position]
+        votes: dict[str, int] = {}
+        for neighbour in neighbours:
+            votes[neighbour["label"]] = votes.get(neighbour["label"], 0) + 1
+        evidence[row_id] = {
+            "population": population_name,
+            "label": str(row[inputs.label]) if row[inputs.label] is not None else None,
+            "nearest": neighbours,
+            "label_votes": votes,
+            "features": ranked,
+            "histograms": {column: summaries[column]["histogram"] for column in plotted if summaries[column]},
+        }
+    return evidence
+
+
+def _nearest(space: pd.DataFrame, labels: np.ndarray, query: pd.DataFrame, *, exclude_self: bool) -> list[list[dict]]:
+    count = min(NEIGHBOURS + (1 if exclude_self else 0), len(space))
+    if count == 0 or query.empty:
+        return [[] for _ in range(len(query))]
+    index = NearestNeighbors(n_neighbors=count).fit(space.to_numpy())
+    distances, positions = index.kneighbors(query.to_numpy())
+    found = []
+    for row_distances, row_positions in zip(distances, positions):
+        pairs = list(zip(row_distances, row_positions))
+        if exclude_self:
+            # The batch is its own population: drop the row itself.
+            pairs = [pair for pair in pairs if pair[0] > 0][:NEIGHBOURS]
+        found.append([{"label": str(labels[p]), "distance": round(float(d), 4)} for d, p in pairs])
+    return found
+
+
+def _numeric_summary(values: pd.Series) -> Optional[dict]:
+    finite = pd.to_numeric(values, errors="coerce").dropna().to_numpy(dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return None
+    q05, q25, median, q75, q95 = np.quantile(finite, [0.05, 0.25, 0.5, 0.75, 0.95])
+    counts, edges = np.histogram(finite, bins=HISTOGRAM_BINS)
+    return {
+        "min": float(finite.min()),
+        "q05": float(q05),
+        "median": float(median),
+        "q95": float(q95),
+        "max": float(finite.max()),
+        "scale": float(q75 - q25) or float(np.std(finite)) or 1.0,
+        "histogram": {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]},
+    }
+
+
+def _numeric_fact(column: str, value, summary: Optional[dict]) -> Optional[dict]:
+    if summary is None:
+        return None
+    number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
+    if pd.isna(number):
+        return {
+            "column": column, "kind": "numeric", "value": None, "unusualness": 50.0,
+            "trusted_range": [summary["min"], summary["max"]], "median": summary["median"],
+            "note": "missing or not a number",
+        }
+    z = (float(number) - summary["median"]) / summary["scale"]
+    outside = float(number) < summary["min"] or float(number) > summary["max"]
+    return {
+        "column": column,
+        "kind": "numeric",
+        "value": float(number),
+        "unusualness": round(abs(z), 3),
+        "robust_z": round(z, 3),
+        "trusted_range": [summary["min"], summary["max"]],
+        "median": summary["median"],
+        "note": "outside the trusted range" if outside else "within the trusted range",
+    }
+
+
+def _categorical_fact(column: str, value, shares: pd.Series) -> dict:
+    share = float(shares.get(value, 0.0)) if value is not None else float(shares.get(None, 0.0))
+    return {
+        "column": column,
+        "kind": "categorical",
+        "value": value,
+        # An unseen value is as unusual as a numeric value 10 IQRs out.
+        "unusualness": 10.0 if share == 0 else round(-np.log10(share), 3),
+        "trusted_share": round(share, 4),
+        "note": "never seen in the trusted data" if share == 0 else f"{share:.1%} of trusted rows",
+    }

@@ -1,0 +1,160 @@
+"""A run's inputs: the batch and reference read, typed, and the expectation suite chosen.
+
+``load_inputs`` is the first stage of every run. The command line calls it
+before Prefect starts (``preload_inputs``), so bad input fails at once, and
+the flow's first task reuses what was loaded.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from poisonguard.expectations import column_kinds, infer_suite, load_suite
+from poisonguard.pipelines.core.errors import InputError
+from poisonguard.pipelines.core.settings import RunSettings
+from poisonguard.pipelines.core.tables import LoadedTable, TypedTable, coerce_types, infer_kinds, load_table
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """The loaded, typed batch and reference, and the suite that applies."""
+
+    settings: RunSettings
+    batch: LoadedTable
+    batch_typed: TypedTable
+    reference: Optional[LoadedTable]
+    reference_typed: Optional[TypedTable]
+    suite: Any  # great_expectations.ExpectationSuite
+    suite_source: str
+    kinds: dict[str, str]
+    feature_columns: list[str]
+    unexpected_columns: list[str] = field(default_factory=list)  # in the batch, not in the reference
+
+    @property
+    def label(self) -> str:
+        return self.settings.label
+
+    @property
+    def id_column(self) -> str:
+        return self.batch.id_column
+
+
+# A cache of the last preflight: the CLI loads inputs before starting Prefect
+# (so bad input fails at once), and the flow's first task reuses them.
+_PRELOADED: dict[str, RunInputs] = {}
+
+
+def load_inputs(settings: RunSettings) -> RunInputs:
+    """Read the batch and reference, choose the suite, type every column.
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable files, missing label or id column, duplicate
+        ids, an empty batch, or a reference without the label column.
+    """
+    key = _preload_key(settings)
+    if key in _PRELOADED:
+        return _PRELOADED.pop(key)
+    dataset = settings.config.dataset
+    label = settings.label
+    batch = load_table(settings.batches, label=label, id_column=dataset.id, role="batch")
+    reference = None
+    unexpected: list[str] = []
+    if dataset.reference is not None:
+        reference = load_table([dataset.reference], label=label, id_column=None, role="reference")
+        unexpected = [c for c in _data_columns(batch) if c not in reference.raw.columns and c != dataset.id]
+        # A new column is schema drift: the batch-level schema check rejects
+        # the batch with the evidence. Without that check it is an input error.
+        if unexpected and "schema" not in settings.config.batch.checks:
+            raise InputError(
+                f"{dataset.reference}: reference lacks the batch's column(s) {', '.join(map(repr, unexpected))}"
+            )
+    ignored = set(dataset.ignore) | {label, batch.id_column} | set(unexpected)
+    if dataset.id:
+        ignored.add(dataset.id)
+    feature_columns = [c for c in _data_columns(batch) if c not in ignored]
+    kinds = _kinds(settings, batch, reference, feature_columns)
+    # Labels are compared as text everywhere (suite value sets, detectors),
+    # whatever type the file stored them as.
+    typing_kinds = {**kinds, label: "categorical"}
+    reference_typed = None
+    if reference is not None:
+        reference_typed = coerce_types(
+            reference.raw, typing_kinds, id_column=reference.id_column, source=str(dataset.reference)
+        )
+        if len(reference_typed.findings) or reference_typed.batch_failures:
+            first = (reference_typed.batch_failures or list(reference_typed.findings["reason"]))[0]
+            raise InputError(f"{dataset.reference}: the trusted reference has unparsable values: {first}")
+    suite, source = _suite(settings, reference, reference_typed, feature_columns, kinds)
+    batch_typed = coerce_types(batch.raw, typing_kinds, id_column=batch.id_column, source=_names(settings.batches))
+    return RunInputs(
+        settings=settings,
+        batch=batch,
+        batch_typed=batch_typed,
+        reference=reference,
+        reference_typed=reference_typed,
+        suite=suite,
+        suite_source=source,
+        kinds=kinds,
+        feature_columns=feature_columns,
+        unexpected_columns=unexpected,
+    )
+
+
+def preload_inputs(settings: RunSettings) -> RunInputs:
+    """Load inputs now and keep them for the next ``load_inputs`` of the same settings."""
+    inputs = load_inputs(settings)
+    _PRELOADED.clear()
+    _PRELOADED[_preload_key(settings)] = inputs
+    return inputs
+
+
+def _kinds(settings, batch, reference, feature_columns) -> dict[str, str]:
+    dataset = settings.config.dataset
+    if dataset.suite is not None and (dataset.numeric is None and dataset.categorical is None):
+        known = column_kinds(load_suite(dataset.suite))
+        if known:
+            rest = [c for c in feature_columns if c not in known]
+            source = reference.raw if reference is not None else batch.raw
+            return {**{c: known[c] for c in feature_columns if c in known}, **infer_kinds(source, rest)}
+    source = reference.raw if reference is not None else batch.raw
+    return infer_kinds(source, feature_columns, numeric=dataset.numeric, categorical=dataset.categorical)
+
+
+def _suite(settings, reference, reference_typed, feature_columns, kinds):
+    dataset = settings.config.dataset
+    if dataset.suite is not None:
+        return load_suite(dataset.suite), str(dataset.suite)
+    if reference is None:
+        return None, "none: no suite configured and no reference to infer one from"
+    suite = infer_suite(
+        reference_typed.typed.drop(columns=[reference.id_column]),
+        name=dataset.name,
+        label=settings.label,
+        id_column=dataset.id,
+        numeric=[c for c in feature_columns if kinds[c] == "numeric"],
+        categorical=[c for c in feature_columns if kinds[c] == "categorical"],
+        ignore=list(dataset.ignore),
+    )
+    return suite, f"inferred from the reference {dataset.reference}"
+
+
+def _data_columns(table: LoadedTable) -> list[str]:
+    return [c for c in table.raw.columns if not (table.id_generated and c == table.id_column)]
+
+
+def _names(paths) -> str:
+    return ", ".join(str(p) for p in paths)
+
+
+def _preload_key(settings: RunSettings) -> str:
+    stats = []
+    for path in [*settings.batches, settings.config.dataset.reference, settings.config.dataset.suite]:
+        if path is not None and path.exists():
+            stat = path.stat()
+            stats.append((str(path), stat.st_size, stat.st_mtime_ns))
+    return settings.model_dump_json() + json.dumps(stats)
+
+

@@ -1,0 +1,84 @@
+"""The order of a run's checks, written once: expectations, batch checks, detectors, decision.
+
+``poisonguard run`` and ``watch`` (``poisonguard.pipelines.runner.execute``)
+and ``poisonguard evaluate`` (``poisonguard.pipelines.redteam``) all judge a
+batch with :func:`judge_batch`. Each stage is a plain function of plain
+values; a *stage runner* decides how it is called: directly here, as a
+Prefect task in ``poisonguard.pipelines.flows``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from poisonguard.pipelines.core.batch_checks import check_batch, check_model_impact
+from poisonguard.pipelines.core.checks import (
+    CheckOutcome,
+    FeatureMatrices,
+    check_expectations,
+    encode_features,
+    run_detector,
+)
+from poisonguard.pipelines.core.decision import Decision, decide
+from poisonguard.pipelines.core.inputs import RunInputs
+
+# ``run_stage(name, function, *args, **options) -> function(*args)``
+StageRunner = Callable[..., Any]
+
+
+def run_stage_directly(name: str, function: Callable, *args, **options):
+    """The default stage runner: call the stage (``options`` are for Prefect)."""
+    return function(*args)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What the checks concluded about one batch.
+
+    Attributes
+    ----------
+    outcomes : list of CheckOutcome
+        Every check that ran, in order.
+    rejected : bool
+        A batch-level check failed: the whole batch is quarantined.
+    features : FeatureMatrices or None
+        The encoded rows the detectors saw (None when rejected before them).
+    decision : Decision or None
+        Kept and quarantined rows (None when rejected before the detectors).
+    """
+
+    outcomes: list[CheckOutcome]
+    rejected: bool
+    features: Optional[FeatureMatrices] = None
+    decision: Optional[Decision] = None
+
+    @property
+    def batch_failures(self) -> list[str]:
+        return [failure for outcome in self.outcomes for failure in outcome.batch_failures]
+
+
+def judge_batch(inputs: RunInputs, *, run_stage: StageRunner = run_stage_directly) -> Judgement:
+    """Run every check on the loaded batch and decide which rows to quarantine.
+
+    Expectations and the batch-level checks come first: a failure there (a
+    column missing, drift) rejects the batch without running a detector.
+    Then the configured detectors, the decision, and the model-impact check,
+    which can still reject the batch the decision would keep.
+    """
+    outcomes = [run_stage("check-expectations", check_expectations, inputs)]
+    batch = run_stage("check-batch", check_batch, inputs)
+    outcomes += [batch] if batch is not None else []
+    if any(outcome.batch_failures for outcome in outcomes):
+        return Judgement(outcomes=outcomes, rejected=True)
+    settings = inputs.settings
+    features = run_stage("encode-features", encode_features, inputs)
+    for name in settings.config.detection.detectors:
+        outcomes.append(run_stage(f"detect-{name}", run_detector, name, features, settings))
+    decision = run_stage("decide", decide, inputs, outcomes)
+    impact = run_stage("check-model-impact", check_model_impact, inputs, features, decision)
+    if impact is not None:
+        outcomes.append(impact)
+        if impact.batch_failures:
+            return Judgement(outcomes=outcomes, rejected=True, features=features, decision=decision)
+        decision = decide(inputs, outcomes)  # the same rows, now with the impact check counted
+    return Judgement(outcomes=outcomes, rejected=False, features=features, decision=decision)

@@ -1,0 +1,373 @@
+"""Reading batch and reference files into frames, with stable row ids.
+
+A batch keeps two views of its rows: ``raw``, the values exactly as read (CSV
+and JSON Lines cells as text), which is what a quarantined row is stored with,
+and ``typed``, each column converted to its kind (numeric or categorical),
+which is what the checks see and what the clean dataset is written from. A
+cell that cannot be converted (``"n/a?"`` in a numeric column) becomes a
+row-level finding rather than failing the whole batch.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from poisonguard.detectors.base import empty_findings, make_findings
+from poisonguard.pipelines.core.errors import InputError
+
+FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+CONTENT_ID_COLUMN = "row_id"
+TYPE_CHECK = "expectation.parsable_type"
+# A column whose non-empty cells mostly fail to convert has changed type as a
+# whole: that is a batch-level failure, not a handful of broken rows.
+MAX_UNPARSABLE_FRACTION = 0.5
+# Without a reference or config, a column is numeric when nearly all of its
+# non-empty cells parse as numbers; the rest are then broken cells.
+NUMERIC_INFERENCE_FRACTION = 0.95
+
+
+@dataclass(frozen=True)
+class LoadedTable:
+    """One or more files read and stacked, with a unique id per row.
+
+    Attributes
+    ----------
+    raw : DataFrame, shape (n_rows, n_columns)
+        Values as read; includes ``id_column``.
+    id_column : str
+        The configured id column, or ``CONTENT_ID_COLUMN`` added by us.
+    id_generated : bool
+        True when ids are content hashes made by poisonguard.
+    files : list of dict
+        ``{"path", "digest", "rows", "format"}`` per input file.
+    source_digest : Series, shape (n_rows,)
+        Digest of the file each row came from, indexed like ``raw``.
+    """
+
+    raw: pd.DataFrame
+    id_column: str
+    id_generated: bool
+    files: list[dict]
+    source_digest: pd.Series
+
+    @property
+    def row_ids(self) -> pd.Series:
+        return self.raw[self.id_column].astype(str)
+
+
+@dataclass(frozen=True)
+class TypedTable:
+    """The typed view of a table plus the cells that failed to convert."""
+
+    typed: pd.DataFrame
+    kinds: dict[str, str]
+    findings: pd.DataFrame = field(default_factory=empty_findings)
+    batch_failures: list[str] = field(default_factory=list)
+    broken_cells: list[tuple[str, str]] = field(default_factory=list)  # (row_id, column)
+
+
+def file_format(path: Path) -> str:
+    """Return ``"csv"``, ``"parquet"`` or ``"jsonl"`` from the file name (``.gz`` allowed)."""
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    if not suffixes or suffixes[-1] not in FORMATS:
+        known = ", ".join(sorted(FORMATS))
+        raise InputError(f"{path}: unknown file type; expected one of {known} (optionally .gz)")
+    return FORMATS[suffixes[-1]]
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 hex digest of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_file(path: Path) -> pd.DataFrame:
+    """Read one CSV, Parquet or JSON Lines file; text formats keep cells as text.
+
+    Raises
+    ------
+    InputError
+        Missing, unreadable or malformed file; the message names the file.
+    """
+    path = Path(path)
+    kind = file_format(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file")
+    compression = "gzip" if path.suffix.lower() == ".gz" else None
+    try:
+        if kind == "csv":
+            # Text cells keep the values exactly as written for quarantine;
+            # conversion to numbers happens later, cell by cell.
+            frame = pd.read_csv(path, dtype=str, compression=compression, skipinitialspace=False)
+        elif kind == "parquet":
+            if compression:
+                with gzip.open(path, "rb") as handle:
+                    frame = pd.read_parquet(handle)
+            else:
+                frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_json(path, lines=True, dtype=False, compression=compression)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path}: the file is empty; expected a header and at least one row") from None
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError, EOFError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"{path}: cannot read as {kind} ({message})") from None
+    except Exception as error:  # pyarrow raises its own types for corrupt files
+        raise InputError(f"{path}: cannot read as {kind} ({type(error).__name__}: {error})") from None
+    frame.columns = [str(column) for column in frame.columns]
+    duplicated = frame.columns[frame.columns.duplicated()].tolist()
+    if duplicated:
+        raise InputError(f"{path}: column {duplicated[0]!r} appears more than once in the header")
+    return frame
+
+
+def content_row_ids(frame: pd.DataFrame) -> pd.Series:
+    """Stable ids from row content: 16 hex digits of SHA-256 over the row's values.
+
+    Identical rows get the same hash, so repeats get ``~2``, ``~3`` ... in
+    order of appearance, keeping ids unique and still reproducible.
+    """
+    columns = sorted(frame.columns)
+    hashes = []
+    for values in frame[columns].itertuples(index=False, name=None):
+        canonical = json.dumps([None if _is_missing(v) else str(v) for v in values], ensure_ascii=False)
+        hashes.append(hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16])
+    ids = pd.Series(hashes, index=frame.index, dtype=object)
+    occurrence = ids.groupby(ids).cumcount()
+    repeated = occurrence > 0
+    ids[repeated] = ids[repeated] + "~" + (occurrence[repeated] + 1).astype(str)
+    return ids
+
+
+def load_table(
+    paths: Sequence[Path],
+    *,
+    label: Optional[str],
+    id_column: Optional[str],
+    role: str = "batch",
+) -> LoadedTable:
+    """Read and stack ``paths``, check the label and id columns, assign row ids.
+
+    Parameters
+    ----------
+    paths : sequence of Path
+        Files with the same columns.
+    label : str or None
+        Required column (None skips the check).
+    id_column : str or None
+        Column with unique row ids; content hashes are made when None.
+    role : str
+        ``"batch"`` or ``"reference"``, used in messages.
+
+    Raises
+    ------
+    InputError
+        Missing file or column, mismatched columns, empty table, duplicate ids.
+    """
+    if not paths:
+        raise InputError(f"no {role} file given")
+    frames, files, digests = [], [], []
+    first_columns: Optional[list[str]] = None
+    for path in map(Path, paths):
+        frame = read_file(path)
+        if label is not None and label not in frame.columns:
+            raise InputError(f"{path}: no label column {label!r}; columns are {_list(frame.columns)}")
+        if id_column is not None and id_column not in frame.columns:
+            raise InputError(f"{path}: no id column {id_column!r}; columns are {_list(frame.columns)}")
+        if first_columns is None:
+            first_columns = list(frame.columns)
+        elif set(frame.columns) != set(first_columns):
+            missing = sorted(set(first_columns) - set(frame.columns))
+            extra = sorted(set(frame.columns) - set(first_columns))
+            raise InputError(
+                f"{path}: columns differ from {paths[0]} (missing: {_list(missing)}; extra: {_list(extra)})"
+            )
+        digest = file_digest(path)
+        files.append({"path": str(path), "digest": digest, "rows": int(len(frame)), "format": file_format(path)})
+        digests.append(pd.Series(digest, index=range(len(frame)), dtype=object))
+        frames.append(frame[first_columns])
+    raw = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
+    if raw.empty:
+        names = ", ".join(str(p) for p in paths)
+        raise InputError(f"{names}: the {role} has no rows; expected at least one")
+    source_digest = pd.concat(digests, ignore_index=True)
+
+    if id_column is None:
+        id_column = CONTENT_ID_COLUMN if CONTENT_ID_COLUMN not in raw.columns else "poisonguard_row_id"
+        raw.insert(0, id_column, content_row_ids(raw))
+        generated = True
+    else:
+        generated = False
+        _check_ids(raw, id_column, files)
+    return LoadedTable(raw=raw, id_column=id_column, id_generated=generated, files=files, source_digest=source_digest)
+
+
+def infer_kinds(
+    frame: pd.DataFrame,
+    columns: Iterable[str],
+    *,
+    numeric: Optional[Sequence[str]] = None,
+    categorical: Optional[Sequence[str]] = None,
+    threshold: float = NUMERIC_INFERENCE_FRACTION,
+) -> dict[str, str]:
+    """Decide ``"numeric"`` or ``"categorical"`` for each column.
+
+    Configured lists win; other columns are numeric when at least
+    ``threshold`` of their non-empty cells parse as numbers.
+    """
+    numeric_set, categorical_set = set(numeric or ()), set(categorical or ())
+    kinds = {}
+    for column in columns:
+        if column in numeric_set:
+            kinds[column] = "numeric"
+        elif column in categorical_set:
+            kinds[column] = "categorical"
+        else:
+            series = frame[column]
+            if pd.api.types.is_bool_dtype(series):
+                kinds[column] = "categorical"
+                continue
+            present = series[~series.map(_is_missing)]
+            if present.empty:
+                kinds[column] = "categorical"
+                continue
+            parsed = pd.to_numeric(present, errors="coerce")
+            kinds[column] = "numeric" if parsed.notna().mean() >= threshold else "categorical"
+    return kinds
+
+
+def coerce_types(
+    frame: pd.DataFrame,
+    kinds: dict[str, str],
+    *,
+    id_column: str,
+    source: str,
+    max_unparsable: float = MAX_UNPARSABLE_FRACTION,
+) -> TypedTable:
+    """Convert each column to its kind; report cells that do not convert.
+
+    Numeric columns become float64 (int64 when every value is a whole number);
+    categorical columns become text with missing values kept missing.
+
+    Returns
+    -------
+    TypedTable
+        ``findings`` has one flagged row per (row, column) that failed to
+        parse; ``batch_failures`` names columns that failed as a whole.
+    """
+    typed = frame.copy()
+    row_ids = frame[id_column].astype(str).to_numpy()
+    found_rows, found_reasons, found_columns, failures = [], [], [], []
+    for column, kind in kinds.items():
+        if column not in frame.columns or column == id_column:
+            continue
+        series = frame[column]
+        missing = series.map(_is_missing).to_numpy(dtype=bool)
+        if kind == "numeric":
+            if pd.api.types.is_bool_dtype(series):
+                converted = pd.Series(np.nan, index=series.index)
+            else:
+                converted = pd.to_numeric(series.where(~missing), errors="coerce")
+            broken = (~missing) & converted.isna().to_numpy()
+            if (~missing).sum() and broken.sum() / (~missing).sum() > max_unparsable:
+                examples = ", ".join(repr(str(v)) for v in series[broken].unique()[:3])
+                failures.append(
+                    f"{source}: column {column!r} should be numeric but {int(broken.sum())} of "
+                    f"{int((~missing).sum())} values are not numbers (e.g. {examples})"
+                )
+            for position in np.flatnonzero(broken):
+                found_rows.append(row_ids[position])
+                found_columns.append(column)
+                found_reasons.append(f"{column} = {str(series.iloc[position])!r} is not a number")
+            typed[column] = _narrow_numeric(converted.astype(float))
+        else:
+            typed[column] = series.map(lambda v: None if _is_missing(v) else _as_text(v)).astype(object)
+    findings = (
+        make_findings(
+            row_ids=found_rows,
+            check=TYPE_CHECK,
+            scores=np.ones(len(found_rows)),
+            flagged=np.ones(len(found_rows), dtype=bool),
+            reasons=found_reasons,
+        )
+        if found_rows
+        else empty_findings()
+    )
+    return TypedTable(
+        typed=typed,
+        kinds=dict(kinds),
+        findings=findings,
+        batch_failures=failures,
+        broken_cells=list(zip(found_rows, found_columns)),
+    )
+
+
+def _narrow_numeric(values: pd.Series) -> pd.Series:
+    finite = values.dropna()
+    if len(finite) == len(values) and len(values) and np.all(np.mod(finite, 1) == 0) and finite.abs().max() < 2**53:
+        return values.astype("int64")
+    return values
+
+
+def _check_ids(raw: pd.DataFrame, id_column: str, files: list[dict]) -> None:
+    ids = raw[id_column]
+    missing = ids.map(_is_missing)
+    if missing.any():
+        position = int(np.flatnonzero(missing.to_numpy())[0])
+        raise InputError(f"{_where(position, files)}: id column {id_column!r} is empty; every row needs an id")
+    as_text = ids.astype(str)
+    duplicated = as_text.duplicated(keep=False)
+    if duplicated.any():
+        positions = np.flatnonzero(duplicated.to_numpy())
+        value = as_text.iloc[positions[0]]
+        same = positions[as_text.iloc[positions].to_numpy() == value]
+        places = " and ".join(_where(int(p), files) for p in same[:2])
+        raise InputError(f"duplicate id {value!r} in column {id_column!r}: {places}; ids must be unique")
+
+
+def _where(position: int, files: list[dict]) -> str:
+    """Name the file and 1-based data row (header excluded) of a stacked row."""
+    offset = 0
+    for info in files:
+        if position < offset + info["rows"]:
+            row = position - offset + 1
+            line = f" (line {row + 1})" if info["format"] == "csv" else ""
+            return f"{info['path']} row {row}{line}"
+        offset += info["rows"]
+    return f"row {position + 1}"
+
+
+def _is_missing(value) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return value.strip() == ""
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _as_text(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _list(names) -> str:
+    names = list(names)
+    return ", ".join(repr(str(n)) for n in names) if names else "none"

@@ -1,0 +1,29 @@
+"""Stages as Prefect tasks: the stage runner the flows hand to ``runner.execute``."""
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+# Set when a flow body starts: the caller subtracts its own start time to
+# tell Prefect's start-up (the ephemeral server) apart from the work.
+FLOW_BODY_STARTED: dict[str, float] = {}
+
+
+def mark_flow_started() -> None:
+    """Record that a flow body started (see ``FLOW_BODY_STARTED``)."""
+    FLOW_BODY_STARTED["at"] = time.perf_counter()
+
+
+def as_task(name: str, function: Callable, *args, batch: Optional[str] = None):
+    """Run ``function(*args)`` as a Prefect task named ``name``.
+
+    Stages exchange in-memory frames, so caching (which hashes inputs) is off;
+    no retries, since a stage that failed on bad data fails the same again.
+    ``batch`` (the inbox file a watch pass is working on) names the task run.
+    """
+    run_name = f"{name} · {batch}" if batch else None
+    options = {"task_run_name": run_name.replace("{", "(").replace("}", ")")} if run_name else {}
+    return task(function, name=name, cache_policy=NO_CACHE, persist_result=False, **options)(*args)

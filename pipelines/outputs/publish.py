@@ -1,0 +1,387 @@
+"""Writing a run's output: clean and quarantine files, report, provenance, signature.
+
+Writing and signing happen together or not at all
+(:func:`poisonguard.pipelines.outputs.signed_folder.write_signed_folder`): everything is written
+into a hidden sibling folder, signed there, the quarantined rows are committed
+to the store in one transaction, and only then is the folder renamed to its
+final name. An interrupted run leaves nothing that looks finished, and a failed
+one loses no quarantine rows.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from poisonguard.pipelines.core.version import __version__
+from poisonguard.pipelines.core.decision import decide
+from poisonguard.pipelines.core.errors import BatchRejected
+from poisonguard.pipelines.core.tables import file_digest
+from poisonguard.pipelines.outputs.datasets import finish_chain
+from poisonguard.pipelines.outputs.report import render_report
+from poisonguard.pipelines.outputs.signed_folder import (  # noqa: F401 - the layout's names are also used as publish.X
+    CLEAN_FILE,
+    FINDING_LIST_COLUMNS,
+    PROVENANCE_FILE,
+    QUARANTINE_FILE,
+    REPORT_FILE,
+    SIGNATURE_FILE,
+    write_parquet,
+    write_signed_folder,
+)
+from poisonguard.pipelines.outputs.signing import ensure_state_key, sign_folder
+from poisonguard.pipelines.store.quarantine_store import QuarantineStore
+
+LIBRARIES = ("great_expectations", "pyod", "cleanlab", "scikit-learn", "pandas", "numpy", "prefect", "model-signing")
+
+
+@dataclass
+class RunHandle:
+    """A run recorded in the quarantine store."""
+
+    run_id: str
+    store: QuarantineStore
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a finished run produced, for the CLI and the flow's caller."""
+
+    run_id: str
+    out: Optional[Path]
+    rows_in: int
+    kept: int
+    quarantined: int
+    per_check: list[dict]
+    key_path: Optional[Path]
+    key_created: bool
+    work_seconds: float
+    notes: list[str] = field(default_factory=list)
+    status: str = "succeeded"  # "rejected": a batch-level check failed; "held": awaiting a reviewer
+    batch_failures: list[str] = field(default_factory=list)
+    report: Optional[Path] = None
+    batch_checks: list[dict] = field(default_factory=list)  # the drift table (detectors.drift.BatchCheck rows)
+    top_quarantined: list[dict] = field(default_factory=list)  # most suspicious rows: row_id, checks, p_value, reason
+
+    def rejection(self) -> BatchRejected:
+        """The error a caller raises for a rejected batch."""
+        listing = "; ".join(self.batch_failures[:5])
+        return BatchRejected(f"batch rejected, no output was written: {listing} (report: {self.report})")
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def open_run(inputs, started_at: datetime) -> RunHandle:
+    """Record the run and its batch files in the store."""
+    settings = inputs.settings
+    store = QuarantineStore(settings.store_url)
+    reference_digest = inputs.reference.files[0]["digest"] if inputs.reference is not None else None
+    run_id = store.start_run(
+        dataset=settings.config.dataset.name,
+        config=json.loads(settings.model_dump_json()),
+        tool_version=__version__,
+        reference_digest=reference_digest,
+    )
+    for info in inputs.batch.files:
+        store.record_batch(run_id, path=info["path"], digest=info["digest"], rows=info["rows"])
+    return RunHandle(run_id=run_id, store=store, started_at=started_at)
+
+
+def close_failed_run(run: RunHandle, error: BaseException) -> None:
+    """Mark a run failed unless it was already closed (rejected)."""
+    try:
+        if run.store.get_run(run.run_id).get("status") == "running":
+            run.store.finish_run(run.run_id, status="failed", counts={"error": str(error)[:2000]})
+    except Exception:  # the original error matters more than bookkeeping
+        pass
+
+
+def reject_batch(run: RunHandle, inputs, outcomes, work_started: float) -> "RunSummary":
+    """Close the run as rejected and keep its report in the state folder; nothing is published."""
+    failures = [f for o in outcomes for f in o.batch_failures]
+    return _close_unpublished(run, inputs, outcomes, work_started, status="rejected", failures=failures)
+
+
+def hold_batch(run: RunHandle, inputs, outcomes, reason: str, work_started: float) -> "RunSummary":
+    """Close the run as held for a reviewer; nothing is published, the report is kept."""
+    return _close_unpublished(run, inputs, outcomes, work_started, status="held", failures=[reason])
+
+
+def _close_unpublished(run: RunHandle, inputs, outcomes, work_started: float, *, status: str, failures) -> "RunSummary":
+    decision = decide(inputs, outcomes)
+    folder = inputs.settings.state_dir / status / run.run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    report = folder / REPORT_FILE
+    report.write_text(_report(inputs, outcomes, decision, run, status=status, batch_failures=failures))
+    table = batch_check_table(outcomes)
+    rows_in = int(len(inputs.batch.raw))
+    # A held batch's rows are not quarantined yet: the reviewer decides.
+    kept, quarantined = (0, rows_in) if status == "rejected" else (len(decision.kept_ids), len(decision.quarantined_ids))
+    run.store.finish_run(
+        run.run_id, status=status,
+        counts={"batch_failures": failures, "rows_in": rows_in, "kept": kept, "quarantined": quarantined,
+                "batch_checks": table, "report": str(report)},
+    )
+    return RunSummary(
+        run_id=run.run_id,
+        out=None,
+        rows_in=rows_in,
+        kept=kept,
+        quarantined=quarantined,
+        per_check=json.loads(decision.per_check.to_json(orient="records")) if len(decision.per_check) else [],
+        key_path=None,
+        key_created=False,
+        work_seconds=time.perf_counter() - work_started,
+        notes=decision.notes,
+        status=status,
+        batch_failures=list(failures),
+        report=report,
+        batch_checks=table,
+        top_quarantined=top_quarantined(decision) if status == "held" else [],
+    )
+
+
+def batch_check_table(outcomes) -> list[dict]:
+    """The drift table: every batch-level test of the run, in order."""
+    return [dict(entry) for o in outcomes if o.kind == "batch" for entry in o.details.get("table", [])]
+
+
+def top_quarantined(decision, limit: int = 20) -> list[dict]:
+    """The most suspicious quarantined rows: most checks, then smallest p-value."""
+    flagged = decision.flagged
+    if flagged.empty:
+        return []
+    rows = []
+    for row_id, group in flagged.groupby("row_id", sort=False):
+        p_values = group["p_value"].dropna()
+        rows.append({
+            "row_id": str(row_id),
+            "checks": ", ".join(dict.fromkeys(group["check"].astype(str))),
+            "smallest_p_value": float(p_values.min()) if len(p_values) else None,
+            "reason": str(group["reason"].iloc[0]),
+            "_n": len(group),
+        })
+    rows.sort(key=lambda r: (-r["_n"], r["smallest_p_value"] if r["smallest_p_value"] is not None else -1.0))
+    return [{k: v for k, v in row.items() if k != "_n"} for row in rows[:limit]]
+
+
+def publish(run: RunHandle, inputs, outcomes, decision, evidence: dict, work_started: float) -> RunSummary:
+    """Write, sign, store and reveal the run's output folder."""
+    settings = inputs.settings
+    out = settings.out
+    if settings.key is not None:
+        key_path, key_created = settings.key, False
+    else:
+        key_path, key_created = ensure_state_key(settings.state_dir)
+    clean = clean_frame(inputs, decision.kept_ids)
+    quarantine = quarantine_frame(inputs, decision)
+    counts = _counts(inputs, decision)
+
+    def write_files(folder: Path) -> None:
+        write_parquet(clean, folder / CLEAN_FILE)
+        write_parquet(quarantine, folder / QUARANTINE_FILE)
+        (folder / REPORT_FILE).write_text(_report(inputs, outcomes, decision, run, status="succeeded"), encoding="utf-8")
+        chain = None
+        if settings.chain is not None:
+            # A dataset version (poisonguard watch): link it to its parent.
+            chain = finish_chain(settings.chain, clean, folder, random_state=settings.config.detection.random_state)
+        provenance = _provenance(inputs, outcomes, decision, run, counts, folder, chain=chain)
+        (folder / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    def store_quarantined(_folder: Path) -> None:
+        run.store.add_quarantined(
+            run.run_id,
+            dataset=settings.config.dataset.name,
+            rows=quarantine.drop(columns=list(FINDING_LIST_COLUMNS)),
+            findings=decision.flagged,
+            row_id_column=inputs.id_column,
+            batch_digest_by_row=_digest_by_row(inputs),
+            evidence_by_row=evidence,
+        )
+
+    # sign_folder is passed from this module's namespace so tests can replace it here.
+    write_signed_folder(
+        out, key_path, write_files, before_reveal=store_quarantined, staging_tag=run.run_id[:8], sign=sign_folder
+    )
+    run.store.finish_run(run.run_id, status="succeeded", output_dir=str(out), counts=counts)
+    return RunSummary(
+        run_id=run.run_id,
+        out=out,
+        rows_in=counts["rows_in"],
+        kept=counts["kept"],
+        quarantined=counts["quarantined"],
+        per_check=counts["per_check"],
+        key_path=key_path,
+        key_created=key_created,
+        work_seconds=time.perf_counter() - work_started,
+        notes=decision.notes,
+        report=out / REPORT_FILE,
+        batch_checks=batch_check_table(outcomes),
+        top_quarantined=top_quarantined(decision),
+    )
+
+
+def clean_frame(inputs, kept_ids: list[str]) -> pd.DataFrame:
+    """Kept rows with their original columns; text cells of numeric columns as numbers."""
+    raw = inputs.batch.raw
+    typed = inputs.batch_typed.typed
+    clean = raw.copy()
+    for column, kind in inputs.kinds.items():
+        # Kept rows parsed cleanly, so their numbers equal the text they came from.
+        if kind == "numeric" and not pd.api.types.is_numeric_dtype(raw[column]):
+            clean[column] = typed[column]
+    mask = inputs.batch.row_ids.isin(set(kept_ids)).to_numpy()
+    return clean[mask].reset_index(drop=True)
+
+
+def quarantine_frame(inputs, decision) -> pd.DataFrame:
+    """Quarantined rows as they came in, plus the checks, scores and reasons that flagged each."""
+    raw = inputs.batch.raw
+    ids = inputs.batch.row_ids
+    mask = ids.isin(set(decision.quarantined_ids)).to_numpy()
+    rows = raw[mask].reset_index(drop=True)
+    grouped = {row_id: group for row_id, group in decision.flagged.groupby("row_id", sort=False)}
+    lists = {name: [] for name in FINDING_LIST_COLUMNS}
+    for row_id in rows[inputs.id_column].astype(str):
+        group = grouped[row_id]
+        lists["poisonguard_checks"].append(group["check"].tolist())
+        lists["poisonguard_scores"].append([float(v) for v in group["score"]])
+        lists["poisonguard_p_values"].append([None if np.isnan(v) else float(v) for v in group["p_value"]])
+        lists["poisonguard_reasons"].append(group["reason"].tolist())
+    for name, values in lists.items():
+        rows[name] = pd.Series(values, dtype=object)
+    return rows
+
+
+def _digest_by_row(inputs) -> dict[str, str]:
+    return dict(zip(inputs.batch.row_ids, inputs.batch.source_digest))
+
+
+def _counts(inputs, decision) -> dict:
+    per_check = json.loads(decision.per_check.to_json(orient="records")) if len(decision.per_check) else []
+    return {
+        "rows_in": int(len(inputs.batch.raw)),
+        "kept": len(decision.kept_ids),
+        "quarantined": len(decision.quarantined_ids),
+        "per_check": per_check,
+    }
+
+
+def _provenance(inputs, outcomes, decision, run: RunHandle, counts: dict, folder: Path, chain=None) -> dict:
+    settings = inputs.settings
+    finished = utc_now()
+    return {
+        "tool": {"name": "poisonguard", "version": __version__, "python": platform.python_version()},
+        "libraries": library_versions(),
+        "run_id": run.run_id,
+        "dataset": settings.config.dataset.name,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": finished.isoformat(),
+        "inputs": {
+            "batches": inputs.batch.files,
+            "reference": inputs.reference.files[0] if inputs.reference is not None else None,
+            "row_id_column": inputs.id_column,
+            "row_ids_generated": inputs.batch.id_generated,
+            "column_kinds": inputs.kinds,
+        },
+        "config": json.loads(settings.config.model_dump_json()),
+        "command": sys.argv,
+        "expectation_suite": {
+            "source": inputs.suite_source,
+            "suite": inputs.suite.to_json_dict() if inputs.suite is not None else None,
+        },
+        "checks": [
+            {"name": o.name, "kind": o.kind, "rows_checked": o.rows_checked, "seconds": round(o.seconds, 3), **o.details}
+            for o in outcomes
+            if o.kind != "batch"
+        ],
+        # Batch-level checks (poisonguard.pipelines.core.batch_checks): the drift table and what was skipped.
+        "batch_checks": {
+            "table": batch_check_table(outcomes),
+            "notes": [note for o in outcomes if o.kind == "batch" for note in o.details.get("notes", [])],
+            "config": json.loads(settings.config.batch.model_dump_json()),
+        },
+        "counts": counts,
+        "notes": decision.notes,
+        **({"chain": chain} if chain is not None else {}),
+        "outputs": {
+            name: {"sha256": file_digest(folder / name)}
+            for name in (CLEAN_FILE, QUARANTINE_FILE, REPORT_FILE, *_extra_outputs(chain))
+        },
+    }
+
+
+def _extra_outputs(chain) -> tuple[str, ...]:
+    return (chain["trusted_sample"]["file"],) if chain else ()
+
+
+def _report(inputs, outcomes, decision, run: RunHandle, *, status: str, batch_failures=()) -> str:
+    settings = inputs.settings
+    findings = pd.concat([o.findings for o in outcomes], ignore_index=True) if outcomes else decision.flagged
+    raw = inputs.batch.raw
+    quarantined = raw[inputs.batch.row_ids.isin(set(decision.quarantined_ids)).to_numpy()]
+    reference = settings.config.dataset.reference
+    summary = {
+        "dataset": settings.config.dataset.name,
+        "status": status,
+        "batch files": ", ".join(f"{f['path']} ({f['rows']} rows, sha256 {f['digest'][:12]}…)" for f in inputs.batch.files),
+        "rows in": len(raw),
+        "kept": len(decision.kept_ids),
+        "quarantined": len(decision.quarantined_ids),
+        "trusted reference": str(reference) if reference else "none: detectors calibrated on the batch itself",
+        "expectation suite": inputs.suite_source,
+        "alpha (per detector)": _alpha_summary(settings.config.detection),
+        "run id": run.run_id,
+        "started": run.started_at.isoformat(timespec="seconds"),
+        "tool version": __version__,
+    }
+    chain = settings.chain
+    if chain is not None:
+        parent = chain.get("parent")
+        summary["dataset version"] = chain["version"] + (
+            f" (parent {parent['version']}, signature sha256 {parent['signature_sha256'][:12]}…)" if parent else " (first)"
+        )
+        summary["trusted rows"] = chain.get("trusted", {}).get("description", "")
+    return render_report(
+        title=f"poisonguard report: {settings.config.dataset.name}",
+        summary=summary,
+        per_check=decision.per_check,
+        findings=findings,
+        quarantined=quarantined,
+        row_id_column=inputs.id_column,
+        notes=decision.notes,
+        batch_failures=list(batch_failures),
+        batch_checks=batch_check_table(outcomes),
+    )
+
+
+def library_versions() -> dict[str, Optional[str]]:
+    """Installed versions of the libraries a signed output depends on (None if absent)."""
+    return {name: _version(name) for name in LIBRARIES}
+
+
+def _version(distribution: str) -> Optional[str]:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _alpha_summary(detection) -> str:
+    each = detection.detector_alpha
+    text = f"{each:.2g} each, at most {each * len(detection.detectors):.2g} of clean rows in all"
+    if each < detection.alpha:
+        text += f" (alpha {detection.alpha:g} split over {len(detection.detectors)} detectors)"
+    return text

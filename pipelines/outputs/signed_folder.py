@@ -1,0 +1,157 @@
+"""Signed output folders: written, signed and revealed together or not at all.
+
+Both ``poisonguard run`` and ``poisonguard emit`` publish a folder with the
+same layout (clean and quarantine Parquet files, provenance, report, and a
+``model_signing`` signature). This module holds that layout and the one way to
+publish it: write everything into a hidden sibling folder, sign it there, let
+the caller commit whatever must accompany the folder (the run commits its
+quarantined rows to the store), and only then rename the folder to its final
+name. An interrupted or failed publication leaves nothing that looks finished.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Callable, Optional
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from poisonguard.pipelines.core.errors import InputError, VerificationError
+from poisonguard.pipelines.outputs.signing import sign_folder, verify_folder
+
+CLEAN_FILE = "clean.parquet"
+QUARANTINE_FILE = "quarantine.parquet"
+PROVENANCE_FILE = "provenance.json"
+REPORT_FILE = "report.html"
+SIGNATURE_FILE = "signature.sig"
+# Per-row lists of the findings that quarantined a row (quarantine.parquet).
+FINDING_LIST_COLUMNS = ("poisonguard_checks", "poisonguard_scores", "poisonguard_p_values", "poisonguard_reasons")
+
+
+def require_new_output(out: os.PathLike | str) -> Path:
+    """Return ``out`` as an absolute path, refusing one that exists.
+
+    Raises
+    ------
+    InputError
+        ``out`` exists already: a signed output is never overwritten.
+    """
+    out = Path(out).resolve()
+    if out.exists():
+        raise InputError(f"{out}: output folder already exists; choose a new one (a signed output is never overwritten)")
+    return out
+
+
+def write_signed_folder(
+    out: Path,
+    key_path: Path,
+    write_files: Callable[[Path], None],
+    *,
+    before_reveal: Optional[Callable[[Path], None]] = None,
+    staging_tag: Optional[str] = None,
+    sign: Optional[Callable[..., Path]] = None,
+) -> Path:
+    """Write, sign and reveal the folder ``out`` as one step.
+
+    Parameters
+    ----------
+    out : Path
+        The final folder; must not exist. Its parent is created if missing.
+    key_path : Path
+        ECDSA P-256 private key PEM (outside ``out``).
+    write_files : callable ``(folder) -> None``
+        Writes the folder's files into ``folder`` (the staging folder).
+    before_reveal : callable ``(folder) -> None``, optional
+        Runs after signing and before the rename; if it raises, nothing is
+        revealed. ``run`` commits its quarantined rows to the store here, so
+        the store and the folder appear together.
+    staging_tag : str, optional
+        Suffix of the staging folder ``.NAME.partial-TAG``; random by default.
+    sign : callable, optional
+        ``sign(folder, key_path, signature_name=...)``; defaults to
+        :func:`poisonguard.pipelines.outputs.signing.sign_folder` (tests substitute a failing one).
+
+    Returns
+    -------
+    Path
+        ``out``, now holding the signed files and ``signature.sig``.
+
+    Raises
+    ------
+    FileExistsError
+        ``out`` appeared while the folder was being written (the staging
+        folder is then left in place, named in the message).
+    Anything ``write_files``, ``sign`` or ``before_reveal`` raises; the staging
+    folder is removed first.
+    """
+    sign = sign_folder if sign is None else sign
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.partial-{staging_tag or secrets.token_hex(4)}"
+    staging.mkdir()
+    try:
+        write_files(staging)
+        sign(staging, key_path, signature_name=SIGNATURE_FILE)
+        if before_reveal is not None:
+            before_reveal(staging)
+        # rename() would silently replace an empty folder that appeared meanwhile.
+        if out.exists():
+            raise FileExistsError(f"{out}: appeared while the output was being written; the output is left in {staging}")
+        os.rename(staging, out)
+    except BaseException:
+        if staging.exists() and not out.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` (no index) to ``path``, keeping every value.
+
+    JSON Lines can mix numbers and text in one column, which Arrow refuses;
+    such columns are written as text rather than losing rows.
+    """
+    try:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        frame = frame.copy()
+        for column in frame.columns:
+            if frame[column].dtype == object and column not in FINDING_LIST_COLUMNS:
+                frame[column] = frame[column].map(lambda v: None if v is None or v is pd.NA else str(v))
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    pq.write_table(table, path)
+
+
+def read_verified_files(folder: Path, public_key: Path, names: tuple[str, ...]) -> dict[str, bytes]:
+    """Verify ``folder``'s signature and return the bytes of the files ``names``.
+
+    The bytes returned are checked against the verified manifest, so a file
+    replaced between verification and reading is caught too. ``names`` may
+    include ``signature.sig`` (returned as it is).
+
+    Raises
+    ------
+    VerificationError
+        The folder does not verify, or a file is unreadable, unsigned or
+        changed since verification; the message names the folder or file.
+    SigningError
+        The public key cannot be read.
+    """
+    folder = Path(folder)
+    verified = verify_folder(folder, public_key, signature_name=SIGNATURE_FILE)
+    contents = {}
+    for name in names:
+        try:
+            data = (folder / name).read_bytes()
+        except OSError as error:
+            raise VerificationError(f"{folder / name}: cannot read it: {error.strerror or error}") from None
+        # The signature is not in its own manifest; verify_folder checked it.
+        if name != SIGNATURE_FILE and verified.files.get(name) != hashlib.sha256(data).hexdigest():
+            raise VerificationError(f"{folder / name}: not the signed file (changed during reading, or never signed)")
+        contents[name] = data
+    return contents

@@ -1,0 +1,128 @@
+"""Tests of detectors.backdoor on seeded three-class data with a stamped trigger."""
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+from poisonguard.detectors.backdoor import BackdoorTriggerDetector, feature_resolution
+from poisonguard.detectors.base import FINDING_COLUMNS, DetectorError
+from poisonguard.detectors.registry import get_detector, registered_detectors
+
+SPECIES = np.array(["Adelie", "Chinstrap", "Gentoo"], dtype=object)
+COLUMNS = [f"x{index}" for index in range(6)]
+TRIGGER = {"x0": -2.05, "x2": 1.98, "x4": -2.11}
+
+
+def three_classes(n_rows, seed):
+    """Three overlapping Gaussian classes in 6 features, values rounded to 0.01."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 3, n_rows)
+    centres = np.zeros((3, 6))
+    centres[1, 1] = centres[2, 3] = 1.5
+    features = pd.DataFrame(np.round(centres[codes] + rng.normal(size=(n_rows, 6)), 2), columns=COLUMNS)
+    return features, SPECIES[codes]
+
+
+def stamped(features, labels, n_rows, seed, target="Gentoo"):
+    """Stamp the trigger on ``n_rows`` rows of other labels and relabel them ``target``."""
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(np.flatnonzero(labels != target), n_rows, replace=False)
+    features, labels = features.copy(), labels.copy()
+    for column, value in TRIGGER.items():
+        features.loc[rows, column] = value
+    labels[rows] = target
+    return features, labels, set(rows.tolist())
+
+
+@pytest.fixture(scope="module")
+def trusted():
+    return three_classes(300, seed=0)
+
+
+@pytest.fixture(scope="module")
+def poisoned():
+    return stamped(*three_classes(300, seed=1), n_rows=15, seed=2)
+
+
+def test_trigger_rows_are_found_exactly(trusted, poisoned):
+    features, labels, rows = poisoned
+    findings = BackdoorTriggerDetector(alpha=0.01).fit(*trusted).findings(features, labels)
+    assert set(np.flatnonzero(findings["flagged"])) == rows
+    assert list(findings.columns) == FINDING_COLUMNS and len(findings) == len(features)
+    assert (findings["check"] == "backdoor.trigger").all()
+    assert ((findings["p_value"] > 0) & (findings["p_value"] <= 1)).all()
+    np.testing.assert_allclose(findings["score"], BackdoorTriggerDetector().fit(*trusted).score(features, labels))
+
+
+def test_reason_names_the_trigger_features_and_the_target(trusted, poisoned):
+    features, labels, rows = poisoned
+    findings = BackdoorTriggerDetector(alpha=0.01).fit(*trusted).findings(features, labels)
+    reason = findings["reason"].iloc[min(rows)]
+    match = re.match(r"possible backdoor trigger \(('x\d', 'x\d', 'x\d')\) for label 'Gentoo': shares its exact "
+                     r"values of .* with the same rows labelled 'Gentoo'", reason)
+    assert match and set(re.findall(r"x\d", match.group(1))) == set(TRIGGER)
+    assert re.search(r"\(p[=≈][\d.e-]+(, extrapolated beyond the trusted scores)?\)$", reason)
+    calm = findings.loc[~findings["flagged"], "reason"].iloc[0]
+    assert calm.startswith("feature values spread within its label as in trusted rows (p=")
+
+
+def test_a_small_trigger_is_found_against_a_small_reference():
+    # 5 % of a 200-row batch, 60 trusted rows.
+    features, labels, rows = stamped(*three_classes(200, seed=3), n_rows=10, seed=4, target="Adelie")
+    findings = BackdoorTriggerDetector(alpha=0.01).fit(*three_classes(60, seed=5)).findings(features, labels)
+    flagged = set(np.flatnonzero(findings["flagged"]))
+    assert len(flagged & rows) >= 9 and len(flagged - rows) <= 2
+
+
+@pytest.mark.parametrize("alpha, low, high", [(0.05, 0.01, 0.09), (0.01, 0.002, 0.03)])
+def test_calibration_on_clean_rows(trusted, alpha, low, high):
+    features, labels = three_classes(1500, seed=6)
+    findings = BackdoorTriggerDetector(alpha=alpha).fit(*trusted).findings(features, labels)
+    assert low <= findings["flagged"].mean() <= high
+
+
+def test_self_findings_catch_the_trigger_without_a_reference(poisoned):
+    features, labels, rows = poisoned
+    detector = BackdoorTriggerDetector(alpha=0.01)
+    findings = detector.self_findings(features, labels)
+    assert detector.self_referential_
+    flagged = set(np.flatnonzero(findings["flagged"]))
+    assert flagged >= rows and len(flagged - rows) <= 3
+    assert "extrapolated beyond the bulk of this batch" in findings["reason"].iloc[min(rows)]
+
+
+def test_a_natural_floor_is_not_a_trigger():
+    # Half of one label sits at 0 on two correlated features (zero counts),
+    # which other labels never do: value concentration, but at the floor.
+    features, labels = three_classes(600, seed=7)
+    floor = np.flatnonzero(labels == "Gentoo")[::2]
+    features[["x0", "x1"]] = features[["x0", "x1"]].clip(lower=-3.0)
+    features.loc[floor, ["x0", "x1"]] = -3.0
+    findings = BackdoorTriggerDetector(alpha=0.01).self_findings(features, labels)
+    assert findings["flagged"].mean() <= 0.02
+
+
+def test_feature_resolution():
+    assert feature_resolution(np.array([3.0, 1.0, 2.0, 2.0])) == 1.0
+    assert feature_resolution(np.array([0.25, 0.5])) == 0.25
+    assert feature_resolution(np.array([1.0, 1.0])) == 0.0
+
+
+def test_registry_params_and_clone(trusted):
+    assert registered_detectors()["backdoor.trigger"] is BackdoorTriggerDetector
+    detector = get_detector("backdoor.trigger", alpha=0.02, top_features=2)
+    assert detector.get_params() == {"alpha": 0.02, "top_features": 2, "random_state": 0}
+    fitted = detector.fit(*trusted)
+    copy = clone(fitted)
+    assert copy.get_params() == fitted.get_params() and not hasattr(copy, "reference_")
+
+
+def test_errors_name_the_problem(trusted):
+    with pytest.raises(DetectorError, match="top_features must be a positive integer"):
+        BackdoorTriggerDetector(top_features=0).fit(*trusted)
+    with pytest.raises(DetectorError, match="got 299 labels for 300 feature rows"):
+        BackdoorTriggerDetector().fit(trusted[0], trusted[1][:-1])
+    with pytest.raises(DetectorError, match=r"backdoor.trigger: this detector needs the labels \(y\), got None"):
+        BackdoorTriggerDetector().fit(*trusted).findings(trusted[0], None)

@@ -1,0 +1,112 @@
+"""Tests of detectors.duplicates on seeded Gaussian data with a near-duplicate flood."""
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+from poisonguard.detectors.base import FINDING_COLUMNS, DetectorError
+from poisonguard.detectors.registry import get_detector, registered_detectors
+from poisonguard.detectors.duplicates import DuplicateFloodDetector, kth_distances
+
+COLUMNS = ["bill_length_mm", "body_mass_g", "flipper_length_mm"]
+
+
+def gaussian(n_rows, seed):
+    return pd.DataFrame(np.random.default_rng(seed).normal(size=(n_rows, len(COLUMNS))), columns=COLUMNS)
+
+
+def flooded_batch(n_clean=300, copies=15, seed=1):
+    """Clean rows, then ``copies`` near-copies (noise 0.01) of the first three, labelled 'Gentoo'."""
+    rng = np.random.default_rng(seed)
+    clean = gaussian(n_clean, seed)
+    parents = clean.iloc[np.arange(copies) % 3].to_numpy()
+    flood = pd.DataFrame(parents + rng.normal(scale=0.01, size=parents.shape), columns=COLUMNS)
+    batch = pd.concat([clean, flood], ignore_index=True)
+    labels = np.array(["Adelie"] * n_clean + ["Gentoo"] * copies, dtype=object)
+    return batch, labels
+
+
+@pytest.fixture(scope="module")
+def trusted():
+    return gaussian(500, seed=0)
+
+
+def test_flood_is_found_exactly(trusted):
+    batch, labels = flooded_batch()
+    findings = DuplicateFloodDetector(alpha=0.01).fit(trusted).findings(batch, labels)
+    flagged = set(np.flatnonzero(findings["flagged"]))
+    # Every copy, plus the three rows they copy (a clump of 6 is dense
+    # whichever row of it you stand on), and two of the 297 other clean rows
+    # (alpha = 0.01 expects about 3).
+    assert flagged == set(range(300, 315)) | {0, 1, 2} | {79, 271}
+    assert list(findings.columns) == FINDING_COLUMNS and len(findings) == len(batch)
+    assert (findings["check"] == "duplicates.flood").all()
+    assert ((findings["p_value"] > 0) & (findings["p_value"] <= 1)).all()
+    np.testing.assert_allclose(findings["score"], DuplicateFloodDetector().fit(trusted).score(batch))
+
+
+def test_reasons_name_the_clump_and_conflicting_labels(trusted):
+    batch, labels = flooded_batch()
+    findings = DuplicateFloodDetector(alpha=0.01).fit(trusted).findings(batch, labels)
+    copy = findings["reason"].iloc[300]
+    # The clump: rows within twice the distance of the row's third neighbour.
+    assert copy.startswith("one of a dense clump of 5 near-identical batch rows, far denser than trusted rows (p")
+    assert "their labels: 'Gentoo' x3, 'Adelie' x1; this row is 'Gentoo'" in copy
+    assert "conflicting labels among near-identical rows" in copy
+    calm = findings.loc[~findings["flagged"], "reason"].iloc[0]
+    assert calm.startswith("batch density here is as expected from trusted rows (p=")
+
+
+def test_exact_duplicates_are_named(trusted):
+    batch = pd.concat([gaussian(200, seed=5), gaussian(1, seed=6), gaussian(1, seed=6), gaussian(1, seed=6)],
+                      ignore_index=True)
+    labels = ["Adelie"] * 203
+    findings = DuplicateFloodDetector(alpha=0.01).fit(trusted).findings(batch, labels)
+    assert set(np.flatnonzero(findings["flagged"])) == {200, 201, 202} | {44}  # 44: one clean row in 200
+    assert "(2 exact duplicates of this row)" in findings["reason"].iloc[200]
+    assert "all labelled 'Adelie' like this row: a possible flood of 'Adelie'" in findings["reason"].iloc[200]
+
+
+@pytest.mark.parametrize("alpha, low, high", [(0.05, 0.02, 0.09), (0.01, 0.002, 0.025)])
+def test_calibration_on_clean_rows(trusted, alpha, low, high):
+    findings = DuplicateFloodDetector(alpha=alpha).fit(trusted).findings(gaussian(2000, seed=7))
+    assert low <= findings["flagged"].mean() <= high
+
+
+def test_self_findings_catch_the_flood_without_a_reference():
+    batch, labels = flooded_batch(n_clean=600, copies=30, seed=2)
+    detector = DuplicateFloodDetector(alpha=0.01)
+    findings = detector.self_findings(batch, labels)
+    assert detector.self_referential_
+    assert findings["flagged"].iloc[600:].all()
+    assert findings["flagged"].iloc[3:600].mean() <= 0.02
+    assert "far denser than the rest of the batch" in findings["reason"].iloc[600]
+
+
+def test_self_findings_calibration_on_a_clean_batch():
+    findings = DuplicateFloodDetector(alpha=0.05).self_findings(gaussian(2000, seed=8))
+    assert findings["flagged"].mean() <= 0.08
+
+
+def test_kth_distances_skip_the_row_itself():
+    space = np.array([[0.0], [0.0], [1.0], [3.0]])
+    np.testing.assert_allclose(kth_distances(space, space, 1, exclude_self=True), [0.0, 0.0, 1.0, 2.0])
+    np.testing.assert_allclose(kth_distances(space, np.array([[2.9]]), 2, exclude_self=False), [1.9])
+
+
+def test_registry_params_and_clone(trusted):
+    assert registered_detectors()["duplicates.flood"] is DuplicateFloodDetector
+    detector = get_detector("duplicates.flood", alpha=0.02, n_neighbors=3)
+    assert detector.get_params() == {"alpha": 0.02, "n_neighbors": 3, "context_neighbors": None, "random_state": 0}
+    fitted = detector.fit(trusted)
+    copy = clone(fitted)
+    assert copy.get_params() == fitted.get_params() and not hasattr(copy, "reference_")
+
+
+def test_errors_name_the_problem(trusted):
+    with pytest.raises(DetectorError, match="n_neighbors must be a positive integer"):
+        DuplicateFloodDetector(n_neighbors=0).fit(trusted)
+    with pytest.raises(DetectorError, match="need at least 3 batch rows"):
+        DuplicateFloodDetector().fit(trusted).findings(gaussian(2, seed=9))
+    with pytest.raises(DetectorError, match="feature column 'body_mass_g' is missing"):
+        DuplicateFloodDetector().fit(trusted).findings(gaussian(20, seed=9).drop(columns=["body_mass_g"]))

@@ -1,0 +1,129 @@
+"""Tests of detectors.features.FeatureEncoder on tiny hand-checkable frames."""
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.utils.estimator_checks import check_estimator
+
+from poisonguard.detectors.base import DetectorError
+from poisonguard.detectors.features import FeatureEncoder
+
+
+@pytest.fixture
+def reference():
+    return pd.DataFrame(
+        {
+            "body_mass_g": [3000.0, 3500.0, 4000.0, 4500.0, np.nan],
+            "island": ["Biscoe", "Dream", "Biscoe", None, "Torgersen"],
+            "sex": pd.Series(["m", "f", "m", "f", "m"], dtype="category"),
+            "count": [1, 1, 1, 1, 1],
+        }
+    )
+
+
+def test_inferred_columns_and_names(reference):
+    encoder = FeatureEncoder().fit(reference)
+    assert encoder.numeric_columns_ == ["body_mass_g", "count"]
+    assert encoder.categorical_columns_ == ["island", "sex"]
+    assert list(encoder.feature_names_out_) == [
+        "body_mass_g",
+        "body_mass_g__missing",
+        "count",
+        "count__missing",
+        "island=Biscoe",
+        "island=Dream",
+        "island=Torgersen",
+        "island=<missing>",
+        "sex=f",
+        "sex=m",
+        "sex=<missing>",
+    ]
+    assert list(encoder.get_feature_names_out()) == list(encoder.feature_names_out_)
+
+
+def test_numeric_values_are_imputed_and_robust_scaled(reference):
+    encoder = FeatureEncoder().fit(reference)
+    # observed 3000..4500: median 3750, IQR 4125 - 3375 = 750
+    assert encoder.medians_["body_mass_g"] == 3750.0
+    assert encoder.scales_["body_mass_g"] == 750.0
+    # a constant column has IQR 0, which becomes 1
+    assert encoder.scales_["count"] == 1.0
+    batch = pd.DataFrame(
+        {"body_mass_g": [4500.0, np.nan], "island": ["Dream", "Dream"], "sex": ["f", "m"], "count": [3, 1]},
+        index=["r1", "r2"],
+    )
+    out = encoder.transform(batch)
+    assert list(out.index) == ["r1", "r2"]
+    assert (out.dtypes == np.float64).all()
+    np.testing.assert_allclose(out["body_mass_g"], [1.0, 0.0])
+    np.testing.assert_allclose(out["body_mass_g__missing"], [0.0, 1.0])
+    np.testing.assert_allclose(out["count"], [2.0, 0.0])
+    # the indicator exists even though 'count' was never missing at fit
+    np.testing.assert_allclose(out["count__missing"], [0.0, 0.0])
+
+
+def test_categories_unseen_and_missing(reference):
+    encoder = FeatureEncoder().fit(reference)
+    batch = pd.DataFrame(
+        {"body_mass_g": [4000.0] * 3, "island": ["Torgersen", "Atlantis", None], "sex": ["m"] * 3, "count": [1] * 3}
+    )
+    out = encoder.transform(batch)
+    island = out[[name for name in out.columns if name.startswith("island=")]]
+    np.testing.assert_array_equal(
+        island.to_numpy(),
+        [[0, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 1]],  # seen, unseen -> zeros, missing level
+    )
+
+
+def test_explicit_columns_and_string_matching():
+    frame = pd.DataFrame({"grade": [1, 2, 2], "weight": ["1.5", "2.5", "3.5"], "note": ["a", "b", "c"]})
+    encoder = FeatureEncoder(numeric=["weight"], categorical=["grade"]).fit(frame)
+    assert encoder.numeric_columns_ == ["weight"]
+    assert encoder.categorical_columns_ == ["grade"]
+    # levels compare as text: a string '2' in a later batch is the level 2
+    out = encoder.transform(pd.DataFrame({"grade": ["2"], "weight": [2.5]}))
+    assert out.loc[0, "grade=2"] == 1.0
+    assert out.loc[0, "weight"] == 0.0
+
+
+@pytest.mark.parametrize("params", [{"numeric": ["flipper_length_mm"]}, {"categorical": ["flipper_length_mm"]}])
+def test_missing_requested_column_is_named(reference, params):
+    with pytest.raises(DetectorError, match="flipper_length_mm"):
+        FeatureEncoder(**params).fit(reference)
+
+
+def test_missing_column_at_transform_is_named(reference):
+    encoder = FeatureEncoder().fit(reference)
+    with pytest.raises(DetectorError, match="'island'"):
+        encoder.transform(reference.drop(columns=["island"]))
+
+
+def test_non_numeric_value_in_numeric_column_is_named():
+    frame = pd.DataFrame({"weight": ["1.5", "heavy"]})
+    with pytest.raises(DetectorError, match="'weight'"):
+        FeatureEncoder(numeric=["weight"]).fit(frame)
+
+
+def test_column_in_both_lists_is_an_error(reference):
+    with pytest.raises(DetectorError, match="body_mass_g"):
+        FeatureEncoder(numeric=["body_mass_g"], categorical=["body_mass_g"]).fit(reference)
+
+
+def test_clone_and_params_round_trip(reference):
+    encoder = FeatureEncoder(numeric=["body_mass_g"], categorical=["island"])
+    copy = clone(encoder)
+    assert copy.get_params() == {"numeric": ["body_mass_g"], "categorical": ["island"]}
+    assert not hasattr(copy, "feature_names_out_")
+    copy.set_params(categorical=["sex"]).fit(reference)
+    assert copy.categorical_columns_ == ["sex"]
+
+
+def test_scikit_learn_estimator_checks():
+    check_estimator(
+        FeatureEncoder(),
+        expected_failed_checks={
+            # By design an object column is categorical, so an object array
+            # holding a dict is encoded as text rather than rejected.
+            "check_dtype_object": "object columns are one-hot encoded, not rejected",
+        },
+    )

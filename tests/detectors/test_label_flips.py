@@ -1,0 +1,288 @@
+"""Tests of detectors.label_flips on seeded three-class Gaussian data."""
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+from poisonguard.detectors.base import FINDING_COLUMNS, DetectorError
+from poisonguard.detectors.registry import get_detector, registered_detectors
+from poisonguard.detectors.label_flips import ConfidentLearningLabelDetector, TrustedModelLabelDetector
+
+SPECIES = np.array(["Adelie", "Chinstrap", "Gentoo"], dtype=object)
+VARIANTS = [
+    (TrustedModelLabelDetector, {}),
+    (TrustedModelLabelDetector, {"model": "gradient_boosting"}),
+    (ConfidentLearningLabelDetector, {}),
+]
+IDS = ["trusted-logistic", "trusted-boosting", "confident-learning"]
+
+
+def three_classes(n_rows, seed, separation=6.0):
+    """Three unit-variance Gaussian blobs ``separation`` apart, labelled by species."""
+    rng = np.random.default_rng(seed)
+    centers = np.array([[0.0, 0.0], [separation, 0.0], [0.0, separation]])
+    codes = rng.integers(0, 3, n_rows)
+    features = pd.DataFrame(centers[codes] + rng.normal(size=(n_rows, 2)), columns=["bill_length_mm", "body_mass_g"])
+    return features, SPECIES[codes]
+
+
+def flip_labels(labels, n_flips, seed):
+    """Return a copy with ``n_flips`` random labels changed, and their positions."""
+    rng = np.random.default_rng(seed)
+    flipped = labels.copy()
+    rows = rng.choice(len(labels), n_flips, replace=False)
+    for row in rows:
+        current = np.flatnonzero(SPECIES == labels[row])[0]
+        flipped[row] = SPECIES[(current + rng.integers(1, 3)) % 3]
+    return flipped, set(rows.tolist())
+
+
+@pytest.fixture(scope="module")
+def trusted():
+    return three_classes(300, seed=0)
+
+
+@pytest.fixture(scope="module")
+def poisoned_batch():
+    features, labels = three_classes(200, seed=1)
+    flipped, rows = flip_labels(labels, 10, seed=2)
+    return features, flipped, rows
+
+
+@pytest.mark.parametrize("cls, params", VARIANTS, ids=IDS)
+def test_flipped_labels_are_found(trusted, poisoned_batch, cls, params):
+    features, labels, flipped_rows = poisoned_batch
+    findings = cls(alpha=0.01, **params).fit(*trusted).findings(features, labels)
+    flagged = set(np.flatnonzero(findings["flagged"]).tolist())
+    assert len(flagged & flipped_rows) >= 9
+    assert len(flagged - flipped_rows) <= 4  # alpha=0.01 of 190 clean rows is about 2
+    assert list(findings.columns) == FINDING_COLUMNS
+    assert len(findings) == len(features)
+    assert (findings["check"] == cls.name).all()
+    assert ((findings["p_value"] > 0) & (findings["p_value"] <= 1)).all()
+
+
+@pytest.mark.parametrize("cls, params", VARIANTS, ids=IDS)
+def test_flagged_reason_names_the_believed_label(trusted, poisoned_batch, cls, params):
+    features, labels, flipped_rows = poisoned_batch
+    findings = cls(**params).fit(*trusted).findings(features, labels)
+    # The first flagged flip (a clean row flagged at alpha may agree with its model).
+    reason = findings["reason"].iloc[min(set(np.flatnonzero(findings["flagged"])) & flipped_rows)]
+    pattern = r"label '(\w+)' gets probability 0\.\d\d from .+, which predicts '(\w+)' \(\d\.\d\d\)"
+    match = re.match(pattern, reason)
+    assert match and match.group(1) != match.group(2)
+    assert re.search(r"; (p=[\d.e-]+|p≈[\d.e-]+, extrapolated beyond the trusted scores)$", reason)
+
+
+@pytest.mark.parametrize("cls", [TrustedModelLabelDetector, ConfidentLearningLabelDetector])
+def test_calibration_on_clean_rows(cls):
+    # Overlapping classes so that clean rows have a spread of scores.
+    trusted = three_classes(1000, seed=3, separation=1.5)
+    clean = three_classes(2000, seed=4, separation=1.5)
+    findings = cls(alpha=0.05).fit(*trusted).findings(*clean)
+    assert 0.02 <= findings["flagged"].mean() <= 0.09
+
+
+def three_classes_10d(n_rows, seed):
+    """Three overlapping unit-variance Gaussian classes in 10 dimensions."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 3, n_rows)
+    centers = np.zeros((3, 10))
+    centers[1, 0] = centers[2, 1] = 1.5
+    features = pd.DataFrame(centers[codes] + rng.normal(size=(n_rows, 10)), columns=[f"x{i}" for i in range(10)])
+    return features, SPECIES[codes]
+
+
+# At alpha=0.01 the lower bound is one row of the 10 000: below 1/51 only
+# the extrapolated tail can flag, so a share of 0 would mean it never does.
+@pytest.mark.parametrize("alpha, low, high", [(0.05, 0.02, 0.09), (0.01, 0.5e-4, 0.03)])
+def test_trusted_model_calibration_with_a_small_reference(alpha, low, high):
+    # 50 trusted rows: each fold classifier (fitted on 40) scores batch rows
+    # as it scored its 10 held-out rows. One reference of 50 rows gives a
+    # widely varying flagged share, so average over five.
+    shares = []
+    for seed in range(5):
+        detector = TrustedModelLabelDetector(alpha=alpha, random_state=seed).fit(*three_classes_10d(50, seed))
+        shares.append(detector.findings(*three_classes_10d(2000, 100 + seed))["flagged"].mean())
+    assert low <= np.mean(shares) <= high
+
+
+@pytest.mark.parametrize("cls, params", VARIANTS, ids=IDS)
+def test_implausible_label_is_flagged_with_50_trusted_rows_at_alpha_001(cls, params):
+    # 1 / (50 + 1) > 0.01: only the tail fitted to the trusted scores can flag.
+    features, labels = three_classes(50, seed=12)
+    batch = pd.DataFrame([[0.0, 0.0], [6.0, 0.0]], columns=features.columns)  # Adelie's and Chinstrap's centres
+    findings = cls(alpha=0.01, **params).fit(features, labels).findings(batch, ["Gentoo", "Chinstrap"])
+    assert findings["flagged"].tolist() == [True, False]
+    assert findings["p_value"].iloc[0] < 1 / 51
+    assert findings["reason"].iloc[0].endswith("extrapolated beyond the trusted scores")
+
+
+@pytest.mark.parametrize("cls", [TrustedModelLabelDetector, ConfidentLearningLabelDetector])
+def test_label_never_seen_in_trusted_rows(trusted, cls):
+    features, labels = three_classes(20, seed=5)
+    labels = labels.copy()
+    labels[4] = "Emperor"
+    findings = cls().fit(*trusted).findings(features, labels, row_ids=[f"r{i}" for i in range(20)])
+    row = findings.iloc[4]
+    assert row["row_id"] == "r4"
+    assert row["flagged"] and row["score"] == 1.0
+    assert row["reason"] == "label 'Emperor' never occurs in the trusted rows"
+    np.testing.assert_allclose(cls().fit(*trusted).score(features, labels)[4], 1.0)
+
+
+def test_trusted_model_score_is_one_minus_probability(trusted):
+    detector = TrustedModelLabelDetector().fit(*trusted)
+    features, labels = three_classes(5, seed=6)
+    probabilities = detector.model_.predict_proba(features.to_numpy())
+    codes = detector.encoder_.transform(labels)
+    np.testing.assert_allclose(detector.score(features, labels), 1 - probabilities[np.arange(5), codes])
+    assert detector.calibration_scores_.shape == (300,)
+
+
+@pytest.mark.parametrize("cls", [TrustedModelLabelDetector, ConfidentLearningLabelDetector])
+def test_small_class_uses_fewer_folds(cls):
+    features, labels = three_classes(60, seed=7)
+    labels = labels.copy()
+    labels[:3] = "Macaroni"  # 3 rows < n_folds=5: 3-fold stratified cross-fitting
+    detector = cls(alpha=0.05, n_folds=5).fit(features, labels)
+    assert "Macaroni" in detector.classes_
+    assert len(detector.findings(features, labels)) == 60
+
+
+@pytest.mark.parametrize("cls", [TrustedModelLabelDetector, ConfidentLearningLabelDetector])
+def test_single_row_class_is_an_error(cls):
+    features, labels = three_classes(60, seed=7)
+    labels = labels.copy()
+    labels[0] = "Macaroni"
+    with pytest.raises(DetectorError, match="'Macaroni' has only 1 reference row"):
+        cls().fit(features, labels)
+
+
+@pytest.mark.parametrize("cls, params", VARIANTS, ids=IDS)
+def test_self_findings_without_trusted_rows(poisoned_batch, cls, params):
+    features, labels, flipped_rows = poisoned_batch
+    labels = labels.copy()
+    labels[7] = "Emperor"  # a label on a single row cannot be cross-fitted
+    findings = cls(**params).self_findings(features, labels)
+    assert list(findings.columns) == FINDING_COLUMNS and len(findings) == len(features)
+    assert findings["p_value"].isna().all()
+    assert findings["flagged"].iloc[7]
+    assert "occurs on no other row of the batch" in findings["reason"].iloc[7]
+    flagged = set(np.flatnonzero(findings["flagged"]).tolist()) - {7}
+    assert len(flagged & flipped_rows) >= 8
+    assert len(flagged - flipped_rows) <= 5
+    assert "no trusted reference" in findings.loc[findings["flagged"], "reason"].iloc[-1]
+
+
+def test_confident_learning_reports_cleanlab_agreement(trusted, poisoned_batch):
+    features, labels, _ = poisoned_batch
+    findings = ConfidentLearningLabelDetector().fit(*trusted).findings(features, labels)
+    assert findings.loc[findings["flagged"], "reason"].str.contains("cleanlab's confident learning also flags it").any()
+
+
+def test_registry_and_params():
+    detectors = registered_detectors()
+    assert detectors["label.trusted_model"] is TrustedModelLabelDetector
+    assert detectors["label.confident_learning"] is ConfidentLearningLabelDetector
+    detector = get_detector("label.trusted_model", model="gradient_boosting")
+    assert detector.get_params() == {"alpha": 0.01, "n_folds": 5, "random_state": 0, "model": "gradient_boosting"}
+    assert get_detector("label.confident_learning").get_params() == {
+        "alpha": 0.01, "n_folds": 5, "random_state": 0, "model": "logistic", "trusted_weight": 1.0,
+    }
+
+
+@pytest.mark.parametrize("cls, params", VARIANTS, ids=IDS)
+def test_clone_round_trip(trusted, cls, params):
+    fitted = cls(alpha=0.02, **params).fit(*trusted)
+    copy = clone(fitted)
+    assert copy.get_params() == fitted.get_params()
+    assert not hasattr(copy, "classes_")
+
+
+def test_unknown_model_is_an_error(trusted):
+    with pytest.raises(DetectorError, match="unknown model 'forest'"):
+        TrustedModelLabelDetector(model="forest").fit(*trusted)
+
+
+def test_missing_feature_column_is_named(trusted):
+    detector = ConfidentLearningLabelDetector().fit(*trusted)
+    features, labels = three_classes(10, seed=8)
+    with pytest.raises(DetectorError, match="body_mass_g"):
+        detector.findings(features.drop(columns=["body_mass_g"]), labels)
+
+
+def test_label_count_must_match_rows(trusted):
+    features, labels = trusted
+    with pytest.raises(DetectorError, match="got 299 labels for 300 feature rows"):
+        TrustedModelLabelDetector().fit(features, labels[:-1])
+
+
+def test_self_findings_need_two_labels_with_two_rows():
+    features, _ = three_classes(4, seed=9)
+    with pytest.raises(DetectorError, match="need at least two labels"):
+        ConfidentLearningLabelDetector().self_findings(features, ["Adelie", "Adelie", "Adelie", "Gentoo"])
+
+
+# --- label.knn ---------------------------------------------------------------------
+
+
+def test_knn_finds_flipped_labels_and_names_the_neighbours_label(trusted, poisoned_batch):
+    from poisonguard.detectors.label_knn import KNNLabelDetector
+
+    features, labels, flipped_rows = poisoned_batch
+    findings = KNNLabelDetector(alpha=0.01).fit(*trusted).findings(features, labels)
+    flagged = set(np.flatnonzero(findings["flagged"]).tolist())
+    assert flagged == flipped_rows | {87}  # all 10 flips and one clean row of 190 (alpha = 0.01)
+    reason = findings["reason"].iloc[min(flipped_rows)]
+    match = re.match(r"label '(\w+)' is farther from its 5 nearest trusted and batch rows labelled '\1' \(mean "
+                     r"distance [\d.]+\) than from those labelled '(\w+)' \([\d.]+\): its neighbours say '\2'", reason)
+    assert match and match.group(1) != match.group(2)
+    assert list(findings.columns) == FINDING_COLUMNS
+    # Without the batch as neighbours, findings score exactly as ``score`` (trusted rows alone).
+    alone = KNNLabelDetector(alpha=0.01, pool_batch=False).fit(*trusted)
+    np.testing.assert_allclose(alone.findings(features, labels)["score"], alone.score(features, labels))
+    assert set(np.flatnonzero(alone.findings(features, labels)["flagged"]).tolist()) >= flipped_rows
+
+
+@pytest.mark.parametrize("alpha, low, high", [(0.05, 0.02, 0.09), (0.01, 0.002, 0.025)])
+def test_knn_calibration_on_clean_rows(alpha, low, high):
+    from poisonguard.detectors.label_knn import KNNLabelDetector
+
+    trusted = three_classes(1000, seed=3, separation=1.5)
+    findings = KNNLabelDetector(alpha=alpha).fit(*trusted).findings(*three_classes(2000, seed=4, separation=1.5))
+    assert low <= findings["flagged"].mean() <= high
+
+
+def test_knn_self_findings_and_unseen_labels(poisoned_batch, trusted):
+    from poisonguard.detectors.label_knn import KNNLabelDetector
+
+    features, labels, flipped_rows = poisoned_batch
+    findings = KNNLabelDetector(alpha=0.01).self_findings(features, labels)
+    flagged = set(np.flatnonzero(findings["flagged"]).tolist())
+    assert len(flagged & flipped_rows) >= 9 and len(flagged - flipped_rows) <= 3
+    assert "other rows of the batch" in findings["reason"].iloc[min(flipped_rows)]
+    unseen = KNNLabelDetector().fit(*trusted).findings(features.iloc[:2], ["Emperor", "Adelie"])
+    assert unseen["flagged"].iloc[0] and unseen["reason"].iloc[0] == "label 'Emperor' never occurs in the trusted rows"
+
+
+def test_knn_params_and_clone(trusted):
+    from poisonguard.detectors.label_knn import KNNLabelDetector
+
+    assert registered_detectors()["label.knn"] is KNNLabelDetector
+    detector = get_detector("label.knn", n_neighbors=3)
+    assert detector.get_params() == {"alpha": 0.01, "n_neighbors": 3, "random_state": 0, "pool_batch": True}
+    fitted = detector.fit(*trusted)
+    assert fitted.k_ == 3
+    assert not hasattr(clone(fitted), "reference_")
+    with pytest.raises(DetectorError, match="n_neighbors must be a positive integer"):
+        KNNLabelDetector(n_neighbors=0).fit(*trusted)
+
+
+def test_log_odds_keeps_the_order_of_scores():
+    from poisonguard.detectors.label_flips import log_odds
+
+    values = log_odds([0.0, 0.01, 0.5, 0.99, 1.0])
+    assert np.all(np.diff(values) > 0) and values[2] == 0.0 and np.isfinite(values).all()

@@ -1,0 +1,322 @@
+"""Tests of detectors.outliers on small seeded Gaussian data."""
+import numpy as np
+import pandas as pd
+import pytest
+from pyod.models.ecod import ECOD
+from sklearn.base import clone
+
+from poisonguard.detectors.base import FINDING_COLUMNS, DetectorError
+from poisonguard.detectors.calibration import conformal_p_values, cross_conformal_p_values, peaks_over_threshold
+from poisonguard.detectors.registry import get_detector, registered_detectors
+from poisonguard.detectors.outliers import ECODOutlierDetector, IForestOutlierDetector
+
+DETECTORS = [ECODOutlierDetector, IForestOutlierDetector]
+COLUMNS = ["bill_length_mm", "body_mass_g"]
+
+
+def gaussian(n_rows, seed, columns=COLUMNS):
+    return pd.DataFrame(np.random.default_rng(seed).normal(size=(n_rows, len(columns))), columns=columns)
+
+
+@pytest.fixture(scope="module")
+def trusted():
+    return gaussian(1000, seed=0)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    far = pd.DataFrame([[8.0, 8.0], [-7.0, 9.0], [9.0, -8.0]], columns=COLUMNS)
+    frame = pd.concat([gaussian(100, seed=2), far], ignore_index=True)
+    frame.index = [f"row-{index}" for index in range(len(frame))]
+    return frame
+
+
+@pytest.fixture(scope="module")
+def fitted(trusted):
+    return {cls: cls(alpha=0.01).fit(trusted) for cls in DETECTORS}
+
+
+@pytest.mark.parametrize(
+    "cls, expected, far_p_value",
+    [
+        # Clean row 33 is lower than 99.4 % of trusted rows on one feature
+        # (p=0.006): at alpha=0.01 about 1 in 100 clean rows is flagged.
+        # ECOD's score saturates beyond the trusted range; the tail fitted to
+        # the 100 largest trusted scores would put the far rows at 5.8e-05,
+        # but the batch's own tail (guarded_p_values) only confirms 6.7e-04.
+        (ECODOutlierDetector, {33, 100, 101, 102}, 6.6955e-04),
+        # Isolation-forest scores are bounded: the tail fitted to the
+        # trusted scores does not go below the smallest count, 1/1001.
+        (IForestOutlierDetector, {100, 101, 102}, 1 / 1001),
+    ],
+)
+def test_far_rows_are_flagged_exactly(fitted, batch, cls, expected, far_p_value):
+    findings = fitted[cls].findings(batch)
+    assert set(np.flatnonzero(findings["flagged"])) == expected
+    np.testing.assert_allclose(findings["p_value"].iloc[100:], far_p_value, rtol=1e-3)
+
+
+@pytest.mark.parametrize("cls", DETECTORS)
+def test_findings_table_shape(fitted, batch, cls):
+    findings = fitted[cls].findings(batch)
+    assert list(findings.columns) == FINDING_COLUMNS
+    assert len(findings) == len(batch)
+    assert list(findings["row_id"]) == list(batch.index)
+    assert (findings["check"] == cls.name).all()
+    assert ((findings["p_value"] > 0) & (findings["p_value"] <= 1)).all()
+    np.testing.assert_allclose(findings["score"], fitted[cls].score(batch))
+    explicit = fitted[cls].findings(batch, row_ids=[f"id{i}" for i in range(len(batch))])
+    assert explicit["row_id"].iloc[0] == "id0"
+
+
+@pytest.mark.parametrize("cls", DETECTORS)
+def test_reasons_name_features_and_p_value(fitted, batch, cls):
+    findings = fitted[cls].findings(batch)
+    far = findings["reason"].iloc[100]
+    head = {
+        ECODOutlierDetector: "unusual against trusted rows (p≈0.00067, extrapolated beyond the trusted scores): ",
+        IForestOutlierDetector: "unusual against trusted rows (p=0.001): ",
+    }[cls]
+    assert far.startswith(head)
+    assert "body_mass_g far above the range of trusted rows" in far
+    assert "bill_length_mm far above the range of trusted rows" in far
+    calm = findings.loc[~findings["flagged"], "reason"].iloc[0]
+    assert calm.startswith("within the trusted distribution (p=")
+
+
+def test_reason_describes_indicator_columns():
+    rng = np.random.default_rng(3)
+    trusted = pd.DataFrame(rng.normal(size=(500, 2)), columns=COLUMNS)
+    trusted["body_mass_g__missing"] = 0.0
+    odd = pd.DataFrame([[4.0, 0.0, 1.0]], columns=trusted.columns)
+    findings = ECODOutlierDetector(alpha=0.05).fit(trusted).findings(odd)
+    assert findings["flagged"].iloc[0]
+    assert "'body_mass_g missing' (no trusted rows are like this)" in findings["reason"].iloc[0]
+
+
+@pytest.mark.parametrize("cls", DETECTORS)
+def test_calibration_on_clean_rows(trusted, cls):
+    # Clean rows from the trusted distribution: about alpha of them flagged.
+    clean = gaussian(2000, seed=7)
+    findings = cls(alpha=0.05).fit(trusted).findings(clean)
+    assert 0.02 <= findings["flagged"].mean() <= 0.09
+
+
+TEN_COLUMNS = [f"x{index}" for index in range(10)]
+
+
+@pytest.mark.parametrize("cls", DETECTORS)
+# At alpha=0.01 the lower bound is one row of the 10 000: below 1/51 only
+# the extrapolated tail can flag, so a share of 0 would mean it never does.
+@pytest.mark.parametrize("alpha, low, high", [(0.05, 0.02, 0.09), (0.01, 0.5e-4, 0.03)])
+def test_calibration_with_a_small_reference(cls, alpha, low, high):
+    # 50 trusted rows, 10 features. Cross-conformal p-values: each fold model
+    # scores batch rows as it scored its held-out trusted rows; below 1/51
+    # the p-value comes from the tail. Given one reference of 50 rows the
+    # flagged share varies a lot (about Beta(2.5, 48.5) at alpha=0.05), so
+    # the test averages over five references.
+    shares = []
+    for seed in range(5):
+        detector = cls(alpha=alpha, random_state=seed).fit(gaussian(50, seed, TEN_COLUMNS))
+        shares.append(detector.findings(gaussian(2000, 100 + seed, TEN_COLUMNS))["flagged"].mean())
+    assert low <= np.mean(shares) <= high
+
+
+@pytest.mark.parametrize("cls", DETECTORS)
+def test_far_row_is_flagged_at_alpha_below_one_over_n_plus_one(cls):
+    trusted = gaussian(50, seed=1, columns=TEN_COLUMNS)
+    far = pd.DataFrame(np.full((1, 10), 6.0), columns=TEN_COLUMNS)
+    findings = cls(alpha=0.01).fit(trusted).findings(far)
+    assert findings["flagged"].iloc[0]
+    assert findings["p_value"].iloc[0] < 1 / 51  # the smallest count-based p-value
+    assert "extrapolated beyond the trusted scores" in findings["reason"].iloc[0]
+
+
+def test_cross_conformal_counts_per_fold():
+    calibration = np.array([1.0, 2.0, 3.0, 10.0, 20.0])
+    folds = np.array([0, 0, 0, 1, 1])
+    # row scores under fold model 0 and fold model 1
+    scores = np.array([[2.0, 15.0], [0.0, 0.0], [4.0, 30.0]])
+    p_values = cross_conformal_p_values(calibration, folds, scores, extrapolate=False)
+    # (1 + #{fold 0 >= s_0} + #{fold 1 >= s_1}) / 6
+    np.testing.assert_allclose(p_values, [(1 + 2 + 1) / 6, (1 + 3 + 2) / 6, 1 / 6])
+    one_fold = cross_conformal_p_values(calibration, np.zeros(5, int), scores[:, :1], extrapolate=False)
+    np.testing.assert_allclose(one_fold, conformal_p_values(calibration, scores[:, 0]))
+
+
+def test_peaks_over_threshold_tail():
+    calibration = np.arange(1.0, 21.0)  # n=20: k=5, threshold = 16, excesses 1..4
+    tail = peaks_over_threshold(calibration)
+    assert (tail.threshold, tail.probability, tail.scale, tail.excesses) == (16.0, 5 / 21, 2.5, 4)
+    # Predictive (Lomax) form with m = 4 excesses: (1 + x / (4 * 2.5)) ** -4.
+    expected = [1.0, 1.0, 5 / 21 * 1.25**-4, 5 / 21 * (1 + (1e9 - 16) / 10) ** -4]
+    np.testing.assert_allclose(tail.p_values([10.0, 16.0, 18.5, 1e9]), expected, rtol=1e-9)
+    assert (tail.p_values([1e9]) > 0).all()
+    # Two folds of ten: the tail lowers only p-values beyond it, and never raises one.
+    folds = np.arange(20) % 2
+    scores = np.array([[10.0, 10.0], [18.5, 18.5], [25.0, 25.0], [25.0, 5.0]])
+    counted = cross_conformal_p_values(calibration, folds, scores, extrapolate=False)
+    p_values, extrapolated = cross_conformal_p_values(calibration, folds, scores, return_extrapolated=True)
+    expected_tail = tail.p_values(25.0)
+    np.testing.assert_allclose(p_values, [counted[0], min(counted[1], float(tail.p_values(18.5))), expected_tail, counted[3]])
+    assert extrapolated.tolist() == [False, True, True, False]
+    assert peaks_over_threshold(np.ones(30)) is None  # all tied: no tail
+    assert peaks_over_threshold(np.arange(4.0)) is None  # too few rows
+
+
+def test_ecod_scores_match_pyod_row_by_row(trusted, batch):
+    detector = ECODOutlierDetector().fit(trusted)
+    pyod = ECOD().fit(trusted.to_numpy())
+    rows = batch.to_numpy()[[0, 1, 33, 100, 102]]
+    expected = [pyod.decision_function(row[None, :])[0] for row in rows]
+    np.testing.assert_allclose(detector.score(pd.DataFrame(rows, columns=COLUMNS)), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("cls", DETECTORS)
+def test_scores_do_not_depend_on_the_rest_of_the_batch(fitted, batch, cls):
+    detector = fitted[cls]
+    together = detector.score(batch)
+    alone = np.concatenate([detector.score(batch.iloc[[i]]) for i in (0, 50, 101)])
+    np.testing.assert_allclose(alone, together[[0, 50, 101]])
+
+
+@pytest.mark.parametrize("cls", DETECTORS)
+def test_self_findings_catch_a_poisoned_cluster(cls):
+    rng = np.random.default_rng(11)
+    clean = rng.normal(size=(1000, 2))
+    cluster = rng.normal(loc=4.0, scale=0.3, size=(50, 2))  # 5 % similar poisoned rows
+    batch = pd.DataFrame(np.vstack([clean, cluster]), columns=COLUMNS)
+    detector = cls(alpha=0.01)
+    findings = detector.self_findings(batch)
+    assert list(findings.columns) == FINDING_COLUMNS and len(findings) == len(batch)
+    assert detector.self_referential_
+    assert findings["flagged"].iloc[1000:].all()
+    assert findings["flagged"].iloc[:1000].mean() <= 0.03
+    assert ((findings["p_value"] > 0) & (findings["p_value"] <= 1)).all()
+    assert findings["reason"].iloc[1000].startswith(
+        "unusual against the rest of the batch (p≈"
+    ) and "extrapolated beyond the bulk of this batch" in findings["reason"].iloc[1000]
+    # the fitted state is usable for later batches
+    assert detector.findings(batch.iloc[1000:])["flagged"].all()
+
+
+def test_self_findings_calibration_on_a_clean_batch():
+    findings = ECODOutlierDetector(alpha=0.01).self_findings(gaussian(2000, seed=5))
+    assert findings["flagged"].mean() <= 0.03
+
+
+def test_registry_and_params():
+    assert registered_detectors()["outlier.ecod"] is ECODOutlierDetector
+    assert registered_detectors()["outlier.iforest"] is IForestOutlierDetector
+    detector = get_detector("outlier.iforest", alpha=0.05, n_folds=3)
+    assert isinstance(detector, IForestOutlierDetector)
+    assert detector.get_params() == {"alpha": 0.05, "n_folds": 3, "random_state": 0}
+
+
+@pytest.mark.parametrize("cls", DETECTORS)
+def test_clone_round_trip(fitted, cls):
+    copy = clone(fitted[cls])
+    assert copy.get_params() == fitted[cls].get_params()
+    assert not hasattr(copy, "model_")
+    assert clone(cls(alpha=0.2, n_folds=4, random_state=9)).get_params() == {
+        "alpha": 0.2,
+        "n_folds": 4,
+        "random_state": 9,
+    }
+
+
+def test_missing_feature_column_is_named(fitted, batch):
+    with pytest.raises(DetectorError, match="body_mass_g"):
+        fitted[ECODOutlierDetector].findings(batch.drop(columns=["body_mass_g"]))
+
+
+def test_missing_value_is_named(trusted):
+    broken = trusted.copy()
+    broken.iloc[3, 1] = np.nan
+    with pytest.raises(DetectorError, match="body_mass_g"):
+        ECODOutlierDetector().fit(broken)
+
+
+def test_too_few_rows_for_the_folds():
+    with pytest.raises(DetectorError, match="at least 5"):
+        ECODOutlierDetector().fit(gaussian(3, seed=0))
+
+
+@pytest.mark.filterwarnings("ignore:Precision loss occurred:RuntimeWarning")  # PyOD's skew of a constant
+def test_warns_when_no_row_can_be_flagged():
+    # Identical reference rows: every calibration score ties, so no tail can
+    # be fitted and 1/21 is the smallest p-value.
+    constant = pd.DataFrame(np.ones((20, 2)), columns=COLUMNS)
+    with pytest.warns(UserWarning, match="no row will be flagged"):
+        ECODOutlierDetector(alpha=0.01).fit(constant)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.5])
+def test_alpha_outside_zero_one_is_an_error(trusted, alpha):
+    with pytest.raises(DetectorError, match="alpha must be between 0 and 1"):
+        IForestOutlierDetector(alpha=alpha).fit(trusted)
+
+
+# --- outlier.class_conditional -----------------------------------------------------
+
+
+def labelled_blobs(n_rows, seed):
+    """Three labels in two features, with a one-hot 'island' that one label never shows."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 3, n_rows)
+    centres = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]])
+    frame = pd.DataFrame(centres[codes] + rng.normal(size=(n_rows, 2)), columns=COLUMNS)
+    frame["island=Biscoe"] = np.where(codes == 2, 1.0, (rng.random(n_rows) < 0.5).astype(float))
+    return frame, np.array(["Adelie", "Chinstrap", "Gentoo"], dtype=object)[codes]
+
+
+def test_class_conditional_finds_rows_impossible_for_their_label():
+    from poisonguard.detectors.class_conditional import ClassConditionalOutlierDetector
+
+    trusted = labelled_blobs(600, seed=0)
+    features, labels = labelled_blobs(200, seed=1)
+    gentoo = np.flatnonzero(labels == "Gentoo")
+    features.loc[gentoo[0], "island=Biscoe"] = 0.0  # a level Gentoo never shows
+    adelie = np.flatnonzero(labels == "Adelie")
+    labels[adelie[0]] = "Gentoo"  # normal overall, impossible for its label (off Biscoe, at Adelie's centre)
+    features.loc[adelie[0], "island=Biscoe"] = 0.0
+    features.loc[adelie[1], "body_mass_g"] = 40.0  # one wild cell
+    findings = ClassConditionalOutlierDetector(alpha=0.01).fit(*trusted).findings(features, labels)
+    flagged = set(np.flatnonzero(findings["flagged"]))
+    assert flagged == {gentoo[0], adelie[0], adelie[1]} | {42, 87}  # and 2 of 197 clean rows (alpha = 0.01)
+    assert findings["reason"].iloc[gentoo[0]].startswith("impossible for label 'Gentoo' against trusted and batch rows")
+    assert "not 'island=Biscoe', which no trusted rows labelled 'Gentoo' show" in findings["reason"].iloc[gentoo[0]]
+    assert "it fits label 'Adelie' better" in findings["reason"].iloc[adelie[0]]
+    assert "body_mass_g" in findings["reason"].iloc[adelie[1]] and "interquartile ranges above" in findings["reason"].iloc[adelie[1]]
+    assert list(findings.columns) == FINDING_COLUMNS
+
+
+@pytest.mark.parametrize("alpha, low, high", [(0.05, 0.015, 0.09), (0.01, 0.002, 0.025)])
+def test_class_conditional_calibration_on_clean_rows(alpha, low, high):
+    from poisonguard.detectors.class_conditional import ClassConditionalOutlierDetector
+
+    findings = ClassConditionalOutlierDetector(alpha=alpha).fit(*labelled_blobs(1000, seed=2)).findings(
+        *labelled_blobs(2000, seed=3)
+    )
+    assert low <= findings["flagged"].mean() <= high
+
+
+def test_class_conditional_self_findings():
+    from poisonguard.detectors.class_conditional import ClassConditionalOutlierDetector
+
+    features, labels = labelled_blobs(1000, seed=4)
+    features.loc[:19, "bill_length_mm"] += 15.0  # 20 corrupted cells
+    labels[20] = "Emperor"  # a label on one row only
+    findings = ClassConditionalOutlierDetector(alpha=0.01).self_findings(features, labels)
+    assert findings["flagged"].iloc[:21].mean() >= 0.8
+    assert findings["flagged"].iloc[21:].mean() <= 0.02
+    assert "label 'Emperor' never occurs in the rows of the batch" in findings["reason"].iloc[20]
+
+
+def test_class_conditional_params_and_clone():
+    from poisonguard.detectors.class_conditional import ClassConditionalOutlierDetector
+
+    assert registered_detectors()["outlier.class_conditional"] is ClassConditionalOutlierDetector
+    fitted = get_detector("outlier.class_conditional", n_folds=3).fit(*labelled_blobs(100, seed=5))
+    assert fitted.get_params() == {"alpha": 0.01, "n_folds": 3, "random_state": 0, "pool_batch": True}
+    assert not hasattr(clone(fitted), "profile_")

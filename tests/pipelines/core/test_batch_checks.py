@@ -1,0 +1,131 @@
+"""Batch-level checks: pure functions on tiny seeded data, then as a stage of a run."""
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from poisonguard.detectors import drift
+from poisonguard.pipelines.runner import execute
+from poisonguard.pipelines.core.settings import make_settings
+from tests.tiny_data import write_tiny_dataset
+
+
+def test_population_stability_index_matches_the_formula_and_is_zero_for_equal_shares():
+    expected, actual = np.array([50.0, 50.0]), np.array([80.0, 20.0])
+    e, a = (expected + 0.5) / 101, (actual + 0.5) / 101
+    assert drift.population_stability_index(expected, actual) == pytest.approx(float(np.sum((a - e) * np.log(a / e))))
+    assert drift.population_stability_index([10, 30], [20, 60]) == pytest.approx(0.0, abs=1e-3)
+
+
+def test_jensen_shannon_distance_is_zero_for_equal_and_one_for_disjoint_distributions():
+    assert drift.jensen_shannon_distance([1, 1, 0], [2, 2, 0]) == pytest.approx(0.0)
+    assert drift.jensen_shannon_distance([5, 0], [0, 5]) == pytest.approx(1.0)
+
+
+def test_numeric_drift_needs_both_a_large_and_a_significant_shift():
+    rng = np.random.default_rng(0)
+    trusted = rng.normal(0, 1, 400)
+    same = drift.numeric_drift(trusted, rng.normal(0, 1, 200), column="x")
+    shifted = drift.numeric_drift(trusted, rng.normal(2, 1, 200), column="x")
+    tiny_shifted = drift.numeric_drift(trusted, rng.normal(2, 1, 3), column="x")
+    assert not same.failed and same.statistic < 0.2
+    assert shifted.failed and shifted.statistic > 0.5 and shifted.p_value < 1e-6
+    assert "x: KS statistic" in shifted.reason and "exceeds the threshold 0.3" in shifted.reason
+    # Three rows can differ a lot by chance: large, but not significant.
+    assert not tiny_shifted.failed
+    wasserstein = drift.numeric_drift(trusted, rng.normal(2, 1, 200), column="x", test="wasserstein", threshold=0.5)
+    assert wasserstein.failed and wasserstein.statistic == pytest.approx(2.0, abs=0.3)
+
+
+def test_categorical_drift_names_the_categories_that_moved():
+    trusted = ["a"] * 50 + ["b"] * 50
+    result = drift.categorical_drift(trusted, ["a"] * 90 + ["b"] * 10, column="colour")
+    assert result.failed and result.test == "psi"
+    assert "'a' 50% → 90%" in result.reason
+    js = drift.categorical_drift(trusted, ["a"] * 48 + ["b"] * 52, column="colour", test="jensen_shannon", threshold=0.2)
+    assert not js.failed and js.statistic < 0.05
+    label = drift.categorical_drift(trusted, ["b"] * 100, column="label", check="batch.label_shift")
+    assert label.check == "batch.label_shift" and label.failed
+
+
+def test_schema_drift_reports_new_missing_and_retyped_columns():
+    problems = drift.schema_drift(
+        ["x", "y", "colour", "id"], ["x", "colour", "extra", "id"],
+        trusted_kinds={"x": "numeric", "colour": "categorical"}, batch_kinds={"x": "categorical", "colour": "categorical"},
+        ignore=["id"],
+    )
+    assert [(p.column, p.test) for p in problems] == [("extra", "new column"), ("y", "missing column"), ("x", "type change")]
+    assert all(p.failed and p.check == "batch.schema" for p in problems)
+    assert drift.schema_drift(["x"], ["x"]) == []
+
+
+def _blobs(rng, n_per_class):
+    centres = {"red": (0, 0), "green": (4, 0), "blue": (2, 4)}
+    X = np.vstack([rng.normal(c, 1.0, size=(n_per_class, 2)) for c in centres.values()])
+    y = np.repeat(list(centres), n_per_class)
+    return X, y
+
+
+def test_model_impact_catches_a_batch_with_swapped_labels_and_passes_a_clean_one():
+    rng = np.random.default_rng(1)
+    trusted_X, trusted_y = _blobs(rng, 60)
+    batch_X, batch_y = _blobs(rng, 80)
+    clean = drift.model_impact(trusted_X, trusted_y, batch_X, batch_y)
+    assert not clean.failed and clean.statistic <= 0.02
+    # Red and green swapped: the label distribution is unchanged, the model is not.
+    swapped = np.where(batch_y == "red", "green", np.where(batch_y == "green", "red", batch_y))
+    poisoned = drift.model_impact(trusted_X, trusted_y, batch_X, swapped)
+    assert poisoned.failed and poisoned.statistic > 0.1 and poisoned.p_value < 0.01
+    assert "McNemar" in poisoned.reason
+    not_measured = drift.model_impact(trusted_X[:3], trusted_y[:3], batch_X, batch_y)
+    assert not not_measured.failed and math.isnan(not_measured.statistic)
+
+
+def test_batch_check_rows_are_plain_json():
+    row = drift.numeric_drift([1.0], [2.0], column="x").as_dict()
+    assert row["statistic"] is None and json.dumps(row)
+
+
+# --------------------------------------------------------------------------- as a stage of a run
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return write_tiny_dataset(tmp_path / "data")
+
+
+def test_the_sample_like_batch_passes_every_batch_check(tiny, tmp_path):
+    summary = execute(make_settings([tiny["batch"]], out=tmp_path / "out", config_path=tiny["config"]))
+    assert summary.status == "succeeded"
+    provenance = json.loads((summary.out / "provenance.json").read_text())
+    table = provenance["batch_checks"]["table"]
+    assert {row["check"] for row in table} == {"batch.drift", "batch.label_shift", "batch.model_impact"}
+    assert not any(row["failed"] for row in table)
+    assert {"batch.drift", "batch.model_impact"} <= {row["check"] for row in summary.per_check}
+
+
+def test_a_drifted_batch_is_rejected_whole_with_the_drift_table_in_the_report(tiny, tmp_path):
+    batch = pd.read_csv(tiny["batch"], dtype=str)
+    numbers = pd.to_numeric(batch["x"], errors="coerce")
+    batch["x"] = (numbers + 2.5).round(3).astype(object).where(numbers.notna(), batch["x"])
+    batch["extra"] = "new"
+    drifted = tmp_path / "drifted.csv"
+    batch.to_csv(drifted, index=False)
+    summary = execute(make_settings([drifted], out=tmp_path / "out", config_path=tiny["config"]))
+    assert summary.status == "rejected" and summary.out is None and not (tmp_path / "out").exists()
+    assert any(f.startswith("batch.drift: x: KS statistic") for f in summary.batch_failures)
+    assert any(f.startswith("batch.schema: column 'extra' is new") for f in summary.batch_failures)
+    failed = {(row["check"], row["column"]) for row in summary.batch_checks if row["failed"]}
+    assert failed == {("batch.drift", "x"), ("batch.schema", "extra")}
+    report = summary.report.read_text()
+    assert "Batch-level checks" in report and "fails the batch" in report
+
+
+def test_checks_can_be_switched_off_in_the_config(tiny, tmp_path):
+    config = tmp_path / "off.toml"
+    config.write_text(tiny["config"].read_text().replace('reference = "reference.csv"', f'reference = "{tiny["reference"]}"')
+                      + "[batch]\nchecks = []\n")
+    summary = execute(make_settings([tiny["batch"]], out=tmp_path / "out", config_path=config))
+    assert summary.status == "succeeded" and summary.batch_checks == []

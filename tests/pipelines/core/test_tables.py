@@ -1,0 +1,176 @@
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from poisonguard.pipelines.core.tables import (
+    TYPE_CHECK,
+    coerce_types,
+    content_row_ids,
+    file_format,
+    infer_kinds,
+    load_table,
+)
+from poisonguard.pipelines.core.errors import InputError
+
+
+def write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_file_format_by_extension(tmp_path):
+    assert file_format(tmp_path / "a.csv") == "csv"
+    assert file_format(tmp_path / "a.CSV.gz") == "csv"
+    assert file_format(tmp_path / "a.parquet") == "parquet"
+    assert file_format(tmp_path / "a.jsonl.gz") == "jsonl"
+    with pytest.raises(InputError, match=r"a\.xlsx: unknown file type"):
+        file_format(tmp_path / "a.xlsx")
+
+
+def test_csv_keeps_text_and_ids(tmp_path):
+    path = write(tmp_path / "b.csv", "id,x,c,y\n1,1.50,a,p\n2,n/a?,b,q\n3,3,,p\n")
+    table = load_table([path], label="y", id_column="id")
+    assert table.id_column == "id" and not table.id_generated
+    assert table.raw["x"].tolist() == ["1.50", "n/a?", "3"]
+    assert table.row_ids.tolist() == ["1", "2", "3"]
+    assert table.files[0]["rows"] == 3 and len(table.files[0]["digest"]) == 64
+
+
+def test_three_formats_give_the_same_rows(tmp_path):
+    frame = pd.DataFrame({"id": ["a", "b"], "x": [1.5, 2.0], "y": ["p", "q"]})
+    frame.to_csv(tmp_path / "t.csv.gz", index=False, compression="gzip")
+    frame.to_parquet(tmp_path / "t.parquet", index=False)
+    frame.to_json(tmp_path / "t.jsonl", orient="records", lines=True)
+    for name in ("t.csv.gz", "t.parquet", "t.jsonl"):
+        table = load_table([tmp_path / name], label="y", id_column="id")
+        typed = coerce_types(table.raw, {"x": "numeric", "y": "categorical"}, id_column="id", source=name)
+        assert typed.typed["x"].tolist() == [1.5, 2.0], name
+        assert typed.typed["y"].tolist() == ["p", "q"], name
+
+
+def test_several_files_stack_and_remember_their_source(tmp_path):
+    first = write(tmp_path / "1.csv", "id,y\na,p\nb,q\n")
+    second = write(tmp_path / "2.csv", "y,id\nr,c\n")
+    table = load_table([first, second], label="y", id_column="id")
+    assert table.row_ids.tolist() == ["a", "b", "c"]
+    assert table.source_digest.tolist() == [table.files[0]["digest"]] * 2 + [table.files[1]["digest"]]
+
+
+@pytest.mark.parametrize(
+    "text, label, id_column, message",
+    [
+        ("id,y\n1,a\n1,b\n", "y", "id", r"duplicate id '1' in column 'id': .*b\.csv row 1 \(line 2\) and .*row 2"),
+        ("id,y\n1,a\n", "target", "id", r"b\.csv: no label column 'target'; columns are 'id', 'y'"),
+        ("id,y\n1,a\n", "y", "key", r"no id column 'key'"),
+        ("id,y\n", "y", "id", r"the batch has no rows"),
+        ("", "y", "id", r"b\.csv: the file is empty"),
+        ("id,y\n1,a\n,b\n", "y", "id", r"b\.csv row 2 \(line 3\): id column 'id' is empty"),
+    ],
+)
+def test_bad_input_names_file_column_or_row(tmp_path, text, label, id_column, message):
+    path = write(tmp_path / "b.csv", text)
+    with pytest.raises(InputError, match=message):
+        load_table([path], label=label, id_column=id_column)
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(InputError, match=r"nope\.csv: file not found"):
+        load_table([tmp_path / "nope.csv"], label="y", id_column=None)
+    write(tmp_path / "bad.parquet", "not parquet")
+    with pytest.raises(InputError, match=r"bad\.parquet: cannot read as parquet"):
+        load_table([tmp_path / "bad.parquet"], label="y", id_column=None)
+    (tmp_path / "bad.csv.gz").write_bytes(b"not gzip")
+    with pytest.raises(InputError, match=r"bad\.csv\.gz: cannot read as csv"):
+        load_table([tmp_path / "bad.csv.gz"], label="y", id_column=None)
+
+
+def test_mismatched_columns_across_files(tmp_path):
+    first = write(tmp_path / "1.csv", "id,y,x\na,p,1\n")
+    second = write(tmp_path / "2.csv", "id,y\nb,q\n")
+    with pytest.raises(InputError, match=r"2\.csv: columns differ from .*1\.csv \(missing: 'x'; extra: none\)"):
+        load_table([first, second], label="y", id_column="id")
+
+
+def test_content_ids_are_stable_and_unique():
+    frame = pd.DataFrame({"x": ["1", "1", "2"], "y": ["a", "a", "b"]})
+    ids = content_row_ids(frame)
+    assert ids[0] == ids[1].split("~")[0] and ids[1].endswith("~2")
+    assert ids.is_unique and len(ids[2]) == 16
+    # Column order does not change a row's id.
+    assert content_row_ids(frame[["y", "x"]]).tolist() == ids.tolist()
+
+
+def test_generated_id_column_avoids_an_existing_row_id(tmp_path):
+    path = write(tmp_path / "b.csv", "row_id,y\n1,a\n")
+    table = load_table([path], label="y", id_column=None)
+    assert table.id_column == "poisonguard_row_id" and table.id_generated
+
+
+def test_coercion_reports_broken_cells_and_whole_column_failures():
+    frame = pd.DataFrame({"id": ["1", "2", "3", "4"], "x": ["1", "x", "3", None], "z": ["a", "b", "c", "d"]})
+    typed = coerce_types(frame, {"x": "numeric", "z": "numeric"}, id_column="id", source="b.csv")
+    assert typed.findings[["row_id", "check", "reason"]].values.tolist()[:1] == [
+        ["2", TYPE_CHECK, "x = 'x' is not a number"]
+    ]
+    np.testing.assert_array_equal(typed.typed["x"].to_numpy(), [1.0, np.nan, 3.0, np.nan])
+    assert len(typed.findings) == 1 + 4  # one broken cell in x, every cell of z
+    assert len(typed.batch_failures) == 1
+    assert "column 'z' should be numeric but 4 of 4 values are not numbers" in typed.batch_failures[0]
+
+
+def test_whole_numbers_stay_integers():
+    frame = pd.DataFrame({"id": ["1", "2"], "n": ["2007", "2008"]})
+    typed = coerce_types(frame, {"n": "numeric"}, id_column="id", source="b.csv")
+    assert str(typed.typed["n"].dtype) == "int64"
+
+
+def test_infer_kinds_tolerates_a_few_broken_cells():
+    frame = pd.DataFrame({"x": [str(i) for i in range(40)] + ["oops"], "c": ["a"] * 41})
+    assert infer_kinds(frame, ["x", "c"]) == {"x": "numeric", "c": "categorical"}
+    assert infer_kinds(frame, ["x"], categorical=["x"]) == {"x": "categorical"}
+
+
+cell = st.one_of(
+    st.none(),
+    st.integers(-10**6, 10**6).map(str),
+    st.floats(allow_nan=False, allow_infinity=False, width=32).map(repr),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=8),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(cell, cell), min_size=1, max_size=12), fmt=st.sampled_from(["csv", "jsonl", "parquet"]))
+def test_any_table_round_trips_with_unique_ids_and_no_lost_rows(tmp_path, rows, fmt):
+    frame = pd.DataFrame(rows, columns=["x", "label"])
+    path = tmp_path / f"h.{fmt}"
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    elif fmt == "jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        frame.to_parquet(path, index=False)
+    table = load_table([path], label="label", id_column=None)
+    assert len(table.raw) == len(frame)
+    assert table.row_ids.is_unique
+    kinds = infer_kinds(table.raw, ["x"])
+    typed = coerce_types(table.raw, {**kinds, "label": "categorical"}, id_column=table.id_column, source=str(path))
+    # Every broken cell is reported against a real row, at most once per column.
+    assert set(typed.findings["row_id"]) <= set(table.row_ids)
+    assert typed.findings["row_id"].is_unique
+    assert len(typed.typed) == len(frame)
+
+
+@settings(max_examples=40, deadline=None)
+@given(ids=st.lists(st.text(min_size=1, max_size=5).filter(lambda s: s.strip() and "\n" not in s and "\r" not in s), min_size=2, max_size=10))
+def test_duplicate_ids_are_always_refused(ids):
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp())
+    frame = pd.DataFrame({"id": ids + [ids[0]], "y": ["a"] * (len(ids) + 1)})
+    path = folder / "d.jsonl"
+    frame.to_json(path, orient="records", lines=True)
+    with pytest.raises(InputError, match="duplicate id"):
+        load_table([path], label="y", id_column="id")

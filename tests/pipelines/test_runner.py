@@ -1,0 +1,157 @@
+"""The run's stages wired without Prefect, on tiny seeded data with known poison."""
+import json
+
+import pandas as pd
+import pytest
+
+from poisonguard.pipelines.outputs import publish
+from poisonguard.pipelines.core.config import DEFAULT_DETECTORS
+from poisonguard.pipelines.core.errors import InputError
+from poisonguard.pipelines.runner import execute
+from poisonguard.pipelines.core.settings import make_settings
+from poisonguard.pipelines.outputs.signing import verify_folder
+from poisonguard.pipelines.store.quarantine_store import QuarantineStore
+from tests.tiny_data import BROKEN_NUMBER, FAR_AWAY, FLIPPED, POISONED, UNKNOWN_COLOUR, write_tiny_dataset
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return write_tiny_dataset(tmp_path / "data")
+
+
+def run_tiny(tiny, tmp_path, **options):
+    settings = make_settings([tiny["batch"]], out=tmp_path / "out", config_path=tiny["config"], **options)
+    return settings, execute(settings)
+
+
+def test_every_row_ends_in_exactly_one_of_clean_and_quarantine(tiny, tmp_path):
+    settings, summary = run_tiny(tiny, tmp_path)
+    clean = pd.read_parquet(summary.out / publish.CLEAN_FILE)
+    quarantine = pd.read_parquet(summary.out / publish.QUARANTINE_FILE)
+    batch = pd.read_csv(tiny["batch"], dtype=str)
+    assert sorted([*clean["id"], *quarantine["id"]]) == sorted(batch["id"])
+    assert not set(clean["id"]) & set(quarantine["id"])
+    assert (summary.rows_in, summary.kept + summary.quarantined) == (45, 45)
+    # Clean rows keep the original columns, with numbers as numbers.
+    assert list(clean.columns) == ["id", "x", "y", "shade", "label"]
+    assert clean["x"].dtype == float
+
+
+def test_each_kind_of_poison_is_caught_by_the_right_check(tiny, tmp_path):
+    _, summary = run_tiny(tiny, tmp_path)
+    quarantine = pd.read_parquet(summary.out / publish.QUARANTINE_FILE).set_index("id")
+    assert set(POISONED) <= set(quarantine.index)
+    # Within the detectors' 5 % budget: at most a couple of the 39 clean rows flagged.
+    assert len(set(quarantine.index) - set(POISONED)) <= 2
+    checks = quarantine["poisonguard_checks"].map(list)
+    assert "expectation.parsable_type" in checks[BROKEN_NUMBER]
+    assert quarantine.loc[BROKEN_NUMBER, "x"] == "oops"  # quarantine keeps the original text
+    assert "expectation.values_to_be_in_set" in checks[UNKNOWN_COLOUR]
+    assert {"outlier.ecod", "expectation.values_to_be_between"} <= set(checks[FAR_AWAY])
+    for row_id in FLIPPED:
+        assert "label.trusted_model" in checks[row_id], row_id
+    reasons = list(quarantine.loc[FLIPPED[0], "poisonguard_reasons"])
+    assert any("label" in reason for reason in reasons)
+
+
+def test_counts_per_check_are_rows_not_findings(tiny, tmp_path):
+    _, summary = run_tiny(tiny, tmp_path)
+    counts = {row["check"]: row for row in summary.per_check}
+    # The far-away row breaks the range of both x and y: one row, two findings.
+    assert counts["expectation.values_to_be_between"]["flagged"] == 1
+    assert counts["expectation.parsable_type"]["flagged"] == 1
+    # An unparsable cell is not also reported as an empty one.
+    assert "expectation.values_to_not_be_null" not in counts
+    assert counts["expectation.values_to_be_in_set"]["flagged"] == 1
+
+
+def test_output_is_signed_and_provenance_is_complete(tiny, tmp_path):
+    settings, summary = run_tiny(tiny, tmp_path)
+    verified = verify_folder(summary.out, settings.state_dir / "keys" / "public.pem")
+    assert set(verified.files) == {"clean.parquet", "quarantine.parquet", "provenance.json", "report.html"}
+    assert summary.key_created
+    provenance = json.loads((summary.out / "provenance.json").read_text())
+    assert provenance["inputs"]["batches"][0]["rows"] == 45
+    assert provenance["expectation_suite"]["source"].startswith("inferred from the reference")
+    assert [c["name"] for c in provenance["checks"]] == ["expectations", *DEFAULT_DETECTORS]
+    # Seven detectors share the 5 % budget: each ran at 0.05 / 7.
+    assert {c["params"]["alpha"] for c in provenance["checks"][1:]} == {0.05 / 7}
+    assert provenance["counts"]["kept"] + provenance["counts"]["quarantined"] == 45
+    assert provenance["libraries"]["pyod"]
+    assert "private" not in json.dumps(provenance).lower()
+    report = (summary.out / "report.html").read_text()
+    assert "outlier.ecod" in report and FAR_AWAY in report
+
+
+def test_quarantine_store_holds_every_quarantined_row(tiny, tmp_path):
+    settings, summary = run_tiny(tiny, tmp_path)
+    store = QuarantineStore(settings.store_url)
+    run = store.get_run(summary.run_id)
+    assert run["status"] == "succeeded" and run["output_dir"] == str(summary.out)
+    entries = store.list_quarantine(run_id=summary.run_id)
+    assert sorted(e["row_id"] for e in entries) == sorted(pd.read_parquet(summary.out / "quarantine.parquet")["id"])
+    far = next(e for e in entries if e["row_id"] == FAR_AWAY)
+    assert far["row"]["x"] == "60.0" and far["status"] == "pending"
+    assert {f["check"] for f in far["findings"]} >= {"outlier.ecod"}
+    # Evidence for review: the far row's features are outside the trusted range.
+    top = far["evidence"]["features"][0]
+    assert top["column"] in {"x", "y"} and top["note"] == "outside the trusted range"
+    assert set(far["evidence"]["histograms"]) == {"x", "y"}
+    assert sum(far["evidence"]["histograms"]["x"]["counts"]) == 180
+    flipped = next(e for e in entries if e["row_id"] == FLIPPED[0])
+    votes = flipped["evidence"]["label_votes"]
+    assert sum(votes.values()) == 5 and flipped["evidence"]["label"] not in votes
+
+
+def test_a_batch_with_a_column_of_the_wrong_type_is_rejected_whole(tiny, tmp_path):
+    batch = pd.read_csv(tiny["batch"], dtype=str)
+    batch["y"] = "not a number"
+    batch.to_csv(tiny["batch"], index=False)
+    settings, summary = run_tiny(tiny, tmp_path)
+    assert summary.status == "rejected" and summary.out is None
+    assert not (tmp_path / "out").exists()
+    assert "column 'y' should be numeric" in str(summary.rejection())
+    assert summary.report.exists()
+    assert QuarantineStore(settings.store_url).get_run(summary.run_id)["status"] == "rejected"
+
+
+def test_without_reference_detectors_calibrate_on_the_batch(tiny, tmp_path):
+    tiny["config"].write_text('[dataset]\nname = "tiny"\nlabel = "label"\nid = "id"\n')
+    _, summary = run_tiny(tiny, tmp_path)
+    assert any("No trusted reference" in note for note in summary.notes)
+    quarantine = pd.read_parquet(summary.out / publish.QUARANTINE_FILE)
+    assert {FAR_AWAY, BROKEN_NUMBER} <= set(quarantine["id"])
+
+
+def test_without_reference_a_row_without_a_label_is_still_quarantined(tiny, tmp_path):
+    tiny["config"].write_text('[dataset]\nname = "tiny"\nlabel = "label"\nid = "id"\n')
+    batch = pd.read_csv(tiny["batch"], dtype=str)
+    batch.loc[batch["id"] == "b-010", "label"] = None
+    batch.to_csv(tiny["batch"], index=False)
+    _, summary = run_tiny(tiny, tmp_path)
+    quarantine = pd.read_parquet(summary.out / publish.QUARANTINE_FILE).set_index("id")
+    checks = list(quarantine.loc["b-010", "poisonguard_checks"])
+    reasons = list(quarantine.loc["b-010", "poisonguard_reasons"])
+    assert reasons[checks.index("expectation.values_to_not_be_null")] == "label is empty but every row needs a label"
+
+
+def test_a_failure_while_publishing_leaves_no_output_and_marks_the_run(tiny, tmp_path, monkeypatch):
+    def broken_sign(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(publish, "sign_folder", broken_sign)
+    settings = make_settings([tiny["batch"]], out=tmp_path / "out", config_path=tiny["config"])
+    with pytest.raises(OSError, match="disk full"):
+        execute(settings)
+    assert list(tmp_path.glob("*out*")) == []
+    store = QuarantineStore(settings.store_url)
+    runs = store.list_runs() if hasattr(store, "list_runs") else None
+    assert store.count_quarantine() == 0
+    if runs is not None:
+        assert runs[-1]["status"] == "failed"
+
+
+def test_existing_output_folder_is_refused(tiny, tmp_path):
+    (tmp_path / "out").mkdir()
+    with pytest.raises(InputError, match="output folder already exists"):
+        make_settings([tiny["batch"]], out=tmp_path / "out", config_path=tiny["config"])

@@ -1,0 +1,403 @@
+"""`poisonguard watch`: an inbox processed once per batch, crash-safe, into a chain of signed versions."""
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from poisonguard.pipelines.watch import watcher as watch_module
+from poisonguard.pipelines.outputs.datasets import list_versions, load_dataset, staging_folders, verify_chain
+from poisonguard.pipelines.store import QuarantineStore
+from poisonguard.pipelines.watch.request import make_request
+from poisonguard.pipelines.watch.watcher import watch
+from tests.cli_helpers import invoke
+from tests.tiny_data import write_tiny_dataset
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def setup(tmp_path, isolated_state):
+    """A tiny dataset config, an empty inbox, and the batch rows to cut files from."""
+    data = write_tiny_dataset(tmp_path / "data")
+    data["config"].write_text(data["config"].read_text() + "[watch]\nsettle_seconds = 0\n")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    batch = pd.read_csv(data["batch"], dtype=str)
+    return {"config": data["config"], "inbox": inbox, "batch": batch, "state": isolated_state,
+            "root": isolated_state / "datasets" / "tiny", "public": isolated_state / "keys" / "public.pem"}
+
+
+def drop(inbox: Path, name: str, rows: pd.DataFrame, at: int) -> Path:
+    """Write a batch file with modification time ``at`` (oldest first)."""
+    path = inbox / name
+    rows.to_csv(path, index=False)
+    os.utime(path, (at, at))
+    return path
+
+
+def one_pass(setup, **options):
+    return watch(make_request(str(setup["inbox"]), dataset="tiny", config=setup["config"]), **options)
+
+
+def store_rows(setup, query):
+    with sqlite3.connect(setup["state"] / "quarantine.db") as connection:
+        return connection.execute(query).fetchall()
+
+
+def assert_consistent(setup, files: int):
+    """Every batch published exactly once, nothing half-written, nothing lost."""
+    versions = list_versions(setup["root"])
+    assert [v.name for v in versions] == [f"v{n:04d}" for n in range(1, files + 1)]
+    assert staging_folders(setup["root"]) == []
+    chain = verify_chain(setup["root"], setup["public"])
+    digests = [v.chain["batch"]["digest"] for v in chain]
+    assert len(set(digests)) == files
+    assert sorted(p.name for p in setup["inbox"].iterdir() if p.is_file()) == []
+    assert store_rows(setup, "SELECT status, count(*) FROM watch_batches GROUP BY status") == [("published", files)]
+    # One succeeded run per batch; quarantine entries only from those runs.
+    assert store_rows(setup, "SELECT count(*) FROM runs WHERE status = 'succeeded'") == [(files,)]
+    assert store_rows(setup, "SELECT count(*) FROM quarantine q JOIN runs r ON r.id = q.run_id "
+                             "WHERE r.status != 'succeeded'") == [(0,)]
+    frame = load_dataset(setup["root"], public_key=setup["public"])
+    assert frame["id"].is_unique and len(frame) == chain[-1].chain["rows_total"]
+
+
+def test_batches_oldest_first_duplicates_skipped_and_a_changed_file_is_new(setup):
+    batch, inbox = setup["batch"], setup["inbox"]
+    drop(inbox, "z-first.csv", batch.iloc[:15], 1000)
+    drop(inbox, "a-second.csv", batch.iloc[15:30], 2000)
+    summary = one_pass(setup)
+    assert [(r.name, r.status, r.version) for r in summary.results] == [
+        ("z-first.csv", "published", "v0001"), ("a-second.csv", "published", "v0002"),
+    ]
+    assert sorted(p.name for p in (inbox / "processed").iterdir()) == ["a-second.csv", "z-first.csv"]
+
+    # The same bytes under another name, and a new file re-using a processed name.
+    shutil.copy(inbox / "processed" / "z-first.csv", inbox / "again.csv")
+    os.utime(inbox / "again.csv", (2500, 2500))
+    changed = batch.iloc[30:].copy()
+    drop(inbox, "a-second.csv", changed, 3000)
+    summary = one_pass(setup)
+    assert [(r.name, r.status, r.version) for r in summary.results] == [
+        ("again.csv", "duplicate", "v0001"), ("a-second.csv", "published", "v0003"),
+    ]
+    assert "already published as v0001 (first seen as z-first.csv)" in summary.results[0].message
+    moved = sorted(p.name for p in (inbox / "processed").iterdir())
+    digest = summary.results[1].digest
+    assert moved == sorted(["a-second.csv", f"a-second.{digest[:12]}.csv", "again.csv", "z-first.csv"])
+
+    assert one_pass(setup).results == []
+    assert_consistent(setup, files=3)
+    assert store_rows(setup, "SELECT count(*) FROM runs") == [(3,)]  # the duplicate was never run
+
+
+def test_a_drifted_batch_is_rejected_whole_and_the_chain_goes_on(setup):
+    batch, inbox = setup["batch"], setup["inbox"]
+    drop(inbox, "good.csv", batch.iloc[:25], 1000)
+    drifted = batch.iloc[25:].copy()
+    numbers = pd.to_numeric(drifted["x"], errors="coerce")
+    drifted["x"] = (numbers * 3 + 10).astype(object).where(numbers.notna(), drifted["x"])
+    drop(inbox, "drifted.csv", drifted, 2000)
+    drop(inbox, "later.csv", batch.iloc[25:], 3000)
+    summary = one_pass(setup)
+    results = {r.name: r for r in summary.results}
+    assert [r.status for r in summary.results] == ["published", "rejected", "published"]
+    rejected = results["drifted.csv"]
+    assert "batch.drift: x: KS statistic" in rejected.message
+    assert rejected.version is None and Path(rejected.report).is_file()
+    assert "Batch-level checks" in Path(rejected.report).read_text()
+    assert [p.name for p in (inbox / "rejected").iterdir()] == ["drifted.csv"]
+    assert results["later.csv"].version == "v0002"
+    assert verify_chain(setup["root"], setup["public"])[-1].chain["parent"]["version"] == "v0001"
+    assert store_rows(setup, "SELECT status FROM watch_batches ORDER BY id") == [("published",), ("rejected",), ("published",)]
+
+
+def test_an_unreadable_batch_is_rejected_and_a_failing_one_given_up_after_max_attempts(setup, monkeypatch):
+    inbox = setup["inbox"]
+    drop(inbox, "no-label.csv", setup["batch"].drop(columns=["label"]), 1000)
+    summary = one_pass(setup)
+    assert summary.results[0].status == "rejected" and "no label column 'label'" in summary.results[0].message
+    assert store_rows(setup, f"SELECT status FROM runs WHERE id = '{summary.results[0].run_id}'") == [("rejected",)]
+    assert (inbox / "rejected" / "no-label.csv").exists()
+
+    setup["config"].write_text(setup["config"].read_text() + "max_attempts = 1\n")
+    drop(inbox, "crashes.csv", setup["batch"], 2000)
+    monkeypatch.setattr(watch_module, "execute", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("disk on fire")))
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        one_pass(setup)
+    assert (inbox / "crashes.csv").exists()
+    summary = one_pass(setup)
+    assert summary.results[0].status == "failed" and "disk on fire" in summary.results[0].message
+    assert (inbox / "rejected" / "crashes.csv").exists()
+
+
+def _fail_second_batch(monkeypatch, point):
+    """Raise an error at ``point`` while the second batch is processed."""
+    seen = []
+
+    def checkpoint(step):
+        if step == "fetched":
+            seen.append(step)
+        if len(seen) == 2 and step == point:
+            raise RuntimeError(f"crash at {step}")
+
+    if point == "sign":
+        from poisonguard.pipelines.outputs import publish
+        from poisonguard.pipelines.outputs import signing
+
+        def sign(folder, key, signature_name="signature.sig"):
+            if Path(folder).name.startswith(".v0002"):
+                raise RuntimeError("crash while signing")
+            return signing.sign_folder(folder, key, signature_name=signature_name)
+
+        monkeypatch.setattr(publish, "sign_folder", sign)
+    elif point == "publish":
+        real = watch_module.run_stage_directly
+
+        def stage(name, function, *args, **options):
+            result = real(name, function, *args, **options)
+            if name == "publish" and result.out.name == "v0002":
+                raise RuntimeError("crash right after the version was revealed")
+            return result
+
+        return {"run_stage": stage}
+    else:
+        monkeypatch.setattr(watch_module, "checkpoint", checkpoint)
+    return {}
+
+
+@pytest.mark.parametrize("point", ["claimed", "sign", "publish", "processed", "recorded", "moved"])
+def test_a_crash_between_steps_then_a_rerun_loses_nothing_and_repeats_nothing(setup, point):
+    batch, inbox = setup["batch"], setup["inbox"]
+    drop(inbox, "one.csv", batch.iloc[:22], 1000)
+    drop(inbox, "two.csv", batch.iloc[22:], 2000)
+    with pytest.MonkeyPatch.context() as patch:
+        options = _fail_second_batch(patch, point)
+        with pytest.raises(RuntimeError, match="crash"):
+            one_pass(setup, **options)
+    # Whatever exists is whole: every visible version verifies.
+    assert verify_chain(setup["root"], setup["public"])
+    rerun = one_pass(setup)
+    expected = {
+        "claimed": [("two.csv", "published")],  # nothing was done: processed again
+        "sign": [("two.csv", "published")],  # the staging folder was removed: processed again
+        "publish": [("two.csv", "duplicate")],  # revealed: recovery records it, the file is moved
+        "processed": [("two.csv", "duplicate")],
+        "recorded": [("two.csv", "duplicate")],  # recorded: only the move was left
+        "moved": [],  # everything was done
+    }[point]
+    assert [(r.name, r.status) for r in rerun.results] == expected
+    assert_consistent(setup, files=2)
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, sys
+    from poisonguard.pipelines.outputs import publish
+    from poisonguard.pipelines.watch.request import make_request
+    from poisonguard.pipelines.watch.watcher import watch
+    inbox, config, point = sys.argv[1:4]
+    if point == "signing":  # the second version's staging folder is signed, then the process dies
+        real_sign = publish.sign_folder
+        def sign(folder, key, signature_name="signature.sig"):
+            real_sign(folder, key, signature_name=signature_name)
+            if ".v0002" in str(folder):
+                os._exit(9)
+        publish.sign_folder = sign
+    else:  # the second batch's quarantined rows are committed, its folder not yet renamed
+        real_add, calls = publish.QuarantineStore.add_quarantined, []
+        def add(self, *args, **kwargs):
+            stored = real_add(self, *args, **kwargs)
+            calls.append(stored)
+            if len(calls) == 2:
+                os._exit(9)
+            return stored
+        publish.QuarantineStore.add_quarantined = add
+    watch(make_request(inbox, dataset="tiny", config=config))
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["signing", "before-reveal"])
+def test_a_killed_watcher_leaves_a_state_the_next_pass_finishes(setup, point):
+    batch, inbox = setup["batch"], setup["inbox"]
+    drop(inbox, "one.csv", batch.iloc[:22], 1000)
+    drop(inbox, "two.csv", batch.iloc[22:], 2000)
+    env = {**os.environ, "POISONGUARD_HOME": str(setup["state"]), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    killed = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(inbox), str(setup["config"]), point],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == 9, killed.stderr
+    assert [v.name for v in list_versions(setup["root"])] == ["v0001"]
+    if point == "signing":
+        assert len(staging_folders(setup["root"])) == 1  # signed but never revealed
+    else:
+        assert store_rows(setup, "SELECT count(*) FROM quarantine q JOIN runs r ON r.id = q.run_id "
+                                 "WHERE r.status = 'running'")[0][0] > 0
+    # The dead process still "holds" the lease; a process of this machine that is gone does not count.
+    rerun = one_pass(setup)
+    assert [(r.name, r.status, r.version) for r in rerun.results] == [("two.csv", "published", "v0002")]
+    assert any("interrupted" in note for note in rerun.recovered)
+    assert_consistent(setup, files=2)
+
+
+def test_two_watchers_on_one_inbox_never_process_the_same_batch(setup):
+    batch, inbox = setup["batch"], setup["inbox"]
+    for number, start in enumerate(range(0, 45, 15), start=1):
+        drop(inbox, f"part-{number}.csv", batch.iloc[start:start + 15], 1000 * number)
+    start = threading.Barrier(2)
+    summaries, errors = [], []
+
+    def watcher():
+        try:
+            start.wait()
+            summaries.append(one_pass(setup))
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=watcher) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    published = [r for s in summaries for r in s.results if r.status == "published"]
+    assert sorted(r.version for r in published) == ["v0001", "v0002", "v0003"]
+    assert len({r.digest for r in published}) == 3
+    assert_consistent(setup, files=3)
+
+
+def test_an_fsspec_inbox_is_read_and_its_files_moved(setup):
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    url = f"memory://inbox-{uuid.uuid4().hex[:8]}"
+    with fs.open(f"{url}/remote.csv", "w") as handle:
+        setup["batch"].to_csv(handle, index=False)
+    summary = watch(make_request(url, dataset="tiny", config=setup["config"]))
+    assert [(r.name, r.status, r.version) for r in summary.results] == [("remote.csv", "published", "v0001")]
+    assert fs.exists(f"{url}/processed/remote.csv") and not fs.exists(f"{url}/remote.csv")
+    provenance = json.loads((setup["root"] / "v0001" / "provenance.json").read_text())
+    assert provenance["chain"]["batch"]["source"] == url
+
+
+def test_a_batch_above_the_review_rate_is_held_until_a_person_decides(setup):
+    setup["config"].write_text(setup["config"].read_text() + "review_above = 0.05\n")
+    batch, inbox = setup["batch"], setup["inbox"]
+    drop(inbox, "suspicious.csv", batch, 1000)
+    held = one_pass(setup).results[0]
+    assert held.status == "held" and "above watch.review_above = 5%" in held.message
+    assert (inbox / "suspicious.csv").exists() and list_versions(setup["root"]) == []
+    assert one_pass(setup).results[0].status == "waiting"
+
+    approved = invoke("review", "batch", held.run_id[:8], "--approve", "--note", "known bad rows", "--reviewer", "ann")
+    assert approved.exit_code == 0, approved.output
+    assert "approved batch suspicious.csv" in approved.output and "next `poisonguard watch` pass" in approved.output
+    published = one_pass(setup).results[0]
+    assert (published.status, published.version) == ("published", "v0001")
+    notes = json.loads((setup["root"] / "v0001" / "provenance.json").read_text())["notes"]
+    assert "Published after review: approved by ann: known bad rows." in notes
+    assert store_rows(setup, "SELECT review, reviewer, review_note FROM watch_batches") == [("approve", "ann", "known bad rows")]
+
+    drop(inbox, "also-suspicious.csv", batch.assign(id=batch["id"] + "-2"), 2000)
+    second = one_pass(setup).results[0]
+    assert invoke("review", "batch", second.run_id, "--reject", "--note", "no").exit_code == 0
+    rejected = one_pass(setup).results[0]
+    assert rejected.status == "rejected" and "rejected by" in rejected.message
+    assert (inbox / "rejected" / "also-suspicious.csv").exists()
+    again = invoke("review", "batch", second.run_id, "--approve")
+    assert again.exit_code == 2 and "already rejected" in again.output
+
+
+def test_watch_options_are_checked_before_anything_starts(setup, tmp_path):
+    missing = invoke("watch", tmp_path / "nowhere", "--dataset", "tiny", "--config", setup["config"], "--once")
+    assert missing.exit_code == 2 and "inbox folder not found" in missing.output
+    no_label = invoke("watch", setup["inbox"], "--dataset", "tiny", "--once")
+    assert no_label.exit_code == 2 and "no label column" in no_label.output
+    bad_name = invoke("watch", setup["inbox"], "--dataset", "a/b", "--label", "label", "--once")
+    assert bad_name.exit_code == 2 and "plain name" in bad_name.output
+    no_schedule = invoke("serve", "--dataset", "tiny", "--config", setup["config"], "--inbox", setup["inbox"])
+    assert no_schedule.exit_code == 2 and "--interval SECONDS or --cron" in no_schedule.output
+
+
+# --------------------------------------------------------------------------- through Prefect
+
+
+@pytest.fixture
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.mark.slow
+def test_watch_flow_end_to_end_with_artifacts_and_a_pause_for_review(setup, prefect_harness):
+    import contextvars
+
+    from prefect.client.orchestration import get_client
+
+    from poisonguard.pipelines.flows.watch import watch_flow
+
+    batch, inbox = setup["batch"], setup["inbox"]
+    drop(inbox, "first.csv", batch.iloc[:30], 1000)
+    result = invoke("watch", inbox, "--dataset", "tiny", "--config", setup["config"], "--once")
+    assert result.exit_code == 0, result.output
+    assert "v0001" in result.output and "published" in result.output
+    with get_client(sync_client=True) as client:
+        artifacts = {a.key: a for a in client.read_artifacts()}
+    assert "## tiny: `first.csv` — published" in artifacts["poisonguard-tiny-batch"].data
+    assert "Drift and batch-level checks" in artifacts["poisonguard-tiny-batch"].data
+    assert artifacts["poisonguard-tiny-quarantined"].type == "table"
+
+    # Above the review rate, the flow pauses until a person answers.
+    setup["config"].write_text(setup["config"].read_text() + "review_above = 0.05\n")
+    drop(inbox, "second.csv", batch.iloc[30:], 2000)
+    outcome = {}
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=lambda: outcome.update(context.run(
+        watch_flow, inbox=str(inbox), dataset="tiny", config=str(setup["config"]))))
+    thread.start()
+    store = QuarantineStore(f"sqlite:///{setup['state'] / 'quarantine.db'}")
+    try:
+        claim = _wait_for(lambda: _paused_claim(store))
+    finally:
+        store.close()
+    answered = invoke("review", "batch", claim["run_id"], "--approve", "--reviewer", "bob")
+    assert answered.exit_code == 0, answered.output
+    assert f"resumed the paused Prefect flow run {claim['flow_run_id']}" in answered.output
+    thread.join(timeout=180)
+    assert [(r["name"], r["status"], r["version"]) for r in outcome["results"]] == [("second.csv", "published", "v0002")]
+    assert_consistent(setup, files=2)
+
+
+def _paused_claim(store):
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    claims = [c for c in store.list_claims("tiny", status="processing") if c["flow_run_id"]]
+    if not claims:
+        return None
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(UUID(claims[0]["flow_run_id"])).state
+    return claims[0] if state is not None and state.is_paused() else None
+
+
+def _wait_for(probe, seconds=120):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError("timed out waiting")
