@@ -25,12 +25,14 @@ import pandas as pd
 from poisonguard.pipelines.core.version import __version__
 from poisonguard.pipelines.core.decision import decide
 from poisonguard.pipelines.core.errors import BatchRejected
+from poisonguard.pipelines.core.jsonable import to_jsonable
 from poisonguard.pipelines.core.tables import file_digest
 from poisonguard.pipelines.outputs.datasets import finish_chain
 from poisonguard.pipelines.outputs.report import render_report
 from poisonguard.pipelines.outputs.signed_folder import (  # noqa: F401 - the layout's names are also used as publish.X
     CLEAN_FILE,
     FINDING_LIST_COLUMNS,
+    ORIGINAL_COLUMN,
     PROVENANCE_FILE,
     QUARANTINE_FILE,
     REPORT_FILE,
@@ -83,29 +85,21 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def open_run(inputs, started_at: datetime) -> RunHandle:
-    """Record the run and its batch files in the store."""
+def open_run(inputs, started_at: datetime, *, store: QuarantineStore, owner: str) -> RunHandle:
+    """Record the run, who runs it and where it will publish, and its batch files, in ``store``."""
     settings = inputs.settings
-    store = QuarantineStore(settings.store_url)
     reference_digest = inputs.reference.files[0]["digest"] if inputs.reference is not None else None
     run_id = store.start_run(
         dataset=settings.config.dataset.name,
         config=json.loads(settings.model_dump_json()),
         tool_version=__version__,
         reference_digest=reference_digest,
+        owner=owner,
+        output_dir=str(settings.out),
     )
     for info in inputs.batch.files:
         store.record_batch(run_id, path=info["path"], digest=info["digest"], rows=info["rows"])
     return RunHandle(run_id=run_id, store=store, started_at=started_at)
-
-
-def close_failed_run(run: RunHandle, error: BaseException) -> None:
-    """Mark a run failed unless it was already closed (rejected)."""
-    try:
-        if run.store.get_run(run.run_id).get("status") == "running":
-            run.store.finish_run(run.run_id, status="failed", counts={"error": str(error)[:2000]})
-    except Exception:  # the original error matters more than bookkeeping
-        pass
 
 
 def reject_batch(run: RunHandle, inputs, outcomes, work_started: float) -> "RunSummary":
@@ -204,7 +198,7 @@ def publish(run: RunHandle, inputs, outcomes, decision, evidence: dict, work_sta
         run.store.add_quarantined(
             run.run_id,
             dataset=settings.config.dataset.name,
-            rows=quarantine.drop(columns=list(FINDING_LIST_COLUMNS)),
+            rows=_as_received(inputs, decision),
             findings=decision.flagged,
             row_id_column=inputs.id_column,
             batch_digest_by_row=_digest_by_row(inputs),
@@ -233,25 +227,47 @@ def publish(run: RunHandle, inputs, outcomes, decision, evidence: dict, work_sta
     )
 
 
-def clean_frame(inputs, kept_ids: list[str]) -> pd.DataFrame:
-    """Kept rows with their original columns; text cells of numeric columns as numbers."""
+def typed_rows(inputs) -> pd.DataFrame:
+    """The batch as it came in, but numeric columns read from text as numbers.
+
+    Clean and quarantined rows are cut from this one frame, so the two files
+    share one schema (a consumer can stack or join them). A cell that did not
+    parse is missing here; ``quarantine_frame`` keeps its text.
+    """
     raw = inputs.batch.raw
     typed = inputs.batch_typed.typed
-    clean = raw.copy()
+    frame = raw.copy()
     for column, kind in inputs.kinds.items():
-        # Kept rows parsed cleanly, so their numbers equal the text they came from.
         if kind == "numeric" and not pd.api.types.is_numeric_dtype(raw[column]):
-            clean[column] = typed[column]
+            frame[column] = typed[column]
+    return frame
+
+
+def clean_frame(inputs, kept_ids: list[str]) -> pd.DataFrame:
+    """Kept rows with their original columns; text cells of numeric columns as numbers."""
     mask = inputs.batch.row_ids.isin(set(kept_ids)).to_numpy()
-    return clean[mask].reset_index(drop=True)
+    return typed_rows(inputs)[mask].reset_index(drop=True)
 
 
 def quarantine_frame(inputs, decision) -> pd.DataFrame:
-    """Quarantined rows as they came in, plus the checks, scores and reasons that flagged each."""
-    raw = inputs.batch.raw
+    """Quarantined rows in the clean file's schema, plus why each was flagged and the text of broken cells.
+
+    ``poisonguard_original`` holds, as a JSON object, the cells that could
+    not be read as their column's type (``{"bill_length_mm": "n/a?"}``);
+    null when every cell parsed.
+    """
     ids = inputs.batch.row_ids
     mask = ids.isin(set(decision.quarantined_ids)).to_numpy()
-    rows = raw[mask].reset_index(drop=True)
+    rows = typed_rows(inputs)[mask].reset_index(drop=True)
+    raw = inputs.batch.raw[mask].reset_index(drop=True)
+    broken: dict[str, list[str]] = {}
+    for row_id, column in inputs.batch_typed.broken_cells:
+        broken.setdefault(str(row_id), []).append(column)
+    originals = []
+    for position, row_id in enumerate(rows[inputs.id_column].astype(str)):
+        cells = {column: to_jsonable(raw.at[position, column]) for column in broken.get(row_id, [])}
+        originals.append(json.dumps(cells, ensure_ascii=False) if cells else None)
+    rows[ORIGINAL_COLUMN] = pd.Series(originals, dtype=object)
     grouped = {row_id: group for row_id, group in decision.flagged.groupby("row_id", sort=False)}
     lists = {name: [] for name in FINDING_LIST_COLUMNS}
     for row_id in rows[inputs.id_column].astype(str):
@@ -263,6 +279,12 @@ def quarantine_frame(inputs, decision) -> pd.DataFrame:
     for name, values in lists.items():
         rows[name] = pd.Series(values, dtype=object)
     return rows
+
+
+def _as_received(inputs, decision) -> pd.DataFrame:
+    """The quarantined rows exactly as they came in: what the store keeps for reviewers."""
+    mask = inputs.batch.row_ids.isin(set(decision.quarantined_ids)).to_numpy()
+    return inputs.batch.raw[mask].reset_index(drop=True)
 
 
 def _digest_by_row(inputs) -> dict[str, str]:

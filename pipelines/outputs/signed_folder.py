@@ -10,12 +10,14 @@ name. An interrupted or failed publication leaves nothing that looks finished.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import secrets
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import pandas as pd
 import pyarrow as pa
@@ -31,6 +33,8 @@ REPORT_FILE = "report.html"
 SIGNATURE_FILE = "signature.sig"
 # Per-row lists of the findings that quarantined a row (quarantine.parquet).
 FINDING_LIST_COLUMNS = ("poisonguard_checks", "poisonguard_scores", "poisonguard_p_values", "poisonguard_reasons")
+# quarantine.parquet: the text of cells that did not parse as their column's type (JSON object, or null).
+ORIGINAL_COLUMN = "poisonguard_original"
 
 
 def require_new_output(out: os.PathLike | str) -> Path:
@@ -83,16 +87,16 @@ def write_signed_folder(
 
     Raises
     ------
-    FileExistsError
-        ``out`` appeared while the folder was being written (the staging
-        folder is then left in place, named in the message).
+    InputError
+        ``out`` appeared while the folder was being written (nothing of
+        this output is kept).
     Anything ``write_files``, ``sign`` or ``before_reveal`` raises; the staging
     folder is removed first.
     """
     sign = sign_folder if sign is None else sign
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial-{staging_tag or secrets.token_hex(4)}"
+    staging = staging_folder(out, staging_tag or secrets.token_hex(4))
     staging.mkdir()
     try:
         write_files(staging)
@@ -101,13 +105,75 @@ def write_signed_folder(
             before_reveal(staging)
         # rename() would silently replace an empty folder that appeared meanwhile.
         if out.exists():
-            raise FileExistsError(f"{out}: appeared while the output was being written; the output is left in {staging}")
+            raise InputError(f"{out}: appeared while this output was being written; nothing of this run was kept")
         os.rename(staging, out)
     except BaseException:
-        if staging.exists() and not out.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+def staging_folder(out: Path, tag: str) -> Path:
+    """The hidden sibling folder ``.NAME.partial-TAG`` where ``out`` is written before it is revealed."""
+    out = Path(out)
+    return out.parent / f".{out.name}.partial-{tag}"
+
+
+@contextmanager
+def claimed_output(out: Path, owner: str) -> Iterator[Path]:
+    """Hold ``out`` for one run while it works, so two runs never race for one output folder.
+
+    The claim is an exclusive lock (``flock``) on a file ``.NAME.claim``
+    beside ``out``, holding ``owner`` ("host:pid") for messages. The
+    operating system releases the lock when its process ends, however it
+    ends, so a claim left by a killed run never blocks the next one.
+
+    Raises
+    ------
+    InputError
+        ``out`` exists already, or another run holds the claim.
+    """
+    out = Path(out)
+    claim = out.parent / f".{out.name}.claim"
+    while True:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(claim, os.O_CREAT | os.O_RDWR, 0o644)
+        except OSError as error:
+            raise InputError(f"{out.parent}: cannot write the output there ({error.strerror or error})") from None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise InputError(
+                f"{out}: another run ({_read_claim(claim) or 'starting'}) is writing this output folder; "
+                "wait for it or choose another --out"
+            ) from None
+        # The holder before us may have removed the file between our open and
+        # our lock: then we hold a lock nobody else can see. Start again.
+        try:
+            same = os.stat(claim).st_ino == os.fstat(descriptor).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(descriptor)
+    try:
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, owner.encode("utf-8"))
+        if out.exists():
+            raise InputError(f"{out}: output folder already exists; choose a new one (a signed output is never overwritten)")
+        yield claim
+    finally:
+        claim.unlink(missing_ok=True)
+        os.close(descriptor)
+
+
+def _read_claim(claim: Path) -> str:
+    try:
+        return claim.read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:

@@ -1,5 +1,5 @@
 """The quarantine store: the only code of poisonguard that speaks SQL (SQLAlchemy)."""
-from poisonguard.pipelines.store.engine import require_existing
+from poisonguard.pipelines.store.engine import check_url, require_existing
 from poisonguard.pipelines.store.entries import EntryFilter, entry_score
 from poisonguard.pipelines.store.quarantine_store import QuarantineStore
 from poisonguard.pipelines.store.schema import DECISION_STATUSES, ENTRY_STATUSES, utc_now
@@ -9,6 +9,7 @@ __all__ = [
     "ENTRY_STATUSES",
     "EntryFilter",
     "QuarantineStore",
+    "check_url",
     "entry_score",
     "require_existing",
     "utc_now",

@@ -102,6 +102,23 @@ def alembic_config(url: Optional[str] = None) -> Config:
     return config
 
 
+def check_url(url: str) -> None:
+    """Refuse what is not a database URL, before any work is done.
+
+    Raises
+    ------
+    InputError
+        ``url`` does not parse, or names a database driver that is not installed.
+    """
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect()
+    except ArgumentError:
+        raise InputError(f"{url!r} is not a database URL (e.g. sqlite:///path/quarantine.db)") from None
+    except Exception as error:  # NoSuchModuleError, a missing driver package
+        raise InputError(f"store URL {describe(url)}: {error}") from None
+
+
 def require_existing(url: str) -> None:
     """Refuse a SQLite URL whose file does not exist (reviewing an empty store helps nobody).
 

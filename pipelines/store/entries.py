@@ -9,6 +9,7 @@ are ``poisonguard.pipelines.review``'s.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
@@ -19,7 +20,31 @@ from sqlalchemy.exc import IntegrityError
 
 from poisonguard.pipelines.core.errors import InputError, ReviewConflict, UnknownEntry
 from poisonguard.pipelines.core.jsonable import dumps, to_jsonable
-from poisonguard.pipelines.store.schema import ENTRY_STATUSES, decisions, quarantine, utc_now
+from poisonguard.pipelines.store.schema import ENTRY_STATUSES, decisions, quarantine, runs, utc_now
+
+
+# A stored cell is for a reviewer to read: a 50 MB cell would make the store
+# (and every page showing the entry) that much bigger. The whole value stays
+# in the run's signed quarantine.parquet, which emit reads.
+STORED_CELL_LIMIT = 1000
+_CUT_MARK = re.compile(r"…\[(\d+) characters; the whole value is in the run's quarantine\.parquet\]$")
+
+
+def capped_cells(value):
+    """``value`` with every string longer than ``STORED_CELL_LIMIT`` cut, and marked as cut (recursively)."""
+    if isinstance(value, str) and len(value) > STORED_CELL_LIMIT:
+        return value[:STORED_CELL_LIMIT] + f"…[{len(value)} characters; the whole value is in the run's quarantine.parquet]"
+    if isinstance(value, dict):
+        return {key: capped_cells(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [capped_cells(item) for item in value]
+    return value
+
+
+def cut_cell(value) -> Optional[tuple[str, int]]:
+    """``(kept head, original length)`` of a stored cell that ``capped_cells`` cut, else None."""
+    match = _CUT_MARK.search(value) if isinstance(value, str) else None
+    return (value[: match.start()], int(match.group(1))) if match else None
 
 
 @dataclass(frozen=True)
@@ -31,6 +56,7 @@ class EntryFilter:
     check: Optional[str] = None
     below_score: Optional[float] = None
     dataset: Optional[str] = None
+    row_ids: Optional[tuple[str, ...]] = None
 
     def __post_init__(self):
         if self.status is not None and self.status not in ENTRY_STATUSES:
@@ -103,7 +129,6 @@ class QuarantineEntries:
             ) from None
         return len(entries)
 
-
     def list_quarantine(
         self,
         *,
@@ -113,20 +138,21 @@ class QuarantineEntries:
         limit: Optional[int] = None,
         offset: int = 0,
     ) -> list[dict]:
-        """Quarantine entries, oldest first, filtered by run, status and check.
+        """Every stored entry, published or not, oldest first, filtered by run, status and check.
 
+        (The review queue, ``list_entries``, shows published runs' entries only.)
         Each dict has the table's columns with the JSON decoded: ``row``
         (original values, NaN as None), ``checks`` (list of check names) and
         ``findings`` (list of ``{check, score, p_value, reason}``).
         """
         query = select(quarantine).order_by(quarantine.c.id).offset(offset)
-        query = query.where(*entry_conditions(self.engine, EntryFilter(run_id=run_id, status=status, check=check)))
+        where = EntryFilter(run_id=run_id, status=status, check=check)
+        query = query.where(*entry_conditions(self.engine, where, published_only=False))
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as connection:
             records = connection.execute(query).mappings().all()
         return [decode_entry(record) for record in records]
-
 
     def count_quarantine(self, run_id: Optional[str] = None) -> int:
         """Number of quarantine entries (of one run when ``run_id`` is given)."""
@@ -135,7 +161,6 @@ class QuarantineEntries:
             query = query.where(quarantine.c.run_id == run_id)
         with self.engine.connect() as connection:
             return int(connection.execute(query).scalar_one())
-
 
 
     def list_entries(self, where: EntryFilter = EntryFilter(), *, limit: Optional[int] = None, offset: int = 0) -> list[dict]:
@@ -179,7 +204,9 @@ class QuarantineEntries:
         UnknownEntry
         """
         with self.engine.connect() as connection:
-            record = connection.execute(select(quarantine).where(quarantine.c.id == int(entry_id))).mappings().first()
+            record = connection.execute(
+                select(quarantine).where(quarantine.c.id == int(entry_id), *entry_conditions(self.engine, EntryFilter()))
+            ).mappings().first()
             if record is None:
                 raise UnknownEntry(f"no quarantine entry {entry_id} in {self.describe()}")
             history = connection.execute(
@@ -191,7 +218,9 @@ class QuarantineEntries:
 
     def row_ids_of(self, entry_ids: Iterable[int]) -> dict[int, str]:
         """``entry id -> row id`` for the entries that exist."""
-        query = select(quarantine.c.id, quarantine.c.row_id).where(quarantine.c.id.in_([int(i) for i in entry_ids]))
+        query = select(quarantine.c.id, quarantine.c.row_id).where(
+            quarantine.c.id.in_([int(i) for i in entry_ids]), *entry_conditions(self.engine, EntryFilter())
+        )
         with self.engine.connect() as connection:
             return {int(record.id): record.row_id for record in connection.execute(query)}
 
@@ -199,7 +228,9 @@ class QuarantineEntries:
         """The names of the checks that quarantined entries, sorted."""
         # Distinct combinations are few (one per set of checks that fired together).
         with self.engine.connect() as connection:
-            combinations = connection.execute(select(quarantine.c.checks).distinct().limit(limit)).scalars().all()
+            combinations = connection.execute(
+                select(quarantine.c.checks).where(*entry_conditions(self.engine, EntryFilter())).distinct().limit(limit)
+            ).scalars().all()
         return sorted({name for combination in combinations for name in (combination or "").split(",") if name})
 
     def record_decisions(
@@ -235,9 +266,10 @@ class QuarantineEntries:
         decided_at = utc_now()
         made = []
         with self.engine.begin() as connection:
-            current = dict(
-                connection.execute(select(quarantine.c.id, quarantine.c.status).where(quarantine.c.id.in_(entry_ids))).all()
-            )
+            published = entry_conditions(self.engine, EntryFilter())
+            current = dict(connection.execute(
+                select(quarantine.c.id, quarantine.c.status).where(quarantine.c.id.in_(entry_ids), *published)
+            ).all())
             missing = [i for i in entry_ids if i not in current]
             if missing:
                 raise UnknownEntry(f"no quarantine entry {', '.join(map(str, missing))}; nothing was decided")
@@ -319,9 +351,16 @@ def decode_entry(record) -> dict:
     return entry
 
 
-def entry_conditions(engine: Engine, where: EntryFilter) -> list:
-    """SQL conditions selecting the entries ``where`` describes."""
+def entry_conditions(engine: Engine, where: EntryFilter, *, published_only: bool = True) -> list:
+    """SQL conditions selecting the entries ``where`` describes.
+
+    Only entries of published runs unless ``published_only`` is False: a run
+    commits its entries just before it reveals its output, so until then (or
+    for good, if it was interrupted) nobody may review or emit them.
+    """
     conditions = []
+    if published_only:
+        conditions.append(quarantine.c.run_id.in_(select(runs.c.id).where(runs.c.status == "succeeded")))
     if where.run_id is not None:
         conditions.append(quarantine.c.run_id == where.run_id)
     if where.status is not None:
@@ -330,6 +369,8 @@ def entry_conditions(engine: Engine, where: EntryFilter) -> list:
         conditions.append(quarantine.c.dataset == where.dataset)
     if where.below_score is not None:
         conditions.append(quarantine.c.score < where.below_score)
+    if where.row_ids is not None:
+        conditions.append(quarantine.c.row_id.in_(list(where.row_ids)))
     if where.check is not None:
         # Exact name match inside the comma-joined list (no prefix hits).
         padded = literal(",") + quarantine.c.checks + literal(",")
@@ -392,7 +433,7 @@ def _quarantine_entries(
         entries.append({
             "run_id": run_id, "dataset": dataset, "row_id": row_id,
             "batch_digest": batch_digest_by_row.get(row_id),
-            "row_json": dumps(values),
+            "row_json": dumps(capped_cells(values)),
             "checks": ",".join(checks),
             "score": entry_score(group["p_value"]),
             "p_value": min(p_values) if p_values else None,
@@ -400,7 +441,7 @@ def _quarantine_entries(
                 {"check": str(f["check"]), "score": f["score"], "p_value": f["p_value"], "reason": str(f["reason"])}
                 for f in group.to_dict(orient="records")
             ]),
-            "evidence_json": dumps(evidence_by_row.get(row_id, {})),
+            "evidence_json": dumps(capped_cells(evidence_by_row.get(row_id, {}))),
             "status": "pending",
             "created_at": created_at,
         })

@@ -16,25 +16,42 @@ class RunRecords:
     """The ``runs`` and ``batches`` tables (a mixin of ``QuarantineStore``)."""
 
     def start_run(
-        self, *, dataset: str, config: dict, tool_version: str, reference_digest: Optional[str] = None
+        self,
+        *,
+        dataset: str,
+        config: dict,
+        tool_version: str,
+        reference_digest: Optional[str] = None,
+        owner: Optional[str] = None,
+        output_dir: Optional[str] = None,
     ) -> str:
-        """Record a new run with status ``"running"``; return its id (uuid4 text)."""
+        """Record a new run with status ``"running"``; return its id (uuid4 text).
+
+        ``owner`` ("host:pid") and ``output_dir`` (where the run will publish)
+        let a later run settle this one if its process dies (``unfinished_runs``).
+        """
         run_id = str(uuid.uuid4())
         with self.engine.begin() as connection:
             connection.execute(insert(runs).values(
                 id=run_id, dataset=dataset, started_at=utc_now(), status="running",
                 reference_digest=reference_digest, config_json=dumps(config),
-                counts_json="{}", tool_version=tool_version,
+                counts_json="{}", tool_version=tool_version, owner=owner,
+                output_dir=None if output_dir is None else str(output_dir),
             ))
         return run_id
 
+    def unfinished_runs(self) -> list[dict]:
+        """Runs still marked ``"running"``, oldest first (``get_run``'s dicts)."""
+        query = select(runs.c.id).where(runs.c.status == "running").order_by(runs.c.started_at)
+        with self.engine.connect() as connection:
+            ids = connection.execute(query).scalars().all()
+        return [self.get_run(run_id) for run_id in ids]
 
     def record_batch(self, run_id: str, *, path: str, digest: str, rows: int) -> None:
         """Record that run ``run_id`` read ``rows`` rows from ``path`` (sha256 ``digest``)."""
         with self.engine.begin() as connection:
             self._require_run(connection, run_id)
             connection.execute(insert(batches).values(run_id=run_id, path=str(path), digest=digest, rows=int(rows)))
-
 
     def finish_run(self, run_id: str, *, status: str, output_dir: Optional[str] = None, counts: dict) -> None:
         """Close run ``run_id`` with a final ``status`` and its ``counts``.
@@ -50,7 +67,6 @@ class RunRecords:
                 output_dir=None if output_dir is None else str(output_dir), counts_json=dumps(counts),
             ))
 
-
     def get_run(self, run_id: str) -> dict:
         """Return run ``run_id`` as a dict; ``config`` and ``counts`` decoded."""
         with self.engine.connect() as connection:
@@ -62,11 +78,9 @@ class RunRecords:
         record["counts"] = json.loads(row["counts_json"])
         return record
 
-
     def _require_run(self, connection, run_id: str) -> None:
         if connection.execute(select(runs.c.id).where(runs.c.id == run_id)).first() is None:
             raise InputError(f"no run {run_id!r} in the quarantine store {self.describe()}")
-
 
     def runs_of_batch(self, dataset: str, digest: str, status: Optional[str] = None) -> list[str]:
         """Ids of the runs of ``dataset`` that read batch ``digest``, oldest first."""
@@ -76,7 +90,6 @@ class RunRecords:
             query = query.where(runs.c.status == status)
         with self.engine.connect() as connection:
             return list(dict.fromkeys(connection.execute(query).scalars().all()))
-
 
     def discard_run(self, run_id: str, reason: str) -> int:
         """Close an interrupted run whose output was never published.
@@ -95,7 +108,6 @@ class RunRecords:
             connection.execute(update(runs).where(runs.c.id == run_id, runs.c.status == "running").values(
                 status="failed", finished_at=utc_now(), counts_json=dumps({"error": reason})))
         return int(removed or 0)
-
 
     def resolve_run_id(self, text: str) -> str:
         """The run id equal to ``text`` or, failing that, the one starting with it.

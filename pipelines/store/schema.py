@@ -62,6 +62,9 @@ runs = Table(
     Column("config_json", Text, nullable=False),
     Column("counts_json", Text, nullable=False),
     Column("tool_version", String(64), nullable=False),
+    # "host:pid" of the process running it, so a later run can tell an
+    # interrupted run (its process is gone) from one still at work.
+    Column("owner", Text),
 )
 
 batches = Table(

@@ -36,14 +36,12 @@ class WatchState:
         except IntegrityError:
             return self.get_claim(dataset, digest), False
 
-
     def get_claim(self, dataset: str, digest: str) -> Optional[dict]:
         """The claim of batch ``digest`` of ``dataset``, or None."""
         with self.engine.connect() as connection:
             row = connection.execute(select(watch_batches).where(
                 watch_batches.c.dataset == dataset, watch_batches.c.digest == digest)).mappings().first()
         return dict(row) if row is not None else None
-
 
     def update_claim(self, dataset: str, digest: str, **values) -> None:
         """Set columns of a claim (``status``, ``run_id``, ``version``, ``message``, ...)."""
@@ -54,7 +52,6 @@ class WatchState:
                 watch_batches.c.dataset == dataset, watch_batches.c.digest == digest,
             ).values(updated_at=utc_now(), **values))
 
-
     def list_claims(self, dataset: Optional[str] = None, status: Optional[str] = None) -> list[dict]:
         """Claims, oldest first, filtered by dataset and status."""
         query = select(watch_batches).order_by(watch_batches.c.id)
@@ -64,7 +61,6 @@ class WatchState:
             query = query.where(watch_batches.c.status == status)
         with self.engine.connect() as connection:
             return [dict(row) for row in connection.execute(query).mappings().all()]
-
 
     def claim_for_run(self, run_id: str) -> Optional[dict]:
         """The claim whose latest run is ``run_id`` (or whose batch that run read)."""
@@ -77,7 +73,6 @@ class WatchState:
                     row = connection.execute(select(watch_batches).where(
                         watch_batches.c.dataset == run.dataset, watch_batches.c.digest.in_(digests))).mappings().first()
         return dict(row) if row is not None else None
-
 
     def acquire_lease(self, dataset: str, owner: str, seconds: float, *, is_stale=None) -> Optional[dict]:
         """Take the lease of ``dataset`` for ``seconds``; None when taken, else the holder.
@@ -111,7 +106,6 @@ class WatchState:
             ).values(owner=owner, acquired_at=now, expires_at=expires)).rowcount
         return None if taken == 1 else self.get_lease(dataset) or holder
 
-
     def renew_lease(self, dataset: str, owner: str, seconds: float) -> bool:
         """Extend ``owner``'s lease; False when it no longer holds it."""
         with self.engine.begin() as connection:
@@ -120,13 +114,11 @@ class WatchState:
             ).values(expires_at=utc_now() + dt.timedelta(seconds=seconds))).rowcount
         return renewed == 1
 
-
     def release_lease(self, dataset: str, owner: str) -> None:
         """Give the lease back (nothing happens when ``owner`` does not hold it)."""
         with self.engine.begin() as connection:
             connection.execute(dataset_leases.delete().where(
                 dataset_leases.c.dataset == dataset, dataset_leases.c.owner == owner))
-
 
     def get_lease(self, dataset: str) -> Optional[dict]:
         """The current lease of ``dataset`` (possibly expired), or None."""

@@ -8,6 +8,8 @@ import threading
 import uuid
 from typing import Optional
 
+from poisonguard.pipelines.core.processes import is_gone
+
 log = logging.getLogger("poisonguard.watch")
 
 
@@ -57,19 +59,6 @@ class DatasetLease:
 
 def _holder_is_gone(holder: dict) -> bool:
     """A lease held by a process of this machine that no longer exists."""
-    try:
-        host, pid, _token = holder["owner"].rsplit(":", 2)
-        pid = int(pid)
-    except ValueError:
-        return False
-    if host != socket.gethostname() or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return is_gone(holder["owner"])
 
 

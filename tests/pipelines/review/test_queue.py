@@ -25,6 +25,7 @@ def store(tmp_path):
     )
     findings.loc[4, "check"] = "expectation.values_to_be_between"
     store.add_quarantined(run_id, dataset="tiny", rows=rows, findings=findings, row_id_column="id")
+    store.finish_run(run_id, status="succeeded", output_dir="/out", counts={})
     store.run_id = run_id
     return store
 

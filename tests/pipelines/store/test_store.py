@@ -2,21 +2,25 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import create_engine, inspect, select, text
 
+import poisonguard.pipelines.store.migrations
 from poisonguard.detectors.base import make_findings
 from poisonguard.pipelines.core.errors import InputError
 from poisonguard.pipelines.store import QuarantineStore
-from poisonguard.pipelines.store.schema import metadata, quarantine
+from poisonguard.pipelines.store.schema import quarantine
 
+HEAD = "0002"  # the newest migration (pipelines/store/migrations/versions)
 DIGEST_A = "a" * 64
 DIGEST_B = "b" * 64
 
@@ -170,6 +174,7 @@ def test_two_stores_share_one_sqlite_file(tmp_path):
 
 def test_a_decision_round_trips_with_an_aware_utc_time(store, run_id):
     store.add_quarantined(run_id, dataset="iris", rows=_rows(), findings=_findings(), row_id_column="id")
+    store.finish_run(run_id, status="succeeded", output_dir="/out", counts={})
     entry = store.list_quarantine(limit=1)[0]
     before = dt.datetime.now(dt.timezone.utc)
     [made] = store.record_decisions([entry["id"]], status="released", note="ok", reviewer="ana")
@@ -177,6 +182,15 @@ def test_a_decision_round_trips_with_an_aware_utc_time(store, run_id):
     assert (stored["reviewer"], stored["status_before"], stored["status_after"]) == ("ana", "pending", "released")
     assert stored["decided_at"] == made["decided_at"] and stored["decided_at"].tzinfo is not None
     assert before <= stored["decided_at"] <= dt.datetime.now(dt.timezone.utc)
+
+
+def _baseline_snapshot():
+    """The tables of migration 0001 (its module name starts with a digit: load it by path)."""
+    path = Path(poisonguard.pipelines.store.migrations.__file__).parent / "versions" / "0001_baseline.py"
+    spec = importlib.util.spec_from_file_location("baseline_migration", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module._snapshot()
 
 
 def _revision(url: str):
@@ -189,13 +203,13 @@ def _revision(url: str):
 
 
 def test_a_new_store_is_at_the_newest_migration(store):
-    assert _revision(store.url) == ["0001"]
+    assert _revision(store.url) == [HEAD]
 
 
 def test_a_store_made_before_migrations_is_adopted_with_its_rows(tmp_path):
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = create_engine(url)
-    metadata.create_all(engine)  # what poisonguard did before it had migrations
+    _baseline_snapshot().create_all(engine)  # what poisonguard 0.1 made, before it had migrations
     with engine.begin() as connection:
         connection.execute(text(
             "INSERT INTO runs (id, dataset, started_at, status, config_json, counts_json, tool_version) "
@@ -204,7 +218,7 @@ def test_a_store_made_before_migrations_is_adopted_with_its_rows(tmp_path):
     engine.dispose()
     with QuarantineStore(url) as opened:
         assert opened.get_run("r-old")["tool_version"] == "0.0.9"
-    assert _revision(url) == ["0001"]
+    assert _revision(url) == [HEAD]
 
 
 def test_many_processes_opening_a_fresh_store_at_once_all_succeed(tmp_path):
@@ -221,7 +235,7 @@ def test_many_processes_opening_a_fresh_store_at_once_all_succeed(tmp_path):
                  for _ in range(4)]
     failures = [process.communicate(timeout=120)[1] for process in processes if process.wait(timeout=120) != 0]
     assert failures == []
-    assert _revision(url) == ["0001"]
+    assert _revision(url) == [HEAD]
     engine = create_engine(url)
     assert {"runs", "quarantine", "decisions", "watch_batches"} <= set(inspect(engine).get_table_names())
     engine.dispose()

@@ -20,9 +20,14 @@ from poisonguard.pipelines.core.decision import ReviewGate, ReviewVerdict
 from poisonguard.pipelines.core.evidence import collect_evidence
 from poisonguard.pipelines.core.inputs import load_inputs
 from poisonguard.pipelines.core.settings import RunSettings, make_settings
+from poisonguard.pipelines.core.processes import this_process
 from poisonguard.pipelines.core.stages import StageRunner, judge_batch, run_stage_directly
 from poisonguard.pipelines.outputs import publish
 from poisonguard.pipelines.outputs.publish import RunSummary
+from poisonguard.pipelines.outputs.signed_folder import claimed_output
+from poisonguard.pipelines.runner.recovery import settle_interrupted_runs, settle_run
+from poisonguard.pipelines.outputs.signing import load_private_key
+from poisonguard.pipelines.store import QuarantineStore, check_url
 
 
 def execute(
@@ -43,12 +48,27 @@ def execute(
     -------
     RunSummary
         ``status`` is ``"succeeded"``, ``"rejected"`` (a batch-level check
-        failed or a reviewer rejected the batch) or ``"held"``.
+        failed or a reviewer rejected the batch) or ``"held"``. Its notes
+        start with any interrupted earlier run this one settled.
+
+    Raises
+    ------
+    InputError
+        Another run is writing the same output folder, or it exists.
     """
+    check_ready(settings)
     started_at = publish.utc_now()
     work_started = time.perf_counter()
-    inputs = run_stage("load-inputs", load_inputs, settings)
-    run = publish.open_run(inputs, started_at)
+    owner = this_process()
+    with claimed_output(settings.out, owner), QuarantineStore(settings.store_url) as store:
+        settled = settle_interrupted_runs(store)
+        inputs = run_stage("load-inputs", load_inputs, settings)
+        run = publish.open_run(inputs, started_at, store=store, owner=owner)
+        summary = _judge_and_publish(settings, inputs, run, run_stage, review, work_started)
+    return replace(summary, notes=[*settled, *summary.notes]) if settled else summary
+
+
+def _judge_and_publish(settings, inputs, run, run_stage, review, work_started) -> RunSummary:
     try:
         judgement = judge_batch(inputs, run_stage=run_stage)
         outcomes = list(judgement.outcomes)
@@ -68,8 +88,30 @@ def execute(
         evidence = run_stage("collect-evidence", collect_evidence, inputs, judgement.features, decision)
         return run_stage("publish", publish.publish, run, inputs, outcomes, decision, evidence, work_started)
     except BaseException as error:
-        publish.close_failed_run(run, error)
+        # At once, not on the next run: a failed run keeps no entries and no
+        # staging folder (or is recorded as published, if it got that far).
+        try:
+            settle_run(run.store, run.store.get_run(run.run_id), f"failed: {error}"[:2000])
+        except Exception:  # noqa: BLE001 - the original error matters more; the next run settles it
+            pass
         raise
+
+
+def check_ready(settings: RunSettings) -> None:
+    """Refuse, before any work, what would only fail at the end: the signing key and the store.
+
+    A wrong ``--key`` used to surface after the whole pipeline had run.
+
+    Raises
+    ------
+    SigningError
+        The key file is missing or not an ECDSA private key.
+    InputError
+        The store URL is not a usable database URL.
+    """
+    if settings.key is not None:
+        load_private_key(settings.key)
+    check_url(settings.store_url)
 
 
 def run(

@@ -1,6 +1,8 @@
 """The run's stages wired without Prefect, on tiny seeded data with known poison."""
 import json
 
+import os
+
 import pandas as pd
 import pytest
 
@@ -45,7 +47,7 @@ def test_each_kind_of_poison_is_caught_by_the_right_check(tiny, tmp_path):
     assert len(set(quarantine.index) - set(POISONED)) <= 2
     checks = quarantine["poisonguard_checks"].map(list)
     assert "expectation.parsable_type" in checks[BROKEN_NUMBER]
-    assert quarantine.loc[BROKEN_NUMBER, "x"] == "oops"  # quarantine keeps the original text
+    assert json.loads(quarantine.loc[BROKEN_NUMBER, "poisonguard_original"]) == {"x": "oops"}  # the text is kept
     assert "expectation.values_to_be_in_set" in checks[UNKNOWN_COLOUR]
     assert {"outlier.ecod", "expectation.values_to_be_between"} <= set(checks[FAR_AWAY])
     for row_id in FLIPPED:
@@ -143,15 +145,66 @@ def test_a_failure_while_publishing_leaves_no_output_and_marks_the_run(tiny, tmp
     settings = make_settings([tiny["batch"]], out=tmp_path / "out", config_path=tiny["config"])
     with pytest.raises(OSError, match="disk full"):
         execute(settings)
+    assert list(tmp_path.glob("*out*")) == []  # no output, no staging folder, no claim
+    with QuarantineStore(settings.store_url) as store:
+        assert store.count_quarantine() == 0
+        assert store.unfinished_runs() == []
+        with store.engine.connect() as connection:
+            statuses = connection.exec_driver_sql("SELECT status, counts_json FROM runs").all()
+    assert [status for status, _ in statuses] == ["failed"] and "disk full" in statuses[0][1]
+
+
+def test_a_failure_after_the_entries_are_stored_removes_them_at_once(tiny, tmp_path, monkeypatch):
+    real_rename = os.rename
+
+    def rename(source, target):
+        if ".partial-" in str(source):
+            raise OSError("the disk went away")
+        return real_rename(source, target)
+
+    monkeypatch.setattr(os, "rename", rename)
+    settings = make_settings([tiny["batch"]], out=tmp_path / "out", config_path=tiny["config"])
+    with pytest.raises(OSError, match="went away"):
+        execute(settings)
     assert list(tmp_path.glob("*out*")) == []
-    store = QuarantineStore(settings.store_url)
-    runs = store.list_runs() if hasattr(store, "list_runs") else None
-    assert store.count_quarantine() == 0
-    if runs is not None:
-        assert runs[-1]["status"] == "failed"
+    with QuarantineStore(settings.store_url) as store:
+        assert store.count_quarantine() == 0 and store.unfinished_runs() == []
 
 
 def test_existing_output_folder_is_refused(tiny, tmp_path):
     (tmp_path / "out").mkdir()
     with pytest.raises(InputError, match="output folder already exists"):
         make_settings([tiny["batch"]], out=tmp_path / "out", config_path=tiny["config"])
+
+
+def test_a_huge_cell_is_cut_in_the_store_and_report_but_kept_whole_in_the_outputs(tiny, tmp_path):
+    batch = pd.read_csv(tiny["batch"], dtype=str)
+    huge = "z" * 5_000_000  # a 5 MB category: not one of the known shades, so the row is quarantined
+    batch.loc[batch["id"] == FAR_AWAY, "shade"] = huge
+    path = tmp_path / "huge.csv"
+    batch.to_csv(path, index=False)
+    summary = execute(make_settings([path], out=tmp_path / "out", config_path=tiny["config"]))
+    assert (summary.out / "report.html").stat().st_size < 2_000_000
+    quarantined = pd.read_parquet(summary.out / "quarantine.parquet")
+    row = quarantined[quarantined["id"] == FAR_AWAY].iloc[0]
+    assert row["shade"] == huge  # the signed output keeps every value
+    assert all(len(reason) <= 1000 for reason in row["poisonguard_reasons"])
+    with QuarantineStore(summary_store_url(tmp_path)) as store:
+        [entry] = [e for e in store.list_quarantine() if e["row_id"] == FAR_AWAY]
+    assert len(entry["row"]["shade"]) < 1200 and entry["row"]["shade"].endswith("quarantine.parquet]")
+    assert len(json.dumps(entry, default=str)) < 20_000
+
+
+def summary_store_url(tmp_path) -> str:
+    return f"sqlite:///{os.environ['POISONGUARD_HOME']}/quarantine.db"
+
+
+def test_clean_and_quarantine_files_share_one_schema_and_keep_broken_text(tiny, tmp_path):
+    _, summary = run_tiny(tiny, tmp_path)
+    clean = pd.read_parquet(summary.out / "clean.parquet")
+    quarantine = pd.read_parquet(summary.out / "quarantine.parquet")
+    assert list(quarantine.columns[: len(clean.columns)]) == list(clean.columns)
+    assert quarantine[clean.columns].dtypes.to_dict() == clean.dtypes.to_dict()  # numbers are numbers in both
+    broken = quarantine.set_index("id").loc[BROKEN_NUMBER]
+    assert pd.isna(broken["x"]) and json.loads(broken["poisonguard_original"]) == {"x": "oops"}
+    assert pd.isna(quarantine.set_index("id").loc[FAR_AWAY, "poisonguard_original"])
