@@ -25,7 +25,7 @@ from poisonguard.detectors.calibration import (
     conformal_p_values,
     cross_conformal_p_values,
 )
-from poisonguard.detectors.errors import DetectorError
+from poisonguard.detectors.errors import DetectorError, NotEnoughData
 
 # A robust cut at median + 3 scaled MADs: for a normal score it keeps 99.87 %
 # of clean rows (fewer for skewed scores); when a batch must be its own
@@ -50,7 +50,7 @@ def fold_splits(n_rows: int, *, n_folds: int, random_state, labels=None, label_n
         raise DetectorError(f"n_folds must be an integer of at least 2, got {n_folds!r}")
     if labels is None:
         if n_rows < n_folds:
-            raise DetectorError(f"need at least {n_folds} reference rows for {n_folds} folds, got {n_rows}")
+            raise NotEnoughData(f"need at least {n_folds} reference rows for {n_folds} folds, got {n_rows}")
         splitter = KFold(n_splits=n_folds, shuffle=True, random_state=random_state)
         return list(splitter.split(np.zeros((n_rows, 1))))
     values, counts = np.unique(labels, return_counts=True)
@@ -58,13 +58,13 @@ def fold_splits(n_rows: int, *, n_folds: int, random_state, labels=None, label_n
         if label_names is not None:
             values = np.asarray(label_names)[values.astype(int)]  # codes of no rows are floats
         found = ", ".join(f"'{value}'" for value in values) or "none"
-        raise DetectorError(f"need at least two labels (each on 2+ rows) to find label errors, got {found}")
+        raise NotEnoughData(f"need at least two labels (each on 2+ rows) to find label errors, got {found}")
     smallest = int(counts.min())
     if smallest < 2:
         rare = values[counts.argmin()]
         if label_names is not None:
             rare = label_names[rare]
-        raise DetectorError(
+        raise NotEnoughData(
             f"label '{rare}' has only 1 reference row; cross-fitting needs at least 2 rows of every label"
         )
     splitter = StratifiedKFold(n_splits=min(n_folds, smallest), shuffle=True, random_state=random_state)

@@ -51,6 +51,7 @@ from scipy.stats import binom
 
 from poisonguard.detectors._crossfit import check_calibration, single_fold_p_values
 from poisonguard.detectors.base import Detector, DetectorError, DetectorTags
+from poisonguard.detectors.errors import NotEnoughData
 from poisonguard.detectors.registry import register
 
 NARROW = 0.005
@@ -133,7 +134,7 @@ class BackdoorTriggerDetector(Detector):
         matrix, labels, _ = self._validate_reference(X, y)
         if not len(matrix):
             # Fail now, not on the first batch, which would find no trusted scores to calibrate on.
-            raise DetectorError(f"{self.name}: need at least one trusted row, got 0")
+            raise NotEnoughData(f"{self.name}: need at least one trusted row, got 0")
         check_calibration(len(matrix), self.alpha, self.name, conformal=False)
         self.reference_labels_ = labels
         self.reference_ = matrix

@@ -45,6 +45,8 @@ from poisonguard.detectors.errors import DetectorError
 from poisonguard.detectors.validation import feature_matrix, label_array, row_id_array
 
 FINDING_COLUMNS = ["row_id", "check", "score", "p_value", "flagged", "reason"]
+# Characters of one reason sentence, at most.
+MAX_REASON_LENGTH = 1000
 
 
 def empty_findings() -> pd.DataFrame:
@@ -88,7 +90,7 @@ def make_findings(
     -------
     pandas.DataFrame with columns ``FINDING_COLUMNS``.
     """
-    row_ids = np.asarray(row_ids, dtype=object).astype(str)
+    row_ids = np.array([str(row_id) for row_id in row_ids], dtype=object)
     n_rows = len(row_ids)
     if p_values is None:
         p_values = np.full(n_rows, np.nan)
@@ -99,10 +101,27 @@ def make_findings(
             "score": np.asarray(scores, dtype=float),
             "p_value": np.asarray(p_values, dtype=float),
             "flagged": np.asarray(flagged, dtype=bool),
-            "reason": np.asarray(reasons, dtype=object).astype(str),
+            "reason": _capped(reasons),
         }
     )
     return frame[FINDING_COLUMNS]
+
+
+def _capped(reasons) -> np.ndarray:
+    """Reasons as an object array of str, each cut to ``MAX_REASON_LENGTH``.
+
+    A reason is a sentence for a person; a value quoted in it (a 50 MB cell,
+    a 100,000-character category) must not make it a 50 MB one. Object
+    arrays, because numpy's fixed-width text would size every row like the
+    longest.
+    """
+    texts = np.empty(len(reasons), dtype=object)
+    for row, reason in enumerate(reasons):
+        text = str(reason)
+        if len(text) > MAX_REASON_LENGTH:
+            text = text[: MAX_REASON_LENGTH - 30] + f"…(+{len(text) - MAX_REASON_LENGTH + 30} characters)"
+        texts[row] = text
+    return texts
 
 
 @dataclass(frozen=True)

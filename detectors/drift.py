@@ -246,7 +246,7 @@ def categorical_drift(
     # The categories whose share moved most are the evidence a reader wants.
     moved = np.argsort(-np.abs(left / left.sum() - right / right.sum()))[:3]
     detail = ", ".join(
-        f"{categories[i]!r} {left[i] / left.sum():.0%} → {right[i] / right.sum():.0%}" for i in moved
+        f"{_short(categories[i])!r} {left[i] / left.sum():.0%} → {right[i] / right.sum():.0%}" for i in moved
     )
     name = "PSI" if test == "psi" else "Jensen-Shannon distance"
     verdict = "exceeds" if statistic > threshold else "within"
@@ -472,3 +472,9 @@ def _missing(value) -> bool:
         return bool(pd.isna(value))
     except (TypeError, ValueError):
         return False
+
+
+def _short(category, width: int = 60) -> str:
+    """A category named in a reason, cut when long (a 5 MB level must not make a 5 MB report)."""
+    text = str(category)
+    return text if len(text) <= width else text[: width - 20] + f"…(+{len(text) - width + 20} characters)"

@@ -37,6 +37,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from poisonguard.detectors._crossfit import check_calibration, single_fold_p_values
 from poisonguard.detectors.base import Detector, DetectorError, DetectorTags
+from poisonguard.detectors.errors import NotEnoughData
 from poisonguard.detectors.registry import register
 
 # Distances are floored at this share of the median nearest-neighbour
@@ -65,7 +66,7 @@ def kth_distances(space: np.ndarray, queries: np.ndarray, k: int, *, exclude_sel
     """
     wanted = k + 1 if exclude_self else k
     if len(space) < wanted:
-        raise DetectorError(f"need at least {wanted} rows to find {k} nearest neighbours, got {len(space)}")
+        raise NotEnoughData(f"need at least {wanted} rows to find {k} nearest neighbours, got {len(space)}")
     if not len(queries):
         return np.empty(0)
     distances, _ = NearestNeighbors(n_neighbors=wanted).fit(space).kneighbors(queries)
@@ -129,7 +130,7 @@ class DuplicateFloodDetector(Detector):
         self._check_params()
         matrix, labels, _ = self._validate_reference(X, y)
         if len(matrix) < self.n_neighbors + 1:
-            raise DetectorError(f"{self.name}: need at least {self.n_neighbors + 1} trusted rows, got {len(matrix)}")
+            raise NotEnoughData(f"{self.name}: need at least {self.n_neighbors + 1} trusted rows, got {len(matrix)}")
         check_calibration(len(matrix), self.alpha, self.name, conformal=False)
         self.reference_labels_ = labels
         self.reference_ = matrix
@@ -180,7 +181,7 @@ class DuplicateFloodDetector(Detector):
             context = int(np.clip(round(CONTEXT_SHARE * len(matrix)), MIN_CONTEXT, MAX_CONTEXT))
         context = min(context, len(matrix) - 1)
         if context <= self.n_neighbors:
-            raise DetectorError(
+            raise NotEnoughData(
                 f"{self.name}: need more than {self.n_neighbors + 1} batch rows without a trusted reference, "
                 f"got {len(matrix)}"
             )
@@ -210,7 +211,7 @@ class DuplicateFloodDetector(Detector):
         """Scores of batch rows and of trusted rows, both against this batch."""
         k = self.n_neighbors
         if len(matrix) < k + 1:
-            raise DetectorError(f"{self.name}: need at least {k + 1} batch rows, got {len(matrix)}")
+            raise NotEnoughData(f"{self.name}: need at least {k + 1} batch rows, got {len(matrix)}")
         reference = self.reference_
         # r_B and r_T of batch rows and of trusted rows (neither counts itself).
         batch_to_batch = kth_distances(matrix, matrix, k, exclude_self=True)

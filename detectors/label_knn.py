@@ -15,6 +15,7 @@ from sklearn.preprocessing import LabelEncoder
 from poisonguard.detectors._crossfit import check_calibration, class_neighbour_distances, single_fold_p_values
 from poisonguard.detectors.base import DetectorError, DetectorTags
 from poisonguard.detectors.label_flips import _LabelDetector, _quoted
+from poisonguard.detectors.errors import NotEnoughData
 from poisonguard.detectors.registry import register
 
 # Distances are floored at this share of the median neighbour distance, so
@@ -145,7 +146,7 @@ class KNNLabelDetector(_LabelDetector):
             raise DetectorError(f"{self.name}: n_neighbors must be a positive integer, got {self.n_neighbors!r}")
         values, counts = np.unique(labels, return_counts=True)
         if values.size < 2:
-            raise DetectorError(f"{self.name}: need at least two labels, got {values.size}")
+            raise NotEnoughData(f"{self.name}: need at least two labels, got {values.size}")
         # Leave-one-out needs one more row than neighbours in the smallest label.
         self.k_ = int(max(1, min(self.n_neighbors, counts.min() - 1)))
         self.reference_ = matrix
@@ -170,7 +171,10 @@ class KNNLabelDetector(_LabelDetector):
         others[rows, codes] = np.inf
         believed = others.argmin(axis=1)
         nearest_other = others[rows, believed]
-        scores = np.log(own + self.floor_) - np.log(nearest_other + self.floor_)
+        # A label with no other rows and no nearest other label leaves inf - inf:
+        # NaN, judged below like an unseen label. Say nothing about it here.
+        with np.errstate(invalid="ignore"):
+            scores = np.log(own + self.floor_) - np.log(nearest_other + self.floor_)
         scores = np.where(known, scores, np.inf)
         return scores, known, codes, believed, own, nearest_other
 

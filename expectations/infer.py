@@ -10,10 +10,16 @@ the suite's ``meta["poisonguard"]`` records the label, the id column and each
 column's kind, so a reviewer can read (and edit) ``expectations/suites/NAME.json``
 and the pipeline can read the kinds back with :func:`column_kinds`.
 
-Categorical columns (and the label) are compared as text: value sets hold
-``str(value)``, and :func:`expectations.validate.validate_frame` converts
-those columns to text before validating, so an integer label ``0`` in a
-Parquet file and ``"0"`` read from CSV meet the same expectation.
+The suite is a valid Great Expectations suite for its reference as a GX user
+reads it (``pd.read_csv`` with its default types, or the Parquet file): value
+sets hold the values with the types pandas gives them (an integer label is
+``[0, 1]``, not ``["0", "1"]``), numeric columns have a numeric type list, and
+text columns expect ``str`` values (``expect_column_values_to_be_of_type``:
+GX 1.x matches no type-list name against pandas 3's ``str`` dtype).
+poisonguard itself compares categorical columns (and the label) as text:
+:func:`expectations.validate.validate_frame` validates a text view of the
+suite on a text view of the batch, so an integer label ``0`` in a Parquet
+file and ``"0"`` read from CSV meet the same expectation.
 """
 from __future__ import annotations
 
@@ -48,11 +54,9 @@ NUMERIC_TYPES = [
     "UInt8Dtype", "UInt16Dtype", "UInt32Dtype", "UInt64Dtype",
     "Float32Dtype", "Float64Dtype",
 ]  # fmt: skip
-# validate_frame hands categorical columns to GX as object columns of str;
-# "str"/"string"/"StringDtype" document intent for readers and other engines
-# (GX 1.24 does not match pandas 3's default "str" dtype against any name).
-CATEGORICAL_TYPES = ["object", "str", "string", "StringDtype", "CategoricalDtype"]
 ROLE_LABEL, ROLE_ID, ROLE_IGNORED = "label", "id", "ignored"
+# Categorical columns with more distinct values than this get no value set.
+MAX_CATEGORIES = 50
 
 
 def infer_suite(
@@ -67,7 +71,8 @@ def infer_suite(
     range_margin: float = 0.5,
     range_false_positive_rate: Optional[float] = 0.005,
     not_null_min_rows: int = 300,
-    max_categories: int = 50,
+    max_categories: int = MAX_CATEGORIES,
+    as_read: Optional[pd.DataFrame] = None,
 ) -> gx.ExpectationSuite:
     """Infer an expectation suite from a trusted reference frame.
 
@@ -116,6 +121,11 @@ def infer_suite(
         would all be flagged. The label always gets it.
     max_categories : int
         Categorical columns with more distinct values get no value set.
+    as_read : DataFrame, optional
+        The reference as a Great Expectations user reads its file (pandas'
+        default types), row for row like ``reference``: value sets and the
+        type expectations of categorical columns follow its types, so the
+        suite validates that frame in GX as it is. Defaults to ``reference``.
 
     Returns
     -------
@@ -153,14 +163,16 @@ def infer_suite(
     }
     n_numeric = sum(kind == NUMERIC for kind in kinds.values())
     tail_rate = None if range_false_positive_rate is None else range_false_positive_rate / (2 * max(n_numeric, 1))
+    as_read = reference if as_read is None else as_read
     for column in required:
         role = roles[column]
         expectations.append(E.ExpectColumnToExist(column=column, meta=_meta(role=role)))
         if role in (ROLE_ID, ROLE_IGNORED):
             continue
+        native = as_read[column] if column in as_read.columns else reference[column]
         expectations.extend(
             _column_expectations(
-                reference[column], column, kinds[column], role,
+                reference[column], native, column, kinds[column], role,
                 range_margin=range_margin, tail_rate=tail_rate, max_categories=max_categories,
                 not_null=role == ROLE_LABEL or (len(reference) >= not_null_min_rows and reference[column].notna().all()),
             )
@@ -183,7 +195,8 @@ def column_kinds(suite: gx.ExpectationSuite) -> dict[str, str]:
 
     Reads ``meta["poisonguard"]["kinds"]``; for a suite without it (written
     by hand or by another tool), falls back to the type-list expectations:
-    a column whose type list accepts ``float64`` is numeric.
+    a column whose type list accepts ``float64`` is numeric, one whose
+    values must be ``str`` categorical.
     """
     recorded = (suite.meta or {}).get("poisonguard", {}).get("kinds")
     if recorded:
@@ -194,6 +207,8 @@ def column_kinds(suite: gx.ExpectationSuite) -> dict[str, str]:
         if configuration.type == "expect_column_values_to_be_in_type_list":
             type_list = configuration.kwargs.get("type_list") or []
             kinds[configuration.kwargs["column"]] = NUMERIC if "float64" in type_list else CATEGORICAL
+        elif configuration.type == "expect_column_values_to_be_of_type":
+            kinds[configuration.kwargs["column"]] = CATEGORICAL if configuration.kwargs.get("type_") == "str" else NUMERIC
     return kinds
 
 
@@ -306,19 +321,12 @@ def _kind(series, column, label, numeric_set, categorical_set) -> str:
 UNIQUE_VALUES_NO_SET = 10
 
 
-def _column_expectations(series, column, kind, role, *, range_margin, tail_rate, max_categories, not_null) -> list:
+def _column_expectations(series, native, column, kind, role, *, range_margin, tail_rate, max_categories, not_null) -> list:
     import great_expectations as gx
 
     E = gx.expectations
     null_count = int(series.isna().sum())
-    type_list = NUMERIC_TYPES if kind == NUMERIC else CATEGORICAL_TYPES
-    found = [
-        E.ExpectColumnValuesToBeInTypeList(
-            column=column,
-            type_list=list(type_list),
-            meta=_meta(role=role, kind=kind, reference_dtype=str(series.dtype)),
-        )
-    ]
+    found = [_type_expectation(native, column, kind, role)]
     if not_null:
         found.append(
             E.ExpectColumnValuesToNotBeNull(
@@ -330,7 +338,7 @@ def _column_expectations(series, column, kind, role, *, range_margin, tail_rate,
         if between is not None:
             found.append(between)
         return found
-    values = sorted({as_text(value) for value in series.dropna()})
+    values = _distinct_values(native)
     # A column whose every value is distinct (an id, a free-text note) is no
     # category: a value set taken from it would reject every new row.
     identifier_like = len(values) > UNIQUE_VALUES_NO_SET and len(values) == int(series.notna().sum())
@@ -343,6 +351,31 @@ def _column_expectations(series, column, kind, role, *, range_margin, tail_rate,
             )
         )
     return found
+
+
+def _type_expectation(native: pd.Series, column: str, kind: str, role: Optional[str]):
+    """What a column's values must be, as the reference file reads: numbers, or text."""
+    import great_expectations as gx
+
+    E = gx.expectations
+    meta = _meta(role=role, kind=kind, reference_dtype=str(native.dtype))
+    dtype = native.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return E.ExpectColumnValuesToBeInTypeList(column=column, type_list=["bool", "BooleanDtype"], meta=meta)
+    if kind == NUMERIC or pd.api.types.is_numeric_dtype(dtype):
+        # A categorical column stored as numbers (an integer label) reads as numbers too.
+        return E.ExpectColumnValuesToBeInTypeList(column=column, type_list=list(NUMERIC_TYPES), meta=meta)
+    return E.ExpectColumnValuesToBeOfType(column=column, type_="str", meta=meta)
+
+
+def _distinct_values(native: pd.Series) -> list:
+    """The distinct non-missing values of a column as plain JSON scalars, in text order."""
+    values = {}
+    for value in native.dropna():
+        if isinstance(value, np.generic):
+            value = value.item()
+        values.setdefault(as_text(value), value)
+    return [values[text] for text in sorted(values)]
 
 
 def _range_expectation(series, column, range_margin, tail_rate=None):
@@ -405,9 +438,15 @@ def _tail_bound(values: np.ndarray, probability: float) -> Optional[float]:
 
 
 def as_text(value) -> str:
-    """How a categorical value is compared: ``str`` of the Python scalar."""
+    """How a categorical value is compared: ``str`` of the Python scalar, a whole float as an integer.
+
+    ``2.0`` reads as ``"2"``: pandas turns an integer column with a missing
+    value into floats, and the batch's cells are typed the same way.
+    """
     if isinstance(value, np.generic):
         value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
     return str(value)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -36,8 +37,12 @@ if TYPE_CHECKING:  # imported on first use: see expectations.infer
 
 CHECK_PREFIX = "expectation."
 MAX_VALUES_SHOWN = 10
+# Characters of a value or column name shown in a reason.
+SHOWN_WIDTH = 80
 TABLE_COLUMNS = "expect_table_columns_to_match_set"
 TYPE_LIST = "expect_column_values_to_be_in_type_list"
+OF_TYPE = "expect_column_values_to_be_of_type"
+IN_SET = "expect_column_values_to_be_in_set"
 
 
 @dataclass(frozen=True)
@@ -105,13 +110,14 @@ def validate_frame(frame: pd.DataFrame, suite: gx.ExpectationSuite, *, id_column
     if id_column not in frame.columns:
         raise FrameError(f"the batch has no id column {id_column!r} to report failing rows by")
     prepared = _as_gx_frame(frame, suite)
+    view = _text_view(suite)
     with _LOCK:
         batch = _batch_definition().get_batch(batch_parameters={"dataframe": prepared})
         validation = batch.validate(
-            suite,
+            view,
             result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [id_column]},
         )
-    order = {_key(config): position for position, config in enumerate(suite.expectation_configurations)}
+    order = {_key(config): position for position, config in enumerate(view.expectation_configurations)}
     ordered = sorted(validation.results, key=lambda r: order.get(_key(r.expectation_config), len(order)))
 
     present = set(map(str, frame.columns))
@@ -134,7 +140,7 @@ def validate_frame(frame: pd.DataFrame, suite: gx.ExpectationSuite, *, id_column
             failures.append(f"{config.type}{where} could not be evaluated: {'; '.join(errors)}")
         elif config.type == TABLE_COLUMNS:
             tables.append(config)
-        elif config.type == TYPE_LIST:
+        elif config.type in (TYPE_LIST, OF_TYPE):
             failures.append(_type_failure(frame[column], config))
         elif result.result.get("unexpected_index_list"):
             for entry in result.result["unexpected_index_list"]:
@@ -203,25 +209,52 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 def _as_gx_frame(frame: pd.DataFrame, suite) -> pd.DataFrame:
     """Categorical columns as object columns of ``str`` (missing stays ``None``).
 
-    Value sets hold text (see ``expectations.infer``), and GX 1.24 does not
+    They are compared as text (see ``_text_view``), and GX 1.24 does not
     recognise pandas 3's ``str`` dtype (or any ``StringDtype``) in type
     lists, so GX sees plain object columns of text, here and in other
     text columns.
     """
-    kinds = column_kinds(suite)
-    label = (suite.meta or {}).get("poisonguard", {}).get("label")
-    if label:
-        kinds[label] = CATEGORICAL
+    categorical = _categorical_columns(suite)
     prepared = frame.copy(deep=False)
     for column in prepared.columns:
         series = prepared[column]
-        if kinds.get(column) == CATEGORICAL:
+        if column in categorical:
             prepared[column] = pd.Series(
                 [None if _is_missing(v) else as_text(v) for v in series], index=series.index, dtype=object
             )
         elif isinstance(series.dtype, pd.StringDtype):
             prepared[column] = series.astype(object)
     return prepared
+
+
+def _text_view(suite):
+    """The suite as poisonguard applies it: categorical columns compared as text.
+
+    A suite is written for its reference as a GX user reads it (an integer
+    label has the value set ``[0, 1]`` and a numeric type); poisonguard
+    hands GX categorical columns as text (``_as_gx_frame``), so their value
+    sets become text and their type expectation "values are str".
+    """
+    import great_expectations as gx
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    kinds = _categorical_columns(suite)
+    configurations = []
+    for config in suite.expectation_configurations:
+        column = config.kwargs.get("column")
+        if column in kinds and config.type in (TYPE_LIST, OF_TYPE):
+            config = ExpectationConfiguration(type=OF_TYPE, kwargs={"column": column, "type_": "str"}, meta=config.meta)
+        elif column in kinds and config.type == IN_SET:
+            texts = sorted({as_text(value) for value in config.kwargs.get("value_set") or []})
+            config = ExpectationConfiguration(type=IN_SET, kwargs={**config.kwargs, "value_set": texts}, meta=config.meta)
+        configurations.append(config)
+    return gx.ExpectationSuite(name=suite.name, expectations=configurations, meta=suite.meta)
+
+
+def _categorical_columns(suite) -> set:
+    kinds = column_kinds(suite)
+    label = (suite.meta or {}).get("poisonguard", {}).get("label")
+    return {column for column, kind in kinds.items() if kind == CATEGORICAL} | ({label} if label else set())
 
 
 def _is_missing(value) -> bool:
@@ -274,16 +307,16 @@ def _row_reason(config, value) -> str:
             expected = f"below the expected minimum {_show(low)}"
         else:
             expected = f"above the expected maximum {_show(high)}"
-        return f"{column} = {_show(value)} is {expected}" + (" inferred from the reference" if inferred else "")
+        return f"{_short(str(column))} = {_show(value)} is {expected}" + (" inferred from the reference" if inferred else "")
     if config.type == "expect_column_values_to_be_in_set":
-        return f"{column} = {_show(value)} is not one of the expected values: {_values(kwargs.get('value_set'))}"
+        return f"{_short(str(column))} = {_show(value)} is not one of the expected values: {_values(kwargs.get('value_set'))}"
     if config.type == "expect_column_values_to_not_be_null":
         if meta.get("role") == "label":
-            return f"{column} is empty but every row needs a label"
+            return f"{_short(str(column))} is empty but every row needs a label"
         if inferred and meta.get("reference_null_count") == 0:
-            return f"{column} is empty but the reference has no empty values"
-        return f"{column} is empty but the suite requires a value"
-    return f"{column} = {_show(value)} fails {config.type}"
+            return f"{_short(str(column))} is empty but the reference has no empty values"
+        return f"{_short(str(column))} is empty but the suite requires a value"
+    return f"{_short(str(column))} = {_show(value)} fails {config.type}"
 
 
 def _type_failure(series: pd.Series, config) -> str:
@@ -324,13 +357,22 @@ def _show(value) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        # Ten significant digits hide float noise such as 2430.0000000000005.
-        return repr(float(f"{value:.10g}"))
-    return repr(value) if isinstance(value, str) else str(value)
+        # Six significant digits, no float noise (2430.0000000000005) and no
+        # false precision in an inferred bound (8103.78008).
+        return f"{value:.6g}" if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return repr(_short(value))
+    return _short(str(value))
+
+
+def _short(text: str, width: int = SHOWN_WIDTH) -> str:
+    """A value or name cut for a reason sentence: a 50 MB cell must not become a 50 MB reason."""
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: width - 20] + f"…(+{len(text) - width + 20} characters)"
 
 
 def _values(values) -> str:
-    shown = [str(v) for v in (values or [])]
+    shown = [_short(str(v)) for v in (values or [])]
     if len(shown) > MAX_VALUES_SHOWN:
         return ", ".join(shown[:MAX_VALUES_SHOWN]) + f", … ({len(shown)} in all)"
     return ", ".join(shown)

@@ -22,11 +22,13 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from poisonguard.detectors import drift
 from poisonguard.detectors.base import empty_findings, make_findings
-from poisonguard.pipelines.core.checks import CheckOutcome
+from poisonguard.pipelines.core.checks import CheckOutcome, library_warnings
 from poisonguard.pipelines.core.tables import MAX_UNPARSABLE_FRACTION, infer_kinds
+from poisonguard.pipelines.core.text import display
 
 BATCH_KIND = "batch"
 
@@ -106,12 +108,14 @@ def check_model_impact(inputs, features, decision) -> Optional[object]:
     elif kept.sum() < options.min_rows:
         notes.append(f"model impact not measured: {int(kept.sum())} kept rows, fewer than batch.min_rows = {options.min_rows}")
     else:
-        results.append(drift.model_impact(
-            features.trusted_features.to_numpy(dtype=float), features.trusted_labels,
-            features.batch_features.to_numpy(dtype=float)[kept], features.batch_labels[kept],
-            model=options.impact_model, n_folds=options.impact_folds, max_drop=options.impact_max_drop,
-            p_value=options.impact_p_value, random_state=inputs.settings.config.detection.random_state,
-        ))
+        with library_warnings() as caught:
+            results.append(drift.model_impact(
+                features.trusted_features.to_numpy(dtype=float), features.trusted_labels,
+                features.batch_features.to_numpy(dtype=float)[kept], features.batch_labels[kept],
+                model=options.impact_model, n_folds=options.impact_folds, max_drop=options.impact_max_drop,
+                p_value=options.impact_p_value, random_state=inputs.settings.config.detection.random_state,
+            ))
+        notes += [f"batch.model_impact warned: {warning}" for warning in caught]
     return _outcome("batch.model_impact", results, notes, rows, started)
 
 
@@ -149,16 +153,54 @@ def _schema(inputs) -> list[drift.BatchCheck]:
     # The same rule as cell typing: a column changed type when most of its
     # values no longer parse, not when a few cells are broken (row findings).
     threshold = 1.0 - MAX_UNPARSABLE_FRACTION
-    return drift.schema_drift(
+    problems = drift.schema_drift(
         trusted_columns, batch_columns,
         trusted_kinds=infer_kinds(trusted_raw, common, threshold=threshold),
         batch_kinds=infer_kinds(batch_raw, common, threshold=threshold),
         ignore=ignore,
     )
+    emptied = [c for c in batch_columns if c in trusted_columns and c not in ignore and c not in common]
+    p_value = inputs.settings.config.batch.p_value
+    return problems + _emptied_columns(trusted_raw, len(batch_raw), emptied, p_value)
+
+
+def _emptied_columns(trusted_raw: pd.DataFrame, batch_rows: int, columns: list[str], p_value: float):
+    """Columns with no value in any batch row, where the trusted rows have values.
+
+    Each cell has its own not-null expectation, but a whole column emptied
+    is damage to the batch (an export that lost a field), not a handful of
+    rows. Judged like the other batch checks, by how unlikely it is: with
+    ``q`` the share of empty cells the trusted rows allow (the one-sided 95 %
+    Clopper-Pearson upper bound of ``k`` empty among ``m``, about ``3 / m``
+    when ``k = 0``: a reference never shows a rate of exactly zero), ``n``
+    empty batch rows happen with probability ``q ** n``; below
+    ``batch.p_value`` the batch fails.
+    """
+    found = []
+    trusted_rows = len(trusted_raw)
+    for column in columns:
+        present = int(trusted_raw[column].map(_present).sum()) if trusted_rows else 0
+        if present == 0:
+            continue  # empty in the trusted rows too: nothing was lost
+        filled = present / trusted_rows
+        empty = trusted_rows - present
+        allowed = float(stats.beta.ppf(0.95, empty + 1, trusted_rows - empty)) if empty < trusted_rows else 1.0
+        chance = allowed ** batch_rows
+        failed = chance < p_value
+        reason = (
+            f"column {display(column)} is empty in all {batch_rows} batch rows, but {filled:.0%} of trusted rows "
+            f"have a value (chance {chance:.2g})"
+        )
+        found.append(drift.BatchCheck("batch.schema", column, "emptied column", 1.0, 0.0, chance, failed, reason))
+    return found
 
 
 def _has_values(series: pd.Series) -> bool:
-    return bool(series.map(lambda v: not (v is None or (isinstance(v, str) and not v.strip()) or v != v)).any())
+    return bool(series.map(_present).any())
+
+
+def _present(value) -> bool:
+    return not (value is None or (isinstance(value, str) and not value.strip()) or value != value)
 
 
 def _allow_some_drift(results: list[drift.BatchCheck], allowed: int) -> list[drift.BatchCheck]:

@@ -5,15 +5,19 @@ of ``poisonguard.detectors.base.FINDING_COLUMNS``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import pandas as pd
 
 from poisonguard.detectors.base import FINDING_COLUMNS, empty_findings, make_findings
+from poisonguard.detectors.errors import NotEnoughData
 from poisonguard.detectors.registry import get_detector
 from poisonguard.detectors.features import FeatureEncoder
 from poisonguard.expectations import validate_frame
@@ -21,6 +25,10 @@ from poisonguard.pipelines.core.inputs import RunInputs
 from poisonguard.pipelines.core.settings import RunSettings
 
 EXPECTATION_PREFIX = "expectation."
+# Characters of a label the detectors compare (see label_texts).
+LABEL_WIDTH = 200
+# Cross-fitting holds each trusted row out once: a label needs two trusted rows.
+MIN_TRUSTED_ROWS_PER_LABEL = 2
 
 
 @dataclass(frozen=True)
@@ -104,22 +112,65 @@ def run_detector(name: str, features: FeatureMatrices, settings: RunSettings) ->
     tags = detector.tags
     skip_unlabelled = tags.needs_labels and not tags.accepts_empty_labels
     rows = features.batch_labels != "" if skip_unlabelled else np.ones(len(features.batch_labels), dtype=bool)
+    details = {"class": type(detector).__name__, "params": _jsonable(detector.get_params())}
+    trusted_features, trusted_labels = features.trusted_features, features.trusted_labels
+    if tags.needs_labels and trusted_labels is not None:
+        # A label with a single trusted row cannot be cross-fitted (one row
+        # cannot be both trained on and held out): leave that label out of
+        # this detector, trusted and batch rows alike, rather than the detector.
+        values, counts = np.unique(trusted_labels, return_counts=True)
+        rare = [str(value) for value, count in zip(values, counts) if count < MIN_TRUSTED_ROWS_PER_LABEL]
+        if rare:
+            keep = ~np.isin(trusted_labels, rare)
+            trusted_features, trusted_labels = trusted_features[keep], trusted_labels[keep]
+            rows &= ~np.isin(features.batch_labels, rare)
+            details["rare_labels"] = rare
     X, y, ids = features.batch_features[rows], features.batch_labels[rows], features.batch_row_ids[rows]
-    if features.trusted_features is not None:
-        detector.fit(features.trusted_features, features.trusted_labels)
-        findings = detector.findings(X, y, ids)
-        mode = "calibrated on the trusted reference"
-    else:
-        findings = detector.self_findings(X, y, ids)
-        mode = "calibrated on the batch itself (no trusted reference)"
+    try:
+        with library_warnings() as caught:
+            if trusted_features is not None:
+                detector.fit(trusted_features, trusted_labels)
+                findings = detector.findings(X, y, ids)
+                details["mode"] = "calibrated on the trusted reference"
+            else:
+                findings = detector.self_findings(X, y, ids)
+                details["mode"] = "calibrated on the batch itself (no trusted reference)"
+        if caught:
+            details["warnings"] = caught
+    except NotEnoughData as error:
+        # Too few rows (or labels) to judge anything is a fact about this
+        # batch, not a failure: the check is skipped, and the report says so.
+        details.update(mode=f"skipped: {error}", skipped=str(error))
+        return CheckOutcome(name=name, kind="detector", findings=empty_findings(), rows_checked=0,
+                            details=details, seconds=time.perf_counter() - started)
     return CheckOutcome(
         name=name,
         kind="detector",
         findings=findings,
         rows_checked=int(rows.sum()),
-        details={"class": type(detector).__name__, "params": _jsonable(detector.get_params()), "mode": mode},
+        details=details,
         seconds=time.perf_counter() - started,
     )
+
+
+@contextmanager
+def library_warnings() -> Iterator[list[str]]:
+    """Collect what libraries warn about while a check runs, for the report instead of the terminal.
+
+    scikit-learn's ConvergenceWarning, PyOD's precision notes and numpy's
+    floating-point warnings say something about this batch; printed between
+    progress lines they read as faults. Each distinct message is kept once,
+    cut to one line.
+    """
+    messages: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield messages
+    for warning in caught:
+        text = f"{warning.category.__name__}: {str(warning.message).strip().splitlines()[0] if str(warning.message).strip() else ''}"
+        text = text if len(text) <= 200 else text[:199] + "…"
+        if text not in messages:
+            messages.append(text)
 
 
 def _without_empty_for_broken(findings: pd.DataFrame, broken_cells: list[tuple[str, str]]) -> pd.DataFrame:
@@ -155,8 +206,22 @@ def _unlabelled_rows(frame: pd.DataFrame, label: str, id_column: str) -> pd.Data
 
 
 def label_texts(series: pd.Series) -> np.ndarray:
-    """Labels as text, ``""`` where missing: labels are compared as text everywhere."""
-    return series.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)).to_numpy(dtype=object)
+    """Labels as text, ``""`` where missing: labels are compared as text everywhere.
+
+    A label longer than ``LABEL_WIDTH`` characters is cut and tagged with a
+    digest of the whole (so distinct labels stay distinct): detectors hold
+    labels in fixed-width numpy text, where one 50 MB label would size every
+    row's label at 50 MB. (The expectation suite sees the whole value.)
+    """
+    def text(value) -> str:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return ""
+        value = str(value)
+        if len(value) <= LABEL_WIDTH:
+            return value
+        return f"{value[:LABEL_WIDTH]}…{hashlib.sha256(value.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
+
+    return series.map(text).to_numpy(dtype=object)
 
 
 def concat_findings(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -45,6 +45,14 @@ class DatasetConfig(_Strict):
     numeric: Optional[list[str]] = Field(None, description="Numeric feature columns.")
     categorical: Optional[list[str]] = Field(None, description="Categorical feature columns.")
     ignore: list[str] = Field(default_factory=list, description="Columns kept but not checked.")
+    separator: str = Field(",", description="Field separator of CSV batch and reference files.")
+
+    @field_validator("separator")
+    @classmethod
+    def _separator_is_one_character(cls, value: str) -> str:
+        if len(value) != 1 or value in "\"\r\n":
+            raise ValueError("must be one character other than a quote or a line break, e.g. ';'")
+        return value
 
     @field_validator("name")
     @classmethod

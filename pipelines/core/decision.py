@@ -6,6 +6,7 @@ from typing import Callable, Optional
 
 import pandas as pd
 
+from poisonguard.pipelines.core.adequacy import reference_notes
 from poisonguard.pipelines.core.batch_checks import per_check_rows
 from poisonguard.pipelines.core.checks import CheckOutcome, concat_findings
 from poisonguard.pipelines.core.inputs import RunInputs
@@ -64,6 +65,21 @@ def decide(inputs: RunInputs, outcomes: list[CheckOutcome]) -> Decision:
             "No trusted reference was given: detectors were calibrated on the batch itself "
             "with contamination-robust estimates, and no expectation suite was inferred."
         )
+    reference = inputs.reference_typed.typed if inputs.reference_typed is not None else None
+    notes += reference_notes(reference, inputs.kinds, inputs.label, inputs.settings.config)
+    rare = sorted({label for outcome in outcomes for label in outcome.details.get("rare_labels", [])})
+    if rare:
+        shown = ", ".join(repr(label) for label in rare[:5]) + (f" and {len(rare) - 5} more" if len(rare) > 5 else "")
+        notes.append(
+            f"Rows labelled {shown} were not judged by the label detectors: the trusted reference has a single "
+            "row of each, too few to cross-fit; the expectations and other detectors still checked them."
+        )
+    for outcome in outcomes:
+        for warning in outcome.details.get("warnings", []):
+            notes.append(f"{outcome.name} warned: {warning}")
+        if outcome.details.get("skipped"):
+            why = outcome.details["skipped"].removeprefix(f"{outcome.name}: ")
+            notes.append(f"{outcome.name} did not run on this batch, so it flagged nothing: {why}.")
     return Decision(
         quarantined_ids=[i for i in all_ids if i in quarantined],
         kept_ids=[i for i in all_ids if i not in quarantined],

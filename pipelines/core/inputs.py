@@ -13,7 +13,7 @@ from typing import Any, Optional
 from poisonguard.expectations import column_kinds, infer_suite, load_suite
 from poisonguard.pipelines.core.errors import InputError
 from poisonguard.pipelines.core.settings import RunSettings
-from poisonguard.pipelines.core.tables import LoadedTable, TypedTable, coerce_types, infer_kinds, load_table
+from poisonguard.pipelines.core.tables import LoadedTable, TypedTable, coerce_types, infer_kinds, load_table, read_file
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,13 @@ def load_inputs(settings: RunSettings) -> RunInputs:
         return _PRELOADED.pop(key)
     dataset = settings.config.dataset
     label = settings.label
-    batch = load_table(settings.batches, label=label, id_column=dataset.id, role="batch")
+    batch = load_table(settings.batches, label=label, id_column=dataset.id, role="batch", separator=dataset.separator)
     reference = None
     unexpected: list[str] = []
     if dataset.reference is not None:
-        reference = load_table([dataset.reference], label=label, id_column=None, role="reference")
+        reference = load_table(
+            [dataset.reference], label=label, id_column=None, role="reference", separator=dataset.separator
+        )
         unexpected = [c for c in _data_columns(batch) if c not in reference.raw.columns and c != dataset.id]
         # A new column is schema drift: the batch-level schema check rejects
         # the batch with the evidence. Without that check it is an input error.
@@ -129,8 +131,11 @@ def _suite(settings, reference, reference_typed, feature_columns, kinds):
         return load_suite(dataset.suite), str(dataset.suite)
     if reference is None:
         return None, "none: no suite configured and no reference to infer one from"
+    # The suite must also validate the reference file as a GX user reads it.
+    as_read = read_file(dataset.reference, native=True, separator=dataset.separator)
     suite = infer_suite(
         reference_typed.typed.drop(columns=[reference.id_column]),
+        as_read=as_read,
         name=dataset.name,
         label=settings.label,
         id_column=dataset.id,

@@ -5,14 +5,18 @@ as its only parameter and the provenance can record it as it was.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Optional, Sequence
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from poisonguard.pipelines.core.config import RunConfig, load_config
+from poisonguard.detectors.errors import DetectorError
+from poisonguard.detectors.registry import detector_parameters
+from poisonguard.pipelines.core.config import DatasetConfig, RunConfig, load_config
 from poisonguard.pipelines.core.errors import ConfigError, InputError
 from poisonguard.pipelines.core.state import default_store_url, state_dir
+from poisonguard.pipelines.core.tables import expand_batches
 
 
 class RunSettings(BaseModel):
@@ -46,17 +50,23 @@ def make_settings(
     reference: Optional[Path | str] = None,
     config_path: Optional[Path | str] = None,
     key: Optional[Path | str] = None,
+    separator: Optional[str] = None,
 ) -> RunSettings:
     """Merge the config file with command-line options (options win).
+
+    A folder among ``batches`` stands for the batch files directly in it.
+    Without a dataset name in the config, the run is named after its first
+    batch file.
 
     Raises
     ------
     ConfigError
-        Unparseable config, or no label column given anywhere.
+        Unparseable config, a bad separator, or no label column given anywhere.
     InputError
-        The output folder exists already.
+        The output folder exists already, or a folder holds no batch file.
     """
     config = load_config(config_path)
+    batches = expand_batches(batches)
     dataset_updates = {}
     if label is not None:
         dataset_updates["label"] = label
@@ -64,11 +74,21 @@ def make_settings(
         dataset_updates["id"] = id_column
     if reference is not None:
         dataset_updates["reference"] = Path(reference).resolve()
+    if separator is not None:
+        dataset_updates["separator"] = separator
+    if "name" not in config.dataset.model_fields_set and batches:
+        dataset_updates["name"] = _name_from(Path(batches[0]))
     if dataset_updates:
-        config = config.model_copy(update={"dataset": config.dataset.model_copy(update=dataset_updates)})
+        try:
+            dataset = DatasetConfig.model_validate({**config.dataset.model_dump(), **dataset_updates})
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors())
+            raise ConfigError(f"dataset options: {problems}") from None
+        config = config.model_copy(update={"dataset": dataset})
     if not config.dataset.label:
         where = f" or set dataset.label in {config_path}" if config_path else " (or set dataset.label in a --config file)"
         raise ConfigError(f"no label column given: pass --label COLUMN{where}")
+    check_detection(config, source=str(config_path) if config_path else "the default config")
     out = Path(out).resolve()
     if out.exists():
         raise InputError(f"{out}: output folder already exists; choose a new one (a signed output is never overwritten)")
@@ -82,3 +102,38 @@ def make_settings(
         store_url=config.store.url or default_store_url(),
         state_dir=state_dir(),
     )
+
+
+def check_detection(config: RunConfig, *, source: str) -> None:
+    """Refuse unknown detector names and parameters now, before any work starts.
+
+    Raises
+    ------
+    ConfigError
+        Names the file, the key and what is known instead.
+    """
+    detection = config.detection
+    for name in detection.detectors:
+        try:
+            detector_parameters(name)
+        except DetectorError as error:
+            raise ConfigError(f"{source}: detection.detectors: {error}") from None
+    for name, params in detection.params.items():
+        try:
+            known = detector_parameters(name)
+        except DetectorError as error:
+            raise ConfigError(f"{source}: detection.params.{name}: {error}") from None
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"{source}: detection.params.{name}: no parameter {', '.join(map(repr, unknown))}; "
+                f"{name} takes {', '.join(sorted(known))}"
+            )
+
+
+def _name_from(batch: Path) -> str:
+    """A dataset name from a batch file's name: ``penguins-2026.csv.gz`` -> ``penguins-2026``."""
+    stem = batch.name
+    for suffix in reversed(batch.suffixes):
+        stem = stem.removesuffix(suffix)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip(".-") or "dataset"

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Optional
 
 from poisonguard.expectations import infer_suite, save_suite
-from poisonguard.pipelines.core.tables import coerce_types, infer_kinds, load_table
+from poisonguard.pipelines.core.tables import coerce_types, infer_kinds, load_table, read_file
 from poisonguard.pipelines.core.config import load_config
 from poisonguard.pipelines.core.errors import ConfigError, InputError
 
@@ -41,7 +41,7 @@ def infer_suite_file(
     if path.exists() and not force:
         raise ConfigError(f"{path} exists; pass --force to replace it (it may hold hand edits)")
     dataset = load_config(config_path).dataset
-    table = load_table([reference], label=label, id_column=id_column, role="reference")
+    table = load_table([reference], label=label, id_column=id_column, role="reference", separator=dataset.separator)
     excluded = {label, table.id_column, *dataset.ignore}
     columns = [c for c in table.raw.columns if c not in excluded]
     kinds = infer_kinds(table.raw, columns, numeric=dataset.numeric, categorical=dataset.categorical)
@@ -52,6 +52,7 @@ def infer_suite_file(
     frame = typed.typed if id_column else typed.typed.drop(columns=[table.id_column])
     suite = infer_suite(
         frame,
+        as_read=read_file(Path(reference), native=True, separator=dataset.separator),
         name=name,
         label=label,
         id_column=id_column,

@@ -9,6 +9,7 @@ row-level finding rather than failing the whole batch.
 """
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import json
@@ -21,6 +22,7 @@ import pandas as pd
 
 from poisonguard.detectors.base import empty_findings, make_findings
 from poisonguard.pipelines.core.errors import InputError
+from poisonguard.pipelines.core.text import display, shorten
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 CONTENT_ID_COLUMN = "row_id"
@@ -93,8 +95,12 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_file(path: Path) -> pd.DataFrame:
+def read_file(path: Path, *, native: bool = False, separator: str = ",") -> pd.DataFrame:
     """Read one CSV, Parquet or JSON Lines file; text formats keep cells as text.
+
+    With ``native``, a CSV is read with pandas' default types instead (what
+    a Great Expectations user gets from ``pd.read_csv``): the frame an
+    inferred suite must validate as it is.
 
     Raises
     ------
@@ -102,6 +108,8 @@ def read_file(path: Path) -> pd.DataFrame:
         Missing, unreadable or malformed file; the message names the file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give the batch files in it (CSV, Parquet or JSON Lines), or the folder alone")
     kind = file_format(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
@@ -110,9 +118,18 @@ def read_file(path: Path) -> pd.DataFrame:
     compression = "gzip" if path.suffix.lower() == ".gz" else None
     try:
         if kind == "csv":
+            blank = _check_csv_records(path, compression, separator)
             # Text cells keep the values exactly as written for quarantine;
-            # conversion to numbers happens later, cell by cell.
-            frame = pd.read_csv(path, dtype=str, compression=compression, skipinitialspace=False)
+            # conversion to numbers happens later, cell by cell. pandas would
+            # drop a record holding one empty field ('""') as if blank: read
+            # every line and drop the blank ones found above instead.
+            frame = pd.read_csv(
+                path, sep=separator, dtype=None if native else str, compression=compression, skipinitialspace=False,
+                skip_blank_lines=False,
+            )
+            if len(frame) != len(blank):
+                raise InputError(f"{path}: read {len(frame)} rows from {len(blank)} records; the file is malformed")
+            frame = frame[~np.asarray(blank, dtype=bool)].reset_index(drop=True)
         elif kind == "parquet":
             if compression:
                 with gzip.open(path, "rb") as handle:
@@ -126,13 +143,104 @@ def read_file(path: Path) -> pd.DataFrame:
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError, EOFError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(f"{path}: cannot read as {kind} ({message})") from None
+    except InputError:
+        raise
     except Exception as error:  # pyarrow raises its own types for corrupt files
-        raise InputError(f"{path}: cannot read as {kind} ({type(error).__name__}: {error})") from None
+        raise InputError(f"{path}: cannot read as {kind} ({type(error).__name__}: {shorten(str(error), 200)})") from None
     frame.columns = [str(column) for column in frame.columns]
     duplicated = frame.columns[frame.columns.duplicated()].tolist()
     if duplicated:
-        raise InputError(f"{path}: column {duplicated[0]!r} appears more than once in the header")
+        raise InputError(f"{path}: column {display(duplicated[0])} appears more than once in the header")
     return frame
+
+
+def _check_csv_records(path: Path, compression: Optional[str], separator: str = ",") -> list[bool]:
+    """Refuse a CSV whose header repeats a name or whose records differ in width.
+
+    pandas renames a repeated header (``island``, ``island.1``), which then
+    looks like a new column, and pads a short record with empty cells while
+    refusing a long one. Both are the same damage, named here by line.
+
+    Returns
+    -------
+    list of bool, one per line after the header: whether it is blank (no
+    record at all, as opposed to one empty field).
+    """
+    opener = gzip.open if compression == "gzip" else open
+    # The csv module refuses fields over 128 KiB by default; pandas reads them.
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
+        records = csv.reader(handle, delimiter=separator)
+        header = next(records, None)
+        if header is None:
+            return []  # an empty file: pandas says so
+        if not header:
+            raise InputError(f"{path} line 1: blank; expected the header (the column names)")
+        if len(header) == 1:
+            _refuse_another_separator(path, header[0], separator)
+        seen = set()
+        for name in header:
+            if name in seen:
+                raise InputError(f"{path}: column {display(name)} appears more than once in the header")
+            seen.add(name)
+        blank = []
+        for record in records:
+            if record and len(record) != len(header):
+                raise InputError(
+                    f"{path} line {records.line_num}: {len(record)} fields where the header has {len(header)}; "
+                    "every record needs one value (possibly empty) per column"
+                )
+            blank.append(not record)
+    return blank
+
+
+# Separators people export CSV with, besides the comma.
+OTHER_SEPARATORS = {";": "';'", "\t": "a tab", "|": "'|'"}
+
+
+def _refuse_another_separator(path: Path, header: str, separator: str) -> None:
+    """A one-column header that holds another common separator is a file read with the wrong one."""
+    for candidate, name in OTHER_SEPARATORS.items():
+        if candidate != separator and header.count(candidate) >= 1:
+            flag = "$'\\t'" if candidate == "\t" else f"'{candidate}'"
+            raise InputError(
+                f"{path}: the header reads as one column, but its fields look separated by {name}: "
+                f"pass --sep {flag} (or set dataset.separator in the config)"
+            )
+
+
+def expand_batches(paths: Sequence[Path]) -> list[Path]:
+    """Batch paths with each folder replaced by the batch files directly in it, in name order.
+
+    Hidden files (``.x``, ``_x``) are skipped, as ``watch`` skips them.
+
+    Raises
+    ------
+    InputError
+        A folder holds no CSV, Parquet or JSON Lines file.
+    """
+    expanded = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            expanded.append(path)
+            continue
+        found = sorted(
+            child for child in path.iterdir()
+            if child.is_file() and not child.name.startswith((".", "_")) and _has_known_format(child)
+        )
+        if not found:
+            known = ", ".join(sorted(FORMATS))
+            raise InputError(f"{path}: a folder with no batch file in it ({known}, optionally .gz)")
+        expanded.extend(found)
+    return expanded
+
+
+def _has_known_format(path: Path) -> bool:
+    try:
+        file_format(path)
+    except InputError:
+        return False
+    return True
 
 
 def content_row_ids(frame: pd.DataFrame) -> pd.Series:
@@ -159,6 +267,7 @@ def load_table(
     label: Optional[str],
     id_column: Optional[str],
     role: str = "batch",
+    separator: str = ",",
 ) -> LoadedTable:
     """Read and stack ``paths``, check the label and id columns, assign row ids.
 
@@ -172,6 +281,8 @@ def load_table(
         Column with unique row ids; content hashes are made when None.
     role : str
         ``"batch"`` or ``"reference"``, used in messages.
+    separator : str
+        Field separator of CSV files (one character).
 
     Raises
     ------
@@ -183,11 +294,11 @@ def load_table(
     frames, files, digests = [], [], []
     first_columns: Optional[list[str]] = None
     for path in map(Path, paths):
-        frame = read_file(path)
+        frame = read_file(path, separator=separator)
         if label is not None and label not in frame.columns:
-            raise InputError(f"{path}: no label column {label!r}; columns are {_list(frame.columns)}")
+            raise InputError(f"{path}: no label column {display(label)}; columns are {_list(frame.columns)}")
         if id_column is not None and id_column not in frame.columns:
-            raise InputError(f"{path}: no id column {id_column!r}; columns are {_list(frame.columns)}")
+            raise InputError(f"{path}: no id column {display(id_column)}; columns are {_list(frame.columns)}")
         if first_columns is None:
             first_columns = list(frame.columns)
         elif set(frame.columns) != set(first_columns):
@@ -282,18 +393,23 @@ def coerce_types(
                 converted = pd.Series(np.nan, index=series.index)
             else:
                 converted = pd.to_numeric(series.where(~missing), errors="coerce")
-            broken = (~missing) & converted.isna().to_numpy()
+            values = converted.to_numpy(dtype=float, na_value=np.nan)
+            not_number = (~missing) & np.isnan(values)
+            # inf, -Infinity and 1e400 parse, but no model or range can use them.
+            infinite = (~missing) & np.isinf(values)
+            broken = not_number | infinite
             if (~missing).sum() and broken.sum() / (~missing).sum() > max_unparsable:
-                examples = ", ".join(repr(str(v)) for v in series[broken].unique()[:3])
+                examples = ", ".join(repr(shorten(str(v), 40)) for v in series[broken].unique()[:3])
                 failures.append(
-                    f"{source}: column {column!r} should be numeric but {int(broken.sum())} of "
-                    f"{int((~missing).sum())} values are not numbers (e.g. {examples})"
+                    f"{source}: column {display(column)} should be numeric but {int(broken.sum())} of "
+                    f"{int((~missing).sum())} values are not {'finite numbers' if infinite.any() else 'numbers'} (e.g. {examples})"
                 )
             for position in np.flatnonzero(broken):
                 found_rows.append(row_ids[position])
                 found_columns.append(column)
-                found_reasons.append(f"{column} = {str(series.iloc[position])!r} is not a number")
-            typed[column] = _narrow_numeric(converted.astype(float))
+                what = "a finite number" if infinite[position] else "a number"
+                found_reasons.append(f"{shorten(column, 60)} = {shorten(str(series.iloc[position]), 60)!r} is not {what}")
+            typed[column] = _narrow_numeric(pd.Series(np.where(broken, np.nan, values), index=series.index))
         else:
             typed[column] = series.map(lambda v: None if _is_missing(v) else _as_text(v)).astype(object)
     findings = (
@@ -328,7 +444,7 @@ def _check_ids(raw: pd.DataFrame, id_column: str, files: list[dict]) -> None:
     missing = ids.map(_is_missing)
     if missing.any():
         position = int(np.flatnonzero(missing.to_numpy())[0])
-        raise InputError(f"{_where(position, files)}: id column {id_column!r} is empty; every row needs an id")
+        raise InputError(f"{_where(position, files)}: id column {display(id_column)} is empty; every row needs an id")
     as_text = ids.astype(str)
     duplicated = as_text.duplicated(keep=False)
     if duplicated.any():
@@ -336,7 +452,7 @@ def _check_ids(raw: pd.DataFrame, id_column: str, files: list[dict]) -> None:
         value = as_text.iloc[positions[0]]
         same = positions[as_text.iloc[positions].to_numpy() == value]
         places = " and ".join(_where(int(p), files) for p in same[:2])
-        raise InputError(f"duplicate id {value!r} in column {id_column!r}: {places}; ids must be unique")
+        raise InputError(f"duplicate id {display(value)} in column {display(id_column)}: {places}; ids must be unique")
 
 
 def _where(position: int, files: list[dict]) -> str:
@@ -368,6 +484,9 @@ def _as_text(value) -> str:
     return str(value)
 
 
-def _list(names) -> str:
+def _list(names, most: int = 20) -> str:
     names = list(names)
-    return ", ".join(repr(str(n)) for n in names) if names else "none"
+    if not names:
+        return "none"
+    shown = ", ".join(display(name) for name in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")

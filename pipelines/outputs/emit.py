@@ -28,9 +28,11 @@ import math
 import platform
 import re
 import sys
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -40,13 +42,15 @@ from poisonguard.pipelines.core.errors import InputError, SigningError, Verifica
 from poisonguard.pipelines.outputs.publish import library_versions
 from poisonguard.pipelines.outputs.report import TEMPLATES
 from poisonguard.pipelines.outputs.signed_folder import (
-    CLEAN_FILE, FINDING_LIST_COLUMNS, PROVENANCE_FILE, QUARANTINE_FILE, REPORT_FILE, SIGNATURE_FILE,
+    CLEAN_FILE, FINDING_LIST_COLUMNS, ORIGINAL_COLUMN, PROVENANCE_FILE, QUARANTINE_FILE, REPORT_FILE, SIGNATURE_FILE,
     read_verified_files, require_new_output, write_parquet, write_signed_folder,
 )
 from poisonguard.pipelines.core.jsonable import to_jsonable
 from poisonguard.pipelines.core.state import default_public_key, state_dir
-from poisonguard.pipelines.outputs.signing import ensure_state_key
+from poisonguard.pipelines.core.text import shorten
+from poisonguard.pipelines.outputs.signing import ensure_state_key, public_key_for
 from poisonguard.pipelines.store import EntryFilter, QuarantineStore, utc_now
+from poisonguard.pipelines.store.entries import cut_cell
 
 STATUS_COLUMN = "poisonguard_status"
 ENTRY_COLUMN = "poisonguard_entry_id"
@@ -137,8 +141,10 @@ def emit(
     key_path : Path, optional
         Private key PEM; the state folder's key (made on first use) otherwise.
     public_key : Path, optional
-        Public key the runs' outputs must verify against; the state folder's
-        ``keys/public.pem`` otherwise.
+        Public key the runs' outputs must verify against; otherwise the
+        public half of ``key_path`` when given (the usual case: one key signs
+        the runs and the emitted dataset), else the state folder's
+        ``keys/public.pem``.
 
     Raises
     ------
@@ -151,14 +157,8 @@ def emit(
     started = utc_now()
     out = require_new_output(out)
     chosen, chosen_by = choose_runs(store, run_ids, dataset)
-    if public_key is None:
-        public_key = default_public_key()
-        if not public_key.exists():
-            raise SigningError(
-                f"no public key to verify the runs' outputs with: {public_key} does not exist; "
-                "pass --public-key (the pair of the key that signed the runs)"
-            )
-    sources = [_read_verified(run, public_key) for run in chosen]
+    with _verifying_key(public_key, key_path) as (public_key, verified_with):
+        sources = [_read_verified(run, public_key) for run in chosen]
     _require_same_shape(sources)
     entries, history = _reviewed_entries(store, [source.run["id"] for source in sources])
     clean, kept, released = _clean_rows(sources, entries)
@@ -193,7 +193,7 @@ def emit(
             "row_id_column": sources[0].id_column,
             "runs": [_run_record(source.run) for source in sources],
             "supersedes": [
-                {"run_id": s.run["id"], "folder": str(s.folder), "verified_with": str(public_key), **s.digests}
+                {"run_id": s.run["id"], "folder": str(s.folder), "verified_with": verified_with, **s.digests}
                 for s in sources
             ],
             "decisions": history,
@@ -216,6 +216,31 @@ def emit(
 
 
 # ----------------------------------------------------------------- reading
+
+
+@contextmanager
+def _verifying_key(public_key: Optional[Path], key_path: Optional[Path]) -> Iterator[tuple[Path, str]]:
+    """The public key file to verify the runs with, and how to name it in provenance.
+
+    A private key holds its public key: derived into a temporary file when
+    only ``key_path`` is given, so ``emit --key`` alone works.
+    """
+    if public_key is not None:
+        yield Path(public_key), str(public_key)
+        return
+    if key_path is not None:
+        with tempfile.TemporaryDirectory(prefix="poisonguard-emit-") as folder:
+            derived = Path(folder) / "public.pem"
+            derived.write_bytes(public_key_for(Path(key_path)))
+            yield derived, f"the public key of {key_path}"
+        return
+    public_key = default_public_key()
+    if not public_key.exists():
+        raise SigningError(
+            f"no public key to verify the runs' outputs with: {public_key} does not exist; "
+            "pass --public-key (the pair of the key that signed the runs), or --key"
+        )
+    yield public_key, str(public_key)
 
 
 def _read_verified(run: dict, public_key: Path) -> _Source:
@@ -274,8 +299,8 @@ def _clean_rows(sources: list[_Source], entries: dict[str, list[dict]]) -> tuple
         for entry in entries[source.run["id"]]:
             if entry["status"] != "released" or entry["row_id"] in held_ids or entry["row_id"] in seen:
                 continue
-            _require_signed_match(entry, signed, source)
-            released_rows.append(_cast_row(entry, template, source))
+            values = _require_signed_match(entry, signed, source)
+            released_rows.append(_cast_row(entry, values, template, source))
             seen.add(entry["row_id"])
     frames = [kept]
     if released_rows:
@@ -306,12 +331,24 @@ def _quarantine_rows(sources: list[_Source], entries: dict[str, list[dict]]) -> 
 
 
 def _signed_rows(source: _Source) -> dict[str, dict]:
-    data = source.quarantine.drop(columns=[c for c in FINDING_LIST_COLUMNS if c in source.quarantine.columns])
-    return {str(row[source.id_column]): row for row in data.to_dict(orient="records")}
+    """The signed quarantined rows by row id, as they came in: broken cells with their text again."""
+    extra = [c for c in (*FINDING_LIST_COLUMNS, ORIGINAL_COLUMN) if c in source.quarantine.columns]
+    originals = source.quarantine[ORIGINAL_COLUMN] if ORIGINAL_COLUMN in source.quarantine.columns else None
+    rows = {}
+    for position, row in enumerate(source.quarantine.drop(columns=extra).to_dict(orient="records")):
+        if originals is not None and isinstance(originals.iloc[position], str):
+            row.update(json.loads(originals.iloc[position]))
+        rows[str(row[source.id_column])] = row
+    return rows
 
 
-def _require_signed_match(entry: dict, signed: dict[str, dict], source: _Source) -> None:
-    """The store's copy of a released row must be the row the run signed."""
+def _require_signed_match(entry: dict, signed: dict[str, dict], source: _Source) -> dict:
+    """The row the run signed for a released entry; the store's copy must agree with it.
+
+    The values released into the clean data are the signed ones: the store
+    is not signed, and it keeps long cells cut (``store.capped_cells``). A
+    cut cell is compared by what the store kept of it.
+    """
     row = signed.get(entry["row_id"])
     where = f"{source.folder / QUARANTINE_FILE}"
     if row is None:
@@ -321,24 +358,42 @@ def _require_signed_match(entry: dict, signed: dict[str, dict], source: _Source)
         )
     for column, signed_value in row.items():
         stored, expected = _comparable(entry["row"].get(column)), _comparable(signed_value)
+        cut = cut_cell(stored)
+        if cut is not None and expected is not None and len(expected) == cut[1] and expected.startswith(cut[0]):
+            continue
         if stored != expected:
             raise VerificationError(
-                f"entry {entry['id']}: the store's {column} = {stored!r} for row {entry['row_id']!r} differs from "
-                f"the signed {expected!r} in {where}; the quarantine store may have been altered"
+                f"entry {entry['id']}: the store's {shorten(column)} = {shorten(str(stored), 60)!r} for row "
+                f"{entry['row_id']!r} differs from the signed {shorten(str(expected), 60)!r} in {where}; "
+                "the quarantine store may have been altered"
             )
+    return row
 
 
 def _comparable(value) -> Optional[str]:
+    """A value as text for comparing the store's copy with the signed one.
+
+    The store keeps cells as they came in (``"46.70"``), the signed file as
+    numbers where the column is numeric (``46.7``): numbers compare by value.
+    """
     value = to_jsonable(value)
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(float(value))
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return repr(number) if math.isfinite(number) else value
     return str(value)
 
 
-def _cast_row(entry: dict, template: pd.DataFrame, source: _Source) -> dict:
+def _cast_row(entry: dict, signed: dict, template: pd.DataFrame, source: _Source) -> dict:
     values = {}
     for column in template.columns:
-        value = entry["row"].get(column)
+        value = to_jsonable(signed.get(column))
         try:
             values[column] = _cast(value, template[column].dtype)
         except (TypeError, ValueError, OverflowError):

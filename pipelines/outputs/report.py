@@ -21,7 +21,12 @@ from collections.abc import Mapping, Sequence
 import jinja2
 import numpy as np
 import pandas as pd
+from scipy import stats
 
+from poisonguard.pipelines.core.text import shorten
+
+# Characters of one cell shown in the report (the whole value is in quarantine.parquet).
+REPORT_CELL_WIDTH = 200
 PER_CHECK_COLUMNS = [
     "check",
     "kind",
@@ -163,7 +168,7 @@ def _format_value(value: object) -> str | None:
         return f"{value:.10g}"
     if isinstance(value, (_dt.datetime, _dt.date)):
         return value.isoformat(sep=" ", timespec="seconds") if isinstance(value, _dt.datetime) else value.isoformat()
-    return str(value)
+    return shorten(str(value), REPORT_CELL_WIDTH)
 
 
 def _format_number(value: object, spec: str) -> str:
@@ -194,16 +199,21 @@ def _check_rows(per_check: pd.DataFrame) -> list[dict]:
         alpha = record["alpha"]
         checked = record["rows_checked"]
         expected = None
-        if not _is_missing(alpha) and not _is_missing(checked):
-            # A calibrated detector flags about alpha of clean rows.
-            expected = f"\u2248 {float(alpha) * float(checked):.3g}"
         flagged = 0 if _is_missing(record["flagged"]) else int(record["flagged"])
+        # A rule (expectation, batch check) flags nothing on clean data; a
+        # calibrated detector about alpha of clean rows.
+        unusual = flagged > 0
+        if not _is_missing(alpha) and not _is_missing(checked):
+            expected = f"\u2248 {float(alpha) * float(checked):.3g}"
+            # Highlighted only when more than clean data would give, 99 times in 100.
+            unusual = flagged > stats.binom.ppf(0.99, int(checked), float(alpha))
         rows.append(
             {
                 "check": str(record["check"]),
                 "kind": str(record["kind"]),
                 "rows_checked": _format_value(checked) or "\u2014",
                 "flagged": flagged,
+                "unusual": bool(unusual),
                 "flagged_percent": _format_number(record["flagged_percent"], ".2f"),
                 "alpha": _format_number(alpha, "g"),
                 "expected": expected or "\u2014",

@@ -220,8 +220,11 @@ def sign_folder(folder: Path, private_key: Path, signature_name: str = DEFAULT_S
     ----------
     folder : Path
         The folder to sign; every file under it (recursively) is signed,
-        except the signature itself and git metadata (``model_signing``'s
-        defaults).
+        except the signature itself. Git metadata (``.git/``, ``.gitignore``,
+        ``.gitattributes``, ``.github/``) is signed too, unlike
+        ``model_signing``'s default: an output folder has none, so one that
+        appears later must fail verification like any other added file
+        (``model_signing verify ... --no-ignore-git-paths``).
     private_key : Path
         ECDSA P-256 private key PEM. Must not live inside ``folder``.
     signature_name : str
@@ -255,7 +258,9 @@ def sign_folder(folder: Path, private_key: Path, signature_name: str = DEFAULT_S
         config = model_signing.signing.Config().use_elliptic_key_signer(private_key=str(key_abs))
         # The ignored path must be absolute: model_signing joins it to the
         # folder, and only an absolute path survives that join unchanged.
-        config.set_hashing_config(model_signing.hashing.Config().set_ignored_paths(paths=[signature_abs]))
+        config.set_hashing_config(
+            model_signing.hashing.Config().set_ignored_paths(paths=[signature_abs], ignore_git_paths=False)
+        )
         config.sign(folder_abs, signature_abs)
     except (ValueError, OSError) as error:
         raise SigningError(f"{folder}: could not sign the folder: {error}") from None
@@ -317,7 +322,9 @@ def verify_folder(
     key = _load_public_key(public_key)
     try:
         config = model_signing.verifying.Config().use_elliptic_key_verifier(public_key=str(public_key))
-        config.set_hashing_config(model_signing.hashing.Config().set_ignored_paths(paths=[signature_abs]))
+        config.set_hashing_config(
+            model_signing.hashing.Config().set_ignored_paths(paths=[signature_abs], ignore_git_paths=False)
+        )
         config.verify(folder_abs, signature_abs)
         failure = None
     except Exception as error:  # noqa: BLE001 - any failure of the library is a failed verification

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict
 
 from poisonguard.pipelines.core.config import DatasetConfig, load_config
 from poisonguard.pipelines.core.errors import ConfigError, InputError
+from poisonguard.pipelines.core.settings import check_detection
 
 
 
@@ -39,6 +40,7 @@ def make_request(
         A local inbox folder that does not exist.
     """
     loaded = load_config(config)
+    check_detection(loaded, source=str(config) if config else "the default config")
     try:
         DatasetConfig(name=dataset)
     except Exception:

@@ -37,7 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from poisonguard.pipelines.core.errors import PoisonguardError, ReviewConflict, UnknownEntry
 from poisonguard.pipelines.store import QuarantineStore
 from poisonguard.pipelines.web import api, pages, views
-from poisonguard.pipelines.web.requests import MAX_BODY_BYTES, declared_length
+from poisonguard.pipelines.web.requests import MAX_BODY_BYTES, BodyLimit, declared_length
 from poisonguard.pipelines.web.responses import WebError, error, page, wants_json
 from poisonguard.pipelines.web.security import SESSION_COOKIE, Guard, safe_next
 
@@ -81,6 +81,8 @@ def create_app(*, store_url: str, token: str) -> FastAPI:
     app.state.templates = templates
     app.state.check_menu = {}
     app.middleware("http")(_guard)
+    # Added last, so it wraps everything: no route or middleware reads past the limit.
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     _add_error_handlers(app, store)
     app.include_router(pages.router)
     app.include_router(api.router)

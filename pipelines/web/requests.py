@@ -50,3 +50,52 @@ async def require_csrf(request: Request) -> None:
         submitted.encode("utf-8"), access.csrf_token.encode("utf-8")
     ):
         raise WebError(403, "the form's CSRF token is missing or stale: reload the page and try again")
+
+
+class BodyLimit:
+    """ASGI middleware: read at most ``limit`` bytes of a request body, else answer 413.
+
+    ``Content-Length`` is checked by the guard, but a chunked body declares
+    no length: without counting what arrives, an authenticated client could
+    send hundreds of megabytes that the form parser reads whole. The body
+    (at most ``limit`` bytes, 64 KiB) is read here first and handed on.
+    """
+
+    def __init__(self, app, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        messages, received = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break  # the client went away; the app sees that as it is
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                await _too_large(send)
+                return
+            if not message.get("more_body", False):
+                break
+        pending = iter(messages)
+
+        async def replay():
+            # The buffered messages first, then whatever comes (a disconnect).
+            return next(pending, None) or await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _too_large(send) -> None:
+    body = b'{"detail":"request body too large"}'
+    await send({
+        "type": "http.response.start",
+        "status": 413,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close")],
+    })
+    await send({"type": "http.response.body", "body": body})

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
+from poisonguard.pipelines.core.errors import InputError
+
 SESSION_COOKIE = "poisonguard_review_session"
 REVIEWER_COOKIE = "poisonguard_reviewer"
 CSRF_FIELD = "csrf_token"
@@ -49,7 +51,7 @@ class Guard:
 
     def __init__(self, token: str) -> None:
         if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH:
-            raise ValueError(
+            raise InputError(
                 f"the review token must be at least {MIN_TOKEN_LENGTH} characters "
                 "(leave POISONGUARD_REVIEW_TOKEN unset to get a generated one)"
             )

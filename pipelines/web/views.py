@@ -161,7 +161,8 @@ def number(value: Any, digits: int = 3) -> str:
         return "–"
     if value != 0 and (abs(value) >= 1e6 or abs(value) < 10 ** -digits):
         return f"{value:.{digits}g}"
-    return f"{value:,.{digits}f}".rstrip("0").rstrip(".") if isinstance(value, float) else f"{value:,}"
+    # No thousands separators: these are data (a year 2007 is not "2,007").
+    return f"{value:.{digits}f}".rstrip("0").rstrip(".") if isinstance(value, float) else str(value)
 
 
 def fixed(value: Any, digits: int = 3) -> str:

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 # Imported from the modules (not the package) so the tests also run where an
 # old editable install still maps ``expectations`` as a namespace package.
 from poisonguard.expectations.infer import (
-    CATEGORICAL_TYPES,
     NUMERIC_TYPES,
     column_kinds,
     infer_suite,
@@ -56,7 +55,7 @@ def config_list(suite) -> list[tuple[str, dict]]:
 
 
 def test_infer_suite_exact_expectations(suite):
-    numbers, text = list(NUMERIC_TYPES), list(CATEGORICAL_TYPES)
+    numbers = list(NUMERIC_TYPES)
     mass_low, mass_high = 3000 - 0.1 * (6000 - 3000), 6000 + 0.1 * (6000 - 3000)
     bill_low, bill_high = 39.0 - 0.1 * (50.0 - 39.0), 50.0 + 0.1 * (50.0 - 39.0)
     assert (mass_low, mass_high) == (2700.0, 6300.0)
@@ -78,16 +77,16 @@ def test_infer_suite_exact_expectations(suite):
         # A constant column is widened by margin * |value|.
         ("expect_column_values_to_be_between", {"column": "year", "min_value": 2.0 - 0.2, "max_value": 2.0 + 0.2}),
         ("expect_column_to_exist", {"column": "island"}),
-        ("expect_column_values_to_be_in_type_list", {"column": "island", "type_list": text}),
+        ("expect_column_values_to_be_of_type", {"column": "island", "type_": "str"}),
         ("expect_column_values_to_not_be_null", {"column": "island"}),
         ("expect_column_values_to_be_in_set", {"column": "island", "value_set": ["Biscoe", "Dream", "Torgersen"]}),
         # Six distinct values > max_categories=5: no value set.
         ("expect_column_to_exist", {"column": "comment"}),
-        ("expect_column_values_to_be_in_type_list", {"column": "comment", "type_list": text}),
+        ("expect_column_values_to_be_of_type", {"column": "comment", "type_": "str"}),
         ("expect_column_values_to_not_be_null", {"column": "comment"}),
         ("expect_column_to_exist", {"column": "tag"}),  # ignored: existence only
         ("expect_column_to_exist", {"column": "species"}),
-        ("expect_column_values_to_be_in_type_list", {"column": "species", "type_list": text}),
+        ("expect_column_values_to_be_of_type", {"column": "species", "type_": "str"}),
         ("expect_column_values_to_not_be_null", {"column": "species"}),
         ("expect_column_values_to_be_in_set", {"column": "species", "value_set": ["Adelie", "Chinstrap", "Gentoo"]}),
         # The id column is not in this reference but must exist in batches.
@@ -131,7 +130,8 @@ def test_explicit_kinds_win_over_dtypes():
     suite = infer_suite(reference, name="kinds", label="y", numeric=["score"], categorical=["zip"])
     assert column_kinds(suite) == {"zip": "categorical", "score": "numeric", "y": "categorical"}
     sets = {c["column"]: c["value_set"] for t, c in config_list(suite) if t == "expect_column_values_to_be_in_set"}
-    assert sets == {"zip": ["1000", "2000"], "y": ["0", "1"]}  # values as text
+    # Values as the reference holds them: a GX user's frame has integers here.
+    assert sets == {"zip": [1000, 2000], "y": [0, 1]}
 
 
 def test_infer_rejects_bad_arguments():
@@ -164,7 +164,7 @@ def test_validate_flags_exactly_the_bad_rows(suite):
     assert findings["flagged"].all() and (findings["score"] == 1.0).all() and findings["p_value"].isna().all()
     reasons = dict(zip(findings["row_id"], findings["reason"]))
     assert reasons == {
-        "r1": "body_mass_g = 9800 is outside the expected range 2700.0–6300.0 inferred from the reference",
+        "r1": "body_mass_g = 9800 is outside the expected range 2700–6300 inferred from the reference",
         "r2": "island = 'Atlantis' is not one of the expected values: Biscoe, Dream, Torgersen",
         "r3": "comment is empty but the reference has no empty values",
     }

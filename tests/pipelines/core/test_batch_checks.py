@@ -123,6 +123,24 @@ def test_a_drifted_batch_is_rejected_whole_with_the_drift_table_in_the_report(ti
     assert "Batch-level checks" in report and "fails the batch" in report
 
 
+@pytest.mark.parametrize("rows, rejected", [(45, True), (2, True), (1, False)])
+def test_a_numeric_column_emptied_in_every_row_rejects_a_large_enough_batch(tiny, tmp_path, rows, rejected):
+    batch = pd.read_csv(tiny["batch"], dtype=str).iloc[:rows]
+    batch["y"] = ""
+    emptied = tmp_path / "emptied.csv"
+    batch.to_csv(emptied, index=False)
+    summary = execute(make_settings([emptied], out=tmp_path / "out", config_path=tiny["config"]))
+    [row] = [row for row in summary.batch_checks if row["test"] == "emptied column"]
+    assert row["column"] == "y" and row["failed"] is rejected
+    # Every trusted row has a y, so the trusted rows allow at most the rule-of-three
+    # share of empty cells, 1 - 0.05 ** (1 / m); n empty rows by chance: that to the n.
+    trusted_rows = len(pd.read_csv(tiny["reference"]))
+    assert row["p_value"] == pytest.approx((1 - 0.05 ** (1 / trusted_rows)) ** rows)
+    if rejected:
+        assert summary.status == "rejected"
+        assert f"batch.schema: column 'y' is empty in all {rows} batch rows, but 100% of trusted rows" in summary.batch_failures[0]
+
+
 def test_checks_can_be_switched_off_in_the_config(tiny, tmp_path):
     config = tmp_path / "off.toml"
     config.write_text(tiny["config"].read_text().replace('reference = "reference.csv"', f'reference = "{tiny["reference"]}"')

@@ -67,12 +67,48 @@ def test_several_files_stack_and_remember_their_source(tmp_path):
         ("id,y\n", "y", "id", r"the batch has no rows"),
         ("", "y", "id", r"b\.csv: the file is empty"),
         ("id,y\n1,a\n,b\n", "y", "id", r"b\.csv row 2 \(line 3\): id column 'id' is empty"),
+        # A repeated header is named as such, not renamed to 'y.1' and reported as a new column.
+        ("id,y,x,y\n1,a,2,b\n", "y", "id", r"b\.csv: column 'y' appears more than once in the header"),
+        # Short and long records are refused alike, by line.
+        ("id,y,x\n1,a,2\n2,b\n", "y", "id", r"b\.csv line 3: 2 fields where the header has 3"),
+        ("id,y,x\n1,a,2\n2,b,3,4\n", "y", "id", r"b\.csv line 3: 4 fields where the header has 3"),
     ],
 )
 def test_bad_input_names_file_column_or_row(tmp_path, text, label, id_column, message):
     path = write(tmp_path / "b.csv", text)
     with pytest.raises(InputError, match=message):
         load_table([path], label=label, id_column=id_column)
+
+
+def test_blank_lines_and_quoted_separators_are_not_ragged_records(tmp_path):
+    path = write(tmp_path / "b.csv", 'id,y,x\n1,a,2\n\n2,"b,\nc",3\n')
+    table = load_table([path], label="y", id_column="id")
+    assert table.raw.values.tolist() == [["1", "a", "2"], ["2", "b,\nc", "3"]]
+    # One column: a record holding one empty value is a row (pandas alone would drop it as blank).
+    single = write(tmp_path / "single.csv", 'y\na\n""\n\nb\n')
+    assert load_table([single], label="y", id_column=None).raw["y"].tolist()[:1] == ["a"]
+    assert len(load_table([single], label="y", id_column=None).raw) == 3
+
+
+def test_a_huge_column_name_is_cut_in_messages(tmp_path):
+    name = "c" * 100_000
+    path = write(tmp_path / "b.csv", f"id,{name}\n1,a\n")
+    with pytest.raises(InputError) as raised:
+        load_table([path], label="y", id_column="id")
+    assert len(str(raised.value)) < 400 and "(+99" in str(raised.value)
+
+
+def test_infinite_numbers_are_broken_cells_not_a_crash():
+    values = ["inf", "-Infinity", "1e400", "2.5", "-1e-400", "1", "2", "3"]
+    frame = pd.DataFrame({"id": [str(i) for i in range(1, 9)], "x": values})
+    typed = coerce_types(frame, {"x": "numeric"}, id_column="id", source="b.csv")
+    assert typed.findings["reason"].tolist() == [
+        "x = 'inf' is not a finite number",
+        "x = '-Infinity' is not a finite number",
+        "x = '1e400' is not a finite number",
+    ]
+    np.testing.assert_array_equal(typed.typed["x"].to_numpy(), [np.nan, np.nan, np.nan, 2.5, -0.0, 1, 2, 3])
+    assert typed.batch_failures == [] and typed.broken_cells == [("1", "x"), ("2", "x"), ("3", "x")]
 
 
 def test_missing_and_corrupt_files(tmp_path):

@@ -50,7 +50,7 @@ def test_run_verify_tamper_through_prefect(prefect_harness, tmp_path):
     # The OpenSSF tool itself accepts the signature.
     openssf = subprocess.run(
         [model_signing_command(), "verify", "key", str(out), "--signature", str(out / "signature.sig"),
-         "--public_key", str(keys / "public.pem")],
+         "--public_key", str(keys / "public.pem"), "--no-ignore-git-paths"],
         capture_output=True, text=True, timeout=300,
     )
     assert openssf.returncode == 0, openssf.stdout + openssf.stderr

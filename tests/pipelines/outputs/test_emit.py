@@ -62,7 +62,7 @@ def test_emit_adds_released_rows_and_never_a_rejected_one(tiny_run, tmp_path, is
     assert set(verify_folder(out, public).files) == set(LAYOUT) - {"signature.sig"}
     checked = subprocess.run(
         [model_signing_command(), "verify", "key", str(out), "--signature", str(out / "signature.sig"),
-         "--public_key", str(public)],
+         "--public_key", str(public), "--no-ignore-git-paths"],
         capture_output=True, text=True, timeout=120,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -141,6 +141,18 @@ def test_a_released_value_that_does_not_fit_its_column_is_a_clear_error(tiny_run
     # Rejecting it, as told, makes emit work.
     assert invoke("review", "reject", broken, "--force", "--note", "not a number").exit_code == 0
     assert invoke("emit", "--out", tmp_path / "emitted").exit_code == 0
+
+
+def test_emit_with_only_the_private_key_verifies_the_runs_with_its_public_half(tiny_run, tmp_path, isolated_state):
+    keys = tmp_path / "keys"
+    shutil.copytree(isolated_state / "keys", keys)
+    shutil.rmtree(isolated_state / "keys")  # no state-folder key to fall back on
+    result = invoke("emit", "--out", tmp_path / "emitted", "--key", keys / "private.pem")
+    assert result.exit_code == 0, result.output
+    assert verify_folder(tmp_path / "emitted", keys / "public.pem")
+    provenance = json.loads((tmp_path / "emitted" / "provenance.json").read_text())
+    assert provenance["supersedes"][0]["verified_with"] == f"the public key of {keys / 'private.pem'}"
+    assert not (isolated_state / "keys").exists()  # nothing was made in the state folder
 
 
 def test_the_output_folder_must_not_exist(tiny_run, tmp_path):

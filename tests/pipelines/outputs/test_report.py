@@ -279,3 +279,16 @@ def test_histogram_geometry_handles_constant_and_infinite_scores():
     assert sum(bar["clean"] for bar in chart["bars"]) == 2
     tiny = histogram_geometry(np.r_[np.zeros(1000), 5.0], np.r_[np.zeros(1000, bool), True])
     assert tiny["bars"][-1]["flagged_h"] >= 2.0  # one flagged row stays visible
+
+
+def test_only_counts_beyond_what_clean_data_gives_are_red(run):
+    # 120 rows at alpha 0.01: clean data flags at most 4 rows, 99 times in 100 (binomial).
+    run["per_check"] = _per_check([
+        ["outlier.ecod", "detector", 120, 4, 3.3, 0.01, "p <= 0.01"],
+        ["label.trusted_model", "detector", 120, 5, 4.2, 0.01, "p <= 0.01"],
+        ["expect.column_type", "expectation", 120, 1, 0.8, np.nan, ""],
+        ["duplicates.flood", "detector", 120, 0, 0.0, 0.01, "p <= 0.01"],
+    ])
+    page = render_report(**run)
+    red = re.findall(r'<tr class="hit">\s*<td><code>([^<]+)</code>', page)
+    assert red == ["label.trusted_model", "expect.column_type"]

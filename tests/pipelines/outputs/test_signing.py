@@ -122,7 +122,7 @@ def test_model_signing_cli_verifies_our_output(signed, keys):
     cli = shutil.which("model_signing") or str(Path(sys.executable).parent / "model_signing")
     result = subprocess.run(
         [cli, "verify", "key", str(signed), "--signature", str(signed / "signature.sig"),
-         "--public_key", str(keys[1])],
+         "--public_key", str(keys[1]), "--no-ignore-git-paths"],
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -149,6 +149,23 @@ def test_added_file_is_named_as_appeared(signed, keys):
     with pytest.raises(VerificationError) as excinfo:
         verify_folder(signed, keys[1])
     assert _message(excinfo) == f"{signed}: meta/extra.txt appeared"
+
+
+@pytest.mark.parametrize("added", [".git/x.parquet", ".gitignore", ".gitattributes", ".github/x.py"])
+def test_an_added_git_file_fails_both_verifiers(signed, keys, added):
+    (signed / added).parent.mkdir(exist_ok=True)
+    (signed / added).write_text("sneaky")
+    with pytest.raises(VerificationError) as excinfo:
+        verify_folder(signed, keys[1])
+    assert _message(excinfo) == f"{signed}: {added} appeared"
+    # model_signing ignores git paths unless told not to; the README's command tells it.
+    cli = shutil.which("model_signing") or str(Path(sys.executable).parent / "model_signing")
+    result = subprocess.run(
+        [cli, "verify", "key", str(signed), "--signature", str(signed / "signature.sig"),
+         "--public_key", str(keys[1]), "--no-ignore-git-paths"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0 and added.split("/")[0] in result.stdout + result.stderr
 
 
 def test_deleted_file_is_named_missing(signed, keys):

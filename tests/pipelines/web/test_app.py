@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from poisonguard.pipelines.core.errors import InputError
 from poisonguard.pipelines.store import EntryFilter, QuarantineStore
 from poisonguard.pipelines.web.app import create_app
 from poisonguard.pipelines.web.server import serve
 from poisonguard.pipelines.web import security as web_security
 from poisonguard.pipelines.web.security import SESSION_COOKIE, Guard
 from poisonguard.pipelines.web.views import histogram_plot
+from tests.cli_helpers import invoke
 from tests.review_store import SCRIPT, TOKEN, fill_tiny_store
 from tests.tiny_data import FAR_AWAY, FLIPPED, POISONED, UNKNOWN_COLOUR
 
@@ -150,8 +152,16 @@ def test_login_never_redirects_to_another_site(anonymous):
 
 
 def test_a_short_token_is_refused(store_url):
-    with pytest.raises(ValueError, match="at least 16 characters"):
+    with pytest.raises(InputError, match="at least 16 characters"):
         create_app(store_url=store_url, token="short")
+
+
+def test_review_serve_with_a_short_token_is_one_line_and_exit_2(tiny_store_template, monkeypatch):
+    monkeypatch.setenv("POISONGUARD_REVIEW_TOKEN", "short")
+    result = invoke("review", "serve", "--store", tiny_store_template, "--port", 9)
+    assert result.exit_code == 2
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("error: the review token must be at least 16 characters")
 
 
 def test_pages_carry_security_headers(browser):
@@ -285,6 +295,43 @@ def test_bad_decisions_are_422_and_change_nothing(api, browser, store):
 def test_huge_bodies_are_refused_before_parsing(anonymous, api):
     assert anonymous.post("/login", data={"token": "x" * 100_000}).status_code == 413
     assert api.post("/api/decisions", content=b"{" + b" " * 100_000, headers={"Content-Type": "application/json"}).status_code == 413
+
+
+@pytest.mark.parametrize("path, content_type", [
+    ("/api/decisions", "application/json"),
+    ("/decisions", "application/x-www-form-urlencoded"),
+    ("/login", "application/x-www-form-urlencoded"),
+])
+def test_a_chunked_body_without_a_length_is_refused(api, path, content_type):
+    def chunks():  # chunked, so no Content-Length announces the size
+        for _ in range(4):
+            yield b"x" * (64 << 10)
+
+    response = api.post(path, content=chunks(), headers={"Content-Type": content_type})
+    assert response.status_code == 413 and response.json() == {"detail": "request body too large"}
+
+
+def test_the_body_limit_stops_reading_the_stream_at_the_limit():
+    """At the ASGI level: of a 300 MB chunked body, no more than the limit and one chunk is read."""
+    import asyncio
+
+    from poisonguard.pipelines.web.requests import BodyLimit
+
+    pulled, answered, reached_app = [], [], []
+
+    async def receive():
+        pulled.append(1)
+        return {"type": "http.request", "body": b"x" * (1 << 20), "more_body": len(pulled) < 300}
+
+    async def send(message):
+        answered.append(message)
+
+    async def app(scope, receive, send):
+        reached_app.append(scope)
+
+    asyncio.run(BodyLimit(app, limit=64 * 1024)({"type": "http"}, receive, send))
+    assert len(pulled) == 1 and reached_app == []
+    assert answered[0]["status"] == 413
 
 
 def test_an_unexpected_error_is_a_plain_500_page(app, browser, monkeypatch):

@@ -1,0 +1,84 @@
+"""Fuzzing whole runs: every row accounted for, or one clear error and nothing written.
+
+Damaged copies of the tiny batch (broken cells, infinities, dropped or added
+columns, few rows) go through the same stages as ``poisonguard run``. Either
+the run publishes and every input row is in exactly one of clean.parquet and
+quarantine.parquet, or it stops with one of the project's errors, naming the
+file, having written no output and stored no quarantine entry. A batch
+rejected as a whole writes its report to the state folder and nothing else.
+"""
+from __future__ import annotations
+
+import sqlite3
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from poisonguard.pipelines.core.errors import USER_ERRORS
+from poisonguard.pipelines.core.settings import make_settings
+from poisonguard.pipelines.runner import execute
+from tests.tiny_data import write_tiny_dataset
+
+pytestmark = pytest.mark.slow
+
+CELLS = st.sampled_from(["", "inf", "-Infinity", "1e400", "n/a?", "NaN", "0", "-1e9", "ultraviolet", " ", "x" * 300])
+
+
+@st.composite
+def damage(draw):
+    return {
+        "rows": draw(st.integers(min_value=1, max_value=45)),
+        "cells": draw(st.lists(st.tuples(st.integers(0, 44), st.sampled_from(["x", "y", "shade", "label", "id"]), CELLS),
+                               max_size=8)),
+        "drop": draw(st.sampled_from([None, None, None, "shade", "y"])),
+        "add": draw(st.booleans()),
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return write_tiny_dataset(tmp_path_factory.mktemp("tiny"))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(change=damage())
+def test_a_damaged_batch_publishes_every_row_or_fails_cleanly(tiny, tmp_path_factory, monkeypatch, change):
+    folder = tmp_path_factory.mktemp("run")
+    monkeypatch.setenv("POISONGUARD_HOME", str(folder / "state"))
+    batch = pd.read_csv(tiny["batch"], dtype=str).iloc[: change["rows"]].copy()
+    for row, column, value in change["cells"]:
+        if row < len(batch):
+            batch.iloc[row, batch.columns.get_loc(column)] = value
+    if change["drop"]:
+        batch = batch.drop(columns=[change["drop"]])
+    if change["add"]:
+        batch["extra"] = "new"
+    path = folder / "batch.csv"
+    batch.to_csv(path, index=False)
+    out = folder / "out"
+    try:
+        summary = execute(make_settings([path], out=out, config_path=tiny["config"]))
+    except USER_ERRORS as error:
+        assert str(path) in str(error) or "batch" in str(error), str(error)
+        assert "\n" not in str(error)
+        assert not out.exists() and not [p for p in folder.iterdir() if p.name.startswith(".out")]
+        assert stored_entries(folder) == 0
+        return
+    if summary.status == "rejected":
+        assert not out.exists() and stored_entries(folder) == 0
+        assert summary.report.is_file() and summary.batch_failures
+        return
+    clean = pd.read_parquet(out / "clean.parquet")["id"].astype(str)
+    quarantined = pd.read_parquet(out / "quarantine.parquet")["id"].astype(str)
+    assert sorted([*clean, *quarantined]) == sorted(batch["id"].astype(str))
+    assert stored_entries(folder) == len(quarantined)
+
+
+def stored_entries(folder) -> int:
+    database = folder / "state" / "quarantine.db"
+    if not database.exists():
+        return 0
+    with sqlite3.connect(database) as connection:
+        return connection.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0]
