@@ -3,14 +3,21 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 
 import typer
 from rich.console import Console
 
 from poisonguard.pipelines.core.errors import USER_ERRORS, exit_code
 
+# About when the command started (this module is among the first it imports),
+# for the "time: ... in all" line of a run.
+STARTED = time.perf_counter()
+
 console = Console()
 error_console = Console(stderr=True)
+# Every command and group answers -h as well as --help, as their neighbours do.
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 
 
 def reports_errors(command):

@@ -6,9 +6,11 @@ from typing import Optional
 
 import typer
 
-from poisonguard.pipelines.cli.common import console, quiet_services, reports_errors
+from poisonguard.pipelines.cli.common import CONTEXT_SETTINGS, console, quiet_services, reports_errors
 
-expectations_app = typer.Typer(help="Infer and inspect expectation suites.", no_args_is_help=True)
+expectations_app = typer.Typer(
+    help="Infer and inspect expectation suites.", no_args_is_help=True, context_settings=CONTEXT_SETTINGS
+)
 
 
 @expectations_app.command("infer")

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from poisonguard.pipelines.cli.common import reports_errors
+from poisonguard.pipelines.cli.common import CONTEXT_SETTINGS, reports_errors
 from poisonguard.pipelines.core.config import load_config
 from poisonguard.pipelines.core.errors import InputError
 from poisonguard.pipelines.core.state import default_store_url
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 review_app = typer.Typer(
     help="Review quarantined rows: list, show, release, reject, or serve the review web page.",
     no_args_is_help=True,
+    context_settings=CONTEXT_SETTINGS,
 )
 console = Console(highlight=False)
 
@@ -279,7 +280,10 @@ def _decide_command(status: str):
 
     @reports_errors
     def command(
-        ids: Optional[List[int]] = typer.Argument(None, metavar="ID", help="Quarantine entry ids."),
+        ids: Optional[List[int]] = typer.Argument(None, metavar="[ID]...", help="Quarantine entry ids."),
+        rows: Optional[List[str]] = typer.Option(
+            None, "--row", metavar="ROW_ID", help="The entries of this row id (repeat for several)."
+        ),
         note: str = typer.Option(..., "--note", help="Why (kept in the audit trail)."),
         reviewer: Optional[str] = typer.Option(None, "--reviewer", help="Your name; POISONGUARD_REVIEWER or the login name."),
         force: bool = typer.Option(False, "--force", help="Change entries that were already decided."),
@@ -291,11 +295,13 @@ def _decide_command(status: str):
     ):
         chosen = list(ids or [])
         filtered = any(value is not None for value in (check, run, below_score))
-        if not chosen and not filtered:
-            raise InputError(f"nothing to {verb}: give entry ids, or a filter (--check, --run, --below-score)")
+        if not chosen and not rows and not filtered:
+            raise InputError(f"nothing to {verb}: give entry ids, --row, or a filter (--check, --run, --below-score)")
         from poisonguard.pipelines.review import bulk_selection, decide
 
         with open_store(store, config) as opened:
+            if rows:
+                chosen += _entries_of_rows(opened, rows, run)
             if filtered:
                 chosen += bulk_selection(
                     opened, _queue(opened, None, run, check, below_score), status=status, force=force, chosen=chosen
@@ -323,6 +329,20 @@ def _decide_command(status: str):
     command.__doc__ = f"{verb.capitalize()} quarantined rows ({meaning}), by id or by filter."
     command.__name__ = f"{verb}_command"
     return command
+
+
+def _entries_of_rows(store, rows: list[str], run: Optional[str]) -> list[int]:
+    """The entries of these row ids (of one run with ``--run``); each row id must have one."""
+    from poisonguard.pipelines.store import EntryFilter
+
+    run_id = store.resolve_run_id(run) if run else None
+    found = []
+    for row_id in dict.fromkeys(rows):
+        entries = store.matching_ids(EntryFilter(run_id=run_id, row_ids=(row_id,)))
+        if not entries:
+            raise InputError(f"no quarantine entry for row {row_id!r}" + (f" in run {run}" if run else ""))
+        found += entries
+    return found
 
 
 review_app.command("release")(_decide_command("released"))

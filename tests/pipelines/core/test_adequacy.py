@@ -1,0 +1,32 @@
+"""Notes that a trusted reference is too small for the promised rates, with the size that would do."""
+import pandas as pd
+
+from poisonguard.pipelines.core.adequacy import reference_notes
+from poisonguard.pipelines.core.config import RunConfig
+
+
+def test_a_large_reference_with_common_categories_gets_no_note():
+    reference = pd.DataFrame({"colour": ["red", "blue"] * 100, "y": ["a", "b"] * 100})
+    assert reference_notes(reference, {"colour": "categorical"}, "y", RunConfig()) == []
+
+
+def test_a_small_reference_is_named_with_the_size_that_would_do():
+    reference = pd.DataFrame({"colour": ["red", "blue"] * 30, "y": ["a", "b"] * 30})
+    [note] = reference_notes(reference, {"colour": "categorical"}, "y", RunConfig())
+    # Seven detectors share 0.05: 0.05 / 7 each, counted from 1 / alpha - 1 = 139 rows.
+    assert note.startswith("The trusted reference has 60 rows, fewer than the 139 ")
+
+
+def test_categories_seen_once_are_counted_as_good_turing_unseen_mass():
+    # 200 rows; 'shade' has 10 categories seen once: about 5% of new rows carry an unseen one.
+    shades = ["light"] * 190 + [f"rare-{i}" for i in range(10)]
+    reference = pd.DataFrame({"shade": shades, "y": ["a", "b"] * 100})
+    [note] = reference_notes(reference, {"shade": "categorical"}, "y", RunConfig())
+    assert "about 5.0% of clean rows will carry a category it never saw" in note
+    assert "'shade' 5.0%" in note and "about 1000 reference rows" in note
+
+
+def test_columns_without_a_value_set_are_not_counted():
+    # Every value distinct (an id, free text): the suite gives it no value set, so nothing to break.
+    reference = pd.DataFrame({"note": [f"text {i}" for i in range(200)], "y": ["a", "b"] * 100})
+    assert reference_notes(reference, {"note": "categorical"}, "y", RunConfig()) == []
