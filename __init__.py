@@ -16,11 +16,10 @@ use, so ``import poisonguard.detectors`` stays as light as that package.
 """
 from __future__ import annotations
 
-import importlib
-
+from poisonguard.detectors._lazy import lazy_attributes
 from poisonguard.pipelines.core.version import __version__
 
-# public name -> (module, attribute)
+# public name -> (module, attribute): loaded on first use (see detectors._lazy)
 _PUBLIC = {
     "run": ("poisonguard.pipelines.runner", "run"),
     "verify": ("poisonguard.pipelines.outputs.signing", "verify_folder"),
@@ -35,17 +34,4 @@ _PUBLIC = {
 }
 
 __all__ = ["__version__", *_PUBLIC]
-
-
-def __getattr__(name: str):
-    try:
-        module, attribute = _PUBLIC[name]
-    except KeyError:
-        raise AttributeError(f"module 'poisonguard' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), attribute)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_attributes(__name__, _PUBLIC)

@@ -9,7 +9,7 @@ detectors by name. Built-in detectors register themselves when
 needs them, and the names below load on first use, so importing the package
 (or only ``detectors.errors``) stays cheap.
 """
-import importlib
+from poisonguard.detectors._lazy import lazy_attributes
 
 _PUBLIC = {
     "FINDING_COLUMNS": "base",
@@ -26,15 +26,4 @@ _PUBLIC = {
 }
 
 __all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str):
-    if name not in _PUBLIC:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_attributes(__name__, _PUBLIC)

@@ -9,7 +9,7 @@ failures into batch-failure sentences. Nothing here imports
 
 The names below load on first use, so importing ``errors`` alone stays light.
 """
-import importlib
+from poisonguard.detectors._lazy import lazy_attributes
 
 _PUBLIC = {
     "ExpectationError": "errors",
@@ -26,15 +26,4 @@ _PUBLIC = {
 }
 
 __all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str):
-    if name not in _PUBLIC:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_attributes(__name__, _PUBLIC)
