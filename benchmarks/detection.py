@@ -159,7 +159,9 @@ def anchor_methods(seed: int) -> dict:
 
 def run_one(task) -> tuple[pd.DataFrame, pd.DataFrame, float]:
     """One evaluate run (dataset, mode, seed): metrics and downstream rows, and seconds."""
-    name, dataset, mode, seed, rate, alpha, detectors = task
+    name, dataset, mode, seed, rate, alpha, detectors, *rest = task
+    # An optional eighth entry names the anchors to score (default: all).
+    wanted = rest[0] if rest else ANCHORS
     os.environ.setdefault("POISONGUARD_HOME", tempfile.mkdtemp(prefix="poisonguard-bench-"))
     warnings.simplefilter("ignore")
     from poisonguard.pipelines.redteam.evaluate import evaluate
@@ -167,7 +169,8 @@ def run_one(task) -> tuple[pd.DataFrame, pd.DataFrame, float]:
     started = time.perf_counter()
     evaluation = evaluate(
         dataset["data"], label=dataset["label"], config_path=dataset["config"], rate=rate, seed=seed,
-        self_referential=MODES[mode], methods=anchor_methods(seed), alpha=alpha,
+        self_referential=MODES[mode], alpha=alpha,
+        methods={n: m for n, m in anchor_methods(seed).items() if n in wanted},
         detectors=detectors,
     )
     labels = {"dataset": name, "mode": mode, "seed": seed}
