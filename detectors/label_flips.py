@@ -78,8 +78,8 @@ from poisonguard.detectors._crossfit import (
     cross_fitted_probabilities,
     fold_scores,
     fold_splits,
-    robust_cut,
-    tail_extrapolated_p_values,
+    label_guarded_p_values,
+    self_calibrated_p_values,
 )
 from poisonguard.detectors.base import Detector, DetectorError, DetectorTags
 from poisonguard.detectors.calibration import (
@@ -117,7 +117,8 @@ def log_odds(scores) -> np.ndarray:
 
 
 def label_conditional_p_values(calibration, calibration_folds, calibration_labels, fold_scores, labels):
-    """Cross-conformal p-values computed label by label (``calibration.mondrian_groups``).
+    """Cross-conformal p-values computed label by label (``calibration.mondrian_groups``),
+    no smaller than the batch's own tail says (``_crossfit.label_guarded_p_values``).
 
     Parameters
     ----------
@@ -140,27 +141,7 @@ def label_conditional_p_values(calibration, calibration_folds, calibration_label
         p_values[rows], extrapolated[rows] = cross_conformal_p_values(
             calibration[trusted], folds, fold_scores[rows], return_extrapolated=True
         )
-    return p_values, extrapolated
-
-
-def self_calibrated_p_values(scores, labels):
-    """P-values of batch scores against the batch's own robust bulk, label by label.
-
-    Within a label, the rows below a robust cut (median + 3 scaled MADs) are
-    the calibration sample, and above their upper quartile the p-value comes
-    from the exponential tail through their median and quartile
-    (``detectors._crossfit.tail_extrapolated_p_values``). A label can hold far
-    more than a tenth of poisoned rows (targeted flips all land in one), so
-    its 90th percentile is no clean reference point; median and quartile
-    stand up to a quarter.
-    """
-    p_values = np.ones(len(scores))
-    extrapolated = np.zeros(len(scores), dtype=bool)
-    for same, rows in mondrian_groups(labels, labels):
-        calibration = scores[same]
-        bulk = calibration[calibration <= robust_cut(calibration)]
-        p_values[rows], extrapolated[rows] = tail_extrapolated_p_values(bulk, scores[rows], return_extrapolated=True)
-    return p_values, extrapolated
+    return label_guarded_p_values(p_values, extrapolated, np.asarray(fold_scores).mean(axis=1), labels)
 
 
 def _quoted(label) -> str:

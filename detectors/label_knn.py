@@ -12,10 +12,16 @@ import numpy as np
 import pandas as pd
 from sklearn.preprocessing import LabelEncoder
 
-from poisonguard.detectors._crossfit import check_calibration, class_neighbour_distances, single_fold_p_values
+from poisonguard.detectors._crossfit import (
+    check_calibration,
+    class_neighbour_distances,
+    label_guarded_p_values,
+    self_calibrated_p_values,
+    single_fold_p_values,
+)
 from poisonguard.detectors.base import DetectorError, DetectorTags
 from poisonguard.detectors.calibration import mondrian_groups
-from poisonguard.detectors.label_flips import _LabelDetector, _quoted, self_calibrated_p_values
+from poisonguard.detectors.label_flips import _LabelDetector, _quoted
 from poisonguard.detectors.registry import register
 
 # Distances are floored at this share of the median neighbour distance, so
@@ -190,6 +196,8 @@ class KNNLabelDetector(_LabelDetector):
             p_values[rows], extrapolated[rows] = single_fold_p_values(
                 calibration[usable][same], finite[rows], self_referential=self.self_referential_, guard=False,
             )
+        if groups:
+            p_values, extrapolated = label_guarded_p_values(p_values, extrapolated, np.where(known, finite, np.nan), labels)
         reasons = np.empty(len(labels), dtype=object)
         for row in np.flatnonzero(known):
             other_label = self.classes_[believed[row]]
