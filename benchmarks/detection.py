@@ -247,9 +247,9 @@ def print_report(metrics, downstream, datasets, seeds, rate, alpha, seconds) -> 
     ]
     table.index.name = "method"
     names = ", ".join(f"{n} ({d['rows']} rows)" for n, d in datasets.items())
-    print(f"# Detection benchmark\n\ndatasets: {names}; attack rate {rate:.0%}; per-detector alpha "
-          f"{alpha if alpha is not None else 'from the config (0.01)'}, lowered to max_false_positive_rate / detectors "
-          f"(0.05 / 7 by default); seeds {seeds} "
+    print(f"# Detection benchmark\n\ndatasets: {names}; attack rate {rate:.0%}; one decision over every check "
+          f"within max_false_positive_rate (0.05 by default; detectors' own alpha "
+          f"{alpha if alpha is not None else 'from the config'}); seeds {seeds} "
           f"(median over seeds of the mean over datasets); {seconds / 60:.1f} min\n")
     print(markdown(table.fillna("–")))
     attacked = metrics[(metrics["attack"] != "none") & (metrics["method"] == POISONGUARD)]

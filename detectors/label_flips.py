@@ -291,8 +291,9 @@ class TrustedModelLabelDetector(_LabelDetector):
     """
 
     name = "label.trusted_model"
-    # Each row is judged by the trusted model and fold models alone.
-    tags = DetectorTags(needs_labels=True, uses_batch=False)
+    # Scores come from the trusted model and fold models alone, but a p-value
+    # is guarded by the batch's own label-conditional tail.
+    tags = DetectorTags(needs_labels=True, uses_batch=True)
 
     def __init__(self, alpha=0.01, n_folds=5, random_state=0, model="logistic"):
         self.alpha = alpha
