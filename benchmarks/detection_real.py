@@ -195,14 +195,15 @@ def main(argv=None) -> None:
             datasets = {n: d for n, d in datasets.items() if n in wanted}
         tasks = [(n, datasets[n], m, s, options.rate, None, None, anchors)
                  for m in modes for s in seeds for n in datasets]
-        if options.jobs > 1:
-            with ProcessPoolExecutor(max_workers=options.jobs) as pool:
-                results = list(pool.map(run_one, tasks))
-        else:
-            results = [run_one(task) for task in tasks]
+        results = []
+        with ProcessPoolExecutor(max_workers=max(options.jobs, 1)) as pool:
+            for result in pool.map(run_one, tasks):
+                results.append(result)
+                if options.save:
+                    # Written as runs finish, so an interrupted benchmark keeps what it measured.
+                    pd.concat([r[0] for r in results], ignore_index=True).to_csv(
+                        f"{options.save}-metrics.csv", index=False)
     metrics = pd.concat([r[0] for r in results], ignore_index=True)
-    if options.save:
-        metrics.to_csv(f"{options.save}-metrics.csv", index=False)
     minutes = (time.perf_counter() - started) / 60
     print(f"# Detection benchmark on real data\n\nattack rate {options.rate:.0%}; seeds {seeds}; tables over "
           f"{MAX_ROWS} rows subsampled to {MAX_ROWS} (stratified); medians over seeds of the mean over datasets; "
