@@ -159,7 +159,9 @@ def anchor_methods(seed: int) -> dict:
 
 def run_one(task) -> tuple[pd.DataFrame, pd.DataFrame, float]:
     """One evaluate run (dataset, mode, seed): metrics and downstream rows, and seconds."""
-    name, dataset, mode, seed, rate, alpha, detectors = task
+    name, dataset, mode, seed, rate, alpha, detectors, *rest = task
+    # An optional eighth entry names the anchors to score (default: all).
+    wanted = rest[0] if rest else ANCHORS
     os.environ.setdefault("POISONGUARD_HOME", tempfile.mkdtemp(prefix="poisonguard-bench-"))
     warnings.simplefilter("ignore")
     from poisonguard.pipelines.redteam.evaluate import evaluate
@@ -167,7 +169,8 @@ def run_one(task) -> tuple[pd.DataFrame, pd.DataFrame, float]:
     started = time.perf_counter()
     evaluation = evaluate(
         dataset["data"], label=dataset["label"], config_path=dataset["config"], rate=rate, seed=seed,
-        self_referential=MODES[mode], methods=anchor_methods(seed), alpha=alpha,
+        self_referential=MODES[mode], alpha=alpha,
+        methods={n: m for n, m in anchor_methods(seed).items() if n in wanted},
         detectors=detectors,
     )
     labels = {"dataset": name, "mode": mode, "seed": seed}
@@ -244,9 +247,9 @@ def print_report(metrics, downstream, datasets, seeds, rate, alpha, seconds) -> 
     ]
     table.index.name = "method"
     names = ", ".join(f"{n} ({d['rows']} rows)" for n, d in datasets.items())
-    print(f"# Detection benchmark\n\ndatasets: {names}; attack rate {rate:.0%}; per-detector alpha "
-          f"{alpha if alpha is not None else 'from the config (0.01)'}, lowered to max_false_positive_rate / detectors "
-          f"(0.05 / 7 by default); seeds {seeds} "
+    print(f"# Detection benchmark\n\ndatasets: {names}; attack rate {rate:.0%}; one decision over every check "
+          f"within max_false_positive_rate (0.05 by default; detectors' own alpha "
+          f"{alpha if alpha is not None else 'from the config'}); seeds {seeds} "
           f"(median over seeds of the mean over datasets); {seconds / 60:.1f} min\n")
     print(markdown(table.fillna("–")))
     attacked = metrics[(metrics["attack"] != "none") & (metrics["method"] == POISONGUARD)]

@@ -32,7 +32,11 @@ from typing import TYPE_CHECKING, Iterable, Optional
 import numpy as np
 import pandas as pd
 
-from poisonguard.detectors.calibration import peaks_over_threshold
+from poisonguard.detectors.calibration import (
+    good_turing_unseen_mass,
+    peaks_over_threshold,
+    unseen_property_p_value,
+)
 from poisonguard.expectations.errors import FrameError, SuiteError
 
 if TYPE_CHECKING:
@@ -70,8 +74,9 @@ def infer_suite(
     ignore: Iterable[str] = (),
     range_margin: float = 0.5,
     range_false_positive_rate: Optional[float] = 0.005,
-    not_null_min_rows: int = 300,
+    not_null_min_rows: int = 1,
     max_categories: int = MAX_CATEGORIES,
+    max_unseen_mass: float = 0.01,
     as_read: Optional[pd.DataFrame] = None,
 ) -> gx.ExpectationSuite:
     """Infer an expectation suite from a trusted reference frame.
@@ -113,14 +118,27 @@ def infer_suite(
         falls to ``rate / (2 * numeric columns)``; the wider of the two bounds
         is kept. ``None`` keeps the margin alone.
     not_null_min_rows : int
-        A feature column with no empty value gets "never empty" only when the
-        reference has at least this many rows. With ``n`` rows and none
-        empty, the empty-value rate's 95 % upper bound is about ``3 / n``
-        (the rule of three): 300 rows rule out 1 %. From 33 penguin rows
-        with no empty cell, the 3 % of clean rows with a missing measurement
-        would all be flagged. The label always gets it.
+        A feature column with no empty value gets "never empty" when the
+        reference has at least this many rows (by default always). It is a
+        statement with an error rate, not a certainty: with ``n`` rows and
+        none empty, the empty rate's 95 % upper bound is ``3 / n`` (the rule
+        of three), and an empty cell in a batch row gets the p-value
+        ``1 / (n + 1)`` (``meta["false_positive_rate"]``; see
+        ``detectors.calibration.unseen_property_p_value``). How many rows
+        such rules may quarantine is the decision's to bound
+        (``pipelines.core.decision``): a rule broken by a large share of a
+        batch becomes a batch-level finding for a person. The label always
+        gets it, as a hard rule.
     max_categories : int
         Categorical columns with more distinct values get no value set.
+    max_unseen_mass : float
+        A feature's value set is inferred only when the Good-Turing estimate
+        of the share of clean rows with a value the reference lacks (values
+        seen once over rows, ``detectors.calibration.good_turing_unseen_mass``)
+        is at most this: a set drawn from a reference full of singletons
+        would reject that share of clean rows. A row outside a set gets the
+        p-value ``(N1 + 1) / (n + 1)`` (``meta["false_positive_rate"]``).
+        The label's set is always inferred (a hard rule).
     as_read : DataFrame, optional
         The reference as a Great Expectations user reads its file (pandas'
         default types), row for row like ``reference``: value sets and the
@@ -174,6 +192,7 @@ def infer_suite(
             _column_expectations(
                 reference[column], native, column, kinds[column], role,
                 range_margin=range_margin, tail_rate=tail_rate, max_categories=max_categories,
+                max_unseen_mass=max_unseen_mass,
                 not_null=role == ROLE_LABEL or (len(reference) >= not_null_min_rows and reference[column].notna().all()),
             )
         )
@@ -321,20 +340,30 @@ def _kind(series, column, label, numeric_set, categorical_set) -> str:
 UNIQUE_VALUES_NO_SET = 10
 
 
-def _column_expectations(series, native, column, kind, role, *, range_margin, tail_rate, max_categories, not_null) -> list:
+def _column_expectations(
+    series, native, column, kind, role, *, range_margin, tail_rate, max_categories, max_unseen_mass, not_null
+) -> list:
     import great_expectations as gx
 
     E = gx.expectations
     null_count = int(series.isna().sum())
     found = [_type_expectation(native, column, kind, role)]
+    # Rules inferred for a feature carry the p-value a clean row breaking
+    # them would have ("false_positive_rate"); the label's are hard rules.
+    rated = role != ROLE_LABEL
     if not_null:
+        rate = {"false_positive_rate": unseen_property_p_value(len(series))} if rated else {}
         found.append(
             E.ExpectColumnValuesToNotBeNull(
-                column=column, meta=_meta(role=role, reference_null_count=null_count)
+                column=column, meta=_meta(role=role, reference_null_count=null_count, **rate)
             )
         )
     if kind == NUMERIC:
         between = _range_expectation(series, column, range_margin, tail_rate)
+        if between is not None:
+            between.meta["false_positive_rate"] = (
+                tail_rate if tail_rate is not None else unseen_property_p_value(int(series.notna().sum()))
+            )
         if between is not None:
             found.append(between)
         return found
@@ -342,12 +371,18 @@ def _column_expectations(series, native, column, kind, role, *, range_margin, ta
     # A column whose every value is distinct (an id, a free-text note) is no
     # category: a value set taken from it would reject every new row.
     identifier_like = len(values) > UNIQUE_VALUES_NO_SET and len(values) == int(series.notna().sum())
-    if role == ROLE_LABEL or (len(values) <= max_categories and not identifier_like):
+    unseen = good_turing_unseen_mass(series.dropna().map(as_text).to_numpy(dtype=object))
+    if role == ROLE_LABEL or (len(values) <= max_categories and not identifier_like and unseen <= max_unseen_mass):
+        rate = {}
+        if rated:
+            # Good-Turing with one more singleton: never below 1 / (n + 1).
+            present = int(series.notna().sum())
+            rate = {"unseen_mass": unseen, "false_positive_rate": (unseen * present + 1.0) / (present + 1.0)}
         found.append(
             E.ExpectColumnValuesToBeInSet(
                 column=column,
                 value_set=values,
-                meta=_meta(role=role, reference_distinct_values=len(values)),
+                meta=_meta(role=role, reference_distinct_values=len(values), **rate),
             )
         )
     return found

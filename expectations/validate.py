@@ -53,7 +53,9 @@ class ValidationOutcome:
     ----------
     row_findings : DataFrame
         ``FINDING_COLUMNS``; one flagged finding per failing (row,
-        expectation), score 1.0, p-value NaN.
+        expectation), score 1.0; the p-value is the rule's recorded
+        ``meta["false_positive_rate"]`` (a rule inferred for a feature),
+        else NaN (a hard rule).
     batch_failures : list of str
         One sentence per failure that concerns the batch, not single rows.
     results : list of dict
@@ -124,7 +126,7 @@ def validate_frame(frame: pd.DataFrame, suite: gx.ExpectationSuite, *, id_column
     failures: list[str] = []
     missing: OrderedDict[str, int] = OrderedDict()
     tables: list = []
-    rows: dict[str, list] = {"row_ids": [], "checks": [], "reasons": []}
+    rows: dict[str, list] = {"row_ids": [], "checks": [], "reasons": [], "p_values": []}
     summaries = []
     for result in ordered:
         config = result.expectation_config
@@ -147,6 +149,7 @@ def validate_frame(frame: pd.DataFrame, suite: gx.ExpectationSuite, *, id_column
                 rows["row_ids"].append(as_text(entry[id_column]))
                 rows["checks"].append(check_name(config.type))
                 rows["reasons"].append(_row_reason(config, entry.get(column, entry[id_column])))
+                rows["p_values"].append(_rule_p_value(config))
         else:
             failures.append(_aggregate_failure(config, result.result))
 
@@ -333,7 +336,18 @@ def _aggregate_failure(config, result: dict) -> str:
     return f"{config.type}{where} failed{seen}"
 
 
-def _findings(*, row_ids, checks, reasons) -> pd.DataFrame:
+def _rule_p_value(config) -> float:
+    """The p-value a clean row breaking an inferred rule would have; NaN for a hard rule.
+
+    Rules inferred for a feature (``expectations.infer``) record it as
+    ``meta["false_positive_rate"]``; the label's rules, hand-written rules
+    and the type rules have none: breaking them is no statistical finding.
+    """
+    rate = (config.meta or {}).get("false_positive_rate")
+    return float(rate) if isinstance(rate, (int, float)) else float("nan")
+
+
+def _findings(*, row_ids, checks, reasons, p_values) -> pd.DataFrame:
     if not row_ids:
         return empty_findings()
     per_check = [
@@ -343,6 +357,7 @@ def _findings(*, row_ids, checks, reasons) -> pd.DataFrame:
             scores=np.ones(checks.count(check)),
             flagged=np.ones(checks.count(check), dtype=bool),
             reasons=[why for why, c in zip(reasons, checks) if c == check],
+            p_values=[p for p, c in zip(p_values, checks) if c == check],
         )
         for check in dict.fromkeys(checks)
     ]

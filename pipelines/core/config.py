@@ -17,8 +17,8 @@ from poisonguard.pipelines.core.errors import ConfigError
 
 # Every family of poisoning has a detector by default: far or corrupted rows,
 # rows impossible for their label, flipped labels (three complementary views),
-# near-duplicate floods and backdoor triggers. The overall false-positive
-# budget (DetectionConfig.max_false_positive_rate) is split among them.
+# near-duplicate floods and backdoor triggers. One decision over all their
+# p-values keeps the whole batch within DetectionConfig.max_false_positive_rate.
 DEFAULT_DETECTORS = [
     "outlier.ecod",
     "outlier.class_conditional",
@@ -63,19 +63,28 @@ class DatasetConfig(_Strict):
 
 
 class DetectionConfig(_Strict):
-    """Which detectors run and at what false-positive rate.
+    """Which detectors run, and the share of clean rows a batch may lose.
 
-    Each detector flags a clean row with probability at most its alpha; the
-    pipeline quarantines a row that any detector flags, so the detectors'
-    alphas add up (a union bound, whatever their dependence).
-    ``max_false_positive_rate`` caps that sum: when ``alpha`` times the number
-    of detectors exceeds it, every detector runs at
-    ``max_false_positive_rate / len(detectors)`` instead (Bonferroni).
+    ``max_false_positive_rate`` is the share of clean rows the statistical
+    checks together may quarantine: the rules an inferred suite learnt from
+    the reference (ranges, value sets, never-empty) and every detector. One
+    decision over all of them (``pipelines.core.decision.apply_decision_rule``):
+    the inferred rules may quarantine at most half of it, counted on the
+    batch; each row's detector p-values are combined into one p-value
+    (``combine``: Simes, or Bonferroni) and the row is quarantined when it is
+    at most what the rules left. Hard rules (a cell that does not parse, an
+    empty or unknown label, a rule written by hand) are no statistical
+    finding and are outside the rate. ``alpha`` is the level of each
+    detector's own flag (lowered to ``max_false_positive_rate / detectors``):
+    what a detector says alone, and never more than the decision quarantines.
     """
 
-    alpha: float = Field(0.01, gt=0.0, lt=0.5, description="Per-detector false-positive rate.")
+    alpha: float = Field(0.01, gt=0.0, lt=0.5, description="Each detector's own flag level (capped, see above).")
     max_false_positive_rate: float = Field(
-        0.05, gt=0.0, lt=0.5, description="Share of clean rows all detectors together may flag (before expectations).",
+        0.05, gt=0.0, lt=0.5, description="Share of clean rows the inferred rules and detectors together may quarantine.",
+    )
+    combine: Literal["simes", "bonferroni"] = Field(
+        "simes", description="How a row's detector p-values become one: simes (positive dependence) or bonferroni (any).",
     )
     detectors: list[str] = Field(default_factory=lambda: list(DEFAULT_DETECTORS))
     params: dict[str, dict] = Field(default_factory=dict, description="Per-detector parameters.")
@@ -83,7 +92,11 @@ class DetectionConfig(_Strict):
 
     @property
     def detector_alpha(self) -> float:
-        """The alpha each detector runs at: ``alpha``, lowered to keep within the overall budget."""
+        """The level of each detector's own flag: ``alpha``, lowered to Bonferroni's share of the rate.
+
+        At that level a detector's flag alone gets the row quarantined by
+        either combination (when the inferred rules left the whole rate).
+        """
         return min(self.alpha, self.max_false_positive_rate / max(len(self.detectors), 1))
 
 

@@ -1,15 +1,31 @@
-"""The decision: which rows are kept and which are quarantined, and why."""
+"""The decision: which rows are kept and which are quarantined, and why.
+
+Two steps. :func:`apply_decision_rule` turns every check's findings into one
+decision over the batch that keeps the share of clean rows quarantined
+within ``detection.max_false_positive_rate`` (see its docstring for why it
+is built as it is); it rewrites each finding's ``flagged`` to say whether
+that check's evidence got the row quarantined. :func:`decide` then
+quarantines every row some finding flags, and counts per check.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
+import numpy as np
 import pandas as pd
 
+from poisonguard.detectors.base import make_findings
+from poisonguard.detectors.calibration import combine_p_values, combined_contributors
 from poisonguard.pipelines.core.adequacy import reference_notes
 from poisonguard.pipelines.core.batch_checks import per_check_rows
 from poisonguard.pipelines.core.checks import CheckOutcome, concat_findings
 from poisonguard.pipelines.core.inputs import RunInputs
+
+# The inferred rules may quarantine at most this share of the rate, counted
+# on the batch; the detectors get the rest (at least the other half).
+RULE_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -59,7 +75,7 @@ def decide(inputs: RunInputs, outcomes: list[CheckOutcome]) -> Decision:
     per_check = pd.DataFrame(rows)
     if not per_check.empty:
         per_check["flagged_percent"] = 100.0 * per_check["flagged"] / per_check["rows_checked"].clip(lower=1)
-    notes = []
+    notes = [note for outcome in outcomes for note in outcome.details.get("decision_notes", [])]
     if inputs.reference is None:
         notes.append(
             "No trusted reference was given: detectors were calibrated on the batch itself "
@@ -105,3 +121,173 @@ class ReviewVerdict:
 
 # ``review(inputs, decision) -> ReviewVerdict or None``; None means no review is needed.
 ReviewGate = Callable[[RunInputs, Decision], Optional[ReviewVerdict]]
+
+
+def apply_decision_rule(inputs: RunInputs, outcomes: list[CheckOutcome]) -> list[CheckOutcome]:
+    """One decision over every check, within ``detection.max_false_positive_rate``.
+
+    The target is a false-positive *rate*: the share of a batch's clean
+    rows that get quarantined. Three kinds of findings meet it differently:
+
+    * **Hard rules** (a finding flagged without a p-value: a cell that does
+      not parse, an empty or unknown label, a hand-written rule, a label no
+      trusted row has): a clean, usable row cannot break them, so they stay
+      flagged and are outside the rate.
+    * **Inferred rules** (findings of the expectation suite that carry a
+      p-value: ranges, value sets and never-empty rules learnt from the
+      reference, whose error rate depends on how much the reference showed;
+      Good-Turing for value sets, ``1 / (n + 1)`` for an empty cell). Their
+      cost is observable: a rule that quarantines ``k`` rows costs at most
+      ``k`` clean rows, and nothing for a row that is quarantined anyway
+      (a hard rule, or the detectors' combined p-value at most the least
+      level they can be left, ``(1 - RULE_SHARE)`` of the rate). So rules
+      are taken from the one breaking fewest rows up, and their rows
+      quarantined while the rows they add stay within ``RULE_SHARE`` of the
+      rate. A rule broken by more rows than that (a
+      category the reference was too small to show, a column newly empty)
+      becomes a batch-level finding for a person, with the evidence, not a
+      few percent of the batch quarantined one by one.
+    * **Detectors**: each row's p-values (one per detector; a detector that
+      did not judge a row counts as ``p = 1``) are combined into one
+      (``detection.combine``; ``detectors.calibration.combine_p_values``)
+      and the row is quarantined when it is at most the rest of the rate,
+      ``max_false_positive_rate`` minus the share the inferred rules took.
+      For a clean row the combined p-value is (super-)uniform, so the
+      detectors quarantine at most that share of clean rows in expectation.
+      A finding is left flagged when its detector carries the row's
+      rejection (``combined_contributors``).
+
+    Benjamini-Hochberg over conformal p-values (Bates et al. 2023) would
+    control the false-discovery *proportion* among quarantined rows, which is
+    not the promise: on a clean batch it flags nothing, and on a batch with
+    many poisoned rows it lets more clean rows go, proportionally. A bound
+    on clean rows lost is a per-row test at a fixed level, which is this.
+
+    Parameters
+    ----------
+    inputs : RunInputs
+    outcomes : list of CheckOutcome
+        The expectation outcome, batch-level outcomes and detector outcomes.
+
+    Returns
+    -------
+    list of CheckOutcome
+        The same outcomes, with ``flagged`` rewritten and, on the
+        expectation outcome, batch-level findings and
+        ``details["decision_notes"]`` for rules turned over to a person;
+        each detector outcome's ``details["decision"]`` says the level and
+        the combination used.
+    """
+    detection = inputs.settings.config.detection
+    rate = detection.max_false_positive_rate
+    n_rows = max(len(inputs.batch.row_ids), 1)
+    result = list(outcomes)
+    detectors = [position for position, outcome in enumerate(result) if outcome.kind == "detector"]
+    ids, p_values = _detector_p_values(result, detectors)
+    combined = combine_p_values(p_values, method=detection.combine)
+    # Rows the detectors reject even at the least they can be left cost the
+    # inferred rules nothing: they are quarantined whatever the rules say.
+    caught = set(ids[combined <= rate * (1.0 - RULE_SHARE)])
+    used = 0.0
+    for position, outcome in enumerate(result):
+        if outcome.kind == "expectation":
+            result[position], used = _judge_inferred_rules(outcome, rate * RULE_SHARE, n_rows, caught)
+    level = max(rate - used, 0.0)
+    if not detectors:
+        return result
+    carries = combined_contributors(p_values, level, method=detection.combine)
+    for column, position in enumerate(detectors):
+        outcome = result[position]
+        findings = outcome.findings
+        alpha = outcome.details.get("params", {}).get("alpha", detection.detector_alpha)
+        p = findings["p_value"].to_numpy(dtype=float)
+        # Flagged without the p-value reaching the detector's own alpha: a
+        # hard flag (a label no trusted row has, a label alone in the batch).
+        hard = findings["flagged"].to_numpy(dtype=bool) & ~(p <= alpha)
+        rows = ids.get_indexer(findings["row_id"])
+        flagged = hard | carries[rows, column]
+        decided = findings.assign(flagged=flagged)
+        details = {**outcome.details, "decision": {
+            "combine": detection.combine, "level": level, "checks_combined": len(detectors),
+            "rows_quarantined_by_detectors": int(np.sum(combined <= level)),
+        }}
+        result[position] = replace(outcome, findings=decided, details=details)
+    return result
+
+
+def _detector_p_values(outcomes: list[CheckOutcome], detectors: list[int]) -> tuple[pd.Index, np.ndarray]:
+    """The row ids the detectors judged, and their p-values as a (rows, detectors) matrix; 1 where none."""
+    if not detectors:
+        return pd.Index([], dtype=object), np.ones((0, 0))
+    ids = pd.Index(pd.unique(np.concatenate([outcomes[p].findings["row_id"].to_numpy(dtype=object) for p in detectors])))
+    p_values = np.ones((len(ids), len(detectors)))
+    for column, position in enumerate(detectors):
+        findings = outcomes[position].findings
+        p_values[ids.get_indexer(findings["row_id"]), column] = findings["p_value"].fillna(1.0).to_numpy(dtype=float)
+    return ids, p_values
+
+
+def _judge_inferred_rules(
+    outcome: CheckOutcome, share: float, n_rows: int, caught: set
+) -> tuple[CheckOutcome, float]:
+    """Flag the inferred rules' rows while they fit ``share`` of the batch; the rest go to a person.
+
+    Only rows nothing else quarantines count against the share: rows a hard
+    rule flags, and ``caught``, the rows the detectors reject at the least
+    level they can be left. Returns the outcome and the share of the batch
+    the kept rules add to the quarantine.
+    """
+    findings = outcome.findings
+    if findings.empty:
+        return outcome, 0.0
+    inferred = findings["flagged"] & findings["p_value"].notna() & (findings["row_id"] != "")
+    if not inferred.any():
+        return outcome, 0.0
+    hard_rows = set(findings.loc[findings["flagged"] & ~inferred & (findings["row_id"] != ""), "row_id"]) | caught
+    rules = findings[inferred].assign(rule=[_rule(c, r) for c, r in zip(findings.loc[inferred, "check"],
+                                                                       findings.loc[inferred, "reason"])])
+    allowed = math.floor(share * n_rows)
+    taken: set = set()
+    dropped_rules, notes, batch_rows = [], [], []
+    for rule, group in sorted(rules.groupby("rule"), key=lambda item: (item[1]["row_id"].nunique(), item[0])):
+        rows = set(group["row_id"]) - hard_rows
+        if len(taken | rows) <= allowed:
+            taken |= rows
+            continue
+        dropped_rules.append(rule)
+        check, column = rule
+        broken = group["row_id"].nunique()
+        p_rule = float(group["p_value"].iloc[0])
+        sentence = (
+            f"{broken} of {n_rows} rows ({broken / n_rows:.1%}) break the inferred rule {check.split('.', 1)[-1]} "
+            f"on column {column!r}, which a clean row breaks with probability about {p_rule:.2g}; the inferred "
+            f"rules may quarantine at most {share:.1%} of the batch ({allowed} rows) beyond what other checks "
+            "catch, so these rows are kept for a person to look at: a new category or a newly empty column, "
+            "or a reference too small to show it"
+        )
+        notes.append(sentence)
+        batch_rows.append((check, broken / n_rows, sentence))
+    flagged = findings["flagged"].to_numpy(dtype=bool).copy()
+    if dropped_rules:
+        dropped = np.array([inferred.iloc[i] and _rule(c, r) in dropped_rules
+                            for i, (c, r) in enumerate(zip(findings["check"], findings["reason"]))])
+        flagged &= ~dropped
+    decided = findings.assign(flagged=flagged)
+    if batch_rows:
+        # Batch-level findings (no row id), not flagged: they inform, they do not reject.
+        extra = make_findings(
+            row_ids=[""] * len(batch_rows), check="", scores=[share for _, share, _ in batch_rows],
+            flagged=[False] * len(batch_rows), reasons=[sentence for _, _, sentence in batch_rows],
+        ).assign(check=[check for check, _, _ in batch_rows])
+        decided = concat_findings([decided, extra])
+    details = {**outcome.details, "decision_notes": outcome.details.get("decision_notes", []) + notes,
+               "inferred_rules_share": len(taken) / n_rows}
+    return replace(outcome, findings=decided, details=details), len(taken) / n_rows
+
+
+def _rule(check: str, reason: str) -> tuple[str, str]:
+    """(check, column) of an inferred rule's finding; its reason starts with the column's name."""
+    for marker in (" = ", " is empty"):
+        if marker in reason:
+            return check, reason.split(marker, 1)[0]
+    return check, ""

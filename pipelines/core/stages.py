@@ -19,7 +19,7 @@ from poisonguard.pipelines.core.checks import (
     encode_features,
     run_detector,
 )
-from poisonguard.pipelines.core.decision import Decision, decide
+from poisonguard.pipelines.core.decision import Decision, apply_decision_rule, decide
 from poisonguard.pipelines.core.inputs import RunInputs
 
 # ``run_stage(name, function, *args, **options) -> function(*args)``
@@ -74,6 +74,8 @@ def judge_batch(inputs: RunInputs, *, run_stage: StageRunner = run_stage_directl
     features = run_stage("encode-features", encode_features, inputs)
     for name in settings.config.detection.detectors:
         outcomes.append(run_stage(f"detect-{name}", run_detector, name, features, settings))
+    # One decision over every check's findings, within the configured rate.
+    outcomes = apply_decision_rule(inputs, outcomes)
     decision = run_stage("decide", decide, inputs, outcomes)
     impact = run_stage("check-model-impact", check_model_impact, inputs, features, decision)
     if impact is not None:

@@ -364,7 +364,7 @@ def _report(inputs, outcomes, decision, run: RunHandle, *, status: str, batch_fa
         "quarantined": len(decision.quarantined_ids),
         "trusted reference": str(reference) if reference else "none: detectors calibrated on the batch itself",
         "expectation suite": inputs.suite_source,
-        "alpha (per detector)": _alpha_summary(settings.config.detection),
+        "false-positive rate": _alpha_summary(settings.config.detection),
         "run id": run.run_id,
         "started": run.started_at.isoformat(timespec="seconds"),
         "tool version": __version__,
@@ -403,7 +403,7 @@ def _version(distribution: str) -> Optional[str]:
 
 def _alpha_summary(detection) -> str:
     each = detection.detector_alpha
-    text = f"{each:.2g} each, at most {each * len(detection.detectors):.2g} of clean rows in all"
-    if each < detection.alpha:
-        text += f" (alpha {detection.alpha:g} split over {len(detection.detectors)} detectors)"
-    return text
+    return (
+        f"one decision: at most {detection.max_false_positive_rate:.2g} of clean rows (inferred rules and "
+        f"{len(detection.detectors)} detectors, {detection.combine}); each detector's own flag at {each:.2g}"
+    )

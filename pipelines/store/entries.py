@@ -388,8 +388,10 @@ def entry_score(p_values) -> float:
 
     Detectors' raw scores have scales of their own (an ECOD score of 26 is
     not "more" than a label score of 0.98), so the entry score is
-    ``1 - smallest p-value``; a broken rule (an expectation, p-value NaN)
-    counts as 1.
+    ``1 - smallest p-value``; a broken hard rule (p-value NaN: a cell that
+    does not parse, an empty or unknown label) counts as 1. Rules inferred
+    from the reference carry their error rate as a p-value and count like
+    detectors.
     """
     values = [_optional_float(p) for p in p_values]
     return max(1.0 if p is None else 1.0 - p for p in values) if values else 1.0

@@ -47,6 +47,8 @@ def suite():
     return infer_suite(
         reference, name="penguins", label="species", id_column="id", ignore=["tag"], max_categories=5,
         range_margin=0.1, range_false_positive_rate=None, not_null_min_rows=1,
+        # Six rows leave Good-Turing's unseen mass high; these tests are about the rules' shapes.
+        max_unseen_mass=1.0,
     )
 
 
@@ -101,6 +103,8 @@ def test_infer_suite_meta_says_where_numbers_came_from(suite):
         "reference_min": 3000.0,
         "reference_max": 6000.0,
         "range_margin": 0.1,
+        # No tail rate: a row beyond the range of 6 rows has p = 1 / 7.
+        "false_positive_rate": pytest.approx(1 / 7),
     }
     meta = suite.meta["poisonguard"]
     assert {k: meta[k] for k in ("label", "id_column", "reference_rows")} == {
@@ -127,7 +131,7 @@ def test_column_kinds_falls_back_to_type_lists(suite):
 
 def test_explicit_kinds_win_over_dtypes():
     reference = pd.DataFrame({"zip": [1000, 2000, 1000], "score": ["1.5", "2.5", "3.5"], "y": [0, 1, 0]})
-    suite = infer_suite(reference, name="kinds", label="y", numeric=["score"], categorical=["zip"])
+    suite = infer_suite(reference, name="kinds", label="y", numeric=["score"], categorical=["zip"], max_unseen_mass=1.0)
     assert column_kinds(suite) == {"zip": "categorical", "score": "numeric", "y": "categorical"}
     sets = {c["column"]: c["value_set"] for t, c in config_list(suite) if t == "expect_column_values_to_be_in_set"}
     # Values as the reference holds them: a GX user's frame has integers here.
@@ -161,7 +165,11 @@ def test_validate_flags_exactly_the_bad_rows(suite):
         ("r2", "expectation.values_to_be_in_set"),
         ("r3", "expectation.values_to_not_be_null"),
     ]
-    assert findings["flagged"].all() and (findings["score"] == 1.0).all() and findings["p_value"].isna().all()
+    assert findings["flagged"].all() and (findings["score"] == 1.0).all()
+    # Each inferred rule's p-value: beyond a 6-row range 1/7; outside a set whose six rows
+    # hold one singleton, (1 + 1) / 7 (Good-Turing plus one); empty where none of 6 was, 1/7.
+    p_values = dict(zip(findings["row_id"], findings["p_value"]))
+    assert p_values == {"r1": pytest.approx(1 / 7), "r2": pytest.approx(2 / 7), "r3": pytest.approx(1 / 7)}
     reasons = dict(zip(findings["row_id"], findings["reason"]))
     assert reasons == {
         "r1": "body_mass_g = 9800 is outside the expected range 2700–6300 inferred from the reference",
@@ -227,16 +235,47 @@ def test_empty_label_and_nullable_numbers():
     ]
 
 
-def test_never_empty_needs_a_reference_large_enough_to_show_it():
-    def not_null_columns(rows):
+def test_never_empty_is_inferred_from_any_reference_with_its_error_rate():
+    def not_null_rules(rows):
         reference = pd.DataFrame({"x": np.arange(rows, dtype=float), "y": ["a", "b"] * (rows // 2)})
         suite = infer_suite(reference, name="rows", label="y")
-        return [e.configuration.kwargs["column"] for e in suite.expectations
-                if e.configuration.type == "expect_column_values_to_not_be_null"]
+        return {e.configuration.kwargs["column"]: (e.configuration.meta or {}).get("false_positive_rate")
+                for e in suite.expectations if e.configuration.type == "expect_column_values_to_not_be_null"}
 
-    # 298 empty-free rows cannot rule out a 1 % empty rate; 300 can. The label always needs a value.
-    assert not_null_columns(298) == ["y"]
-    assert not_null_columns(300) == ["x", "y"]
+    # A small reference still catches an empty cell where it had none, with the p-value
+    # 1 / (n + 1) that such a rule has; the label's rule is a hard one (no rate).
+    assert not_null_rules(40) == {"x": pytest.approx(1 / 41), "y": None}
+    assert not_null_rules(300) == {"x": pytest.approx(1 / 301), "y": None}
+
+
+def test_an_empty_cell_and_a_new_category_carry_the_rules_p_values():
+    reference = pd.DataFrame({
+        "x": np.arange(20, dtype=float),
+        "colour": ["red"] * 10 + ["blue"] * 10,
+        "y": ["a", "b"] * 10,
+    })
+    suite = infer_suite(reference, name="rated", label="y")
+    batch = pd.DataFrame({"id": ["p", "q", "r"], "x": [None, 3.0, 4.0], "colour": ["red", "green", "red"],
+                          "y": ["a", "a", "c"]})
+    findings = validate_frame(batch, suite, id_column="id").row_findings.set_index(["row_id", "check"])
+    # No empty x among 20 rows: 1 / 21. Every colour seen 10 times: Good-Turing 0, plus one: 1 / 21.
+    assert findings.loc[("p", "expectation.values_to_not_be_null"), "p_value"] == pytest.approx(1 / 21)
+    assert findings.loc[("q", "expectation.values_to_be_in_set"), "p_value"] == pytest.approx(1 / 21)
+    # An unknown label breaks a hard rule: no p-value.
+    assert np.isnan(findings.loc[("r", "expectation.values_to_be_in_set"), "p_value"])
+
+
+def test_no_value_set_where_the_reference_leaves_much_unseen():
+    # Four of twenty rows carry a value seen once: Good-Turing says 20 % of clean rows
+    # would fall outside a set drawn from it, far above max_unseen_mass.
+    colours = ["red"] * 8 + ["blue"] * 8 + ["teal", "plum", "navy", "sand"]
+    reference = pd.DataFrame({"colour": colours, "y": ["a", "b"] * 10})
+    def value_sets(**options):
+        suite = infer_suite(reference, name="gt", label="y", **options)
+        return [e.configuration.kwargs["column"] for e in suite.expectations
+                if e.configuration.type == "expect_column_values_to_be_in_set"]
+    assert value_sets() == ["y"]
+    assert value_sets(max_unseen_mass=0.25) == ["colour", "y"]
 
 
 def test_a_skewed_column_is_bounded_where_its_tail_falls_to_the_rate():
