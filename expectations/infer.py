@@ -61,6 +61,9 @@ NUMERIC_TYPES = [
 ROLE_LABEL, ROLE_ID, ROLE_IGNORED = "label", "id", "ignored"
 # Categorical columns with more distinct values than this get no value set.
 MAX_CATEGORIES = 50
+# A feature gets a value set only when Good-Turing expects at most this share
+# of clean rows to carry a category the reference lacks.
+MAX_UNSEEN_MASS = 0.01
 
 
 def infer_suite(
@@ -76,7 +79,7 @@ def infer_suite(
     range_false_positive_rate: Optional[float] = 0.005,
     not_null_min_rows: int = 1,
     max_categories: int = MAX_CATEGORIES,
-    max_unseen_mass: float = 0.01,
+    max_unseen_mass: float = MAX_UNSEEN_MASS,
     as_read: Optional[pd.DataFrame] = None,
 ) -> gx.ExpectationSuite:
     """Infer an expectation suite from a trusted reference frame.

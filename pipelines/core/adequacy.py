@@ -11,8 +11,10 @@ reference alone:
 - **Categories.** A value set is the categories the reference happened to
   show. By Good–Turing, the share of new rows carrying a category the
   reference never saw is about ``(categories seen exactly once) / n``, per
-  column; rows with such a category break the value set. That unseen mass
-  shrinks roughly as ``1 / n``.
+  column. Where that is above ``MAX_UNSEEN_MASS`` the inferred suite gives
+  the feature no value set (``expectations.infer``), so its new categories go
+  unchecked; the label always gets one, so its unseen labels are quarantined.
+  That unseen mass shrinks roughly as ``1 / n``.
 """
 from __future__ import annotations
 
@@ -21,12 +23,10 @@ from typing import Optional
 
 import pandas as pd
 
-from poisonguard.expectations.infer import MAX_CATEGORIES, UNIQUE_VALUES_NO_SET
+from poisonguard.expectations.infer import MAX_CATEGORIES, MAX_UNSEEN_MASS, UNIQUE_VALUES_NO_SET
 from poisonguard.pipelines.core.config import RunConfig
 from poisonguard.pipelines.core.text import display
 
-# Above this share of clean rows expected to break a value set, say so.
-UNSEEN_SHARE_WORTH_A_NOTE = 0.01
 
 
 def reference_notes(reference: Optional[pd.DataFrame], kinds: dict[str, str], label: str, config: RunConfig) -> list[str]:
@@ -57,16 +57,24 @@ def reference_notes(reference: Optional[pd.DataFrame], kinds: dict[str, str], la
             f"count its false-positive rate of {alpha:.2g} on trusted rows: its flags rest on a tail extrapolated "
             "from the most unusual trusted rows, so that rate is an estimate, not a guarantee."
         )
-    unseen = _unseen_shares(reference, [c for c, kind in kinds.items() if kind == "categorical"] + [label])
-    total = sum(unseen.values())
-    if total > UNSEEN_SHARE_WORTH_A_NOTE:
+    unseen = _unseen_shares(reference, [c for c, kind in kinds.items() if kind == "categorical" and c != label])
+    unchecked = {column: share for column, share in unseen.items() if share > MAX_UNSEEN_MASS}
+    if unchecked:
         worst = ", ".join(f"{display(column)} {share:.1%}" for column, share in
-                          sorted(unseen.items(), key=lambda item: -item[1])[:3] if share > 0)
-        enough = math.ceil(rows * total / UNSEEN_SHARE_WORTH_A_NOTE)
+                          sorted(unchecked.items(), key=lambda item: -item[1])[:3])
+        enough = math.ceil(rows * max(unchecked.values()) / MAX_UNSEEN_MASS)
         notes.append(
-            f"The trusted reference shows many categories only once: about {total:.1%} of clean rows will carry a "
-            f"category it never saw (Good–Turing; {worst}) and break a value set; about {enough} reference rows "
-            f"would bring that under {UNSEEN_SHARE_WORTH_A_NOTE:.0%}."
+            f"The trusted reference shows many categories only once: Good–Turing expects that share of clean rows "
+            f"to carry a category it never saw ({worst}), too many to quarantine, so these columns got no value set "
+            f"and their new categories go unchecked; about {enough} reference rows would let them be checked."
+        )
+    label_unseen = _unseen_shares(reference, [label]).get(label, 0.0)
+    if label_unseen > MAX_UNSEEN_MASS:
+        enough = math.ceil(rows * label_unseen / MAX_UNSEEN_MASS)
+        notes.append(
+            f"The trusted reference shows some labels only once: about {label_unseen:.1%} of clean rows will carry "
+            f"a label it never saw, and a row with such a label is always quarantined; about {enough} reference rows "
+            f"would bring that under {MAX_UNSEEN_MASS:.0%}."
         )
     return notes
 

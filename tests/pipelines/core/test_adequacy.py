@@ -22,8 +22,14 @@ def test_categories_seen_once_are_counted_as_good_turing_unseen_mass():
     shades = ["light"] * 190 + [f"rare-{i}" for i in range(10)]
     reference = pd.DataFrame({"shade": shades, "y": ["a", "b"] * 100})
     [note] = reference_notes(reference, {"shade": "categorical"}, "y", RunConfig())
-    assert "about 5.0% of clean rows will carry a category it never saw" in note
-    assert "'shade' 5.0%" in note and "about 1000 reference rows" in note
+    assert "got no value set and their new categories go unchecked" in note
+    assert "('shade' 5.0%)" in note and "about 1000 reference rows" in note
+
+
+def test_labels_seen_once_are_named_as_always_quarantined():
+    reference = pd.DataFrame({"colour": ["red", "blue"] * 100, "y": ["a", "b"] * 97 + [f"z{i}" for i in range(6)]})
+    [note] = reference_notes(reference, {"colour": "categorical"}, "y", RunConfig())
+    assert "about 3.0% of clean rows will carry a label it never saw" in note and "about 600 reference rows" in note
 
 
 def test_columns_without_a_value_set_are_not_counted():
