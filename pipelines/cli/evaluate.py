@@ -64,11 +64,18 @@ def evaluate_command(
         raise ConfigError(f"--rate must be between 0 and 0.5, got {rate}")
     from poisonguard.pipelines.redteam.evaluate import evaluate  # deferred: see cli/run.py
 
-    with console.status("poisoning and checking…") if not as_json else _nothing():
-        evaluation = evaluate(
-            data, label=label, id_column=id_column, reference=reference, attacks=chosen, rate=rate,
-            config_path=config, seed=seed, self_referential=self_referential, alpha=alpha,
-        )
+    from poisonguard.pipelines.cli.progress import StageProgress
+    from poisonguard.pipelines.core.stages import stage_listener
+    from poisonguard.pipelines.redteam.attacks import ATTACKS
+
+    with console.status("poisoning and checking…") if not as_json else _nothing() as status:
+        # One batch per attack plus the clean batch itself.
+        progress = StageProgress(status, rows=None, detectors=[], attacks=len(chosen or ATTACKS) + 1)
+        with stage_listener(progress) if not as_json else _nothing():
+            evaluation = evaluate(
+                data, label=label, id_column=id_column, reference=reference, attacks=chosen, rate=rate,
+                config_path=config, seed=seed, self_referential=self_referential, alpha=alpha,
+            )
     if as_json:
         typer.echo(evaluation.to_json())
     else:

@@ -61,12 +61,16 @@ def run(
     )
     check_ready(settings)  # a wrong key or store URL fails here, not after the work
     inputs = preload_inputs(settings)  # bad input fails here, before Prefect starts
-    with console.status("running the poisonguard flow (starting Prefect)…"):
+    with console.status("starting Prefect…") as status:
         called = time.perf_counter()
+        from poisonguard.pipelines.cli.progress import StageProgress
+        from poisonguard.pipelines.core.stages import stage_listener
         from poisonguard.pipelines.flows.run import run_flow
         from poisonguard.pipelines.flows.tasks import FLOW_BODY_STARTED
 
-        summary = run_flow(settings)
+        progress = StageProgress(status, rows=len(inputs.batch.raw), detectors=settings.config.detection.detectors)
+        with stage_listener(progress):
+            summary = run_flow(settings)
     startup = FLOW_BODY_STARTED.get("at", called) - called
     _print_summary(summary, inputs.batch.raw.shape[0], startup, time.perf_counter() - STARTED)
     if summary.status == "rejected":

@@ -8,8 +8,9 @@ Prefect task in ``poisonguard.pipelines.flows``.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from poisonguard.pipelines.core.batch_checks import check_batch, check_model_impact
 from poisonguard.pipelines.core.checks import (
@@ -26,8 +27,33 @@ from poisonguard.pipelines.core.inputs import RunInputs
 StageRunner = Callable[..., Any]
 
 
+# Told each stage's name as it starts (the CLI's progress line). A plain
+# process-wide list, not a context variable: Prefect runs a task's body in a
+# worker thread, which would not see the caller's context.
+_stage_listeners: list[Callable[[str], None]] = []
+# Announced by ``poisonguard evaluate`` as it builds each attacked batch: this, then the attack.
+ATTACK_STAGE = "attack:"
+
+
+@contextmanager
+def stage_listener(listener: Callable[[str], None]) -> Iterator[None]:
+    """Call ``listener(stage name)`` as each stage starts, within the block."""
+    _stage_listeners.append(listener)
+    try:
+        yield
+    finally:
+        _stage_listeners.remove(listener)
+
+
+def announce_stage(name: str) -> None:
+    """Tell the listeners a stage starts (stage runners call this)."""
+    for listener in tuple(_stage_listeners):
+        listener(name)
+
+
 def run_stage_directly(name: str, function: Callable, *args, **options):
     """The default stage runner: call the stage (``options`` are for Prefect)."""
+    announce_stage(name)
     return function(*args)
 
 

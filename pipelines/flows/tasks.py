@@ -7,6 +7,8 @@ from typing import Callable, Optional
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from poisonguard.pipelines.core.stages import announce_stage
+
 # Set when a flow body starts: the caller subtracts its own start time to
 # tell Prefect's start-up (the ephemeral server) apart from the work.
 FLOW_BODY_STARTED: dict[str, float] = {}
@@ -24,6 +26,7 @@ def as_task(name: str, function: Callable, *args, batch: Optional[str] = None):
     no retries, since a stage that failed on bad data fails the same again.
     ``batch`` (the inbox file a watch pass is working on) names the task run.
     """
+    announce_stage(name)
     run_name = f"{name} · {batch}" if batch else None
     options = {"task_run_name": run_name.replace("{", "(").replace("}", ")")} if run_name else {}
     return task(function, name=name, cache_policy=NO_CACHE, persist_result=False, **options)(*args)

@@ -35,7 +35,7 @@ from poisonguard.expectations import save_suite
 from poisonguard.pipelines.core.errors import ConfigError, InputError
 from poisonguard.pipelines.core.inputs import load_inputs
 from poisonguard.pipelines.core.settings import make_settings
-from poisonguard.pipelines.core.stages import judge_batch
+from poisonguard.pipelines.core.stages import ATTACK_STAGE, announce_stage, judge_batch
 from poisonguard.pipelines.core.tables import coerce_types, infer_kinds, read_file
 from poisonguard.pipelines.redteam.attacks import ATTACKS, AttackError, inject, trigger_test_rows
 
@@ -147,6 +147,7 @@ def evaluate(
         )
         metrics, downstream = [], []
         for attack in [NO_ATTACK, *attacks]:
+            announce_stage(f"{ATTACK_STAGE}{attack}")
             if attack == NO_ATTACK:
                 batch, truth, trigger = setup.pool, set(), None
             else:

@@ -60,7 +60,7 @@ def test_detectors_are_judged_by_one_simes_p_value_per_row():
 
 
 def test_inferred_rules_quarantine_within_their_share_and_hand_the_rest_to_a_person():
-    rows = [(IDS[i], "expectation.values_to_be_in_set", f"colour = 'green' is not one of", 0.01) for i in range(10)]
+    rows = [(IDS[i], "expectation.values_to_be_in_set", "colour = 'green' is not one of", 0.01) for i in range(10)]
     rows += [(IDS[20], "expectation.values_to_not_be_null", "x is empty but the reference has no empty values", 0.005)]
     rows += [(IDS[30], "expectation.values_to_be_in_set", "y = 'q' is not one of the expected values", np.nan)]
     ones = np.ones(len(IDS))
