@@ -52,3 +52,17 @@ def test_an_evaluation_says_which_batch_it_judges(tmp_path):
                  detectors=["outlier.ecod"])
     assert status.lines[0].startswith("batch 'none' (1 of 2) · checking the expectation suite")
     assert any(line.startswith("batch 'far_rows' (2 of 2) · detector outlier.ecod") for line in status.lines)
+
+
+def test_a_batch_rejected_by_its_schema_runs_no_detector(tmp_path):
+    tiny = write_tiny_dataset(tmp_path / "data")
+    text = tiny["batch"].read_text().splitlines()
+    header = text[0].split(",")
+    dropped = header.index("y")
+    tiny["batch"].write_text("\n".join(",".join(v for i, v in enumerate(line.split(",")) if i != dropped)
+                                       for line in text) + "\n")
+    heard = []
+    with stage_listener(heard.append):
+        summary = execute(make_settings([tiny["batch"]], out=tmp_path / "out", config_path=tiny["config"]))
+    assert summary.status == "rejected" and "y" in str(summary.rejection())
+    assert heard == ["load-inputs", "check-expectations", "check-batch", "reject-batch"]
