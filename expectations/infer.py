@@ -367,7 +367,6 @@ def _column_expectations(
             between.meta["false_positive_rate"] = (
                 tail_rate if tail_rate is not None else unseen_property_p_value(int(series.notna().sum()))
             )
-        if between is not None:
             found.append(between)
         return found
     values = _distinct_values(native)
