@@ -99,11 +99,14 @@ class ExponentialTail:
         """
         scores = np.asarray(scores, dtype=float)
         excess = np.maximum(scores - self.threshold, 0.0)
-        if self.excesses:
-            m = float(self.excesses)
-            p_values = self.probability * np.exp(-m * np.log1p(excess / (m * self.scale)))
-        else:
-            p_values = self.probability * np.exp(-excess / self.scale)
+        # A score astronomically far beyond a narrow tail overflows the ratio to
+        # inf, whose p-value (0, floored below) is the right answer.
+        with np.errstate(over="ignore"):
+            if self.excesses:
+                m = float(self.excesses)
+                p_values = self.probability * np.exp(-m * np.log1p(excess / (m * self.scale)))
+            else:
+                p_values = self.probability * np.exp(-excess / self.scale)
         p_values = np.maximum(p_values, np.finfo(float).tiny)
         return np.where(scores > self.threshold, p_values, 1.0)
 
