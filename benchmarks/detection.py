@@ -231,6 +231,14 @@ def main(argv=None) -> None:
     print_report(metrics, downstream, datasets, seeds, options.rate, options.alpha, time.perf_counter() - started)
 
 
+def per_attack_table(attacked: pd.DataFrame) -> pd.DataFrame:
+    """poisonguard's recall per attack family and mode: median over seeds of the mean over datasets."""
+    per_attack = attacked.groupby(["mode", "seed", "attack"])["recall"].mean().groupby(["mode", "attack"]).median()
+    per_attack = per_attack.unstack("mode").map(lambda v: f"{v:.2f}")
+    per_attack.index.name = "attack (poisonguard recall)"
+    return per_attack
+
+
 def print_report(metrics, downstream, datasets, seeds, rate, alpha, seconds) -> None:
     summary = summarise(metrics)
     methods = [POISONGUARD, "detectors", "expectations", *ANCHORS]
@@ -253,10 +261,7 @@ def print_report(metrics, downstream, datasets, seeds, rate, alpha, seconds) -> 
           f"(median over seeds of the mean over datasets); {seconds / 60:.1f} min\n")
     print(markdown(table.fillna("–")))
     attacked = metrics[(metrics["attack"] != "none") & (metrics["method"] == POISONGUARD)]
-    per_attack = attacked.groupby(["mode", "seed", "attack"])["recall"].mean().groupby(["mode", "attack"]).median()
-    per_attack = per_attack.unstack("mode").map(lambda v: f"{v:.2f}")
-    per_attack.index.name = "attack (poisonguard recall)"
-    print("\n" + markdown(per_attack))
+    print("\n" + markdown(per_attack_table(attacked)))
     per_dataset = attacked.groupby(["mode", "seed", "dataset"])[["recall", "fpr"]].mean()
     per_dataset = per_dataset.groupby(["mode", "dataset"]).median().unstack("mode")
     per_dataset.columns = [f"{stat} ({mode})" for stat, mode in per_dataset.columns]

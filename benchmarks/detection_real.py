@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from detection import ANCHORS, MODES, POISONGUARD, markdown, run_one  # noqa: E402
+from detection import ANCHORS, MODES, POISONGUARD, markdown, per_attack_table, run_one  # noqa: E402
 
 # Subsample larger tables (stratified by label, seed SUBSAMPLE_SEED) to this
 # many rows: every evaluate run judges nine batches with every detector.
@@ -154,10 +154,7 @@ def print_half(half: str, metrics: pd.DataFrame, datasets: dict) -> None:
     table.index.name = "method"
     print(markdown(table.fillna("–")))
     attacked = part[(part["attack"] != "none") & (part["method"] == POISONGUARD)]
-    per_attack = attacked.groupby(["mode", "seed", "attack"])["recall"].mean().groupby(["mode", "attack"]).median()
-    per_attack = per_attack.unstack("mode").map(lambda v: f"{v:.2f}")
-    per_attack.index.name = "attack (poisonguard recall)"
-    print("\n" + markdown(per_attack))
+    print("\n" + markdown(per_attack_table(attacked)))
     rows = part[part["method"] == POISONGUARD]
     per_dataset = rows.assign(clean=rows["attack"] == "none").groupby(["mode", "dataset", "clean"]).agg(
         recall=("recall", "mean"), fpr=("fpr", "mean"))
