@@ -24,7 +24,6 @@ from poisonguard.detectors.calibration import (
     ExponentialTail,
     conformal_p_values,
     cross_conformal_p_values,
-    mondrian_groups,
 )
 from poisonguard.detectors.errors import DetectorError, NotEnoughData
 
@@ -440,54 +439,3 @@ def class_neighbour_distances(space, space_labels, queries, classes, k: int, *, 
             found = found[keep].reshape(len(queries), wanted)
         distances[:, column] = found.mean(axis=1)
     return distances
-
-
-def self_calibrated_p_values(scores, labels):
-    """P-values of batch scores against the batch's own robust bulk, label by label.
-
-    Within a label, the rows below a robust cut (median + 3 scaled MADs) are
-    the calibration sample, and above their upper quartile the p-value comes
-    from the exponential tail through their median and quartile
-    (``detectors._crossfit.tail_extrapolated_p_values``). A label can hold far
-    more than a tenth of poisoned rows (targeted flips all land in one), so
-    its 90th percentile is no clean reference point; median and quartile
-    stand up to a quarter.
-    """
-    p_values = np.ones(len(scores))
-    extrapolated = np.zeros(len(scores), dtype=bool)
-    for same, rows in mondrian_groups(labels, labels):
-        calibration = scores[same]
-        bulk = calibration[calibration <= robust_cut(calibration)]
-        p_values[rows], extrapolated[rows] = tail_extrapolated_p_values(bulk, scores[rows], return_extrapolated=True)
-    return p_values, extrapolated
-
-
-# Fewer batch rows of a label than this say too little to guard its tail.
-LABEL_GUARD_MIN_ROWS = 30
-
-
-def label_guarded_p_values(p_values, extrapolated, batch_scores, labels):
-    """Raise p-values to the batch's own label-conditional tail where that is larger.
-
-    Beyond the least plausible trusted labels a p-value rests on a tail
-    extrapolated from a handful of trusted rows; with 30 trusted rows per
-    label, log-odds of overlapping classes flagged 4-8 % of clean rows at a
-    level of 1 %. The batch's rows of the same label are scored the same way
-    and are many, so ``self_calibrated_p_values`` of the batch's own scores
-    (robust to a quarter of a label's rows being poisoned) is a second
-    estimate; the larger of two p-values is valid when either is. Labels
-    with fewer than ``LABEL_GUARD_MIN_ROWS`` batch rows are not guarded.
-
-    Returns
-    -------
-    p_values, extrapolated : numpy.ndarray, shape (n_rows,)
-    """
-    labels = np.asarray(labels)
-    values, counts = np.unique(labels, return_counts=True)
-    guarded = np.isin(labels, values[counts >= LABEL_GUARD_MIN_ROWS]) & np.isfinite(batch_scores)
-    if not guarded.any():
-        return p_values, extrapolated
-    guard = np.ones(len(p_values))
-    guard[guarded] = self_calibrated_p_values(np.asarray(batch_scores)[guarded], labels[guarded])[0]
-    raised = guard > p_values
-    return np.where(raised, guard, p_values), extrapolated | raised

@@ -12,15 +12,8 @@ import numpy as np
 import pandas as pd
 from sklearn.preprocessing import LabelEncoder
 
-from poisonguard.detectors._crossfit import (
-    check_calibration,
-    class_neighbour_distances,
-    label_guarded_p_values,
-    self_calibrated_p_values,
-    single_fold_p_values,
-)
+from poisonguard.detectors._crossfit import check_calibration, class_neighbour_distances, single_fold_p_values
 from poisonguard.detectors.base import DetectorError, DetectorTags
-from poisonguard.detectors.calibration import mondrian_groups
 from poisonguard.detectors.label_flips import _LabelDetector, _quoted
 from poisonguard.detectors.errors import NotEnoughData
 from poisonguard.detectors.registry import register
@@ -123,7 +116,7 @@ class KNNLabelDetector(_LabelDetector):
         matrix, labels, ids = self._validate_fitted(X, y, row_ids)
         if not self.pool_batch:
             distances = self._distances(matrix, exclude_self=False)
-            return self._judge(labels, distances, ids, "trusted rows", self.calibration_scores_, self.reference_labels_)
+            return self._judge(labels, distances, ids, "trusted rows", self.calibration_scores_)
         # Rows of a label the trusted rows lack are flagged anyway; they are nobody's neighbours.
         usable = np.isin(labels, self.classes_)
         space = np.vstack([self.reference_, matrix[usable]])
@@ -133,7 +126,7 @@ class KNNLabelDetector(_LabelDetector):
         calibration = self._margin(pooled[:n_trusted], self.reference_labels_)[0]
         distances = np.full((len(matrix), len(self.classes_)), np.inf)
         distances[usable] = pooled[n_trusted:]
-        return self._judge(labels, distances, ids, "trusted and batch rows", calibration, self.reference_labels_)
+        return self._judge(labels, distances, ids, "trusted and batch rows", calibration)
 
     def self_findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
         """Judge batch labels by their nearest other batch rows (no trusted reference).
@@ -146,7 +139,7 @@ class KNNLabelDetector(_LabelDetector):
         self._prepare(matrix, labels)
         distances = self._distances(matrix, exclude_self=True)
         self.calibration_scores_ = self._margin(distances, labels)[0]
-        return self._judge(labels, distances, ids, "other rows of the batch", self.calibration_scores_, labels)
+        return self._judge(labels, distances, ids, "other rows of the batch", self.calibration_scores_)
 
     def _prepare(self, matrix, labels) -> None:
         if not isinstance(self.n_neighbors, (int, np.integer)) or self.n_neighbors < 1:
@@ -185,23 +178,13 @@ class KNNLabelDetector(_LabelDetector):
         scores = np.where(known, scores, np.inf)
         return scores, known, codes, believed, own, nearest_other
 
-    def _judge(self, labels, distances, ids, population: str, calibration, calibration_labels) -> pd.DataFrame:
+    def _judge(self, labels, distances, ids, population: str, calibration) -> pd.DataFrame:
         scores, known, codes, believed, own, other = self._margin(distances, labels)
         finite = np.where(np.isfinite(scores), scores, np.finfo(float).max)
-        usable = np.isfinite(calibration)
-        p_values = np.ones(len(labels))
-        extrapolated = np.zeros(len(labels), dtype=bool)
-        # Label-conditional (Mondrian): a row labelled c against calibration rows labelled c;
-        # without a reference against the robust bulk of the batch's rows labelled c.
-        groups = [] if self.self_referential_ else mondrian_groups(np.asarray(calibration_labels)[usable], labels)
-        if self.self_referential_:
-            p_values, extrapolated = self_calibrated_p_values(finite, labels)
-        for same, rows in groups:
-            p_values[rows], extrapolated[rows] = single_fold_p_values(
-                calibration[usable][same], finite[rows], self_referential=self.self_referential_, guard=False,
-            )
-        if groups:
-            p_values, extrapolated = label_guarded_p_values(p_values, extrapolated, np.where(known, finite, np.nan), labels)
+        p_values, extrapolated = single_fold_p_values(
+            calibration[np.isfinite(calibration)], finite,
+            self_referential=self.self_referential_, guard=False,
+        )
         reasons = np.empty(len(labels), dtype=object)
         for row in np.flatnonzero(known):
             other_label = self.classes_[believed[row]]
