@@ -44,11 +44,11 @@ highest score and are flagged with a reason saying so.
 Self-referential mode (``self_findings``, no trusted reference): the two
 classifier detectors score every batch row by models cross-fitted on the rest
 of the batch (cleanlab's setting) and calibrate those scores on the batch's
-own robust bulk, as ``label.knn`` does without a reference
-(``detectors._crossfit.single_fold_p_values``): conformal counts against the
-rows below a robust cut, and above the batch's 90th percentile an
-exponential tail through its 75th and 90th percentiles, on the log-odds
-scale. Up to a tenth of the batch can be poisoned without moving either
+own robust bulk (``detectors._crossfit.bulk_calibrated_p_values``):
+conformal counts against the rows below a robust cut, and above their upper
+quartile an exponential tail through their median and quartile, on the
+log-odds scale, never below what the batch's own share of higher scores
+implies. Up to a tenth of the batch can be poisoned without moving either
 percentile, so the p-values are estimates that hold while the clean share is
 at least 90 %, not conformal guarantees. cleanlab's ``find_label_issues``
 mask, whose error rate no alpha controls (it flagged 5 % of clean iris rows
@@ -72,13 +72,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import LabelEncoder
 
 from poisonguard.detectors._crossfit import (
+    bulk_calibrated_p_values,
     check_calibration,
     class_probabilities,
     cross_fit_classifiers,
     cross_fitted_probabilities,
     fold_scores,
     fold_splits,
-    single_fold_p_values,
 )
 from poisonguard.detectors.base import Detector, DetectorError, DetectorTags
 from poisonguard.detectors.calibration import (
@@ -220,7 +220,7 @@ class _LabelDetector(Detector):
         # label and would become part of its own bulk (on hpc_data without a
         # reference, label by label flagged 1.3 % of clean rows, pooled 0.4 %).
         logged = log_odds(scores[kept])
-        p_values[kept], extrapolated[kept] = single_fold_p_values(logged, logged, self_referential=True)
+        p_values[kept], extrapolated[kept] = bulk_calibrated_p_values(logged)
         issues = find_label_issues(codes, probabilities, n_jobs=1)
         source = "models cross-fitted on the rest of the batch (no trusted reference)"
         described = _describe_labels(labels[kept], codes, probabilities, encoder.classes_, source)

@@ -1,0 +1,38 @@
+"""A batch as its own reference: p-values never claim a tail thinner than the batch shows."""
+import numpy as np
+import pytest
+
+from poisonguard.detectors._crossfit import (
+    MAX_CONTAMINATION,
+    bulk_calibrated_p_values,
+    contamination_floor,
+    single_fold_p_values,
+)
+
+
+def test_the_floor_is_the_share_a_poisoned_tenth_cannot_explain():
+    batch = np.arange(100.0)
+    floor = contamination_floor(batch, [95.0, 80.0, 50.0, 0.0])
+    # 5, 20, 50 and 100 of 100 rows score at least that; a tenth may be poison.
+    expected = [0.0, (20 / 101 - 0.1) / 0.9, (50 / 101 - 0.1) / 0.9, (100 / 101 - 0.1) / 0.9]
+    np.testing.assert_allclose(floor, expected)
+    assert MAX_CONTAMINATION == 0.1
+
+
+@pytest.mark.parametrize("calibrate", [
+    bulk_calibrated_p_values,
+    lambda scores: single_fold_p_values(scores, scores, self_referential=True),
+])
+def test_a_heavy_clean_tail_is_not_flagged_but_a_poisoned_twentieth_is(calibrate):
+    rng = np.random.default_rng(0)
+    # 15 % of clean rows share one far score (a column of few distinct values):
+    # the robust bulk alone would put them all beyond its tail.
+    clean = np.concatenate([rng.normal(size=1700), np.full(300, 6.0)])
+    p_clean, _ = calibrate(clean)
+    assert np.mean(p_clean <= 0.01) <= 0.01
+    assert p_clean[-300:].min() == pytest.approx((300 / 2001 - 0.1) / 0.9)
+    # A twentieth of the batch poisoned far out stays flagged: the floor is 0 there.
+    poisoned = np.concatenate([rng.normal(size=1900), np.full(100, 20.0)])
+    p_poisoned, _ = calibrate(poisoned)
+    assert np.all(p_poisoned[-100:] <= 0.01)
+    assert np.mean(p_poisoned[:1900] <= 0.01) <= 0.02
