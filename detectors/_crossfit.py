@@ -189,6 +189,42 @@ def cross_fitted_probabilities(matrix: np.ndarray, codes: np.ndarray, **options)
     return cross_fit_classifiers(matrix, codes, **options).out_of_fold
 
 
+def sampled_cross_fitted_probabilities(
+    matrix: np.ndarray, codes: np.ndarray, in_sample: np.ndarray, *, sample_weight=None, **options
+) -> np.ndarray:
+    """Class probabilities of every row from models that never saw it, cross-fitted on a sample.
+
+    The rows of ``in_sample`` are cross-fitted (``cross_fit_classifiers``);
+    every other row is predicted by one fold model, in turn, so that it too
+    comes from a model fitted on the same number of rows without it, and
+    its score is exchangeable with a sampled row's.
+
+    Parameters
+    ----------
+    matrix : numpy.ndarray, shape (n_rows, n_features)
+    codes : numpy.ndarray of int, shape (n_rows,)
+    in_sample : numpy.ndarray of bool, shape (n_rows,)
+    sample_weight : array-like of float, shape (n_rows,), optional
+    **options
+        As for ``cross_fit_classifiers``.
+
+    Returns
+    -------
+    numpy.ndarray of float, shape (n_rows, K)
+    """
+    if sample_weight is not None:
+        sample_weight = np.asarray(sample_weight)[in_sample]
+    fitted = cross_fit_classifiers(matrix[in_sample], codes[in_sample], sample_weight=sample_weight, **options)
+    n_classes = fitted.out_of_fold.shape[1]
+    probabilities = np.zeros((len(matrix), n_classes))
+    probabilities[in_sample] = fitted.out_of_fold
+    outside = np.flatnonzero(~in_sample)
+    for fold, model in enumerate(fitted.models):
+        rows = outside[fold::len(fitted.models)]
+        probabilities[rows] = class_probabilities(model, matrix[rows], n_classes)
+    return probabilities
+
+
 def robust_cut(scores) -> float:
     """``median + ROBUST_CUT_MADS * scaled MAD`` of ``scores`` (a float).
 

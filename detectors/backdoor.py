@@ -39,6 +39,11 @@ positives. Without a reference the batch calibrates itself
 (``single_fold_p_values``). P-values are computed on ``log(1 + score)``,
 on which the tail beyond the calibration scores is far less heavy.
 
+A large batch is counted over a seeded sample of its rows (every row is
+still scored; ``detectors._sampling``), and the joint
+test runs only on rows whose second feature already stands out alone
+(``JOINT_MARGIN``): the work grows linearly with the batch.
+
 The reason of a flagged row names the features that form the suspected
 trigger and the target label.
 """
@@ -50,6 +55,7 @@ from scipy.special import comb
 from scipy.stats import binom
 
 from poisonguard.detectors._crossfit import check_calibration, single_fold_p_values
+from poisonguard.detectors._sampling import population_mask
 from poisonguard.detectors.base import Detector, DetectorError, DetectorTags
 from poisonguard.detectors.errors import NotEnoughData
 from poisonguard.detectors.registry import register
@@ -65,6 +71,12 @@ PRIOR_ROWS = 2.0
 MIN_GROUP = 3
 # Weight of one feature's evidence against that of several together.
 SINGLE_WEIGHT = 0.5
+# How far (in -log p) a row's second most concentrated feature must stand out
+# beyond the Bonferroni share before the joint test of several features runs
+# on the row; stamped values stand out far more, chance bunching rarely twice.
+JOINT_MARGIN = 3.0
+# Rows of a large batch the joint test runs on, at most: its strongest.
+JOINT_ROWS = 5_000
 
 
 def _within(sorted_values: np.ndarray, x: np.ndarray, half_width: float) -> np.ndarray:
@@ -93,7 +105,8 @@ class BackdoorTriggerDetector(Detector):
     top_features : int
         How many of a row's most concentrated features its score sums.
     random_state : int or None
-        Unused (deterministic); accepted like every detector's.
+        Seeds the sample of batch rows counts are taken over when the batch
+        is large (``detectors._sampling``).
 
     Attributes
     ----------
@@ -143,7 +156,10 @@ class BackdoorTriggerDetector(Detector):
     def score(self, X, y=None) -> np.ndarray:
         """Trigger score of each row of the batch ``X``, shape (n_rows,)."""
         matrix, labels, _ = self._validate_fitted(X, y)
-        return self._scores(matrix, labels, matrix, labels, same_rows=True)[0]
+        in_population = self._population(labels)
+        return self._scores(
+            matrix[in_population], labels[in_population], matrix, labels, in_population=in_population
+        )[0]
 
     def findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
         """Judge the batch ``X`` (labels ``y``) against the trusted rows.
@@ -159,9 +175,16 @@ class BackdoorTriggerDetector(Detector):
         pandas.DataFrame with ``FINDING_COLUMNS``, one row per input row.
         """
         matrix, labels, ids = self._validate_fitted(X, y, row_ids)
-        scores, evidence = self._scores(matrix, labels, matrix, labels, same_rows=True)
+        in_population = self._population(labels)
+        population, population_labels = matrix[in_population], labels[in_population]
+        scores, evidence, joint_threshold = self._scores(
+            population, population_labels, matrix, labels, in_population=in_population
+        )
+        # The trusted rows meet the batch rows' bar for the joint test: exchangeable on a clean batch.
         self.calibration_scores_ = self._scores(
-            matrix, labels, self.reference_, self.reference_labels_, same_rows=False
+            population, population_labels, self.reference_, self.reference_labels_,
+            in_population=np.zeros(len(self.reference_), dtype=bool), trusted_queries=True,
+            joint_threshold=joint_threshold,
         )[0]
         p_values, extrapolated = single_fold_p_values(
             np.log1p(self.calibration_scores_), np.log1p(scores), self_referential=False
@@ -177,22 +200,63 @@ class BackdoorTriggerDetector(Detector):
         matrix, labels, ids = self._validate_reference(X, y, row_ids, self_referential=True)
         self.reference_labels_ = labels
         self.reference_ = matrix
-        scores, evidence = self._scores(matrix, labels, matrix, labels, same_rows=True)
+        in_population = self._population(labels)
+        scores, evidence, _ = self._scores(
+            matrix[in_population], labels[in_population], matrix, labels, in_population=in_population
+        )
         self.calibration_scores_ = scores
         p_values, extrapolated = single_fold_p_values(np.log1p(scores), np.log1p(scores), self_referential=True)
         return self._findings(labels, evidence, scores, p_values, extrapolated, ids)
 
-    def _scores(self, batch, batch_labels, queries, query_labels, *, same_rows):
-        """Scores of ``queries`` against ``batch`` and, per query, its evidence.
+    def _population(self, labels: np.ndarray) -> np.ndarray:
+        """Which batch rows the counts are taken over (``detectors._sampling``)."""
+        return population_mask(len(labels), self.random_state, labels)
+
+    def _scores(self, batch, batch_labels, queries, query_labels, *, in_population, trusted_queries=False,
+                joint_threshold=None):
+        """Scores of ``queries`` against the batch rows ``batch`` and, per query, its evidence.
+
+        ``in_population`` marks the queries that are themselves among
+        ``batch`` (each is left out of its own counts); ``trusted_queries``
+        says the queries are the trusted rows, each then among the null's rows.
+        ``joint_threshold``: the bar for the joint test (``_row_scores``);
+        None sets it from these queries.
 
         Returns
         -------
         scores : numpy.ndarray, shape (n_queries,)
-        evidence : list of (features, narrow counts) per query
+        evidence : (features, narrow counts), each shape (n_queries, top_features)
+            Per query, the features of its strongest evidence (-1 pads) and
+            their narrow-window counts.
+        joint_threshold : float
         """
-        per_feature, counts = self._concentration(batch, batch_labels, queries, query_labels, same_rows=same_rows)
-        scores, best = self._row_scores(per_feature, batch, batch_labels, queries, query_labels, same_rows=same_rows)
-        return scores, [(features, counts[row, list(features)]) for row, features in enumerate(best)]
+        windows = self._windows(batch)
+        per_feature, counts = self._concentration(
+            windows, batch, batch_labels, queries, query_labels, in_population, trusted_queries
+        )
+        second = -np.partition(-per_feature, 1, axis=1)[:, 1] if per_feature.shape[1] > 1 else None
+        if joint_threshold is None:
+            joint_threshold = self._joint_threshold(second, int(windows[1].sum()))
+        scores, best = self._row_scores(
+            windows, per_feature, second, joint_threshold, batch, batch_labels, queries, query_labels,
+            in_population, trusted_queries,
+        )
+        best_counts = np.take_along_axis(counts, np.maximum(best, 0), axis=1) if best.size else best
+        return scores, (best, best_counts), joint_threshold
+
+    @staticmethod
+    def _joint_threshold(second, n_checked: int) -> float:
+        """The bar a row's second most concentrated feature must reach for the joint test.
+
+        ``JOINT_MARGIN`` beyond the Bonferroni share; on a batch of more than
+        ``JOINT_ROWS`` rows, also its ``JOINT_ROWS`` strongest (on clean data
+        a second feature reaches that margin on a third of the rows, and each
+        joint test passes over the population).
+        """
+        bar = np.log(max(n_checked, 1)) + JOINT_MARGIN
+        if second is None or len(second) <= JOINT_ROWS:
+            return float(bar)
+        return float(max(bar, np.partition(second, len(second) - JOINT_ROWS)[len(second) - JOINT_ROWS]))
 
     def _check_params(self) -> None:
         if not isinstance(self.top_features, (int, np.integer)) or self.top_features < 1:
@@ -209,7 +273,7 @@ class BackdoorTriggerDetector(Detector):
             narrow[column] = max(NARROW, 0.5 * feature_resolution(values))
         return narrow, checked, pooled.min(axis=0), pooled.max(axis=0)
 
-    def _concentration(self, batch, batch_labels, queries, query_labels, *, same_rows: bool):
+    def _concentration(self, windows, batch, batch_labels, queries, query_labels, in_population, trusted_queries):
         """Per-(query, feature) ``-log p`` of concentration, and the narrow counts.
 
         Returns
@@ -217,10 +281,11 @@ class BackdoorTriggerDetector(Detector):
         scores : numpy.ndarray, shape (n_queries, n_features)
         narrow_counts : numpy.ndarray of int, shape (n_queries, n_features)
         """
-        narrow, checked, lowest, highest = self._windows(batch)
+        narrow, checked, lowest, highest = windows
         scores = np.zeros(queries.shape)
         narrow_counts = np.zeros(queries.shape, dtype=int)
         trusted = None if self.self_referential_ else self.reference_
+        other_self = 1 if (trusted_queries and trusted is not None) else 0
         for label in np.unique(query_labels):
             mine = np.sort(batch[batch_labels == label], axis=0)
             # The null: how values bunch up where this label is not involved
@@ -232,17 +297,14 @@ class BackdoorTriggerDetector(Detector):
             rows = np.flatnonzero(query_labels == label)
             if not len(mine) or not len(rows):
                 continue
+            own_self = in_population[rows].astype(int)  # such a row is in both of its own windows
             for column in np.flatnonzero(checked):
                 x = queries[rows, column]
                 w = narrow[column]
-                own_narrow = _within(mine[:, column], x, w)
-                own_wide = _within(mine[:, column], x, w * WIDE_FACTOR)
-                if same_rows:  # the row itself is in both windows
-                    own_narrow, own_wide = own_narrow - 1, own_wide - 1
-                other_narrow = _within(others[:, column], x, w)
-                other_wide = _within(others[:, column], x, w * WIDE_FACTOR)
-                if not same_rows and trusted is not None:  # a trusted query is among the others
-                    other_narrow, other_wide = other_narrow - 1, other_wide - 1
+                own_narrow = _within(mine[:, column], x, w) - own_self
+                own_wide = _within(mine[:, column], x, w * WIDE_FACTOR) - own_self
+                other_narrow = _within(others[:, column], x, w) - other_self
+                other_wide = _within(others[:, column], x, w * WIDE_FACTOR) - other_self
                 # Share of the wide window's rows that fall in the narrow one
                 # elsewhere, shrunk towards the smooth-density share.
                 share = (other_narrow + PRIOR_ROWS / WIDE_FACTOR) / (other_wide + PRIOR_ROWS)
@@ -256,7 +318,8 @@ class BackdoorTriggerDetector(Detector):
                 narrow_counts[rows, column] = own_narrow
         return scores, narrow_counts
 
-    def _row_scores(self, per_feature, batch, batch_labels, queries, query_labels, *, same_rows):
+    def _row_scores(self, windows, per_feature, second, joint_threshold, batch, batch_labels, queries, query_labels,
+                    in_population, trusted_queries):
         """Row scores: the strongest concentration of several features shared
         by the same rows.
 
@@ -269,32 +332,43 @@ class BackdoorTriggerDetector(Detector):
         correlated features that bunch up together (two measurements that are
         0 on the same rows) do so for other labels and trusted rows too.
 
+        The joint test runs only on rows whose second most concentrated
+        feature already stands out on its own (``joint_threshold``): stamped
+        values do, and testing every row costs a pass over the population per row.
+
         Returns
         -------
         scores : numpy.ndarray, shape (n_queries,)
-        best : list of tuple of int
-            Per query, the features of its strongest evidence.
+        best : numpy.ndarray of int, shape (n_queries, top_features)
+            Per query, the features of its strongest evidence (-1 pads).
         """
-        narrow, checked = self._windows(batch)[:2]
+        narrow, checked = windows[:2]
         # Each -log p is reduced by the log of how many feature sets of its
         # size the row could have shown it on (Bonferroni): the best pair of
         # 30 features repeats values by chance far more often than a given one.
         n_checked = max(int(checked.sum()), 1)
+        top = min(self.top_features, per_feature.shape[1])
+        best = np.full((len(queries), max(top, 1)), -1)
+        if not per_feature.shape[1]:
+            return np.zeros(len(queries)), best
         # One feature alone counts half (on the -log p scale): a value shared
         # within a label on a single feature is as often rounding as a
         # trigger. It still gives every row a score, so the calibration sees
         # a continuous distribution rather than a heap of zeros.
-        single = per_feature.max(axis=1) - np.log(n_checked) if per_feature.shape[1] else np.zeros(len(queries))
+        single = per_feature.max(axis=1) - np.log(n_checked)
         scores = SINGLE_WEIGHT * np.maximum(single, 0.0)
-        best = [(int(np.argmax(row)),) if len(row) else () for row in per_feature]
-        top = min(self.top_features, per_feature.shape[1])
+        best[:, 0] = np.argmax(per_feature, axis=1)
+        if top < 2:
+            return scores, best
+        joint = second >= joint_threshold
         trusted = None if self.self_referential_ else self.reference_
-        for label in np.unique(query_labels):
+        other_self = 1 if (trusted_queries and trusted is not None) else 0
+        for label in np.unique(query_labels[joint]):
             mine = batch[batch_labels == label]
             others = batch[batch_labels != label]
             if trusted is not None:
                 others = np.vstack([others, trusted])
-            for row in np.flatnonzero(query_labels == label):
+            for row in np.flatnonzero(joint & (query_labels == label)):
                 order = np.argsort(-per_feature[row])[:top]
                 order = order[per_feature[row, order] > 0]
                 if len(order) < 2:
@@ -304,9 +378,7 @@ class BackdoorTriggerDetector(Detector):
                 own_wide = np.abs(mine[:, order] - x) <= w * WIDE_FACTOR
                 other_narrow = np.abs(others[:, order] - x) <= w
                 other_wide = np.abs(others[:, order] - x) <= w * WIDE_FACTOR
-                # A batch row is in all its own windows; a trusted query is among the others.
-                own_self = 1 if same_rows else 0
-                other_self = 1 if (not same_rows and trusted is not None) else 0
+                own_self = int(in_population[row])  # a batch row is in all its own windows
                 for size in range(2, len(order) + 1):
                     k = int(np.all(own_narrow[:, :size], axis=1).sum()) - own_self
                     if k < MIN_GROUP:  # a pair or a triple sharing values is chance, not a trigger
@@ -318,7 +390,8 @@ class BackdoorTriggerDetector(Detector):
                     score = -float(binom.logsf(k - 1, n, share)) - float(np.log(comb(n_checked, size)))
                     if score > scores[row]:
                         scores[row] = score
-                        best[row] = tuple(int(c) for c in order[:size])
+                        best[row] = -1
+                        best[row, :size] = order[:size]
         return scores, best
 
     def _findings(self, labels, evidence, scores, p_values, extrapolated, row_ids) -> pd.DataFrame:
@@ -327,8 +400,10 @@ class BackdoorTriggerDetector(Detector):
         reasons = np.array(
             [f"feature values spread within its label as in {population} ({text})" for text in p_texts], dtype=object
         )
+        best, best_counts = evidence
         for row in np.flatnonzero(self._flagged(p_values)):
-            features, counts = evidence[row]
+            features = best[row][best[row] >= 0]
+            counts = best_counts[row]
             label = labels[row]
             names = [f"'{self.feature_names_in_[c]}'" for c in features]
             p_text = p_texts[row]

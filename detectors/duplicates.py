@@ -27,7 +27,10 @@ a flagged row counts its near-identical batch rows, says whether it has exact
 copies, and names their labels, calling out conflicting labels.
 
 Scores depend on the batch (that is the point), so ``score(X)`` treats ``X``
-as the batch; a streaming caller should score whole batches, not chunks.
+as the batch; a streaming caller should score whole batches, not chunks. A
+large batch's neighbours are searched in a seeded sample of it
+(``detectors._sampling``): densities are then those of the sample, for
+batch and trusted rows alike, and a clump is counted in the sample.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 
 from poisonguard.detectors._crossfit import check_calibration, single_fold_p_values
+from poisonguard.detectors._sampling import population_mask
 from poisonguard.detectors.base import Detector, DetectorError, DetectorTags
 from poisonguard.detectors.errors import NotEnoughData
 from poisonguard.detectors.registry import register
@@ -75,6 +79,27 @@ def kth_distances(space: np.ndarray, queries: np.ndarray, k: int, *, exclude_sel
     return distances[:, wanted - 1]
 
 
+def population_kth_distances(population, in_population, matrix, k: int) -> np.ndarray:
+    """Distance of each batch row to its ``k``-th nearest other row of the batch's population.
+
+    Parameters
+    ----------
+    population : numpy.ndarray, shape (n_population, n_features)
+        ``matrix[in_population]`` (``detectors._sampling``).
+    in_population : numpy.ndarray of bool, shape (n_rows,)
+    matrix : numpy.ndarray, shape (n_rows, n_features)
+    k : int
+
+    Returns
+    -------
+    numpy.ndarray of float, shape (n_rows,)
+    """
+    distances = np.empty(len(matrix))
+    distances[in_population] = kth_distances(population, population, k, exclude_self=True)
+    distances[~in_population] = kth_distances(population, matrix[~in_population], k, exclude_self=False)
+    return distances
+
+
 @register
 class DuplicateFloodDetector(Detector):
     """Flag near-duplicate floods and exact duplicates; registered as ``duplicates.flood``.
@@ -90,7 +115,8 @@ class DuplicateFloodDetector(Detector):
         Without a reference, the wider neighbourhood the spike is compared
         with; None: a tenth of the batch, at least 10 and at most 200 rows.
     random_state : int or None
-        Unused (the detector is deterministic); accepted like every detector's.
+        Seeds the sample of a large batch whose neighbours are searched
+        (``detectors._sampling``).
 
     Attributes
     ----------
@@ -176,10 +202,12 @@ class DuplicateFloodDetector(Detector):
         """
         self._check_params()
         matrix, labels, ids = self._validate_reference(X, y, row_ids, self_referential=True)
+        in_population = population_mask(len(matrix), self.random_state)
+        population = matrix[in_population]
         context = self.context_neighbors
         if context is None:
-            context = int(np.clip(round(CONTEXT_SHARE * len(matrix)), MIN_CONTEXT, MAX_CONTEXT))
-        context = min(context, len(matrix) - 1)
+            context = int(np.clip(round(CONTEXT_SHARE * len(population)), MIN_CONTEXT, MAX_CONTEXT))
+        context = min(context, len(population) - 1)
         if context <= self.n_neighbors:
             raise NotEnoughData(
                 f"{self.name}: need more than {self.n_neighbors + 1} batch rows without a trusted reference, "
@@ -187,8 +215,8 @@ class DuplicateFloodDetector(Detector):
             )
         self.reference_labels_ = None
         self.reference_ = matrix
-        near = kth_distances(matrix, matrix, self.n_neighbors, exclude_self=True)
-        wide = kth_distances(matrix, matrix, context, exclude_self=True)
+        near = population_kth_distances(population, in_population, matrix, self.n_neighbors)
+        wide = population_kth_distances(population, in_population, matrix, context)
         floor = self._floor(wide)
         scores = np.log(wide + floor) - np.log(near + floor)
         self.calibration_scores_ = scores
@@ -208,15 +236,17 @@ class DuplicateFloodDetector(Detector):
         return DISTANCE_FLOOR * (float(np.median(positive)) if positive.size else 1.0)
 
     def _trusted_scores(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scores of batch rows and of trusted rows, both against this batch."""
+        """Scores of batch rows and of trusted rows, both against this batch (its population)."""
         k = self.n_neighbors
         if len(matrix) < k + 1:
             raise NotEnoughData(f"{self.name}: need at least {k + 1} batch rows, got {len(matrix)}")
         reference = self.reference_
+        in_population = population_mask(len(matrix), self.random_state)
+        population = matrix[in_population]
         # r_B and r_T of batch rows and of trusted rows (neither counts itself).
-        batch_to_batch = kth_distances(matrix, matrix, k, exclude_self=True)
+        batch_to_batch = population_kth_distances(population, in_population, matrix, k)
         batch_to_trusted = kth_distances(reference, matrix, k, exclude_self=False)
-        trusted_to_batch = kth_distances(matrix, reference, k, exclude_self=False)
+        trusted_to_batch = kth_distances(population, reference, k, exclude_self=False)
         trusted_to_trusted = kth_distances(reference, reference, k, exclude_self=True)
         floor = self._floor(np.concatenate([trusted_to_trusted, batch_to_trusted]))
         scores = np.log(batch_to_trusted + floor) - np.log(batch_to_batch + floor)
@@ -225,34 +255,47 @@ class DuplicateFloodDetector(Detector):
 
     def _findings(self, matrix, labels, scores, p_values, extrapolated, row_ids) -> pd.DataFrame:
         flagged = self._flagged(p_values)
-        population = "the rest of the batch" if self.self_referential_ else "trusted rows"
+        population_name = "the rest of the batch" if self.self_referential_ else "trusted rows"
         p_texts = self._p_value_texts(p_values, extrapolated)
         reasons = np.array(
-            [f"batch density here is as expected from {population} ({text})" for text in p_texts], dtype=object
+            [f"batch density here is as expected from {population_name} ({text})" for text in p_texts], dtype=object
         )
         rows = np.flatnonzero(flagged)
         if rows.size:
-            near = kth_distances(matrix, matrix[rows], self.n_neighbors + 1, exclude_self=False)
-            index = NearestNeighbors().fit(matrix)
+            in_population = population_mask(len(matrix), self.random_state)
+            members_of = np.flatnonzero(in_population)
+            population = matrix[in_population]
+            sampled = len(population) < len(matrix)
+            member_labels = labels[in_population] if labels is not None else None
+            # The k-th other population row (a member of the population has its own 0 first).
+            near = kth_distances(population, matrix[rows], self.n_neighbors + 1, exclude_self=False)
+            alone = ~in_population[rows]
+            if alone.any():
+                near[alone] = kth_distances(population, matrix[rows[alone]], self.n_neighbors, exclude_self=False)
+            index = NearestNeighbors().fit(population)
             for row, radius in zip(rows, near):
-                # The row's cluster: batch rows within twice the distance of
-                # its k-th neighbour (the row itself included).
+                # The row's cluster: population rows within twice the distance
+                # of its k-th neighbour (the row itself left out).
                 members = index.radius_neighbors(matrix[row][None, :], radius=2.0 * radius + 1e-12,
                                                  return_distance=False)[0]
-                members = members[members != row]
-                exact = int(np.sum(np.all(matrix[members] == matrix[row], axis=1)))
-                reasons[row] = self._flagged_reason(row, members, exact, labels, p_texts[row], population)
+                members = members[members_of[members] != row]
+                exact = int(np.sum(np.all(population[members] == matrix[row], axis=1)))
+                reasons[row] = self._flagged_reason(
+                    row, members, exact, labels, member_labels, p_texts[row], population_name,
+                    sample=len(population) if sampled else None,
+                )
         return self._judged(scores, p_values, reasons, row_ids)
 
-    def _flagged_reason(self, row, members, exact, labels, p_text, population) -> str:
+    def _flagged_reason(self, row, members, exact, labels, member_labels, p_text, population, sample=None) -> str:
         count = len(members)
-        head = f"one of a dense clump of {count + 1} near-identical batch rows"
+        among = f" (counted in a random sample of {sample} batch rows)" if sample else ""
+        head = f"one of a dense clump of {count + 1} near-identical batch rows{among}"
         if exact:
             head += f" ({exact} exact duplicate{'s' if exact > 1 else ''} of this row)"
         head += f", far denser than {population} ({p_text})"
         if labels is None or not count:
             return head
-        values, counts = np.unique(labels[members], return_counts=True)
+        values, counts = np.unique(member_labels[members], return_counts=True)
         order = np.argsort(-counts)[:MAX_LISTED_LABELS]
         listed = ", ".join(f"'{values[i]}' x{counts[i]}" for i in order)
         own = labels[row]

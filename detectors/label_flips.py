@@ -76,10 +76,11 @@ from poisonguard.detectors._crossfit import (
     check_calibration,
     class_probabilities,
     cross_fit_classifiers,
-    cross_fitted_probabilities,
     fold_scores,
     fold_splits,
+    sampled_cross_fitted_probabilities,
 )
+from poisonguard.detectors._sampling import population_mask
 from poisonguard.detectors.base import Detector, DetectorError, DetectorTags
 from poisonguard.detectors.calibration import (
     TAIL_MIN_ROWS,
@@ -209,8 +210,10 @@ class _LabelDetector(Detector):
         encoder = LabelEncoder().fit(labels[kept])
         codes = encoder.transform(labels[kept])
         make_classifier = classifier_factory(self._model_kind(), self.random_state)
-        probabilities = cross_fitted_probabilities(
-            matrix[kept], codes, make_classifier=make_classifier, n_folds=self.n_folds,
+        # A large batch is cross-fitted on a sample of it (``detectors._sampling``).
+        probabilities = sampled_cross_fitted_probabilities(
+            matrix[kept], codes, population_mask(len(kept), self.random_state, codes),
+            make_classifier=make_classifier, n_folds=self.n_folds,
             random_state=self.random_state, classes=encoder.classes_,
         )
         scores[kept] = 1.0 - probabilities[np.arange(len(kept)), codes]
@@ -450,20 +453,25 @@ class ConfidentLearningLabelDetector(_LabelDetector):
     def _pooled(self, matrix, labels) -> dict:
         # Batch rows with labels the trusted rows never show are left out of
         # the pool: a class with one or two rows cannot be cross-fitted, and
-        # such rows are flagged without a model anyway.
+        # such rows are flagged without a model anyway. Of a large batch, a
+        # sample is pooled (``detectors._sampling``); the other rows are
+        # predicted by fold models that never saw them.
         known = np.isin(labels, self.classes_)
         n_trusted = len(self.reference_labels_)
         pool = np.vstack([self.reference_, matrix[known]])
         codes = self.encoder_.transform(np.concatenate([self.reference_labels_, labels[known]]))
+        in_sample = np.concatenate([
+            np.ones(n_trusted, dtype=bool), population_mask(int(known.sum()), self.random_state, labels[known]),
+        ])
         weights = np.ones(len(pool))
         if self.trusted_weight == "balanced":
             # The trusted rows weigh as much as the batch in every fit, so a
             # poisoned minority of the batch cannot outvote them.
-            weights[:n_trusted] = max(1.0, (len(pool) - n_trusted) / n_trusted)
+            weights[:n_trusted] = max(1.0, (int(in_sample.sum()) - n_trusted) / n_trusted)
         else:
             weights[:n_trusted] = float(self.trusted_weight)
-        probabilities = cross_fitted_probabilities(
-            pool, codes, make_classifier=classifier_factory(self.model, self.random_state),
+        probabilities = sampled_cross_fitted_probabilities(
+            pool, codes, in_sample, make_classifier=classifier_factory(self.model, self.random_state),
             n_folds=self.n_folds, random_state=self.random_state, classes=self.classes_,
             sample_weight=None if np.all(weights == 1.0) else weights,
         )

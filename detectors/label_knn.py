@@ -13,6 +13,7 @@ import pandas as pd
 from sklearn.preprocessing import LabelEncoder
 
 from poisonguard.detectors._crossfit import check_calibration, class_neighbour_distances, single_fold_p_values
+from poisonguard.detectors._sampling import population_mask
 from poisonguard.detectors.base import DetectorError, DetectorTags
 from poisonguard.detectors.label_flips import _LabelDetector, _quoted
 from poisonguard.detectors.errors import NotEnoughData
@@ -53,7 +54,8 @@ class KNNLabelDetector(_LabelDetector):
         Neighbours per label (fewer when the smallest trusted label has
         fewer other rows).
     random_state : int or None
-        Unused (deterministic); accepted like every detector's.
+        Seeds the sample of a large batch that is pooled with the trusted
+        rows as neighbours (``detectors._sampling``).
     pool_batch : bool
         Look for neighbours among the batch rows too (see above).
 
@@ -117,15 +119,21 @@ class KNNLabelDetector(_LabelDetector):
         if not self.pool_batch:
             distances = self._distances(matrix, exclude_self=False)
             return self._judge(labels, distances, ids, "trusted rows", self.calibration_scores_)
-        # Rows of a label the trusted rows lack are flagged anyway; they are nobody's neighbours.
+        # Rows of a label the trusted rows lack are flagged anyway; they are
+        # nobody's neighbours. Of a large batch, a sample is (``detectors._sampling``).
         usable = np.isin(labels, self.classes_)
-        space = np.vstack([self.reference_, matrix[usable]])
-        space_labels = np.concatenate([self.reference_labels_, labels[usable]])
+        pooled_rows = usable & population_mask(len(matrix), self.random_state, labels)
+        space = np.vstack([self.reference_, matrix[pooled_rows]])
+        space_labels = np.concatenate([self.reference_labels_, labels[pooled_rows]])
         pooled = class_neighbour_distances(space, space_labels, space, self.classes_, self.k_, exclude_self=True)
         n_trusted = len(self.reference_)
         calibration = self._margin(pooled[:n_trusted], self.reference_labels_)[0]
         distances = np.full((len(matrix), len(self.classes_)), np.inf)
-        distances[usable] = pooled[n_trusted:]
+        distances[pooled_rows] = pooled[n_trusted:]
+        outside = usable & ~pooled_rows
+        distances[outside] = class_neighbour_distances(
+            space, space_labels, matrix[outside], self.classes_, self.k_, exclude_self=False
+        )
         return self._judge(labels, distances, ids, "trusted and batch rows", calibration)
 
     def self_findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
@@ -136,8 +144,12 @@ class KNNLabelDetector(_LabelDetector):
         matrix, labels, ids = self._validate_reference(X, y, row_ids, self_referential=True)
         self.encoder_ = LabelEncoder().fit(labels)
         self.classes_ = self.encoder_.classes_
-        self._prepare(matrix, labels)
-        distances = self._distances(matrix, exclude_self=True)
+        # Neighbours of a large batch are searched in a sample of it (``detectors._sampling``).
+        in_population = population_mask(len(matrix), self.random_state, labels)
+        self._prepare(matrix[in_population], labels[in_population])
+        distances = np.empty((len(matrix), len(self.classes_)))
+        distances[in_population] = self._distances(matrix[in_population], exclude_self=True)
+        distances[~in_population] = self._distances(matrix[~in_population], exclude_self=False)
         self.calibration_scores_ = self._margin(distances, labels)[0]
         return self._judge(labels, distances, ids, "other rows of the batch", self.calibration_scores_)
 

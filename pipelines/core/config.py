@@ -139,6 +139,9 @@ class BatchChecksConfig(_Strict):
     impact_max_drop: float = Field(0.02, ge=0.0, lt=1.0, description="Accuracy the kept rows may cost on trusted rows.")
     impact_p_value: float = Field(0.01, gt=0.0, lt=1.0, description="Significance (McNemar) of that drop.")
     impact_folds: int = Field(5, ge=2, le=20)
+    impact_sample_rows: int = Field(
+        20_000, ge=100, description="Kept batch rows the impact models train on, at most (a seeded random sample).",
+    )
 
     @property
     def numeric_threshold(self) -> float:

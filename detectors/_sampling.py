@@ -1,0 +1,58 @@
+"""Bounded samples of a batch: what a detector counts or fits on when the batch is large.
+
+A detector that compares batch rows with each other (neighbours, value
+counts, models fitted on the pooled rows) costs at least the square of the
+batch, or a fit on all of it, which a million-row batch cannot pay. Such a
+detector takes a seeded random sample of at most ``POPULATION_ROWS`` batch
+rows as its *population*: the neighbours it searches, the values it counts,
+the rows it pools with the trusted ones to fit. Every batch row is still
+scored, against that population; the rows of the sample leave themselves
+out, as every row did before. Trusted rows are scored against the same
+population, so on a clean batch trusted and batch scores stay exchangeable
+and the calibration holds. What a sample cannot see is a poison far rarer
+than one row in ``POPULATION_ROWS``: a flood or trigger of a handful of rows
+in a million.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# Batch rows a detector's population holds, at most. A poison that teaches a
+# model anything is a share of the batch: 1 % of it is 200 rows of the sample.
+POPULATION_ROWS = 20_000
+# With labels, every label keeps at least this many rows (all, if it has
+# fewer): a rare label missing from the sample would leave its rows without
+# neighbours or a class in the model.
+MIN_LABEL_ROWS = 50
+
+
+def population_mask(n_rows: int, random_state, labels=None, max_rows: int = POPULATION_ROWS) -> np.ndarray:
+    """Which of ``n_rows`` batch rows form the population: all, or a seeded sample of about ``max_rows``.
+
+    Parameters
+    ----------
+    n_rows : int
+    random_state : int or None
+    labels : array-like, shape (n_rows,), optional
+        Sample each label in proportion, keeping ``MIN_LABEL_ROWS`` of each
+        (so the sample may hold a few more than ``max_rows``).
+    max_rows : int
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (n_rows,)
+    """
+    mask = np.zeros(n_rows, dtype=bool)
+    if n_rows <= max_rows:
+        mask[:] = True
+        return mask
+    rng = np.random.default_rng(random_state)
+    if labels is None:
+        mask[rng.choice(n_rows, max_rows, replace=False)] = True
+        return mask
+    codes = np.unique(np.asarray(labels), return_inverse=True)[1].ravel()
+    for code in range(int(codes.max()) + 1 if n_rows else 0):
+        members = np.flatnonzero(codes == code)
+        wanted = max(min(len(members), MIN_LABEL_ROWS), round(len(members) * max_rows / n_rows))
+        mask[rng.choice(members, min(wanted, len(members)), replace=False)] = True
+    return mask
