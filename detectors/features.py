@@ -16,6 +16,14 @@ is encoded against the same medians, scales and category levels:
   plus a ``c=<missing>`` level that is always present for the same reason.
   A value never seen at fit encodes as all zeros for that column. Values are
   compared as strings, so ``1`` and ``"1"`` are the same level.
+* a categorical column with more than ``max_levels`` levels at fit (a
+  merchant, a zip code) would one-hot into thousands of columns: it becomes
+  one ``c__rarity`` column instead, ``-log10`` of the level's share of the
+  fit rows (an unseen level counts as one row in ``n + 1``), so a rare or new
+  value stands out and a common one does not;
+* a column whose values are nearly all distinct (free text, ids) carries no
+  level a detector could compare rows by: it is left out of the features
+  (``text_columns_``); the expectations still check it.
 """
 from __future__ import annotations
 
@@ -30,6 +38,9 @@ from poisonguard.detectors.base import DetectorError
 
 MISSING_LEVEL = "<missing>"
 MISSING_SUFFIX = "__missing"
+RARITY_SUFFIX = "__rarity"
+# More distinct values than this share of the present ones: free text, not categories.
+TEXT_DISTINCT_SHARE = 0.5
 
 
 def _as_frame(frame) -> pd.DataFrame:
@@ -65,8 +76,7 @@ def _numeric_values(frame: pd.DataFrame, column) -> np.ndarray:
 
 def _category_strings(series: pd.Series) -> np.ndarray:
     missing = series.isna().to_numpy()
-    values = series.astype(object).to_numpy()
-    strings = np.array([str(value) for value in values], dtype=object)
+    strings = series.astype(str).to_numpy(dtype=object)
     strings[missing] = MISSING_LEVEL
     return strings
 
@@ -84,20 +94,29 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         Columns to one-hot encode. ``None`` infers them at fit: every column
         not treated as numeric. When ``categorical`` is given and ``numeric``
         is not, non-numeric columns outside ``categorical`` are ignored.
+    max_levels : int
+        A categorical column with more levels at fit is encoded by rarity
+        (or left out as free text), not one-hot.
 
     Attributes
     ----------
     numeric_columns_ : list
         Numeric input columns, in output order.
     categorical_columns_ : list
-        Categorical input columns, in output order.
+        One-hot encoded categorical input columns, in output order.
     medians_ : dict
         Reference median of each numeric column (0 when all were missing).
     scales_ : dict
         Reference interquartile range of each numeric column (1 when 0).
     categories_ : dict
-        Levels of each categorical column seen at fit, as strings, sorted,
-        ending with ``"<missing>"``.
+        Levels of each one-hot categorical column seen at fit, as strings,
+        sorted, ending with ``"<missing>"``.
+    rarity_columns_ : list
+        Categorical columns with more than ``max_levels`` levels, encoded by rarity.
+    rarities_, unseen_rarities_ : dict
+        Per rarity column, ``-log10`` share of each level at fit, and that of an unseen level.
+    text_columns_ : list
+        Columns left out as free text (nearly every value distinct).
     feature_names_out_ : numpy.ndarray of str, shape (n_features_out,)
         Output column names: ``c``, ``c__missing`` for numeric columns, then
         ``c=<value>`` for categorical ones.
@@ -107,9 +126,10 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         Columns of the fit frame, when they were all strings.
     """
 
-    def __init__(self, numeric=None, categorical=None):
+    def __init__(self, numeric=None, categorical=None, max_levels=50):
         self.numeric = numeric
         self.categorical = categorical
+        self.max_levels = max_levels
 
     def fit(self, frame, y=None):
         """Learn medians, scales and category levels from a reference frame.
@@ -151,15 +171,28 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
                 spread = float(high - low)
             self.medians_[column] = median
             self.scales_[column] = spread if spread > 0 else 1.0
-        self.categories_ = {}
+        self.categories_, self.rarities_, self.unseen_rarities_, self.text_columns_ = {}, {}, {}, []
+        one_hot = []
         for column in categorical:
-            seen = set(_category_strings(frame[column])) - {MISSING_LEVEL}
-            self.categories_[column] = sorted(seen) + [MISSING_LEVEL]
+            strings = _category_strings(frame[column])
+            shares = pd.Series(strings).value_counts()
+            levels = set(shares.index) - {MISSING_LEVEL}
+            if len(levels) <= self.max_levels:
+                self.categories_[column] = sorted(levels) + [MISSING_LEVEL]
+                one_hot.append(column)
+            elif len(levels) > TEXT_DISTINCT_SHARE * (len(strings) - shares.get(MISSING_LEVEL, 0)):
+                self.text_columns_.append(column)
+            else:
+                self.rarities_[column] = (-np.log10(shares / (len(strings) + 1))).to_dict()
+                self.unseen_rarities_[column] = float(np.log10(len(strings) + 1))
+        self.categorical_columns_ = one_hot
+        self.rarity_columns_ = list(self.rarities_)
         names = []
         for column in numeric:
             names += [str(column), f"{column}{MISSING_SUFFIX}"]
-        for column in categorical:
+        for column in one_hot:
             names += [f"{column}={level}" for level in self.categories_[column]]
+        names += [f"{column}{RARITY_SUFFIX}" for column in self.rarity_columns_]
         self.feature_names_out_ = np.asarray(names, dtype=object)
         self.n_features_in_ = frame.shape[1]
         if all(isinstance(column, str) for column in frame.columns):
@@ -189,7 +222,9 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
                 f"X has {frame.shape[1]} features, but FeatureEncoder is expecting "
                 f"{self.n_features_in_} features as input"
             )
-        self._check_columns(frame, list(self.numeric_columns_) + list(self.categorical_columns_))
+        self._check_columns(
+            frame, list(self.numeric_columns_) + list(self.categorical_columns_) + list(self.rarity_columns_)
+        )
         blocks = []
         for column in self.numeric_columns_:
             values = _numeric_values(frame, column)
@@ -201,6 +236,9 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             strings = _category_strings(frame[column])
             for level in self.categories_[column]:
                 blocks.append((strings == level).astype(float))
+        for column in self.rarity_columns_:
+            mapped = pd.Series(_category_strings(frame[column])).map(self.rarities_[column])
+            blocks.append(mapped.fillna(self.unseen_rarities_[column]).to_numpy(dtype=float))
         if blocks:
             matrix = np.column_stack(blocks)
         else:

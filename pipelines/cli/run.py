@@ -44,8 +44,19 @@ def run(
         None, "--sep", metavar="CHAR", help="Field separator of CSV files (dataset.separator; ',' by default)."
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+    prefect: Optional[bool] = typer.Option(
+        None, "--prefect/--no-prefect",
+        help="Run as a Prefect flow (default: when a Prefect API is configured, e.g. PREFECT_API_URL).",
+    ),
 ):
-    """Check a batch, quarantine suspect rows, and write a signed clean dataset."""
+    """Check a batch, quarantine suspect rows, and write a signed clean dataset.
+
+    With a Prefect API configured, the run is a Prefect flow run on that
+    server, visible in its UI. Without one, the same stages run in this
+    process: starting a throwaway Prefect server would cost more than the
+    work on most batches. --prefect forces a flow run (on a temporary local
+    server when none is configured).
+    """
     if verbose:
         os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
     quiet_services()
@@ -61,17 +72,26 @@ def run(
     )
     check_ready(settings)  # a wrong key or store URL fails here, not after the work
     inputs = preload_inputs(settings)  # bad input fails here, before Prefect starts
-    with console.status("starting Prefect…") as status:
-        called = time.perf_counter()
-        from poisonguard.pipelines.cli.progress import StageProgress
-        from poisonguard.pipelines.core.stages import stage_listener
-        from poisonguard.pipelines.flows.run import run_flow
-        from poisonguard.pipelines.flows.tasks import FLOW_BODY_STARTED
+    from poisonguard.pipelines.cli.progress import StageProgress
+    from poisonguard.pipelines.core.stages import stage_listener
+    from poisonguard.pipelines.flows.api import prefect_api_configured
 
+    as_flow = prefect if prefect is not None else prefect_api_configured()
+    with console.status("starting Prefect…" if as_flow else "working…") as status:
+        called = time.perf_counter()
         progress = StageProgress(status, rows=len(inputs.batch.raw), detectors=settings.config.detection.detectors)
         with stage_listener(progress):
-            summary = run_flow(settings)
-    startup = FLOW_BODY_STARTED.get("at", called) - called
+            if as_flow:
+                from poisonguard.pipelines.flows.run import run_flow
+                from poisonguard.pipelines.flows.tasks import FLOW_BODY_STARTED
+
+                summary = run_flow(settings)
+                startup = FLOW_BODY_STARTED.get("at", called) - called
+            else:
+                from poisonguard.pipelines.runner import execute
+
+                summary = execute(settings)
+                startup = None
     _print_summary(summary, inputs.batch.raw.shape[0], startup, time.perf_counter() - STARTED)
     if summary.status == "rejected":
         raise summary.rejection()
@@ -98,7 +118,7 @@ def verify(
     console.print(f"[green]verified[/]: {len(verified.files)} files in {folder} match signature.sig ({key})")
 
 
-def _print_summary(summary, rows_in: int, startup: float, total: float) -> None:
+def _print_summary(summary, rows_in: int, startup: Optional[float], total: float) -> None:
     table = Table(title=f"poisonguard run {summary.run_id[:8]}", show_lines=False)
     table.add_column("check", no_wrap=True)
     for column in ("rows checked", "flagged", "only this check"):
@@ -113,6 +133,13 @@ def _print_summary(summary, rows_in: int, startup: float, total: float) -> None:
         console.print(f"created a signing key in the state folder: {summary.key_path} (public key beside it)")
     if summary.out is not None:
         console.print(f"signed output: {summary.out} (report: {summary.report})")
+    if startup is None:
+        console.print(
+            f"time: {total:.1f} s in all, from the command's start; work {summary.work_seconds:.1f} s "
+            "(in this process: no Prefect API is configured; --prefect makes it a Prefect flow run)",
+            highlight=False,
+        )
+        return
     console.print(
         f"time: {total:.1f} s in all, from the command's start; Prefect start-up {startup:.1f} s, "
         f"work {summary.work_seconds:.1f} s",

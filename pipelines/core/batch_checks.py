@@ -20,14 +20,13 @@ import time
 from dataclasses import replace
 from typing import Optional
 
-import numpy as np
 import pandas as pd
 from scipy import stats
 
 from poisonguard.detectors import drift
 from poisonguard.detectors.base import empty_findings, make_findings
 from poisonguard.pipelines.core.checks import CheckOutcome, library_warnings
-from poisonguard.pipelines.core.tables import MAX_UNPARSABLE_FRACTION, infer_kinds
+from poisonguard.pipelines.core.tables import MAX_UNPARSABLE_FRACTION, infer_kinds, missing_mask
 from poisonguard.pipelines.core.text import display
 
 BATCH_KIND = "batch"
@@ -181,7 +180,7 @@ def _emptied_columns(trusted_raw: pd.DataFrame, batch_rows: int, columns: list[s
     found = []
     trusted_rows = len(trusted_raw)
     for column in columns:
-        present = int(trusted_raw[column].map(_present).sum()) if trusted_rows else 0
+        present = int((~missing_mask(trusted_raw[column])).sum()) if trusted_rows else 0
         if present == 0:
             continue  # empty in the trusted rows too: nothing was lost
         filled = present / trusted_rows
@@ -198,11 +197,7 @@ def _emptied_columns(trusted_raw: pd.DataFrame, batch_rows: int, columns: list[s
 
 
 def _has_values(series: pd.Series) -> bool:
-    return bool(series.map(_present).any())
-
-
-def _present(value) -> bool:
-    return not (value is None or (isinstance(value, str) and not value.strip()) or value != value)
+    return bool((~missing_mask(series)).any())
 
 
 def _allow_some_drift(results: list[drift.BatchCheck], allowed: int) -> list[drift.BatchCheck]:

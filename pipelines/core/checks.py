@@ -80,25 +80,61 @@ class FeatureMatrices:
     batch_labels: np.ndarray
     batch_row_ids: np.ndarray
     encoder: FeatureEncoder
+    notes: list[str] = field(default_factory=list)
 
 
 def encode_features(inputs: RunInputs) -> FeatureMatrices:
-    """Encode features with an encoder fitted on the trusted rows (or the batch)."""
+    """Encode features with an encoder fitted on the trusted rows (or the batch).
+
+    Columns that are one constant in every trusted and batch row (the
+    missing-value indicator of a column with no gap anywhere) are left out:
+    they tell no row from another, and each costs every neighbour search.
+    The notes say which columns were encoded by rarity or left out as text.
+    """
     numeric = [c for c in inputs.feature_columns if inputs.kinds[c] == "numeric"]
     categorical = [c for c in inputs.feature_columns if inputs.kinds[c] == "categorical"]
     batch = inputs.batch_typed.typed
     trusted = inputs.reference_typed.typed if inputs.reference_typed is not None else None
+    fitted_on = trusted if trusted is not None else batch
     encoder = FeatureEncoder(numeric=numeric, categorical=categorical)
-    encoder.fit(trusted if trusted is not None else batch)
+    encoder.fit(fitted_on)
     label = inputs.label
+    trusted_features = encoder.transform(trusted) if trusted is not None else None
+    batch_features = encoder.transform(batch)
+    constant = _constant_columns(batch_features, trusted_features)
+    if constant:
+        batch_features = batch_features.drop(columns=constant)
+        trusted_features = trusted_features.drop(columns=constant) if trusted_features is not None else None
+    notes = [
+        f"column {column!r} has {len(encoder.rarities_[column]):,} distinct values: the detectors see how rare "
+        "each value is (one feature), not one feature per value"
+        for column in encoder.rarity_columns_
+    ] + [
+        f"column {column!r} looks like free text (nearly every value distinct): left to the expectations, "
+        "not used by the detectors"
+        for column in encoder.text_columns_
+    ]
     return FeatureMatrices(
-        trusted_features=encoder.transform(trusted) if trusted is not None else None,
+        trusted_features=trusted_features,
         trusted_labels=label_texts(trusted[label]) if trusted is not None else None,
-        batch_features=encoder.transform(batch),
+        batch_features=batch_features,
         batch_labels=label_texts(batch[label]),
         batch_row_ids=batch[inputs.id_column].astype(str).to_numpy(),
         encoder=encoder,
+        notes=notes,
     )
+
+
+def _constant_columns(batch: pd.DataFrame, trusted: Optional[pd.DataFrame]) -> list[str]:
+    """Columns holding one value in every batch and trusted row."""
+    frames = [batch] if trusted is None else [batch, trusted]
+    if not len(batch.columns) or any(frame.empty for frame in frames):
+        return []
+    first = batch.iloc[0].to_numpy()
+    same = np.ones(len(batch.columns), dtype=bool)
+    for frame in frames:
+        same &= (frame.to_numpy() == first).all(axis=0)
+    return [column for column, constant in zip(batch.columns, same) if constant]
 
 
 def run_detector(name: str, features: FeatureMatrices, settings: RunSettings) -> CheckOutcome:

@@ -9,7 +9,7 @@ Prefect task in ``poisonguard.pipelines.flows``.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Optional
 
 from poisonguard.pipelines.core.batch_checks import check_batch, check_model_impact
@@ -103,10 +103,16 @@ def judge_batch(inputs: RunInputs, *, run_stage: StageRunner = run_stage_directl
     # One decision over every check's findings, within the configured rate.
     outcomes = apply_decision_rule(inputs, outcomes)
     decision = run_stage("decide", decide, inputs, outcomes)
+    decision = _with_notes(decision, features.notes)
     impact = run_stage("check-model-impact", check_model_impact, inputs, features, decision)
     if impact is not None:
         outcomes.append(impact)
         if impact.batch_failures:
             return Judgement(outcomes=outcomes, rejected=True, features=features, decision=decision)
-        decision = decide(inputs, outcomes)  # the same rows, now with the impact check counted
+        decision = _with_notes(decide(inputs, outcomes), features.notes)  # the same rows, the impact check counted
     return Judgement(outcomes=outcomes, rejected=False, features=features, decision=decision)
+
+
+def _with_notes(decision: Decision, notes: list[str]) -> Decision:
+    """The decision with ``notes`` (how the features were encoded) before its own."""
+    return replace(decision, notes=[*notes, *decision.notes]) if notes else decision

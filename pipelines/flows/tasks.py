@@ -6,6 +6,7 @@ from typing import Callable, Optional
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
 
 from poisonguard.pipelines.core.stages import announce_stage
 
@@ -22,11 +23,15 @@ def mark_flow_started() -> None:
 def as_task(name: str, function: Callable, *args, batch: Optional[str] = None):
     """Run ``function(*args)`` as a Prefect task named ``name``.
 
-    Stages exchange in-memory frames, so caching (which hashes inputs) is off;
-    no retries, since a stage that failed on bad data fails the same again.
+    Stages exchange in-memory frames, so caching (which hashes inputs) is off
+    and the arguments are quoted: Prefect would otherwise walk every object
+    in them looking for futures (a tenth of a 20,000-row run). No retries,
+    since a stage that failed on bad data fails the same again.
     ``batch`` (the inbox file a watch pass is working on) names the task run.
     """
     announce_stage(name)
     run_name = f"{name} · {batch}" if batch else None
     options = {"task_run_name": run_name.replace("{", "(").replace("}", ")")} if run_name else {}
-    return task(function, name=name, cache_policy=NO_CACHE, persist_result=False, **options)(*args)
+    return task(function, name=name, cache_policy=NO_CACHE, persist_result=False, **options)(
+        *(quote(arg) for arg in args)
+    )

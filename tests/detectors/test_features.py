@@ -112,7 +112,7 @@ def test_column_in_both_lists_is_an_error(reference):
 def test_clone_and_params_round_trip(reference):
     encoder = FeatureEncoder(numeric=["body_mass_g"], categorical=["island"])
     copy = clone(encoder)
-    assert copy.get_params() == {"numeric": ["body_mass_g"], "categorical": ["island"]}
+    assert copy.get_params() == {"numeric": ["body_mass_g"], "categorical": ["island"], "max_levels": 50}
     assert not hasattr(copy, "feature_names_out_")
     copy.set_params(categorical=["sex"]).fit(reference)
     assert copy.categorical_columns_ == ["sex"]
@@ -126,4 +126,28 @@ def test_scikit_learn_estimator_checks():
             # holding a dict is encoded as text rather than rejected.
             "check_dtype_object": "object columns are one-hot encoded, not rejected",
         },
+    )
+
+
+def test_many_levels_become_one_rarity_column_and_free_text_is_left_out():
+    rows = 1_000
+    merchants = [f"m{i % 200}" for i in range(rows)]  # 200 levels, 5 rows each
+    merchants[0] = "m_once"
+    frame = pd.DataFrame({
+        "merchant": merchants,
+        "note": [f"free text number {i}" for i in range(rows)],
+        "colour": ["red", "blue"] * (rows // 2),
+    })
+    encoder = FeatureEncoder(categorical=["merchant", "note", "colour"], max_levels=50).fit(frame)
+    assert encoder.rarity_columns_ == ["merchant"]
+    assert encoder.text_columns_ == ["note"]
+    assert list(encoder.get_feature_names_out()) == [
+        "colour=blue", "colour=red", "colour=<missing>", "merchant__rarity",
+    ]
+    encoded = encoder.transform(pd.DataFrame({
+        "merchant": ["m1", "m_once", "never_seen"], "note": ["x", "y", "z"], "colour": ["red", "red", "red"],
+    }))
+    # -log10 of the share in n + 1 rows: 5 rows, 1 row, and an unseen value counted as 1 row.
+    assert encoded["merchant__rarity"].tolist() == pytest.approx(
+        [-np.log10(5 / 1001), -np.log10(1 / 1001), np.log10(1001)]
     )
