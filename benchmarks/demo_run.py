@@ -27,7 +27,8 @@ from pathlib import Path
 import pandas as pd
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data_samples"
-TIMING = re.compile(r"Prefect start-up ([\d.]+) s, work ([\d.]+) s")
+# "Prefect start-up S s, work W s" for a flow run; "work W s" alone in-process (no Prefect API configured).
+TIMING = re.compile(r"(?:Prefect start-up ([\d.]+) s, )?work ([\d.]+) s")
 
 
 def poisonguard_command() -> list[str]:
@@ -49,7 +50,7 @@ def run_once(dataset: Path, workdir: Path, prefect_home: Path) -> dict:
     if result.returncode != 0:
         raise SystemExit(f"{dataset.name}: poisonguard run failed:\n{result.stdout}\n{result.stderr}")
     match = TIMING.search(" ".join(result.stdout.split()))
-    startup, work = (float(match.group(1)), float(match.group(2))) if match else (float("nan"),) * 2
+    startup, work = (float(match.group(1) or 0.0), float(match.group(2))) if match else (float("nan"),) * 2
     provenance = json.loads((out / "provenance.json").read_text())
     quarantine = pd.read_parquet(out / "quarantine.parquet")
     return {"wall": wall, "startup": startup, "work": work, "provenance": provenance, "quarantine": quarantine}

@@ -15,6 +15,8 @@ in a million.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 # Batch rows a detector's population holds, at most. A poison that teaches a
@@ -26,7 +28,7 @@ POPULATION_ROWS = 20_000
 MIN_LABEL_ROWS = 50
 
 
-def population_mask(n_rows: int, random_state, labels=None, max_rows: int = POPULATION_ROWS) -> np.ndarray:
+def population_mask(n_rows: int, random_state, labels=None, max_rows: Optional[int] = None) -> np.ndarray:
     """Which of ``n_rows`` batch rows form the population: all, or a seeded sample of about ``max_rows``.
 
     Parameters
@@ -36,12 +38,14 @@ def population_mask(n_rows: int, random_state, labels=None, max_rows: int = POPU
     labels : array-like, shape (n_rows,), optional
         Sample each label in proportion, keeping ``MIN_LABEL_ROWS`` of each
         (so the sample may hold a few more than ``max_rows``).
-    max_rows : int
+    max_rows : int, optional
+        ``POPULATION_ROWS`` when None.
 
     Returns
     -------
     numpy.ndarray of bool, shape (n_rows,)
     """
+    max_rows = POPULATION_ROWS if max_rows is None else max_rows
     mask = np.zeros(n_rows, dtype=bool)
     if n_rows <= max_rows:
         mask[:] = True

@@ -8,6 +8,7 @@ Prefect task in ``poisonguard.pipelines.flows``.
 """
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Optional
@@ -49,6 +50,39 @@ def announce_stage(name: str) -> None:
     """Tell the listeners a stage starts (stage runners call this)."""
     for listener in tuple(_stage_listeners):
         listener(name)
+
+
+class StageClock:
+    """How long each stage of a run took, from the stage announcements.
+
+    A stage lasts from its announcement to the next one; ``seconds`` holds
+    the finished stages and the current one up to the last call of
+    ``lap``, rounded to milliseconds (provenance.json and the report show them).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter):
+        self.clock = clock
+        self.seconds: dict[str, float] = {}
+        self._current: Optional[str] = None
+        self._since = 0.0
+
+    def __call__(self, stage: str) -> None:
+        if stage.startswith(ATTACK_STAGE):
+            return
+        now = self.clock()
+        self._count(now)
+        self._current, self._since = stage, now
+
+    def lap(self) -> dict[str, float]:
+        """Count the current stage up to now; the seconds so far."""
+        if self._current is not None:
+            self._count(self.clock())
+        return self.seconds
+
+    def _count(self, now: float) -> None:
+        if self._current is not None:
+            self.seconds[self._current] = round(self.seconds.get(self._current, 0.0) + now - self._since, 3)
+            self._since = now
 
 
 def run_stage_directly(name: str, function: Callable, *args, **options):

@@ -171,8 +171,13 @@ def top_quarantined(decision, limit: int = 20) -> list[dict]:
     return [{k: v for k, v in row.items() if k != "_n"} for row in rows[:limit]]
 
 
-def publish(run: RunHandle, inputs, outcomes, decision, evidence: dict, work_started: float) -> RunSummary:
-    """Write, sign, store and reveal the run's output folder."""
+def publish(run: RunHandle, inputs, outcomes, decision, evidence: dict, work_started: float, clock=None) -> RunSummary:
+    """Write, sign, store and reveal the run's output folder.
+
+    ``clock`` (a ``core.stages.StageClock``) gives the seconds of each stage
+    before this one to provenance.json and the report.
+    """
+    stage_seconds = {k: v for k, v in clock.lap().items() if k != "publish"} if clock is not None else None
     settings = inputs.settings
     out = settings.out
     if settings.key is not None:
@@ -186,12 +191,17 @@ def publish(run: RunHandle, inputs, outcomes, decision, evidence: dict, work_sta
     def write_files(folder: Path) -> None:
         write_parquet(clean, folder / CLEAN_FILE)
         write_parquet(quarantine, folder / QUARANTINE_FILE)
-        (folder / REPORT_FILE).write_text(_report(inputs, outcomes, decision, run, status="succeeded"), encoding="utf-8")
+        (folder / REPORT_FILE).write_text(
+            _report(inputs, outcomes, decision, run, status="succeeded", stage_seconds=stage_seconds), encoding="utf-8"
+        )
         chain = None
         if settings.chain is not None:
             # A dataset version (poisonguard watch): link it to its parent.
             chain = finish_chain(settings.chain, clean, folder, random_state=settings.config.detection.random_state)
         provenance = _provenance(inputs, outcomes, decision, run, counts, folder, chain=chain)
+        if stage_seconds is not None:
+            # A list, in the order the stages ran (the file's keys are sorted).
+            provenance["stages"] = [{"stage": stage, "seconds": seconds} for stage, seconds in stage_seconds.items()]
         (folder / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
     def store_quarantined(_folder: Path) -> None:
@@ -349,7 +359,7 @@ def _extra_outputs(chain) -> tuple[str, ...]:
     return (chain["trusted_sample"]["file"],) if chain else ()
 
 
-def _report(inputs, outcomes, decision, run: RunHandle, *, status: str, batch_failures=()) -> str:
+def _report(inputs, outcomes, decision, run: RunHandle, *, status: str, batch_failures=(), stage_seconds=None) -> str:
     settings = inputs.settings
     findings = pd.concat([o.findings for o in outcomes], ignore_index=True) if outcomes else decision.flagged
     raw = inputs.batch.raw
@@ -369,6 +379,8 @@ def _report(inputs, outcomes, decision, run: RunHandle, *, status: str, batch_fa
         "started": run.started_at.isoformat(timespec="seconds"),
         "tool version": __version__,
     }
+    if stage_seconds:
+        summary["seconds per stage"] = [f"{stage} {seconds:.1f}" for stage, seconds in stage_seconds.items()]
     chain = settings.chain
     if chain is not None:
         parent = chain.get("parent")

@@ -21,7 +21,13 @@ from poisonguard.pipelines.core.evidence import collect_evidence
 from poisonguard.pipelines.core.inputs import load_inputs
 from poisonguard.pipelines.core.settings import RunSettings, make_settings
 from poisonguard.pipelines.core.processes import this_process
-from poisonguard.pipelines.core.stages import StageRunner, judge_batch, run_stage_directly
+from poisonguard.pipelines.core.stages import (
+    StageClock,
+    StageRunner,
+    judge_batch,
+    run_stage_directly,
+    stage_listener,
+)
 from poisonguard.pipelines.outputs import publish
 from poisonguard.pipelines.outputs.publish import RunSummary
 from poisonguard.pipelines.outputs.signed_folder import claimed_output
@@ -60,15 +66,16 @@ def execute(
     started_at = publish.utc_now()
     work_started = time.perf_counter()
     owner = this_process()
-    with claimed_output(settings.out, owner), QuarantineStore(settings.store_url) as store:
+    clock = StageClock()
+    with claimed_output(settings.out, owner), QuarantineStore(settings.store_url) as store, stage_listener(clock):
         settled = settle_interrupted_runs(store)
         inputs = run_stage("load-inputs", load_inputs, settings)
         run = publish.open_run(inputs, started_at, store=store, owner=owner)
-        summary = _judge_and_publish(settings, inputs, run, run_stage, review, work_started)
+        summary = _judge_and_publish(settings, inputs, run, run_stage, review, work_started, clock)
     return replace(summary, notes=[*settled, *summary.notes]) if settled else summary
 
 
-def _judge_and_publish(settings, inputs, run, run_stage, review, work_started) -> RunSummary:
+def _judge_and_publish(settings, inputs, run, run_stage, review, work_started, clock) -> RunSummary:
     try:
         judgement = judge_batch(inputs, run_stage=run_stage)
         outcomes = list(judgement.outcomes)
@@ -86,7 +93,7 @@ def _judge_and_publish(settings, inputs, run, run_stage, review, work_started) -
         if verdict is not None:  # approved: the report and provenance say by whom
             decision = replace(decision, notes=[*decision.notes, f"Published after review: {verdict.reason}."])
         evidence = run_stage("collect-evidence", collect_evidence, inputs, judgement.features, decision)
-        return run_stage("publish", publish.publish, run, inputs, outcomes, decision, evidence, work_started)
+        return run_stage("publish", publish.publish, run, inputs, outcomes, decision, evidence, work_started, clock)
     except BaseException as error:
         # At once, not on the next run: a failed run keeps no entries and no
         # staging folder (or is recorded as published, if it got that far).

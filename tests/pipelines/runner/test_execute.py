@@ -81,8 +81,15 @@ def test_output_is_signed_and_provenance_is_complete(tiny, tmp_path):
     assert provenance["counts"]["kept"] + provenance["counts"]["quarantined"] == 45
     assert provenance["libraries"]["pyod"]
     assert "private" not in json.dumps(provenance).lower()
+    # Every stage before publishing, in order, with its seconds (also in the report).
+    assert [stage["stage"] for stage in provenance["stages"]] == [
+        "load-inputs", "check-expectations", "check-batch", "encode-features",
+        *(f"detect-{name}" for name in DEFAULT_DETECTORS), "decide", "check-model-impact", "collect-evidence",
+    ]
+    assert all(stage["seconds"] >= 0 for stage in provenance["stages"])
     report = (summary.out / "report.html").read_text()
     assert "outlier.ecod" in report and FAR_AWAY in report
+    assert "seconds per stage" in report and "detect-backdoor.trigger" in report
 
 
 def test_quarantine_store_holds_every_quarantined_row(tiny, tmp_path):

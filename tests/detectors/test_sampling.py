@@ -1,0 +1,102 @@
+"""Large batches: detectors that compare batch rows with each other count on a seeded sample.
+
+The population (``detectors._sampling``) is shrunk here to a few hundred
+rows, so that batches of a few thousand rows take the sampled path in
+seconds, as a million-row batch does with the real bound.
+"""
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from poisonguard.detectors import _sampling
+from poisonguard.detectors._sampling import MIN_LABEL_ROWS, population_mask
+from poisonguard.detectors.registry import get_detector
+from tests.detectors.test_backdoor import stamped, three_classes
+from tests.detectors.test_duplicates import flooded_batch, gaussian
+
+
+def test_a_batch_within_the_bound_is_its_own_population():
+    assert population_mask(500, 0, max_rows=500).all()
+    assert population_mask(0, 0).shape == (0,)
+
+
+def test_the_sample_is_seeded_and_bounded():
+    first = population_mask(1_000, 0, max_rows=100)
+    assert first.sum() == 100
+    assert np.array_equal(first, population_mask(1_000, 0, max_rows=100))
+    assert not np.array_equal(first, population_mask(1_000, 1, max_rows=100))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    counts=st.lists(st.integers(1, 400), min_size=1, max_size=6),
+    max_rows=st.integers(10, 600),
+    seed=st.integers(0, 2**16),
+)
+def test_a_labelled_sample_keeps_every_label_in_proportion(counts, max_rows, seed):
+    labels = np.repeat([f"label {i}" for i in range(len(counts))], counts)
+    mask = population_mask(len(labels), seed, labels, max_rows=max_rows)
+    n_rows = len(labels)
+    for i, count in enumerate(counts):
+        kept = int(mask[labels == f"label {i}"].sum())
+        if n_rows <= max_rows:
+            assert kept == count
+        else:
+            # Every label keeps its share, and at least MIN_LABEL_ROWS (all, if fewer).
+            assert kept == min(count, max(min(count, MIN_LABEL_ROWS), round(count * max_rows / n_rows)))
+
+
+def flood_case():
+    batch, labels = flooded_batch(n_clean=3_000, copies=90, seed=1)
+    poisoned = np.arange(3_000, 3_090)
+    return get_detector("duplicates.flood", alpha=0.01).fit(gaussian(500, seed=0)), batch, labels, poisoned
+
+
+def trigger_case():
+    features, labels, rows = stamped(*three_classes(3_000, seed=1), n_rows=60, seed=2)
+    detector = get_detector("backdoor.trigger", alpha=0.01).fit(*three_classes(300, seed=0))
+    return detector, features, labels, np.array(sorted(rows))
+
+
+def flip_case(name):
+    def case():
+        features, labels = three_classes(3_000, seed=1)
+        flipped = np.random.default_rng(3).choice(3_000, 60, replace=False)
+        labels = labels.copy()
+        labels[flipped] = np.where(labels[flipped] == "Adelie", "Gentoo", "Adelie")
+        return get_detector(name, alpha=0.01).fit(*three_classes(600, seed=0)), features, labels, flipped
+    return case
+
+
+# (poisoned rows flagged, clean rows flagged) of 3,000-row batches, counted
+# over the whole batch and over a 400-row sample: the sample finds the same
+# poison, at the same calibrated rate of clean rows (alpha 0.01 of about
+# 2,950 clean rows is about 30).
+CASES = {
+    "duplicates.flood": (flood_case, (90, 39), (88, 25)),  # clean: the 3 copied rows too
+    "backdoor.trigger": (trigger_case, (60, 24), (60, 29)),
+    # Flips between overlapping classes: few are plain to any label check.
+    "label.knn": (flip_case("label.knn"), (6, 42), (6, 31)),
+    "label.confident_learning": (flip_case("label.confident_learning"), (7, 24), (8, 23)),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_sample_of_the_batch_finds_what_the_whole_batch_finds(monkeypatch, name):
+    make_case, whole, sampled = CASES[name]
+    counts = []
+    for population in (10_000, 400):
+        monkeypatch.setattr(_sampling, "POPULATION_ROWS", population)
+        detector, features, labels, poisoned = make_case()
+        flagged = detector.findings(features, labels)["flagged"].to_numpy()
+        counts.append((int(flagged[poisoned].sum()), int(flagged.sum() - flagged[poisoned].sum())))
+    assert counts == [whole, sampled]
+
+
+def test_a_clump_in_a_sample_says_it_was_counted_there(monkeypatch):
+    monkeypatch.setattr(_sampling, "POPULATION_ROWS", 400)
+    detector, batch, labels, poisoned = flood_case()
+    reason = detector.findings(batch, labels)["reason"].iloc[poisoned[0]]
+    assert "near-identical batch rows (counted in a random sample of 400 batch rows)" in reason
