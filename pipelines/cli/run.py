@@ -17,6 +17,7 @@ import typer
 from rich.table import Table
 
 from poisonguard.pipelines.cli.common import STARTED, console, quiet_services, reports_errors
+from poisonguard.pipelines.core.errors import ConfigError
 from poisonguard.pipelines.core.state import default_public_key
 
 
@@ -48,6 +49,10 @@ def run(
         None, "--prefect/--no-prefect",
         help="Run as a Prefect flow (default: when a Prefect API is configured, e.g. PREFECT_API_URL).",
     ),
+    dask: Optional[str] = typer.Option(
+        None, "--dask", metavar="ADDRESS",
+        help="Run the detectors on the Dask cluster whose scheduler is at ADDRESS (a Prefect flow run; prefect-dask).",
+    ),
 ):
     """Check a batch, quarantine suspect rows, and write a signed clean dataset.
 
@@ -55,7 +60,8 @@ def run(
     server, visible in its UI. Without one, the same stages run in this
     process: starting a throwaway Prefect server would cost more than the
     work on most batches. --prefect forces a flow run (on a temporary local
-    server when none is configured).
+    server when none is configured). --dask runs the detectors on a Dask
+    cluster, through Prefect's Dask task runner.
     """
     if verbose:
         os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
@@ -76,16 +82,18 @@ def run(
     from poisonguard.pipelines.core.stages import stage_listener
     from poisonguard.pipelines.flows.api import prefect_api_configured
 
-    as_flow = prefect if prefect is not None else prefect_api_configured()
+    if dask is not None and prefect is False:
+        raise ConfigError("--dask runs the detectors as Prefect tasks on the cluster: it cannot go with --no-prefect")
+    as_flow = dask is not None or (prefect if prefect is not None else prefect_api_configured())
     with console.status("starting Prefect…" if as_flow else "working…") as status:
         called = time.perf_counter()
         progress = StageProgress(status, rows=len(inputs.batch.raw), detectors=settings.config.detection.detectors)
         with stage_listener(progress):
             if as_flow:
-                from poisonguard.pipelines.flows.run import run_flow
+                from poisonguard.pipelines.flows.run import run_flow, run_flow_on_dask
                 from poisonguard.pipelines.flows.tasks import FLOW_BODY_STARTED
 
-                summary = run_flow(settings)
+                summary = run_flow(settings) if dask is None else run_flow_on_dask(settings, dask)
                 startup = FLOW_BODY_STARTED.get("at", called) - called
             else:
                 from poisonguard.pipelines.runner import execute

@@ -26,6 +26,10 @@ from poisonguard.pipelines.core.inputs import RunInputs
 
 # ``run_stage(name, function, *args, **options) -> function(*args)``
 StageRunner = Callable[..., Any]
+# ``run_stages([(name, function, args), ...]) -> [function(*args), ...]``, in
+# that order: stages that need nothing of each other (the detectors), which a
+# runner may run at once (the Prefect flow on a Dask cluster does).
+ParallelStageRunner = Callable[[list], list]
 
 
 # Told each stage's name as it starts (the CLI's progress line). A plain
@@ -117,13 +121,17 @@ class Judgement:
         return [failure for outcome in self.outcomes for failure in outcome.batch_failures]
 
 
-def judge_batch(inputs: RunInputs, *, run_stage: StageRunner = run_stage_directly) -> Judgement:
+def judge_batch(
+    inputs: RunInputs, *, run_stage: StageRunner = run_stage_directly, run_stages: Optional[ParallelStageRunner] = None
+) -> Judgement:
     """Run every check on the loaded batch and decide which rows to quarantine.
 
     Expectations and the batch-level checks come first: a failure there (a
     column missing, drift) rejects the batch without running a detector.
     Then the configured detectors, the decision, and the model-impact check,
-    which can still reject the batch the decision would keep.
+    which can still reject the batch the decision would keep. The
+    detectors go to ``run_stages`` when given (all at once), else to
+    ``run_stage`` one after another.
     """
     outcomes = [run_stage("check-expectations", check_expectations, inputs)]
     batch = run_stage("check-batch", check_batch, inputs)
@@ -132,8 +140,11 @@ def judge_batch(inputs: RunInputs, *, run_stage: StageRunner = run_stage_directl
         return Judgement(outcomes=outcomes, rejected=True)
     settings = inputs.settings
     features = run_stage("encode-features", encode_features, inputs)
-    for name in settings.config.detection.detectors:
-        outcomes.append(run_stage(f"detect-{name}", run_detector, name, features, settings))
+    detectors = [(f"detect-{name}", run_detector, (name, features, settings)) for name in settings.config.detection.detectors]
+    if run_stages is None:
+        outcomes += [run_stage(stage, function, *args) for stage, function, args in detectors]
+    else:
+        outcomes += run_stages(detectors)
     # One decision over every check's findings, within the configured rate.
     outcomes = apply_decision_rule(inputs, outcomes)
     decision = run_stage("decide", decide, inputs, outcomes)

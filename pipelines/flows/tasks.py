@@ -35,3 +35,17 @@ def as_task(name: str, function: Callable, *args, batch: Optional[str] = None):
     return task(function, name=name, cache_policy=NO_CACHE, persist_result=False, **options)(
         *(quote(arg) for arg in args)
     )
+
+
+def as_parallel_tasks(stages: list) -> list:
+    """Submit ``[(name, function, args), ...]`` as Prefect tasks at once; their results in order.
+
+    The flow's task runner decides where they run (a Dask cluster's workers
+    with ``prefect-dask``). Arguments are not quoted here: a quoted argument
+    reaches a Dask worker still wrapped.
+    """
+    futures = []
+    for name, function, args in stages:
+        announce_stage(name)
+        futures.append(task(function, name=name, cache_policy=NO_CACHE, persist_result=False).submit(*args))
+    return [future.result() for future in futures]

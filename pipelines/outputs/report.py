@@ -225,8 +225,7 @@ def _check_rows(per_check: pd.DataFrame) -> list[dict]:
 
 def _detector_checks(findings: pd.DataFrame, per_check: pd.DataFrame) -> list[str]:
     """Checks with any p-value, in per-check order, then in findings order."""
-    has_p = findings.loc[findings["p_value"].notna(), "check"].astype(str)
-    present = list(dict.fromkeys(has_p))
+    present = [str(check) for check in pd.unique(findings.loc[findings["p_value"].notna(), "check"])]
     ordered = [check for check in per_check["check"].astype(str) if check in present]
     return ordered + [check for check in present if check not in ordered]
 
@@ -234,8 +233,11 @@ def _detector_checks(findings: pd.DataFrame, per_check: pd.DataFrame) -> list[st
 def _histograms(findings: pd.DataFrame, per_check: pd.DataFrame) -> list[dict]:
     notes = dict(zip(per_check["check"].astype(str), per_check["threshold_note"]))
     charts = []
+    # Once, not per check: a large batch has millions of findings.
+    checks = findings["check"].astype(str).to_numpy()
+    row_level = (findings["row_id"].astype(str) != "").to_numpy()
     for check in _detector_checks(findings, per_check):
-        rows = findings[(findings["check"].astype(str) == check) & (findings["row_id"].astype(str) != "")]
+        rows = findings[(checks == check) & row_level]
         chart = histogram_geometry(
             rows["score"].to_numpy(dtype=float), rows["flagged"].to_numpy(dtype=bool)
         )
@@ -356,8 +358,10 @@ def _top_rows(
     row_ids = list(values.index)
     if not row_ids:
         return [], 0
-    hits = findings[findings["flagged"].astype(bool) & findings["row_id"].astype(str).isin(row_ids)].copy()
+    # Flagged findings first: a large batch has millions of findings, a few percent flagged.
+    hits = findings[findings["flagged"].to_numpy(dtype=bool)].copy()
     hits["row_id"] = hits["row_id"].astype(str)
+    hits = hits[hits["row_id"].isin(set(row_ids)).to_numpy()]
     order = pd.DataFrame({"row_id": row_ids, "position": range(len(row_ids))})
     stats = hits.groupby("row_id").agg(n_checks=("check", "size"), min_p=("p_value", "min"))
     order = order.join(stats, on="row_id")
@@ -366,7 +370,8 @@ def _top_rows(
         ["n_checks", "min_p", "position"], ascending=[False, True, True], na_position="last"
     ).head(top_n)
 
-    by_row = {row_id: group for row_id, group in hits.groupby("row_id", sort=False)}
+    shown = hits[hits["row_id"].isin(set(order["row_id"])).to_numpy()]
+    by_row = {row_id: group for row_id, group in shown.groupby("row_id", sort=False)}
     rows = []
     for row_id, n_checks in zip(order["row_id"], order["n_checks"]):
         record = values.loc[row_id]

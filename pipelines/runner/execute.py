@@ -22,6 +22,7 @@ from poisonguard.pipelines.core.inputs import load_inputs
 from poisonguard.pipelines.core.settings import RunSettings, make_settings
 from poisonguard.pipelines.core.processes import this_process
 from poisonguard.pipelines.core.stages import (
+    ParallelStageRunner,
     StageClock,
     StageRunner,
     judge_batch,
@@ -37,7 +38,8 @@ from poisonguard.pipelines.store import QuarantineStore, check_url
 
 
 def execute(
-    settings: RunSettings, *, run_stage: StageRunner = run_stage_directly, review: Optional[ReviewGate] = None
+    settings: RunSettings, *, run_stage: StageRunner = run_stage_directly, review: Optional[ReviewGate] = None,
+    run_stages: Optional[ParallelStageRunner] = None,
 ) -> RunSummary:
     """Run every stage of one run and publish its signed output.
 
@@ -46,6 +48,9 @@ def execute(
     settings : RunSettings
     run_stage : callable ``(name, function, *args, **options) -> result``
         How to run a stage; the Prefect flow passes one that makes it a task.
+    run_stages : callable ``([(name, function, args), ...]) -> results``, optional
+        How to run the detectors, which need nothing of each other, all at
+        once (``core.stages.judge_batch``); one by one with ``run_stage`` when None.
     review : callable ``(inputs, decision) -> ReviewVerdict or None``, optional
         Asked after the decision, before publishing (``poisonguard watch``
         pauses for a person here when too much of a batch is quarantined).
@@ -71,13 +76,13 @@ def execute(
         settled = settle_interrupted_runs(store)
         inputs = run_stage("load-inputs", load_inputs, settings)
         run = publish.open_run(inputs, started_at, store=store, owner=owner)
-        summary = _judge_and_publish(settings, inputs, run, run_stage, review, work_started, clock)
+        summary = _judge_and_publish(settings, inputs, run, run_stage, run_stages, review, work_started, clock)
     return replace(summary, notes=[*settled, *summary.notes]) if settled else summary
 
 
-def _judge_and_publish(settings, inputs, run, run_stage, review, work_started, clock) -> RunSummary:
+def _judge_and_publish(settings, inputs, run, run_stage, run_stages, review, work_started, clock) -> RunSummary:
     try:
-        judgement = judge_batch(inputs, run_stage=run_stage)
+        judgement = judge_batch(inputs, run_stage=run_stage, run_stages=run_stages)
         outcomes = list(judgement.outcomes)
         if judgement.rejected:
             # A rejected batch is an outcome, not a crash: the caller decides

@@ -423,25 +423,33 @@ def _quarantine_entries(
     bad_checks = sorted({name for name in flagged["check"].astype(str) if "," in name})
     if bad_checks:
         raise InputError(f"check names may not contain commas: {', '.join(bad_checks)}")
-    by_row = {row_id: group for row_id, group in flagged.groupby("row_id", sort=False)}
+    # Positions per row and plain arrays, not a DataFrame per row: a large
+    # batch quarantines tens of thousands of rows.
+    flagged = flagged.reset_index(drop=True)
+    by_row = flagged.groupby("row_id", sort=False).indices
+    checks_of = flagged["check"].astype(str).to_numpy()
+    scores_of = flagged["score"].to_numpy()
+    p_values_of = flagged["p_value"].to_numpy()
+    reasons_of = flagged["reason"].astype(str).to_numpy()
     created_at = utc_now()
     entries = []
     for row_id, values in zip(row_ids, rows.to_dict(orient="records")):
-        group = by_row.get(row_id)
-        if group is None:
+        positions = by_row.get(row_id)
+        if positions is None:
             raise InputError(f"row {row_id}: no flagged finding says why it is quarantined")
-        p_values = [p for p in (_optional_float(v) for v in group["p_value"]) if p is not None]
-        checks = list(dict.fromkeys(group["check"].astype(str)))  # unique, first-seen order
+        row_p_values = [_optional_float(p_values_of[i]) for i in positions]
+        p_values = [p for p in row_p_values if p is not None]
+        checks = list(dict.fromkeys(checks_of[positions]))  # unique, first-seen order
         entries.append({
             "run_id": run_id, "dataset": dataset, "row_id": row_id,
             "batch_digest": batch_digest_by_row.get(row_id),
             "row_json": dumps(capped_cells(values)),
             "checks": ",".join(checks),
-            "score": entry_score(group["p_value"]),
+            "score": entry_score(row_p_values),
             "p_value": min(p_values) if p_values else None,
             "findings_json": dumps([
-                {"check": str(f["check"]), "score": f["score"], "p_value": f["p_value"], "reason": str(f["reason"])}
-                for f in group.to_dict(orient="records")
+                {"check": checks_of[i], "score": scores_of[i], "p_value": p_values_of[i], "reason": reasons_of[i]}
+                for i in positions
             ]),
             "evidence_json": dumps(capped_cells(evidence_by_row.get(row_id, {}))),
             "status": "pending",

@@ -5,7 +5,6 @@ rows, so that batches of a few thousand rows take the sampled path in
 seconds, as a million-row batch does with the real bound.
 """
 import numpy as np
-import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
