@@ -477,7 +477,7 @@ def missing_mask(series: pd.Series) -> np.ndarray:
     if series.dtype == object or pd.api.types.is_string_dtype(series):
         try:
             # Cells that are not text give NaN, i.e. not blank.
-            missing |= series.str.strip().eq("").to_numpy(dtype=bool)
+            missing |= series.str.strip().eq("").to_numpy(dtype=bool, na_value=False)
         except AttributeError:  # no text cell at all
             pass
     return missing

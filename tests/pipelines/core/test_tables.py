@@ -6,11 +6,13 @@ from hypothesis import strategies as st
 
 from poisonguard.pipelines.core.tables import (
     TYPE_CHECK,
+    _is_missing,
     coerce_types,
     content_row_ids,
     file_format,
     infer_kinds,
     load_table,
+    missing_mask,
 )
 from poisonguard.pipelines.core.errors import InputError
 
@@ -210,3 +212,13 @@ def test_duplicate_ids_are_always_refused(ids):
     frame.to_json(path, orient="records", lines=True)
     with pytest.raises(InputError, match="duplicate id"):
         load_table([path], label="y", id_column="id")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(
+    st.none(), st.text(max_size=4), st.sampled_from(["", " ", "\t", "\n "]), st.floats(allow_nan=True),
+    st.integers(), st.booleans(),
+), max_size=30))
+def test_missing_mask_agrees_with_the_cell_rule(cells):
+    series = pd.Series(cells, dtype=object)
+    assert missing_mask(series).tolist() == [_is_missing(cell) for cell in cells]
