@@ -144,7 +144,7 @@ def _print_summary(summary, rows_in: int, startup: Optional[float], total: float
     if startup is None:
         console.print(
             f"time: {total:.1f} s in all, from the command's start; work {summary.work_seconds:.1f} s "
-            "(in this process: no Prefect API is configured; --prefect makes it a Prefect flow run)",
+            "(in this process, not as a Prefect flow run: no Prefect API is configured, or --no-prefect)",
             highlight=False,
         )
         return
