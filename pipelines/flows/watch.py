@@ -108,7 +108,10 @@ def serve_watch(parameters: dict, *, name: str, interval: Optional[float] = None
     """Serve ``watch_flow`` as a scheduled deployment until interrupted (``poisonguard serve``).
 
     The deployment names the flow by its module path, so runs do not depend
-    on the folder the server was started in.
+    on the folder the server was started in. One pass runs at a time: a
+    second would find the dataset's lease taken and leave, after paying a
+    process start and every import (with a short interval, Prefect's runner
+    otherwise starts each due run at once, four at a time).
     """
     dataset = parameters["dataset"]
     watch_flow.serve(
@@ -119,4 +122,5 @@ def serve_watch(parameters: dict, *, name: str, interval: Optional[float] = None
         description=f"poisonguard watch of {parameters['inbox']} into dataset {dataset}",
         tags=["poisonguard", dataset],
         entrypoint_type=EntrypointType.MODULE_PATH,
+        limit=1,
     )

@@ -78,7 +78,7 @@ def _healthy(url: str) -> bool:
         return False
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=120)
 def test_a_served_deployment_publishes_a_dropped_batch(tmp_path):
     data = write_tiny_dataset(tmp_path / "data")
     data["config"].write_text(data["config"].read_text() + "[watch]\nsettle_seconds = 1\n")
@@ -99,11 +99,23 @@ def test_a_served_deployment_publishes_a_dropped_batch(tmp_path):
     client_env = {**env, "PREFECT_API_URL": api}
     logs = {name: tmp_path / f"{name}.log" for name in ("server", "serve")}
     processes = []
+    # Written under a hidden name, then renamed: an upload never seen half-written.
+    # Dropped before serving starts, so the first scheduled pass finds it.
+    partial = inbox / ".upload.csv"
+    pd.read_csv(data["batch"], dtype=str).to_csv(partial, index=False)
+    partial.rename(inbox / "batch-1.csv")
+    version = tmp_path / "state" / "datasets" / "tiny" / "v0001"
     try:
         processes.append(_start([*_tool("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                                 env, logs["server"], tmp_path))
         _wait(lambda: _healthy(api), STARTUP_SECONDS, "the Prefect server", logs.values())
 
+        # Serving starts while the shipped deployment is deployed: neither needs the other.
+        processes.append(_start(
+            [*_tool("poisonguard"), "serve", "--dataset", "tiny", "--config", str(data["config"]),
+             "--inbox", str(inbox), "--interval", "5"],
+            client_env, logs["serve"], tmp_path,
+        ))
         # The shipped prefect.yaml deploys (to a process work pool) against this server.
         pool = subprocess.run([*_tool("prefect"), "work-pool", "create", "poisonguard", "--type", "process"],
                               env=client_env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
@@ -113,19 +125,8 @@ def test_a_served_deployment_publishes_a_dropped_batch(tmp_path):
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
         assert "poisonguard-watch/watch-penguins" in " ".join(deployed.stdout.split())
 
-        processes.append(_start(
-            [*_tool("poisonguard"), "serve", "--dataset", "tiny", "--config", str(data["config"]),
-             "--inbox", str(inbox), "--interval", "5"],
-            client_env, logs["serve"], tmp_path,
-        ))
         _wait(lambda: "poisonguard-watch/watch-tiny" in " ".join(logs["serve"].read_text().split()),
               STARTUP_SECONDS, "the served deployment", logs.values())
-
-        # Written under a hidden name, then renamed: an upload never seen half-written.
-        partial = inbox / ".upload.csv"
-        pd.read_csv(data["batch"], dtype=str).to_csv(partial, index=False)
-        partial.rename(inbox / "batch-1.csv")
-        version = tmp_path / "state" / "datasets" / "tiny" / "v0001"
         _wait(lambda: (inbox / "processed" / "batch-1.csv").exists(), VERSION_SECONDS,
               "the batch to be published and moved", logs.values())
     finally:
@@ -137,4 +138,7 @@ def test_a_served_deployment_publishes_a_dropped_batch(tmp_path):
     # Every poisoned row was held back, and at most a couple of the 39 clean ones.
     assert not set(published["id"]) & set(POISONED)
     assert 37 <= len(published) <= 39
-    assert "Finished in state Completed" in logs["serve"].read_text()
+    served = logs["serve"].read_text()
+    assert "Finished in state Completed" in served
+    # One pass at a time (serve's limit): no pass started while the first held the dataset.
+    assert "being processed by another watcher" not in served
