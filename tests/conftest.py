@@ -84,12 +84,17 @@ def copy_tiny_run(template, tmp_path, state):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Files with a slow test first, each file's tests in their order.
+    """The slowest files first, each file's tests in their order.
 
     pytest-xdist hands whole files to one worker per core, in collection
-    order: a two-minute file picked up last runs alone while the other core
-    idles (it made the suite's last two minutes). Started first, it overlaps
-    the many short files.
+    order (``--no-loadscope-reorder``; by default it starts with the files
+    that hold the most tests): a two-minute file picked up last runs alone
+    while the other core idles. Started first, it overlaps the many short
+    files. A file's weight is the largest ``seconds`` of its
+    ``pytest.mark.slow(seconds=...)`` marks (30 when a slow mark gives none).
     """
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
+    weights: dict = {}
+    for item in items:
+        for mark in item.iter_markers("slow"):
+            weights[item.path] = max(weights.get(item.path, 0), mark.kwargs.get("seconds", 30))
+    items.sort(key=lambda item: -weights.get(item.path, 0))

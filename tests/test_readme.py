@@ -21,7 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 MARKER = "<!-- walkthrough -->"
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=90)
 
 
 def walkthrough_blocks(text: str) -> list[tuple[str, str]]:
