@@ -1,8 +1,13 @@
-"""End to end through Prefect's test harness: run, verify, tamper, verify fails; the same on a Dask cluster."""
+"""End to end through Prefect's test harness (one per file: it takes 20 s to start).
+
+`run`: verify, tamper, verify fails; the same on a Dask cluster. `watch`:
+artifacts, and a pause for review that a person's answer resumes.
+"""
 import logging
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +18,10 @@ from typer.testing import CliRunner
 
 from poisonguard.pipelines.cli.app import app
 from poisonguard.pipelines.core.config import DEFAULT_DETECTORS
+from poisonguard.pipelines.store import QuarantineStore
+from tests.cli_helpers import invoke
 from tests.tiny_data import POISONED, write_tiny_dataset
+from tests.watch_helpers import assert_consistent, drop, watch_setup
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +106,69 @@ def test_dask_cannot_go_with_no_prefect(tmp_path):
     ])
     assert result.exit_code != 0
     assert "--dask runs the detectors as Prefect tasks" in result.output
+
+
+@pytest.mark.slow
+def test_watch_flow_end_to_end_with_artifacts_and_a_pause_for_review(prefect_harness, tmp_path, isolated_state):
+    import contextvars
+
+    from prefect.client.orchestration import get_client
+
+    from poisonguard.pipelines.flows.watch import watch_flow
+
+    setup = watch_setup(tmp_path, isolated_state)
+    batch, inbox = setup["batch"], setup["inbox"]
+    drop(inbox, "first.csv", batch.iloc[:30], 1000)
+    result = invoke("watch", inbox, "--dataset", "tiny", "--config", setup["config"], "--once")
+    assert result.exit_code == 0, result.output
+    assert "v0001" in result.output and "published" in result.output
+    with get_client(sync_client=True) as client:
+        artifacts = {a.key: a for a in client.read_artifacts()}
+    assert "## tiny: `first.csv` — published" in artifacts["poisonguard-tiny-batch"].data
+    assert "Drift and batch-level checks" in artifacts["poisonguard-tiny-batch"].data
+    assert artifacts["poisonguard-tiny-quarantined"].type == "table"
+
+    # Above the review rate, the flow pauses until a person answers.
+    setup["config"].write_text(setup["config"].read_text() + "review_above = 0.05\n")
+    drop(inbox, "second.csv", batch.iloc[30:], 2000)
+    outcome = {}
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=lambda: outcome.update(context.run(
+        watch_flow, inbox=str(inbox), dataset="tiny", config=str(setup["config"]))))
+    thread.start()
+    store = QuarantineStore(f"sqlite:///{setup['state'] / 'quarantine.db'}")
+    try:
+        claim = _wait_for(lambda: _paused_claim(store))
+    finally:
+        store.close()
+    answered = invoke("review", "batch", claim["run_id"], "--approve", "--reviewer", "bob")
+    assert answered.exit_code == 0, answered.output
+    assert f"resumed the paused Prefect flow run {claim['flow_run_id']}" in answered.output
+    thread.join(timeout=180)
+    assert [(r["name"], r["status"], r["version"]) for r in outcome["results"]] == [("second.csv", "published", "v0002")]
+    assert_consistent(setup, files=2)
+
+
+def _paused_claim(store):
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    claims = [c for c in store.list_claims("tiny", status="processing") if c["flow_run_id"]]
+    if not claims:
+        return None
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(UUID(claims[0]["flow_run_id"])).state
+    return claims[0] if state is not None and state.is_paused() else None
+
+
+def _wait_for(probe, seconds=120):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError("timed out waiting")

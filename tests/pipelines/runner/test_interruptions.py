@@ -3,35 +3,39 @@
 Each run here is a real process, killed with SIGKILL at a chosen point (no
 ``finally`` runs, no cleanup), or two processes started together. The next
 run of the same store settles what the dead one left.
+
+The processes are forked from the test process after one warm-up run, so
+each starts with poisonguard and its libraries imported: a fresh
+interpreter would spend most of its life importing (10 s of CPU per run),
+and the points killed at come after the imports anyway.
 """
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
-import subprocess
-import sys
-import textwrap
 import time
 
 import pandas as pd
 import pytest
 
+from tests import forked
 from tests.cli_helpers import listing
 from tests.tiny_data import write_tiny_dataset
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=60)
 
-# Runs `runner.execute` (the stages the Prefect flow runs, without starting
-# Prefect) and SIGKILLs itself at POINT. ``at`` waits until a wall-clock time
-# so two processes can start their runs together.
-SCRIPT = textwrap.dedent("""
-    import os, signal, sys, time
+
+def _run_and_die_at(batch, config, out, point: str, at: float) -> None:
+    """``runner.execute`` (the stages the Prefect flow runs, without Prefect), SIGKILLed at ``point``.
+
+    ``at`` waits until a wall-clock time, so two processes start their runs together.
+    """
     from poisonguard.pipelines.core.settings import make_settings
     from poisonguard.pipelines.outputs import publish
     from poisonguard.pipelines.runner import execute
     from poisonguard.pipelines.store import QuarantineStore
-
-    batch, config, out, point, at = sys.argv[1:6]
 
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
@@ -43,43 +47,38 @@ SCRIPT = textwrap.dedent("""
         publish.sign_folder = sign
     elif point == "stored":  # quarantine entries committed, output not yet renamed
         real_add = QuarantineStore.add_quarantined
+
         def add(self, *args, **kwargs):
             real_add(self, *args, **kwargs)
             die()
         QuarantineStore.add_quarantined = add
     elif point == "revealed":  # output renamed into place, run record not yet closed
         real_finish = QuarantineStore.finish_run
-        def finish(self, run_id, **kwargs):
+
+        def finish_run(self, run_id, **kwargs):
             if kwargs.get("status") == "succeeded":
                 die()
             return real_finish(self, run_id, **kwargs)
-        QuarantineStore.finish_run = finish
-    while time.time() < float(at):
+        QuarantineStore.finish_run = finish_run
+    while time.time() < at:
         time.sleep(0.005)
-    try:
-        execute(make_settings([batch], out=out, config_path=config))
-    except Exception as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-""")
+    execute(make_settings([batch], out=out, config_path=config))
 
 
 @pytest.fixture
-def tiny(tmp_path, isolated_state):
+def tiny(tmp_path, isolated_state, tiny_run_template):
+    # tiny_run_template: one run in this process first, so forked runs start warm.
     data = write_tiny_dataset(tmp_path / "data")
     return {**data, "state": isolated_state, "tmp": tmp_path}
 
 
-def start(tiny, out, point="none", at=0.0):
-    return subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, str(tiny["batch"]), str(tiny["config"]), str(out), point, str(at)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+def start(tiny, out, point="none", at=0.0) -> forked.Child:
+    stderr = tiny["tmp"] / f"stderr-{time.monotonic_ns()}.txt"
+    return forked.fork(lambda: _run_and_die_at(tiny["batch"], tiny["config"], out, point, at), stderr)
 
 
-def finish(process, timeout=240):
-    stdout, stderr = process.communicate(timeout=timeout)
-    return process.returncode, stderr
+def finish(child: forked.Child) -> tuple[int, str]:
+    return forked.wait(child)
 
 
 def runs(tiny) -> list[tuple[str, str]]:
@@ -140,7 +139,7 @@ def test_a_run_killed_after_it_published_is_recorded_as_published(tiny):
 
 def test_two_runs_racing_for_one_output_folder(tiny):
     out = tiny["tmp"] / "runs" / "shared"
-    at = time.time() + 10.0  # both have imported everything by then
+    at = time.time() + 1.0  # both forked and waiting by then
     first, second = start(tiny, out, at=at), start(tiny, out, at=at)
     results = sorted([finish(first), finish(second)], key=lambda result: result[0])
     (winner, _), (loser, message) = results

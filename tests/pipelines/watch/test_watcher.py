@@ -2,10 +2,6 @@
 import json
 import os
 import shutil
-import sqlite3
-import subprocess
-import sys
-import textwrap
 import threading
 import uuid
 from pathlib import Path
@@ -14,61 +10,17 @@ import pandas as pd
 import pytest
 
 from poisonguard.pipelines.watch import watcher as watch_module
-from poisonguard.pipelines.outputs.datasets import list_versions, load_dataset, staging_folders, verify_chain
-from poisonguard.pipelines.store import QuarantineStore
+from poisonguard.pipelines.outputs.datasets import list_versions, staging_folders, verify_chain
 from poisonguard.pipelines.watch.request import make_request
 from poisonguard.pipelines.watch.watcher import watch
+from tests import forked
 from tests.cli_helpers import invoke
-from tests.tiny_data import write_tiny_dataset
-
-REPO = Path(__file__).resolve().parents[3]
+from tests.watch_helpers import assert_consistent, drop, one_pass, store_rows, watch_setup
 
 
 @pytest.fixture
 def setup(tmp_path, isolated_state):
-    """A tiny dataset config, an empty inbox, and the batch rows to cut files from."""
-    data = write_tiny_dataset(tmp_path / "data")
-    data["config"].write_text(data["config"].read_text() + "[watch]\nsettle_seconds = 0\n")
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    batch = pd.read_csv(data["batch"], dtype=str)
-    return {"config": data["config"], "inbox": inbox, "batch": batch, "state": isolated_state,
-            "root": isolated_state / "datasets" / "tiny", "public": isolated_state / "keys" / "public.pem"}
-
-
-def drop(inbox: Path, name: str, rows: pd.DataFrame, at: int) -> Path:
-    """Write a batch file with modification time ``at`` (oldest first)."""
-    path = inbox / name
-    rows.to_csv(path, index=False)
-    os.utime(path, (at, at))
-    return path
-
-
-def one_pass(setup, **options):
-    return watch(make_request(str(setup["inbox"]), dataset="tiny", config=setup["config"]), **options)
-
-
-def store_rows(setup, query):
-    with sqlite3.connect(setup["state"] / "quarantine.db") as connection:
-        return connection.execute(query).fetchall()
-
-
-def assert_consistent(setup, files: int):
-    """Every batch published exactly once, nothing half-written, nothing lost."""
-    versions = list_versions(setup["root"])
-    assert [v.name for v in versions] == [f"v{n:04d}" for n in range(1, files + 1)]
-    assert staging_folders(setup["root"]) == []
-    chain = verify_chain(setup["root"], setup["public"])
-    digests = [v.chain["batch"]["digest"] for v in chain]
-    assert len(set(digests)) == files
-    assert sorted(p.name for p in setup["inbox"].iterdir() if p.is_file()) == []
-    assert store_rows(setup, "SELECT status, count(*) FROM watch_batches GROUP BY status") == [("published", files)]
-    # One succeeded run per batch; quarantine entries only from those runs.
-    assert store_rows(setup, "SELECT count(*) FROM runs WHERE status = 'succeeded'") == [(files,)]
-    assert store_rows(setup, "SELECT count(*) FROM quarantine q JOIN runs r ON r.id = q.run_id "
-                             "WHERE r.status != 'succeeded'") == [(0,)]
-    frame = load_dataset(setup["root"], public_key=setup["public"])
-    assert frame["id"].is_unique and len(frame) == chain[-1].chain["rows_total"]
+    return watch_setup(tmp_path, isolated_state)
 
 
 def test_batches_oldest_first_duplicates_skipped_and_a_changed_file_is_new(setup):
@@ -199,14 +151,13 @@ def test_a_crash_between_steps_then_a_rerun_loses_nothing_and_repeats_nothing(se
     assert_consistent(setup, files=2)
 
 
-KILL_SCRIPT = textwrap.dedent("""
-    import os, sys
+def _watch_and_die_at(setup, point: str) -> None:
+    """One watch pass that exits at once (no cleanup, like a crash) at ``point``."""
     from poisonguard.pipelines.outputs import publish
-    from poisonguard.pipelines.watch.request import make_request
-    from poisonguard.pipelines.watch.watcher import watch
-    inbox, config, point = sys.argv[1:4]
+
     if point == "signing":  # the second version's staging folder is signed, then the process dies
         real_sign = publish.sign_folder
+
         def sign(folder, key, signature_name="signature.sig"):
             real_sign(folder, key, signature_name=signature_name)
             if ".v0002" in str(folder):
@@ -214,6 +165,7 @@ KILL_SCRIPT = textwrap.dedent("""
         publish.sign_folder = sign
     else:  # the second batch's quarantined rows are committed, its folder not yet renamed
         real_add, calls = publish.QuarantineStore.add_quarantined, []
+
         def add(self, *args, **kwargs):
             stored = real_add(self, *args, **kwargs)
             calls.append(stored)
@@ -221,20 +173,18 @@ KILL_SCRIPT = textwrap.dedent("""
                 os._exit(9)
             return stored
         publish.QuarantineStore.add_quarantined = add
-    watch(make_request(inbox, dataset="tiny", config=config))
-""")
+    one_pass(setup)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["signing", "before-reveal"])
-def test_a_killed_watcher_leaves_a_state_the_next_pass_finishes(setup, point):
+def test_a_killed_watcher_leaves_a_state_the_next_pass_finishes(setup, point, tmp_path):
     batch, inbox = setup["batch"], setup["inbox"]
     drop(inbox, "one.csv", batch.iloc[:22], 1000)
     drop(inbox, "two.csv", batch.iloc[22:], 2000)
-    env = {**os.environ, "POISONGUARD_HOME": str(setup["state"]), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    killed = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(inbox), str(setup["config"]), point],
-                            env=env, capture_output=True, text=True, timeout=300)
-    assert killed.returncode == 9, killed.stderr
+    # A process of its own (forked, so it starts warm), which dies without cleaning up.
+    code, stderr = forked.wait(forked.fork(lambda: _watch_and_die_at(setup, point), tmp_path / "killed.err"))
+    assert code == 9, stderr
     assert [v.name for v in list_versions(setup["root"])] == ["v0001"]
     if point == "signing":
         assert len(staging_folders(setup["root"])) == 1  # signed but never revealed
@@ -325,79 +275,3 @@ def test_watch_options_are_checked_before_anything_starts(setup, tmp_path):
     assert bad_name.exit_code == 2 and "plain name" in bad_name.output
     no_schedule = invoke("serve", "--dataset", "tiny", "--config", setup["config"], "--inbox", setup["inbox"])
     assert no_schedule.exit_code == 2 and "--interval SECONDS or --cron" in no_schedule.output
-
-
-# --------------------------------------------------------------------------- through Prefect
-
-
-@pytest.fixture
-def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
-@pytest.mark.slow
-def test_watch_flow_end_to_end_with_artifacts_and_a_pause_for_review(setup, prefect_harness):
-    import contextvars
-
-    from prefect.client.orchestration import get_client
-
-    from poisonguard.pipelines.flows.watch import watch_flow
-
-    batch, inbox = setup["batch"], setup["inbox"]
-    drop(inbox, "first.csv", batch.iloc[:30], 1000)
-    result = invoke("watch", inbox, "--dataset", "tiny", "--config", setup["config"], "--once")
-    assert result.exit_code == 0, result.output
-    assert "v0001" in result.output and "published" in result.output
-    with get_client(sync_client=True) as client:
-        artifacts = {a.key: a for a in client.read_artifacts()}
-    assert "## tiny: `first.csv` — published" in artifacts["poisonguard-tiny-batch"].data
-    assert "Drift and batch-level checks" in artifacts["poisonguard-tiny-batch"].data
-    assert artifacts["poisonguard-tiny-quarantined"].type == "table"
-
-    # Above the review rate, the flow pauses until a person answers.
-    setup["config"].write_text(setup["config"].read_text() + "review_above = 0.05\n")
-    drop(inbox, "second.csv", batch.iloc[30:], 2000)
-    outcome = {}
-    context = contextvars.copy_context()
-    thread = threading.Thread(target=lambda: outcome.update(context.run(
-        watch_flow, inbox=str(inbox), dataset="tiny", config=str(setup["config"]))))
-    thread.start()
-    store = QuarantineStore(f"sqlite:///{setup['state'] / 'quarantine.db'}")
-    try:
-        claim = _wait_for(lambda: _paused_claim(store))
-    finally:
-        store.close()
-    answered = invoke("review", "batch", claim["run_id"], "--approve", "--reviewer", "bob")
-    assert answered.exit_code == 0, answered.output
-    assert f"resumed the paused Prefect flow run {claim['flow_run_id']}" in answered.output
-    thread.join(timeout=180)
-    assert [(r["name"], r["status"], r["version"]) for r in outcome["results"]] == [("second.csv", "published", "v0002")]
-    assert_consistent(setup, files=2)
-
-
-def _paused_claim(store):
-    from uuid import UUID
-
-    from prefect.client.orchestration import get_client
-
-    claims = [c for c in store.list_claims("tiny", status="processing") if c["flow_run_id"]]
-    if not claims:
-        return None
-    with get_client(sync_client=True) as client:
-        state = client.read_flow_run(UUID(claims[0]["flow_run_id"])).state
-    return claims[0] if state is not None and state.is_paused() else None
-
-
-def _wait_for(probe, seconds=120):
-    import time
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError("timed out waiting")
