@@ -19,7 +19,6 @@ from poisonguard.pipelines.cli.common import console, quiet_services, reports_er
 from poisonguard.pipelines.core.config import load_config
 from poisonguard.pipelines.core.errors import ConfigError
 from poisonguard.pipelines.core.state import state_dir
-from poisonguard.pipelines.watch.request import make_request
 
 
 @reports_errors
@@ -42,6 +41,8 @@ def watch_command(
     if verbose:
         os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
     quiet_services()
+    from poisonguard.pipelines.watch.request import make_request
+
     request = make_request(
         inbox, dataset=dataset, config=config, label=label, id_column=id_column, reference=reference, key=key, out=out
     )
@@ -118,6 +119,8 @@ def serve_command(
     inbox = inbox or load_config(config).watch.inbox
     if not inbox:
         raise ConfigError("no inbox: pass --inbox or set inbox in the [watch] section of --config")
+    from poisonguard.pipelines.watch.request import make_request
+
     request = make_request(inbox, dataset=dataset, config=config, out=out)
     # Flow runs start in subprocesses: pin the state folder they will use.
     os.environ["POISONGUARD_HOME"] = str(state_dir())

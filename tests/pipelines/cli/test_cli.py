@@ -85,6 +85,19 @@ def test_help_answers_without_importing_prefect():
     assert "HEAVY []" in result.stdout, result.stdout + result.stderr
 
 
+def test_reviewing_does_not_import_the_detectors(tiny_run):
+    # A reviewer's every command would pay scikit-learn's 2.5 s of imports.
+    code = (
+        "import sys; from poisonguard.pipelines.cli.app import app\n"
+        "try:\n    app(['review', 'list', '--limit', '3'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('sklearn', 'prefect', 'great_expectations', 'pyod') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "pending" in result.stdout, result.stdout + result.stderr
+    assert "HEAVY []" in result.stdout, result.stdout + result.stderr
+
+
 def test_verify_reports_a_missing_signature(tmp_path):
     folder = tmp_path / "unsigned"
     folder.mkdir()
