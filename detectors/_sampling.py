@@ -22,10 +22,22 @@ import numpy as np
 # Batch rows a detector's population holds, at most. A poison that teaches a
 # model anything is a share of the batch: 1 % of it is 200 rows of the sample.
 POPULATION_ROWS = 20_000
+# A neighbour search compares every batch row with every population row.
+# Past NEIGHBOUR_PAIRS / POPULATION_ROWS batch rows (100,000), the population
+# of a neighbour search shrinks as the batch grows, so the search costs
+# NEIGHBOUR_PAIRS distances, linear in the batch instead of 20,000 per row:
+# at a million rows, 2,000 rows hold a 1 % flood's 20 near-copies.
+NEIGHBOUR_PAIRS = 2_000_000_000
+MIN_NEIGHBOUR_ROWS = 2_000
 # With labels, every label keeps at least this many rows (all, if it has
 # fewer): a rare label missing from the sample would leave its rows without
 # neighbours or a class in the model.
 MIN_LABEL_ROWS = 50
+
+
+def neighbour_population_rows(n_rows: int) -> int:
+    """Population size of a neighbour search over ``n_rows`` batch rows (see ``NEIGHBOUR_PAIRS``)."""
+    return int(min(POPULATION_ROWS, max(MIN_NEIGHBOUR_ROWS, NEIGHBOUR_PAIRS // max(n_rows, 1))))
 
 
 def population_mask(n_rows: int, random_state, labels=None, max_rows: Optional[int] = None) -> np.ndarray:

@@ -39,7 +39,7 @@ import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 
 from poisonguard.detectors._crossfit import check_calibration, single_fold_p_values
-from poisonguard.detectors._sampling import population_mask
+from poisonguard.detectors._sampling import neighbour_population_rows, population_mask
 from poisonguard.detectors.base import Detector, DetectorError, DetectorTags
 from poisonguard.detectors.errors import NotEnoughData
 from poisonguard.detectors.registry import register
@@ -202,7 +202,9 @@ class DuplicateFloodDetector(Detector):
         """
         self._check_params()
         matrix, labels, ids = self._validate_reference(X, y, row_ids, self_referential=True)
-        in_population = population_mask(len(matrix), self.random_state)
+        in_population = population_mask(
+            len(matrix), self.random_state, max_rows=neighbour_population_rows(len(matrix))
+        )
         population = matrix[in_population]
         context = self.context_neighbors
         if context is None:
@@ -241,7 +243,9 @@ class DuplicateFloodDetector(Detector):
         if len(matrix) < k + 1:
             raise NotEnoughData(f"{self.name}: need at least {k + 1} batch rows, got {len(matrix)}")
         reference = self.reference_
-        in_population = population_mask(len(matrix), self.random_state)
+        in_population = population_mask(
+            len(matrix), self.random_state, max_rows=neighbour_population_rows(len(matrix))
+        )
         population = matrix[in_population]
         # r_B and r_T of batch rows and of trusted rows (neither counts itself).
         batch_to_batch = population_kth_distances(population, in_population, matrix, k)
@@ -262,7 +266,9 @@ class DuplicateFloodDetector(Detector):
         )
         rows = np.flatnonzero(flagged)
         if rows.size:
-            in_population = population_mask(len(matrix), self.random_state)
+            in_population = population_mask(
+                len(matrix), self.random_state, max_rows=neighbour_population_rows(len(matrix))
+            )
             members_of = np.flatnonzero(in_population)
             population = matrix[in_population]
             sampled = len(population) < len(matrix)

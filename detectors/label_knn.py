@@ -13,7 +13,7 @@ import pandas as pd
 from sklearn.preprocessing import LabelEncoder
 
 from poisonguard.detectors._crossfit import check_calibration, class_neighbour_distances, single_fold_p_values
-from poisonguard.detectors._sampling import population_mask
+from poisonguard.detectors._sampling import neighbour_population_rows, population_mask
 from poisonguard.detectors.base import DetectorError, DetectorTags
 from poisonguard.detectors.label_flips import _LabelDetector, _quoted
 from poisonguard.detectors.errors import NotEnoughData
@@ -122,7 +122,9 @@ class KNNLabelDetector(_LabelDetector):
         # Rows of a label the trusted rows lack are flagged anyway; they are
         # nobody's neighbours. Of a large batch, a sample is (``detectors._sampling``).
         usable = np.isin(labels, self.classes_)
-        pooled_rows = usable & population_mask(len(matrix), self.random_state, labels)
+        pooled_rows = usable & population_mask(
+            len(matrix), self.random_state, labels, max_rows=neighbour_population_rows(len(matrix))
+        )
         space = np.vstack([self.reference_, matrix[pooled_rows]])
         space_labels = np.concatenate([self.reference_labels_, labels[pooled_rows]])
         pooled = class_neighbour_distances(space, space_labels, space, self.classes_, self.k_, exclude_self=True)
@@ -145,7 +147,9 @@ class KNNLabelDetector(_LabelDetector):
         self.encoder_ = LabelEncoder().fit(labels)
         self.classes_ = self.encoder_.classes_
         # Neighbours of a large batch are searched in a sample of it (``detectors._sampling``).
-        in_population = population_mask(len(matrix), self.random_state, labels)
+        in_population = population_mask(
+            len(matrix), self.random_state, labels, max_rows=neighbour_population_rows(len(matrix))
+        )
         self._prepare(matrix[in_population], labels[in_population])
         distances = np.empty((len(matrix), len(self.classes_)))
         distances[in_population] = self._distances(matrix[in_population], exclude_self=True)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from poisonguard.detectors import _sampling
-from poisonguard.detectors._sampling import MIN_LABEL_ROWS, population_mask
+from poisonguard.detectors._sampling import MIN_LABEL_ROWS, neighbour_population_rows, population_mask
 from poisonguard.detectors.registry import get_detector
 from tests.detectors.test_backdoor import stamped, three_classes
 from tests.detectors.test_duplicates import flooded_batch, gaussian
@@ -19,6 +19,12 @@ from tests.detectors.test_duplicates import flooded_batch, gaussian
 def test_a_batch_within_the_bound_is_its_own_population():
     assert population_mask(500, 0, max_rows=500).all()
     assert population_mask(0, 0).shape == (0,)
+
+
+def test_a_neighbour_search_population_shrinks_past_100_000_rows():
+    # Whole batches up to 20,000 rows, 20,000 rows up to 100,000; then 2e9 distances in all, at least 2,000 rows.
+    sizes = [50, 20_000, 100_000, 200_000, 1_000_000, 10_000_000]
+    assert [neighbour_population_rows(n) for n in sizes] == [20_000, 20_000, 20_000, 10_000, 2_000, 2_000]
 
 
 def test_the_sample_is_seeded_and_bounded():
