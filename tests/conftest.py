@@ -9,6 +9,12 @@ os.environ["GX_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
+# One test process per core already (-n auto): a thread pool per process on
+# top (OpenMP, OpenBLAS) oversubscribes the cores, and OpenMP threads spin
+# while they wait. Set before numpy or scikit-learn load; runs started in
+# subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import shutil  # noqa: E402
 import sqlite3  # noqa: E402
