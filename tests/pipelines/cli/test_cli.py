@@ -1,4 +1,5 @@
 """The command line: exit codes, one-line errors, and nothing written on failure."""
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -73,29 +74,32 @@ def test_bad_input_gives_one_clear_line_and_creates_nothing(tiny, tmp_path):
         assert not list(tmp_path.glob(".out*")), name
 
 
-def test_help_answers_without_importing_prefect():
+def command_in_a_fresh_process(arguments: list[str], modules: tuple[str, ...]) -> tuple[str, list[str]]:
+    """What ``poisonguard ARGUMENTS`` prints in a new interpreter, and which of ``modules`` it imported."""
     code = (
         "import sys; from poisonguard.pipelines.cli.app import app\n"
-        "try:\n    app(['run', '--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('prefect', 'great_expectations', 'pyod', 'cleanlab') if m in sys.modules]\n"
-        "print('HEAVY', heavy)\n"
+        f"try:\n    app({arguments!r})\nexcept SystemExit:\n    pass\n"
+        f"print('IMPORTED', [m for m in {modules!r} if m in sys.modules])\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert "--reference" in result.stdout
-    assert "HEAVY []" in result.stdout, result.stdout + result.stderr
+    output, _, imported = result.stdout.rpartition("IMPORTED ")
+    assert imported, result.stdout + result.stderr
+    return output, ast.literal_eval(imported)
+
+
+def test_help_answers_without_importing_prefect():
+    output, imported = command_in_a_fresh_process(["run", "--help"], ("prefect", "great_expectations", "pyod", "cleanlab"))
+    assert "--reference" in output
+    assert imported == []
 
 
 def test_reviewing_does_not_import_the_detectors(tiny_run):
     # A reviewer's every command would pay scikit-learn's 2.5 s of imports.
-    code = (
-        "import sys; from poisonguard.pipelines.cli.app import app\n"
-        "try:\n    app(['review', 'list', '--limit', '3'])\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('sklearn', 'prefect', 'great_expectations', 'pyod') if m in sys.modules]\n"
-        "print('HEAVY', heavy)\n"
+    output, imported = command_in_a_fresh_process(
+        ["review", "list", "--limit", "3"], ("sklearn", "prefect", "great_expectations", "pyod")
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert "pending" in result.stdout, result.stdout + result.stderr
-    assert "HEAVY []" in result.stdout, result.stdout + result.stderr
+    assert "pending" in output
+    assert imported == []
 
 
 def test_verify_reports_a_missing_signature(tmp_path):
