@@ -24,9 +24,10 @@ import numpy as np
 POPULATION_ROWS = 20_000
 # A neighbour search compares every batch row with every population row.
 # Past NEIGHBOUR_PAIRS / POPULATION_ROWS batch rows (100,000), the population
-# of a neighbour search shrinks as the batch grows, so the search costs
-# NEIGHBOUR_PAIRS distances, linear in the batch instead of 20,000 per row:
-# at a million rows, 2,000 rows hold a 1 % flood's 20 near-copies.
+# of a neighbour search shrinks as the batch grows, so searching it costs at
+# most NEIGHBOUR_PAIRS distances instead of 20,000 per batch row (linear
+# again once MIN_NEIGHBOUR_ROWS is reached, past a million rows). At a
+# million rows, 2,000 sampled rows still hold 20 near-copies of a 1 % flood.
 NEIGHBOUR_PAIRS = 2_000_000_000
 MIN_NEIGHBOUR_ROWS = 2_000
 # With labels, every label keeps at least this many rows (all, if it has
