@@ -21,6 +21,13 @@ def to_jsonable(value: Any) -> Any:
     ``None``, timestamps and dates ISO 8601 strings, bytes hex, and anything
     else unknown its ``str``, so a stored row never fails to serialise.
     """
+    # Exact types first: the cells of a stored row are nearly all these, and
+    # a store of tens of thousands of rows converts millions of them.
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float or kind is np.float64:
+        return float(value) if math.isfinite(value) else None
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, dict):

@@ -16,3 +16,7 @@ def test_to_jsonable_handles_numpy_pandas_and_time():
                                   "ts": "2024-05-01T12:00:00+00:00", "date": "2024-05-01", "arr": [1, 2],
                                   "inf": None}
     assert json.loads(dumps(value))["ts"] == "2024-05-01T12:00:00+00:00"
+    # Plain and numpy floats take a shortcut; it keeps the same answers.
+    floats = [1.5, np.float64(2.5), float("-inf"), np.float64("nan"), np.float64(np.inf), True, 3, "x", None]
+    assert to_jsonable(floats) == [1.5, 2.5, None, None, None, True, 3, "x", None]
+    assert [type(item) for item in to_jsonable(floats)[:2]] == [float, float]
