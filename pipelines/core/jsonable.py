@@ -28,7 +28,7 @@ def to_jsonable(value: Any) -> Any:
         return value
     if kind is float or kind is np.float64:
         return float(value) if math.isfinite(value) else None
-    if value is None or isinstance(value, (bool, str)):
+    if isinstance(value, (bool, str)):  # subclasses, e.g. numpy's str_
         return value
     if isinstance(value, dict):
         return {str(key): to_jsonable(item) for key, item in value.items()}
