@@ -24,6 +24,7 @@ from poisonguard.detectors.calibration import (
     ExponentialTail,
     conformal_p_values,
     cross_conformal_p_values,
+    mondrian_groups,
 )
 from poisonguard.detectors.errors import DetectorError, NotEnoughData
 
@@ -334,6 +335,8 @@ GUARD_QUANTILES = (0.75, 0.9)
 MAX_CONTAMINATION = 0.1
 # Fewer batch rows than this say too little about a tail to guard it.
 GUARD_MIN_ROWS = 30
+# Without a reference, a label is calibrated on its own rows when it has this many.
+SELF_MONDRIAN_MIN_ROWS = GUARD_MIN_ROWS
 
 
 def batch_tail(scores) -> ExponentialTail | None:
@@ -439,7 +442,7 @@ def single_fold_p_values(calibration_scores, scores, *, self_referential: bool, 
     return guarded_p_values(calibration, folds, scores[:, None])
 
 
-def bulk_calibrated_p_values(batch_scores):
+def bulk_calibrated_p_values(batch_scores, scores=None):
     """P-values of a batch's own scores against its robust bulk, for scores from cross-fitted models.
 
     The rows below ``robust_cut`` calibrate; above their upper quartile the
@@ -450,14 +453,22 @@ def bulk_calibrated_p_values(batch_scores):
     75th-90th percentile tail (``single_fold_p_values``) flagged 2 % of clean
     hpc_data rows per detector, this one 0.4 %.
 
+    Parameters
+    ----------
+    batch_scores : array-like of float, shape (n,)
+        The scores that calibrate (a batch's, or one label's rows of it).
+    scores : array-like of float, shape (n_rows,), optional
+        The scores to give p-values; ``batch_scores`` themselves by default.
+
     Returns
     -------
-    p_values, extrapolated : numpy.ndarray, shape (n,)
+    p_values, extrapolated : numpy.ndarray, shape (n_rows,)
     """
-    scores = np.asarray(batch_scores, dtype=float)
-    bulk = scores[scores <= robust_cut(scores)]
+    batch = np.asarray(batch_scores, dtype=float)
+    scores = batch if scores is None else np.asarray(scores, dtype=float)
+    bulk = batch[batch <= robust_cut(batch)]
     p_values, extrapolated = tail_extrapolated_p_values(bulk, scores, return_extrapolated=True)
-    return np.maximum(p_values, contamination_floor(scores, scores)), extrapolated
+    return np.maximum(p_values, contamination_floor(batch, scores)), extrapolated
 
 
 def contamination_floor(batch_scores, scores) -> np.ndarray:
@@ -527,3 +538,29 @@ def class_neighbour_distances(space, space_labels, queries, classes, k: int, *, 
             found = found[keep].reshape(len(queries), wanted)
         distances[:, column] = found.mean(axis=1)
     return distances
+
+
+def label_conditional_p_values(calibrate, calibration_labels, labels, *, min_rows: int):
+    """P-values computed label by label (Mondrian conformal), pooled for labels with too few calibration rows.
+
+    Parameters
+    ----------
+    calibrate : callable ``(calibration_mask, row_mask) -> (p_values, extrapolated)``
+        P-values of the rows in ``row_mask`` against the calibration rows in
+        ``calibration_mask``.
+    calibration_labels : array-like, shape (n_calibration,)
+    labels : array-like, shape (n_rows,)
+    min_rows : int
+        A label with fewer calibration rows is judged against all of them.
+
+    Returns
+    -------
+    p_values, extrapolated : numpy.ndarray, shape (n_rows,)
+    """
+    labels = np.asarray(labels, dtype=object)
+    p_values = np.ones(len(labels))
+    extrapolated = np.zeros(len(labels), dtype=bool)
+    for same, rows in mondrian_groups(calibration_labels, labels, min_rows=min_rows):
+        p_values[rows], extrapolated[rows] = calibrate(same, rows)
+    return p_values, extrapolated
+

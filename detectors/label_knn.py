@@ -12,7 +12,14 @@ import numpy as np
 import pandas as pd
 from sklearn.preprocessing import LabelEncoder
 
-from poisonguard.detectors._crossfit import check_calibration, class_neighbour_distances, single_fold_p_values
+from poisonguard.detectors._crossfit import (
+    SELF_MONDRIAN_MIN_ROWS,
+    bulk_calibrated_p_values,
+    check_calibration,
+    class_neighbour_distances,
+    label_conditional_p_values,
+    single_fold_p_values,
+)
 from poisonguard.detectors._sampling import neighbour_population_rows, population_mask
 from poisonguard.detectors.base import DetectorError, DetectorTags
 from poisonguard.detectors.label_flips import _LabelDetector, _quoted
@@ -36,7 +43,8 @@ class KNNLabelDetector(_LabelDetector):
     folds: a trusted row's score (its neighbours other than itself) is
     computed like a batch row's, so the trusted scores calibrate the batch's
     (``single_fold_p_values``). Without a reference the neighbours are the
-    other batch rows and the batch's robust bulk calibrates.
+    other batch rows, and each label's rows are calibrated on their own
+    robust bulk, as the classifier label detectors do (``detectors.label_flips``).
 
     With ``pool_batch`` (the default), ``findings`` looks for neighbours among
     the trusted *and* the batch rows (a row is never its own neighbour), and
@@ -197,10 +205,20 @@ class KNNLabelDetector(_LabelDetector):
     def _judge(self, labels, distances, ids, population: str, calibration) -> pd.DataFrame:
         scores, known, codes, believed, own, other = self._margin(distances, labels)
         finite = np.where(np.isfinite(scores), scores, np.finfo(float).max)
-        p_values, extrapolated = single_fold_p_values(
-            calibration[np.isfinite(calibration)], finite,
-            self_referential=self.self_referential_, guard=False,
-        )
+        usable = np.isfinite(calibration)
+        if self.self_referential_:
+            # Label by label on each label's robust bulk, as the classifier
+            # label detectors do without a reference: random flips are not
+            # spread evenly (7 of 10 in one label of 65 rows), and the 75th-90th
+            # percentile tail of ``single_fold_p_values`` then runs through them.
+            p_values, extrapolated = label_conditional_p_values(
+                lambda same, rows: bulk_calibrated_p_values(calibration[same & usable], finite[rows]),
+                labels, labels, min_rows=SELF_MONDRIAN_MIN_ROWS,
+            )
+        else:
+            p_values, extrapolated = single_fold_p_values(
+                calibration[usable], finite, self_referential=False, guard=False,
+            )
         reasons = np.empty(len(labels), dtype=object)
         for row in np.flatnonzero(known):
             other_label = self.classes_[believed[row]]

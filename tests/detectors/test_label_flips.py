@@ -288,3 +288,24 @@ def test_log_odds_keeps_the_order_of_scores():
 
     values = log_odds([0.0, 0.01, 0.5, 0.99, 1.0])
     assert np.all(np.diff(values) > 0) and values[2] == 0.0 and np.isfinite(values).all()
+
+
+def hard_minority(n_rows, seed):
+    """A clean 94 / 6 % table whose features tell the labels apart only a little (like caravan)."""
+    rng = np.random.default_rng(seed)
+    minority = rng.random(n_rows) < 0.06
+    features = np.round(rng.normal(size=(n_rows, 5)) + 0.4 * minority[:, None], 3)
+    return pd.DataFrame(features, columns=[f"x{i}" for i in range(5)]), np.where(minority, "yes", "no")
+
+
+@pytest.mark.parametrize("name", ["label.trusted_model", "label.confident_learning", "label.knn"])
+def test_without_a_reference_a_clean_minority_label_is_not_flagged_as_a_whole(name):
+    features, labels = hard_minority(1000, seed=0)
+    minority = labels == "yes"
+    flagged = get_detector(name, alpha=0.05).self_findings(features, labels)["flagged"].to_numpy()
+    # Calibrated on the batch's bulk with both labels pooled, every one of the 48
+    # clean minority rows was flagged; label by label each label keeps about alpha.
+    # Bounds: alpha plus 2.5 binomial standard deviations of each label's size.
+    assert flagged[minority].mean() <= 0.05 + 2.5 * np.sqrt(0.05 * 0.95 / minority.sum())
+    assert flagged[~minority].mean() <= 0.05 + 2.5 * np.sqrt(0.05 * 0.95 / (~minority).sum())
+    assert flagged.mean() >= 0.005  # calibrated, not silent
