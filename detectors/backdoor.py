@@ -56,7 +56,7 @@ from scipy.stats import binom
 
 from poisonguard.detectors._crossfit import check_calibration, single_fold_p_values
 from poisonguard.detectors._sampling import population_mask
-from poisonguard.detectors.base import Detector, DetectorError, DetectorTags
+from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorError, DetectorTags
 from poisonguard.detectors.errors import NotEnoughData
 from poisonguard.detectors.registry import register
 
@@ -396,10 +396,11 @@ class BackdoorTriggerDetector(Detector):
 
     def _findings(self, labels, evidence, scores, p_values, extrapolated, row_ids) -> pd.DataFrame:
         population = "rows of the batch" if self.self_referential_ else "trusted rows"
-        p_texts = self._p_value_texts(p_values, extrapolated)
-        reasons = np.array(
-            [f"feature values spread within its label as in {population} ({text})" for text in p_texts], dtype=object
-        )
+        explained = self._explained(p_values)
+        p_texts = self._p_value_texts(p_values, extrapolated, explained)
+        reasons = np.full(len(p_values), NOT_EXPLAINED, dtype=object)
+        for row in np.flatnonzero(explained):
+            reasons[row] = f"feature values spread within its label as in {population} ({p_texts[row]})"
         best, best_counts = evidence
         for row in np.flatnonzero(self._flagged(p_values)):
             features = best[row][best[row] >= 0]

@@ -45,6 +45,8 @@ from poisonguard.detectors.errors import DetectorError
 from poisonguard.detectors.validation import feature_matrix, label_array, row_id_array
 
 FINDING_COLUMNS = ["row_id", "check", "score", "p_value", "flagged", "reason"]
+# The reason of a row left unexplained (see ``Detector.set_reasons``).
+NOT_EXPLAINED = ""
 # Characters of one reason sentence, at most.
 MAX_REASON_LENGTH = 1000
 
@@ -116,8 +118,10 @@ def _capped(reasons) -> np.ndarray:
     longest.
     """
     texts = np.empty(len(reasons), dtype=object)
-    for row, reason in enumerate(reasons):
-        text = str(reason)
+    texts[:] = reasons
+    # Rows left unexplained share one empty text (``Detector.set_reasons``).
+    for row in np.flatnonzero(texts != NOT_EXPLAINED):
+        text = str(texts[row])
         if len(text) > MAX_REASON_LENGTH:
             text = text[: MAX_REASON_LENGTH - 30] + f"…(+{len(text) - MAX_REASON_LENGTH + 30} characters)"
         texts[row] = text
@@ -321,9 +325,52 @@ class Detector(BaseEstimator):
         matrix, labels, ids, _ = self._validate_batch(X, y, row_ids, feature_names=list(self.feature_names_in_))
         return matrix, labels, ids
 
-    def _p_value_texts(self, p_values, extrapolated) -> list[str]:
-        """``p=...`` for each row, naming what an extrapolated p-value went beyond."""
-        return p_value_texts(p_values, extrapolated, self_referential=self.self_referential_)
+    def _p_value_texts(self, p_values, extrapolated, explained=None) -> np.ndarray:
+        """``p=...`` for each row, naming what an extrapolated p-value went beyond.
+
+        Only the ``explained`` rows (all by default) get a text; the others
+        ``NOT_EXPLAINED``. An object array, shape (n_rows,).
+        """
+        texts = np.full(len(p_values), NOT_EXPLAINED, dtype=object)
+        rows = np.arange(len(p_values)) if explained is None else np.flatnonzero(explained)
+        texts[rows] = p_value_texts(
+            np.asarray(p_values, dtype=float)[rows], np.asarray(extrapolated, dtype=bool)[rows],
+            self_referential=self.self_referential_,
+        )
+        return texts
+
+    def set_reasons(self, *, p_value_at_most: float = 1.0):
+        """Write reason sentences only for the rows a decision can act on.
+
+        A reason is a sentence per row, and a million rows of sentences is
+        gigabytes that nobody reads: a pipeline quarantines a row only when
+        a detector flags it or its p-value is at most the run's level. Rows
+        flagged here or with a p-value at most ``p_value_at_most`` get their
+        sentence; the others get ``NOT_EXPLAINED`` (their score and p-value
+        are still there). Like scikit-learn's ``set_output``, this configures
+        the output, not the model: it is no parameter and changes no score.
+
+        Parameters
+        ----------
+        p_value_at_most : float
+            1.0 (the default) explains every row.
+
+        Returns
+        -------
+        self
+        """
+        self._reasons_p_value_at_most = float(p_value_at_most)
+        return self
+
+    def _explained(self, p_values, extra_flags=None) -> np.ndarray:
+        """Which rows get a reason sentence (``set_reasons``), shape (n_rows,) of bool."""
+        flagged = self._flagged(p_values, extra_flags)
+        bound = getattr(self, "_reasons_p_value_at_most", 1.0)
+        if bound >= 1.0:
+            return np.ones(len(flagged), dtype=bool)
+        if p_values is None:
+            return flagged
+        return flagged | (np.asarray(p_values, dtype=float) <= bound)
 
     def _flagged(self, p_values, extra_flags=None) -> np.ndarray:
         """The decision: ``p_value <= alpha``, or an extra flag.

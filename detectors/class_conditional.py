@@ -24,7 +24,7 @@ from poisonguard.detectors._crossfit import (
     tail_extrapolated_p_values,
 )
 from poisonguard.detectors.calibration import mondrian_groups
-from poisonguard.detectors.base import Detector, DetectorTags
+from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorTags
 from poisonguard.detectors.outliers import MAX_NAMED_FEATURES
 from poisonguard.detectors.registry import register
 
@@ -315,8 +315,11 @@ class ClassConditionalOutlierDetector(Detector):
         known = np.isin(labels, self.classes_)
         flagged = self._flagged(p_values, extra_flags=~known)
         population = "rows of the batch" if self.self_referential_ else "trusted rows"
-        texts = self._p_value_texts(p_values, extrapolated)
-        reasons = np.array([f"typical of {population} with its label ({text})" for text in texts], dtype=object)
+        explained = self._explained(p_values, extra_flags=~known)
+        texts = self._p_value_texts(p_values, extrapolated, explained)
+        reasons = np.full(len(labels), NOT_EXPLAINED, dtype=object)
+        for row in np.flatnonzero(explained):
+            reasons[row] = f"typical of {population} with its label ({texts[row]})"
         distances = profile_distances(profile, matrix)
         # Whose medians and scales the distances are measured in.
         measured_on = "trusted and batch rows" if self.pool_batch and not self.self_referential_ else population

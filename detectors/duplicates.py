@@ -40,7 +40,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from poisonguard.detectors._crossfit import check_calibration, single_fold_p_values
 from poisonguard.detectors._sampling import neighbour_population_rows, population_mask
-from poisonguard.detectors.base import Detector, DetectorError, DetectorTags
+from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorError, DetectorTags
 from poisonguard.detectors.errors import NotEnoughData
 from poisonguard.detectors.registry import register
 
@@ -260,10 +260,11 @@ class DuplicateFloodDetector(Detector):
     def _findings(self, matrix, labels, scores, p_values, extrapolated, row_ids) -> pd.DataFrame:
         flagged = self._flagged(p_values)
         population_name = "the rest of the batch" if self.self_referential_ else "trusted rows"
-        p_texts = self._p_value_texts(p_values, extrapolated)
-        reasons = np.array(
-            [f"batch density here is as expected from {population_name} ({text})" for text in p_texts], dtype=object
-        )
+        explained = self._explained(p_values)
+        p_texts = self._p_value_texts(p_values, extrapolated, explained)
+        reasons = np.full(len(p_values), NOT_EXPLAINED, dtype=object)
+        for row in np.flatnonzero(explained):
+            reasons[row] = f"batch density here is as expected from {population_name} ({p_texts[row]})"
         rows = np.flatnonzero(flagged)
         if rows.size:
             in_population = population_mask(

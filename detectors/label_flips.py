@@ -90,7 +90,7 @@ from poisonguard.detectors._crossfit import (
     sampled_cross_fitted_probabilities,
 )
 from poisonguard.detectors._sampling import population_mask
-from poisonguard.detectors.base import Detector, DetectorError, DetectorTags
+from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorError, DetectorTags
 from poisonguard.detectors.calibration import (
     TAIL_MIN_ROWS,
     cross_conformal_p_values,
@@ -128,10 +128,12 @@ def _quoted(label) -> str:
     return f"'{label}'"
 
 
-def _describe_labels(labels, codes, probabilities, classes, source: str) -> list[str]:
-    """One sentence per row, e.g. ``"label 'A' gets probability 0.02 from
-    <source>, which predicts 'B' (0.97)"`` (the prediction only when it
-    differs from the label)."""
+def _describe_labels(labels, codes, probabilities, classes, source: str, rows=None) -> list[str]:
+    """One sentence per row (of ``rows``, an index or mask; all by default),
+    e.g. ``"label 'A' gets probability 0.02 from <source>, which predicts 'B'
+    (0.97)"`` (the prediction only when it differs from the label)."""
+    if rows is not None:
+        labels, codes, probabilities = np.asarray(labels)[rows], np.asarray(codes)[rows], probabilities[rows]
     predicted = probabilities.argmax(axis=1)
     sentences = []
     for row, (label, code) in enumerate(zip(labels, codes)):
@@ -177,13 +179,16 @@ class _LabelDetector(Detector):
         self.classes_ = self.encoder_.classes_
         return matrix, labels, self.encoder_.transform(labels)
 
-    def _trusted_findings(self, labels, known, scores, p_values, extrapolated, reasons, row_ids) -> pd.DataFrame:
-        reasons = np.asarray(reasons, dtype=object)
+    def _trusted_findings(self, labels, known, scores, p_values, extrapolated, describe, row_ids) -> pd.DataFrame:
+        """The findings table; ``describe(rows)`` gives the sentences of those rows (all with a known label)."""
+        explained = self._explained(p_values, extra_flags=~known)
+        reasons = np.full(len(labels), NOT_EXPLAINED, dtype=object)
         for row in np.flatnonzero(~known):
             reasons[row] = _unseen_label_reason(labels[row])
-        p_texts = self._p_value_texts(p_values, extrapolated)
-        for row in np.flatnonzero(known):
-            reasons[row] = f"{reasons[row]}; {p_texts[row]}"
+        p_texts = self._p_value_texts(p_values, extrapolated, explained)
+        rows = np.flatnonzero(known & explained)
+        for row, sentence in zip(rows, describe(rows)):
+            reasons[row] = f"{sentence}; {p_texts[row]}"
         # A label no trusted row has cannot be scored: flagged whatever its p-value.
         return self._judged(scores, p_values, reasons, row_ids, extra_flags=~known)
 
@@ -210,11 +215,10 @@ class _LabelDetector(Detector):
         lone = np.isin(labels, values[counts == 1])
         scores = np.ones(len(matrix))
         flagged = lone.copy()
-        reasons = np.array(
-            [f"label {_quoted(label)} occurs on no other row of the batch and there is no "
-             "trusted reference to check it against" for label in labels],
-            dtype=object,
-        )
+        reasons = np.full(len(matrix), NOT_EXPLAINED, dtype=object)
+        for row in np.flatnonzero(lone):
+            reasons[row] = (f"label {_quoted(labels[row])} occurs on no other row of the batch and there is no "
+                            "trusted reference to check it against")
         kept = np.flatnonzero(~lone)
         encoder = LabelEncoder().fit(labels[kept])
         codes = encoder.transform(labels[kept])
@@ -240,9 +244,10 @@ class _LabelDetector(Detector):
         )
         issues = find_label_issues(codes, probabilities, n_jobs=1)
         source = "models cross-fitted on the rest of the batch (no trusted reference)"
-        described = _describe_labels(labels[kept], codes, probabilities, encoder.classes_, source)
-        p_texts = p_value_texts(p_values[kept], extrapolated[kept], self_referential=True)
-        for row, sentence, issue, p_text in zip(kept, described, issues, p_texts):
+        explained = self._explained(p_values, extra_flags=flagged)[kept]
+        described = _describe_labels(labels[kept], codes, probabilities, encoder.classes_, source, explained)
+        p_texts = p_value_texts(p_values[kept][explained], extrapolated[kept][explained], self_referential=True)
+        for row, sentence, issue, p_text in zip(kept[explained], described, issues[explained], p_texts):
             # cleanlab's verdict is evidence for the reviewer; its mask is not alpha-controlled.
             reasons[row] = f"{sentence}; {p_text}" + ("; confident learning marks it a label issue" if issue else "")
         return self._judged(scores, p_values, reasons, ids, extra_flags=flagged)
@@ -350,11 +355,13 @@ class TrustedModelLabelDetector(_LabelDetector):
         p_values, extrapolated = cross_conformal_p_values(
             log_odds(self.calibration_scores_), self.calibration_folds_, log_odds(per_fold), return_extrapolated=True
         )
-        reasons = np.empty(len(labels), dtype=object)
-        reasons[known] = _describe_labels(
-            labels[known], codes, probabilities, self.classes_, "a model trained on trusted rows"
-        )
-        return self._trusted_findings(labels, known, scores, p_values, extrapolated, reasons, ids)
+        position = np.cumsum(known) - 1  # a known row's place among the known rows
+
+        def describe(rows):
+            return _describe_labels(labels[rows], codes[position[rows]], probabilities[position[rows]],
+                                    self.classes_, "a model trained on trusted rows")
+
+        return self._trusted_findings(labels, known, scores, p_values, extrapolated, describe, ids)
 
     def _scores(self, matrix, labels):
         known = np.isin(labels, self.classes_)
@@ -456,13 +463,17 @@ class ConfidentLearningLabelDetector(_LabelDetector):
         )
         flagged = self._flagged(p_values)
         source = "models cross-fitted on trusted and batch rows"
-        described = _describe_labels(labels[known], pooled["codes"], pooled["probabilities"], self.classes_, source)
-        reasons = np.empty(len(labels), dtype=object)
-        for row, sentence, issue in zip(np.flatnonzero(known), described, pooled["issues"]):
+        position = np.cumsum(known) - 1  # a known row's place among the known rows
+
+        def describe(rows):
+            described = _describe_labels(labels[rows], pooled["codes"][position[rows]],
+                                         pooled["probabilities"][position[rows]], self.classes_, source)
             # cleanlab's own verdict is evidence for the reviewer, not the decision.
-            also = "; cleanlab's confident learning also flags it" if issue and flagged[row] else ""
-            reasons[row] = sentence + also
-        return self._trusted_findings(labels, known, scores, p_values, extrapolated, reasons, ids)
+            return [sentence + ("; cleanlab's confident learning also flags it"
+                                if pooled["issues"][position[row]] and flagged[row] else "")
+                    for row, sentence in zip(rows, described)]
+
+        return self._trusted_findings(labels, known, scores, p_values, extrapolated, describe, ids)
 
     def _pooled(self, matrix, labels) -> dict:
         # Batch rows with labels the trusted rows never show are left out of

@@ -21,7 +21,7 @@ from poisonguard.detectors._crossfit import (
     single_fold_p_values,
 )
 from poisonguard.detectors._sampling import neighbour_population_rows, population_mask
-from poisonguard.detectors.base import DetectorError, DetectorTags
+from poisonguard.detectors.base import NOT_EXPLAINED, DetectorError, DetectorTags
 from poisonguard.detectors.label_flips import _LabelDetector, _quoted
 from poisonguard.detectors.errors import NotEnoughData
 from poisonguard.detectors.registry import register
@@ -219,25 +219,31 @@ class KNNLabelDetector(_LabelDetector):
             p_values, extrapolated = single_fold_p_values(
                 calibration[usable], finite, self_referential=False, guard=False,
             )
-        reasons = np.empty(len(labels), dtype=object)
-        for row in np.flatnonzero(known):
-            other_label = self.classes_[believed[row]]
-            if scores[row] > 0:
-                reasons[row] = (
-                    f"label {_quoted(labels[row])} is farther from its {self.k_} nearest {population} labelled "
-                    f"{_quoted(labels[row])} (mean distance {own[row]:.2g}) than from those labelled "
-                    f"{_quoted(other_label)} ({other[row]:.2g}): its neighbours say {_quoted(other_label)}"
-                )
-            else:
-                reasons[row] = (
-                    f"label {_quoted(labels[row])} agrees with its {self.k_} nearest {population} "
-                    f"(mean distance {own[row]:.2g}; nearest other label {_quoted(other_label)} at {other[row]:.2g})"
-                )
+
+        def describe(rows):
+            sentences = []
+            for row in rows:
+                other_label = self.classes_[believed[row]]
+                if scores[row] > 0:
+                    sentences.append(
+                        f"label {_quoted(labels[row])} is farther from its {self.k_} nearest {population} labelled "
+                        f"{_quoted(labels[row])} (mean distance {own[row]:.2g}) than from those labelled "
+                        f"{_quoted(other_label)} ({other[row]:.2g}): its neighbours say {_quoted(other_label)}"
+                    )
+                else:
+                    sentences.append(
+                        f"label {_quoted(labels[row])} agrees with its {self.k_} nearest {population} (mean "
+                        f"distance {own[row]:.2g}; nearest other label {_quoted(other_label)} at {other[row]:.2g})"
+                    )
+            return sentences
+
         if self.self_referential_:
             # Every label is the batch's own here (all known).
-            reasons[~known] = ""
-            p_texts = self._p_value_texts(p_values, extrapolated)
-            for row in np.flatnonzero(known):
-                reasons[row] = f"{reasons[row]}; {p_texts[row]}"
+            explained = self._explained(p_values) & known
+            p_texts = self._p_value_texts(p_values, extrapolated, explained)
+            reasons = np.full(len(labels), NOT_EXPLAINED, dtype=object)
+            rows = np.flatnonzero(explained)
+            for row, sentence in zip(rows, describe(rows)):
+                reasons[row] = f"{sentence}; {p_texts[row]}"
             return self._judged(scores, p_values, reasons, ids)
-        return self._trusted_findings(labels, known, scores, p_values, extrapolated, reasons, ids)
+        return self._trusted_findings(labels, known, scores, p_values, extrapolated, describe, ids)

@@ -53,7 +53,7 @@ from poisonguard.detectors._crossfit import (
     robust_cut,
     tail_extrapolated_p_values,
 )
-from poisonguard.detectors.base import Detector, DetectorTags
+from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorTags
 from poisonguard.detectors.calibration import peaks_over_threshold
 from poisonguard.detectors.registry import register
 
@@ -271,8 +271,11 @@ class _CrossFittedOutlierDetector(Detector):
 
     def _findings(self, matrix, scores, p_values, extrapolated, row_ids) -> pd.DataFrame:
         bulk = "the bulk of this batch" if self.self_referential_ else "the trusted distribution"
-        p_texts = self._p_value_texts(p_values, extrapolated)
-        reasons = np.array([f"within {bulk} ({text})" for text in p_texts], dtype=object)
+        explained = self._explained(p_values)
+        p_texts = self._p_value_texts(p_values, extrapolated, explained)
+        reasons = np.full(len(p_values), NOT_EXPLAINED, dtype=object)
+        for row in np.flatnonzero(explained):
+            reasons[row] = f"within {bulk} ({p_texts[row]})"
         for row in np.flatnonzero(self._flagged(p_values)):
             reasons[row] = self._flagged_reason(matrix[row], p_texts[row])
         return self._judged(scores, p_values, reasons, row_ids)

@@ -142,7 +142,9 @@ def run_detector(name: str, features: FeatureMatrices, settings: RunSettings) ->
     started = time.perf_counter()
     detection = settings.config.detection
     params = {"alpha": detection.detector_alpha, "random_state": detection.random_state, **detection.params.get(name, {})}
-    detector = get_detector(name, **params)
+    # Only a row flagged here or with p at most the rate can be quarantined
+    # (``decision.apply_decision_rule``): the others need no sentence.
+    detector = get_detector(name, **params).set_reasons(p_value_at_most=detection.max_false_positive_rate)
     # A detector that reads every row's label is not given the rows without
     # one, unless it judges an empty label like any other (its tags say so).
     tags = detector.tags

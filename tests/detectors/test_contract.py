@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from sklearn.utils import get_tags
 
-from poisonguard.detectors.base import FINDING_COLUMNS, Detector, DetectorError, DetectorTags
+from poisonguard.detectors.base import FINDING_COLUMNS, NOT_EXPLAINED, Detector, DetectorError, DetectorTags
 from poisonguard.detectors.registry import detector_parameters, get_detector, register, registered_detectors
 
 DETECTORS = registered_detectors()
@@ -154,6 +154,25 @@ def test_flagged_rows_exactly(judged):
 def test_results_are_deterministic(judged):
     name, mode, table = judged
     pd.testing.assert_frame_equal(judge(name, mode), table, check_exact=True)
+
+
+def test_set_reasons_leaves_only_rows_above_the_bound_unexplained(judged):
+    name, mode, table = judged
+    bound = 0.2
+    detector = DETECTORS[name]().set_reasons(p_value_at_most=bound)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if mode == "findings":
+            brief = detector.fit(TRUSTED, TRUSTED_LABELS).findings(BATCH, BATCH_LABELS, ROW_IDS)
+        else:
+            brief = detector.self_findings(BATCH, BATCH_LABELS, ROW_IDS)
+    # Scores, p-values and flags do not depend on which rows are explained.
+    same = ["row_id", "check", "score", "p_value", "flagged"]
+    pd.testing.assert_frame_equal(brief[same], table[same], check_exact=True)
+    explained = (brief["p_value"] <= bound) | brief["flagged"]
+    assert (brief.loc[explained, "reason"] == table.loc[explained, "reason"]).all()
+    assert (brief.loc[~explained, "reason"] == NOT_EXPLAINED).all()
+    assert 0 < int((~explained).sum()) < len(brief), "the data should leave some rows on either side of the bound"
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -1,0 +1,49 @@
+"""What ``publish`` derives from a decision: the run summary's most suspicious rows."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from poisonguard.detectors.base import make_findings
+from poisonguard.pipelines.core.decision import Decision
+from poisonguard.pipelines.outputs.publish import top_quarantined
+
+
+def decision_of(findings: pd.DataFrame) -> Decision:
+    ids = list(dict.fromkeys(findings["row_id"]))
+    return Decision(quarantined_ids=ids, kept_ids=[], flagged=findings, per_check=pd.DataFrame(), notes=[])
+
+
+def findings(rows) -> pd.DataFrame:
+    """``rows``: (row_id, check, p_value, reason) tuples."""
+    row_ids, checks, p_values, reasons = zip(*rows)
+    frames = [
+        make_findings(row_ids=[r], check=c, scores=[1.0], flagged=[True], reasons=[why], p_values=[p])
+        for r, c, p, why in zip(row_ids, checks, p_values, reasons)
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_most_findings_first_then_hard_rules_then_smallest_p_value_then_first_seen():
+    table = findings([
+        ("a", "outlier.ecod", 0.01, "a far"),
+        ("b", "outlier.ecod", 0.001, "b far"),
+        ("c", "label.knn", 0.02, "c flipped"),
+        ("c", "outlier.ecod", 0.03, "c far"),
+        ("c", "label.knn", 0.01, "c again"),
+        ("d", "expectation.parsable_type", np.nan, "d broken"),
+        ("e", "outlier.ecod", 0.001, "e far"),
+        ("f", "duplicates.flood", 0.005, "f copy"),
+        ("f", "expectation.parsable_type", np.nan, "f broken"),
+    ])
+    top = top_quarantined(decision_of(table))
+    assert [row["row_id"] for row in top] == ["c", "f", "d", "b", "e", "a"]
+    c, f, d = top[0], top[1], top[2]
+    assert c == {"row_id": "c", "checks": "label.knn, outlier.ecod", "smallest_p_value": 0.01, "reason": "c flipped"}
+    assert f["smallest_p_value"] == 0.005 and f["checks"] == "duplicates.flood, expectation.parsable_type"
+    assert d["smallest_p_value"] is None and d["reason"] == "d broken"
+    assert [row["row_id"] for row in top_quarantined(decision_of(table), limit=2)] == ["c", "f"]
+
+
+def test_nothing_flagged_lists_nothing():
+    assert top_quarantined(decision_of(findings([("a", "x", 0.1, "r")]).iloc[:0])) == []
