@@ -442,7 +442,7 @@ def single_fold_p_values(calibration_scores, scores, *, self_referential: bool, 
     return guarded_p_values(calibration, folds, scores[:, None])
 
 
-def bulk_calibrated_p_values(batch_scores, scores=None):
+def bulk_calibrated_p_values(batch_scores, scores=None, *, contamination: float = MAX_CONTAMINATION):
     """P-values of a batch's own scores against its robust bulk, for scores from cross-fitted models.
 
     The rows below ``robust_cut`` calibrate; above their upper quartile the
@@ -459,6 +459,8 @@ def bulk_calibrated_p_values(batch_scores, scores=None):
         The scores that calibrate (a batch's, or one label's rows of it).
     scores : array-like of float, shape (n_rows,), optional
         The scores to give p-values; ``batch_scores`` themselves by default.
+    contamination : float
+        The share of ``batch_scores`` that may be poisoned (``contamination_floor``).
 
     Returns
     -------
@@ -468,10 +470,26 @@ def bulk_calibrated_p_values(batch_scores, scores=None):
     scores = batch if scores is None else np.asarray(scores, dtype=float)
     bulk = batch[batch <= robust_cut(batch)]
     p_values, extrapolated = tail_extrapolated_p_values(bulk, scores, return_extrapolated=True)
-    return np.maximum(p_values, contamination_floor(batch, scores)), extrapolated
+    return np.maximum(p_values, contamination_floor(batch, scores, contamination)), extrapolated
 
 
-def contamination_floor(batch_scores, scores) -> np.ndarray:
+def label_contamination(rows) -> float:
+    """The share of one label's rows that may be poisoned when ``MAX_CONTAMINATION`` of the batch may.
+
+    All of the batch's poison can sit in one label (targeted flips do), so a
+    label holding a share ``q`` of the batch may be ``MAX_CONTAMINATION / q``
+    poisoned; capped at a half, beyond which a label's median is no longer
+    its clean rows'.
+
+    Parameters
+    ----------
+    rows : numpy.ndarray of bool, shape (n,)
+        The label's rows among the batch's.
+    """
+    return min(0.5, MAX_CONTAMINATION * len(rows) / max(int(np.sum(rows)), 1))
+
+
+def contamination_floor(batch_scores, scores, contamination: float = MAX_CONTAMINATION) -> np.ndarray:
     """The smallest tail p-value a clean row can have, whatever the poison in the batch.
 
     If at most ``MAX_CONTAMINATION`` (``eps``) of a batch is poisoned and a
@@ -488,6 +506,8 @@ def contamination_floor(batch_scores, scores) -> np.ndarray:
     batch_scores : array-like of float, shape (n,)
         Every row's score, poisoned ones included.
     scores : array-like of float, shape (n_rows,)
+    contamination : float
+        ``eps``, the share of ``batch_scores`` that may be poisoned.
 
     Returns
     -------
@@ -495,7 +515,7 @@ def contamination_floor(batch_scores, scores) -> np.ndarray:
     """
     ordered = np.sort(np.asarray(batch_scores, dtype=float))
     at_least = (len(ordered) - np.searchsorted(ordered, np.asarray(scores, dtype=float), side="left")) / (len(ordered) + 1.0)
-    return np.clip((at_least - MAX_CONTAMINATION) / (1.0 - MAX_CONTAMINATION), 0.0, 1.0)
+    return np.clip((at_least - contamination) / (1.0 - contamination), 0.0, 1.0)
 
 
 def class_neighbour_distances(space, space_labels, queries, classes, k: int, *, exclude_self: bool) -> np.ndarray:

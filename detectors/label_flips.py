@@ -87,6 +87,7 @@ from poisonguard.detectors._crossfit import (
     fold_scores,
     fold_splits,
     label_conditional_p_values,
+    label_contamination,
     sampled_cross_fitted_probabilities,
 )
 from poisonguard.detectors._sampling import population_mask
@@ -239,7 +240,8 @@ class _LabelDetector(Detector):
         # become that label's own bulk (see the module docstring).
         logged = log_odds(scores[kept])
         p_values[kept], extrapolated[kept] = label_conditional_p_values(
-            lambda same, rows: bulk_calibrated_p_values(logged[same], logged[rows]),
+            lambda same, rows: bulk_calibrated_p_values(
+                logged[same], logged[rows], contamination=label_contamination(same)),
             labels[kept], labels[kept], min_rows=SELF_MONDRIAN_MIN_ROWS,
         )
         issues = find_label_issues(codes, probabilities, n_jobs=1)

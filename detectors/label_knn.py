@@ -18,6 +18,7 @@ from poisonguard.detectors._crossfit import (
     check_calibration,
     class_neighbour_distances,
     label_conditional_p_values,
+    label_contamination,
     single_fold_p_values,
 )
 from poisonguard.detectors._sampling import neighbour_population_rows, population_mask
@@ -212,7 +213,8 @@ class KNNLabelDetector(_LabelDetector):
             # spread evenly (7 of 10 in one label of 65 rows), and the 75th-90th
             # percentile tail of ``single_fold_p_values`` then runs through them.
             p_values, extrapolated = label_conditional_p_values(
-                lambda same, rows: bulk_calibrated_p_values(calibration[same & usable], finite[rows]),
+                lambda same, rows: bulk_calibrated_p_values(
+                    calibration[same & usable], finite[rows], contamination=label_contamination(same)),
                 labels, labels, min_rows=SELF_MONDRIAN_MIN_ROWS,
             )
         else:
