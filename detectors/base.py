@@ -348,7 +348,8 @@ class Detector(BaseEstimator):
         flagged here or with a p-value at most ``p_value_at_most`` get their
         sentence; the others get ``NOT_EXPLAINED`` (their score and p-value
         are still there). Like scikit-learn's ``set_output``, this configures
-        the output, not the model: it is no parameter and changes no score.
+        the output, not the model: it is no parameter, changes no score, and
+        ``sklearn.base.clone`` does not copy it.
 
         Parameters
         ----------
