@@ -20,10 +20,11 @@ from poisonguard.detectors._crossfit import (
     fold_scores,
     fold_splits,
     guarded_p_values,
+    label_conditional_p_values,
     single_fold_p_values,
     tail_extrapolated_p_values,
 )
-from poisonguard.detectors.calibration import mondrian_groups
+from poisonguard.detectors.calibration import MONDRIAN_MIN_ROWS
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorTags
 from poisonguard.detectors.outliers import MAX_NAMED_FEATURES
 from poisonguard.detectors.registry import register
@@ -244,10 +245,11 @@ class ClassConditionalOutlierDetector(Detector):
         # small label's profile is rougher, so all its rows sit farther from it;
         # pooled, a 10 % label lost 7 % of the batch's clean rows. (Median and
         # quartile alone are too coarse for these tied, discrete distances.)
-        for same, rows in mondrian_groups(labels[~lone], labels[~lone]):
-            p_values[np.flatnonzero(~lone)[rows]], extrapolated[np.flatnonzero(~lone)[rows]] = single_fold_p_values(
-                logged[same], logged[rows], self_referential=True
-            )
+        kept = np.flatnonzero(~lone)
+        p_values[kept], extrapolated[kept] = label_conditional_p_values(
+            lambda same, rows: single_fold_p_values(logged[same], logged[rows], self_referential=True),
+            labels[~lone], labels[~lone], min_rows=MONDRIAN_MIN_ROWS,
+        )
         return self._findings(matrix, labels, scores, p_values, extrapolated, ids, self.profile_)
 
     def _cross_fit(self, matrix, labels, extra=None):
