@@ -46,7 +46,7 @@ PLANTED = set(FAR + FLIPPED + COPIES + UNSEEN)
 EXPECTED_FLAGGED = {
     # name: {mode: (planted rows flagged, clean rows flagged)}
     "backdoor.trigger": {"findings": (COPIES, [70]), "self_findings": (COPIES, [])},
-    "duplicates.flood": {"findings": (COPIES, [22, 30, 47, 70]), "self_findings": (COPIES, [])},
+    "duplicates.flood": {"findings": (COPIES, [30]), "self_findings": (COPIES, [30])},
     # Without a reference the classifier label detectors calibrate on the batch's robust
     # bulk, not with cleanlab's mask (which flagged clean row 38).
     "label.confident_learning": {"findings": ([1, 2, 3, 6, 13], []), "self_findings": ([1, 2, 3, 13], [])},

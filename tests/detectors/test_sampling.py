@@ -54,8 +54,10 @@ def test_a_labelled_sample_keeps_every_label_in_proportion(counts, max_rows, see
 
 
 def flood_case():
-    batch, labels = flooded_batch(n_clean=3_000, copies=90, seed=1)
-    poisoned = np.arange(3_000, 3_090)
+    # A clump is counted in the sample, which must hold n_neighbors (5) copies
+    # of it: a 400-row sample of this batch holds about 10 of each 80.
+    batch, labels = flooded_batch(n_clean=3_000, copies=240, seed=1)
+    poisoned = np.arange(3_000, 3_240)
     return get_detector("duplicates.flood", alpha=0.01).fit(gaussian(500, seed=0)), batch, labels, poisoned
 
 
@@ -80,7 +82,7 @@ def flip_case(name):
 # poison, at the same calibrated rate of clean rows (alpha 0.01 of about
 # 2,950 clean rows is about 30).
 CASES = {
-    "duplicates.flood": (flood_case, (90, 39), (88, 25)),  # clean: the 3 copied rows too
+    "duplicates.flood": (flood_case, (240, 22), (240, 29)),  # clean: the 3 copied rows too
     "backdoor.trigger": (trigger_case, (60, 24), (60, 29)),
     # Flips between overlapping classes: few are plain to any label check.
     "label.knn": (flip_case("label.knn"), (6, 42), (6, 31)),
