@@ -339,12 +339,20 @@ GUARD_MIN_ROWS = 30
 SELF_MONDRIAN_MIN_ROWS = GUARD_MIN_ROWS
 
 
-def batch_tail(scores) -> ExponentialTail | None:
+def batch_tail(scores, *, at_least_from_median: bool = False) -> ExponentialTail | None:
     """Exponential tail through the 75th and 90th percentiles of ``scores``.
 
     ``P(score >= s) = 0.1 * exp(-(s - q90) / scale)`` above ``q90``, with
     ``scale = (q90 - q75) / log(2.5)``, so that it also passes ``P = 0.25``
     at ``q75``. None when ``q90 <= q75``.
+
+    With ``at_least_from_median``, the scale is at least that of the
+    exponential through the median and ``q90``, ``(q90 - q50) / log(5)``.
+    Scores over coarse, repeated values (shared exact values, natural
+    duplicates) bunch up below ``q90`` and then run on: their 75th-90th
+    percentile spacing is far narrower than the tail beyond. Without a
+    reference nothing above ``q90`` can be read (a poisoned tenth may sit
+    there), so the wider of the two spacings is the assumption that holds.
     """
     values = np.asarray(scores, dtype=float).ravel()
     values = values[np.isfinite(values)]
@@ -354,9 +362,10 @@ def batch_tail(scores) -> ExponentialTail | None:
     if upper <= lower:
         return None
     low_share, high_share = 1.0 - GUARD_QUANTILES[0], 1.0 - GUARD_QUANTILES[1]
-    return ExponentialTail(
-        threshold=float(upper), probability=high_share, scale=float(upper - lower) / np.log(low_share / high_share),
-    )
+    scale = float(upper - lower) / np.log(low_share / high_share)
+    if at_least_from_median:
+        scale = max(scale, float(upper - np.median(values)) / np.log(0.5 / high_share))
+    return ExponentialTail(threshold=float(upper), probability=high_share, scale=scale)
 
 
 def guarded_p_values(calibration_scores, calibration_folds, fold_scores):
@@ -406,7 +415,8 @@ def single_fold_p_values(calibration_scores, scores, *, self_referential: bool, 
     ``guarded_p_values``; without one (``self_referential``),
     ``calibration_scores`` are the batch's own scores: conformal counts
     against those below ``robust_cut`` up to the batch's 90th percentile, and
-    the exponential tail of ``batch_tail`` above it.
+    the exponential tail of ``batch_tail`` above it, never narrower than
+    the one from the median (``at_least_from_median``).
 
     Parameters
     ----------
@@ -426,13 +436,14 @@ def single_fold_p_values(calibration_scores, scores, *, self_referential: bool, 
     scores = np.asarray(scores, dtype=float)
     if self_referential:
         bulk = calibration[calibration <= robust_cut(calibration)]
-        tail = batch_tail(calibration)
+        tail = batch_tail(calibration, at_least_from_median=True)
         if tail is None:
             p_values, upper = tail_extrapolated_p_values(bulk, scores, return_extrapolated=True)
             return np.maximum(p_values, contamination_floor(calibration, scores)), upper
         # Above the batch's 90th percentile the tail through its 75th and 90th
         # (``batch_tail``): it follows the upper tail's own shape, where one
-        # from the median and quartile is too light for skewed scores.
+        # from the median and quartile is too light for skewed scores; and
+        # where scores bunch up below the 90th, the one from the median.
         upper = scores > tail.threshold
         p_values = np.where(upper, tail.p_values(scores), conformal_p_values(bulk, scores))
         return np.maximum(p_values, contamination_floor(calibration, scores)), upper

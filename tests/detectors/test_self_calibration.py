@@ -36,3 +36,18 @@ def test_a_heavy_clean_tail_is_not_flagged_but_a_poisoned_twentieth_is(calibrate
     p_poisoned, _ = calibrate(poisoned)
     assert np.all(p_poisoned[-100:] <= 0.01)
     assert np.mean(p_poisoned[:1900] <= 0.01) <= 0.02
+
+
+def test_scores_bunched_below_the_90th_percentile_do_not_thin_the_tail_beyond():
+    rng = np.random.default_rng(1)
+    # Coarse repeated values bunch a fifth of the clean rows just below the
+    # 90th percentile, and a twentieth run on beyond it (shared exact values
+    # on real tables): the 75th-90th spacing alone is 0.06 wide.
+    bulk, bunch = rng.normal(size=1500), rng.uniform(2.0, 2.1, size=400)
+    clean = np.concatenate([bulk, bunch, rng.uniform(2.1, 4.0, size=100)])
+    p_clean, _ = single_fold_p_values(clean, clean, self_referential=True)
+    # From the 75th-90th spacing alone, 106 rows (5 %) were below 0.01.
+    assert np.sum(p_clean <= 0.01) == 0
+    poisoned = np.concatenate([bulk, bunch, np.full(100, 20.0)])
+    p_poisoned, _ = single_fold_p_values(poisoned, poisoned, self_referential=True)
+    assert np.all(p_poisoned[-100:] <= 1e-6)
