@@ -181,8 +181,8 @@ class _CrossFittedOutlierDetector(Detector):
         pandas.DataFrame with ``FINDING_COLUMNS``, one row per input row.
         """
         matrix, _, ids = self._validate_fitted(X, y, row_ids)
-        scores = self._model_scores(self.model_, matrix)
-        p_values, extrapolated = self._p_values(matrix)
+        scores, per_fold = self._scores_and_fold_scores(matrix)
+        p_values, extrapolated = self._p_values(per_fold)
         return self._findings(matrix, scores, p_values, extrapolated, ids)
 
     def self_findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
@@ -233,8 +233,8 @@ class _CrossFittedOutlierDetector(Detector):
             self.calibration_scores_, self.calibration_scores_, return_extrapolated=True
         )
         if not bulk.all():
-            scores[~bulk] = self._model_scores(self.model_, matrix[~bulk])
-            p_values[~bulk], extrapolated[~bulk] = self._p_values(matrix[~bulk])
+            scores[~bulk], per_fold = self._scores_and_fold_scores(matrix[~bulk])
+            p_values[~bulk], extrapolated[~bulk] = self._p_values(per_fold)
         return self._findings(matrix, scores, p_values, extrapolated, ids)
 
     def _cross_fit(self, matrix: np.ndarray):
@@ -255,13 +255,20 @@ class _CrossFittedOutlierDetector(Detector):
         # from the middle) lets p-values go below 1 / (n + 1).
         has_tail = self.self_referential_ or peaks_over_threshold(self.calibration_scores_) is not None
         check_calibration(len(self.calibration_scores_), self.alpha, self.name, conformal=not has_tail)
-        self.reference_sorted_ = np.sort(matrix, axis=0)
+        self._keep_reference(matrix)
         # Last: model_ marks the detector fitted.
         self.model_ = self._fit_model(matrix)
 
-    def _p_values(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Cross-conformal p-values of rows from the fold models, and which were extrapolated."""
-        per_fold = fold_scores(self.fold_models_, self._model_scores, matrix)
+    def _keep_reference(self, matrix: np.ndarray) -> None:
+        """Keep what scoring and reasons read of the reference rows (after cross-fitting)."""
+        self.reference_sorted_ = np.sort(matrix, axis=0)
+
+    def _scores_and_fold_scores(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores of rows under the final model, shape (n_rows,), and under each fold model, (n_rows, K)."""
+        return self._model_scores(self.model_, matrix), fold_scores(self.fold_models_, self._model_scores, matrix)
+
+    def _p_values(self, per_fold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cross-conformal p-values of rows from their fold-model scores, and which were extrapolated."""
         if self.self_referential_:
             return tail_extrapolated_p_values(
                 self.calibration_scores_, per_fold, calibration_folds=self.calibration_folds_,
@@ -345,7 +352,11 @@ class ECODOutlierDetector(_CrossFittedOutlierDetector):
     value, however far beyond: one wild feature among many ordinary ones may
     not reach ``alpha``. Range expectations catch those rows; so does
     ``outlier.iforest`` when the value also breaks the joint structure. See
-    :class:`_CrossFittedOutlierDetector` for parameters and attributes.
+    :class:`_CrossFittedOutlierDetector` for parameters and attributes; ECOD
+    also keeps ``reference_sorted_folds_`` (numpy.ndarray of int8, shape
+    (n_reference, n_features)), the fold each value of ``reference_sorted_``
+    was held out in, which scores every fold model at once
+    (:func:`fold_tail_scores`).
     """
 
     name = "outlier.ecod"
@@ -361,6 +372,85 @@ class ECODOutlierDetector(_CrossFittedOutlierDetector):
     def _model_scores(self, model, matrix):
         tails, _ = tail_probabilities(model.sorted_train_, matrix)
         return -np.log(tails).sum(axis=1)
+
+    def _keep_reference(self, matrix: np.ndarray) -> None:
+        super()._keep_reference(matrix)
+        # Which fold each sorted reference value was held out in, per column:
+        # every fold model's training rows are the reference minus one fold.
+        order = np.argsort(matrix, axis=0, kind="stable")
+        self.reference_sorted_folds_ = self.calibration_folds_.astype(np.int8)[order]
+
+    def _scores_and_fold_scores(self, matrix):
+        # Identical to scoring with the final and each fold model (tested),
+        # from one search per value in the whole reference instead of one
+        # per model: counts in a fold model's training rows are the whole
+        # reference's minus its held-out fold's, read off a running count.
+        # The running counts of a batch judged against itself (up to a
+        # million rows) would not fit in memory; those go model by model.
+        sorted_folds = self.reference_sorted_folds_
+        if sorted_folds.size * len(self.fold_models_) > MAX_RUNNING_COUNTS:
+            return super()._scores_and_fold_scores(matrix)
+        return fold_tail_scores(self.reference_sorted_, sorted_folds, len(self.fold_models_), matrix)
+
+
+# Rows scored at a time by ``fold_tail_scores`` (bounds its temporary arrays).
+SCORE_CHUNK_ROWS = 65_536
+# Running counts ``fold_tail_scores`` may hold (4 bytes each): 25 million is
+# 100 MB, a 250,000-row reference of 20 features in 5 folds.
+MAX_RUNNING_COUNTS = 25_000_000
+
+
+def fold_tail_scores(sorted_reference, sorted_folds, n_folds: int, X) -> tuple[np.ndarray, np.ndarray]:
+    """ECOD scores of ``X`` against the whole reference and against each fold model's training rows.
+
+    Fold model ``k`` was fitted on the reference rows outside fold ``k``. Its
+    counts ``#{r <= x}`` and ``#{r >= x}`` are the whole reference's minus
+    those of fold ``k``'s rows, which a running count over the sorted
+    reference gives at the two positions ``np.searchsorted`` finds; the
+    scores equal ``-log(tail_probabilities(...)).sum(axis=1)`` under each
+    model exactly.
+
+    Parameters
+    ----------
+    sorted_reference : numpy.ndarray, shape (n_reference, n_features)
+        Each column sorted ascending.
+    sorted_folds : numpy.ndarray of int, shape (n_reference, n_features)
+        The fold (0..n_folds-1) each sorted value was held out in.
+    n_folds : int
+    X : numpy.ndarray, shape (n_rows, n_features)
+
+    Returns
+    -------
+    scores : numpy.ndarray, shape (n_rows,)
+        Under the model of the whole reference.
+    per_fold : numpy.ndarray, shape (n_rows, n_folds)
+    """
+    n_reference, n_features = sorted_reference.shape
+    fold_rows = np.bincount(sorted_folds[:, 0], minlength=n_folds) if n_features else np.zeros(n_folds, int)
+    # in_fold[k, i, j]: rows of fold k among the first i sorted values of column j.
+    in_fold = np.zeros((n_folds, n_reference + 1, n_features), dtype=np.int32)
+    for fold in range(n_folds):
+        np.cumsum(sorted_folds == fold, axis=0, out=in_fold[fold, 1:])
+    scores = np.empty(len(X))
+    per_fold = np.empty((len(X), n_folds))
+    columns = np.arange(n_features)
+    for start in range(0, len(X), SCORE_CHUNK_ROWS):
+        chunk = X[start:start + SCORE_CHUNK_ROWS]
+        at_most = np.empty(chunk.shape, dtype=np.int64)
+        below = np.empty(chunk.shape, dtype=np.int64)
+        for column in columns:
+            values = sorted_reference[:, column]
+            at_most[:, column] = np.searchsorted(values, chunk[:, column], side="right")
+            below[:, column] = np.searchsorted(values, chunk[:, column], side="left")
+        tails = (1.0 + np.minimum(at_most, n_reference - below)) / (n_reference + 1.0)
+        scores[start:start + len(chunk)] = -np.log(tails).sum(axis=1)
+        for fold in range(n_folds):
+            n_train = n_reference - int(fold_rows[fold])
+            train_at_most = at_most - in_fold[fold][at_most, columns]
+            train_at_least = n_train - (below - in_fold[fold][below, columns])
+            tails = (1.0 + np.minimum(train_at_most, train_at_least)) / (n_train + 1.0)
+            per_fold[start:start + len(chunk), fold] = -np.log(tails).sum(axis=1)
+    return scores, per_fold
 
 
 @register

@@ -8,7 +8,8 @@ from sklearn.base import clone
 from poisonguard.detectors.base import FINDING_COLUMNS, DetectorError
 from poisonguard.detectors.calibration import conformal_p_values, cross_conformal_p_values, peaks_over_threshold
 from poisonguard.detectors.registry import get_detector, registered_detectors
-from poisonguard.detectors.outliers import ECODOutlierDetector, IForestOutlierDetector
+from poisonguard.detectors import outliers
+from poisonguard.detectors.outliers import ECODOutlierDetector, IForestOutlierDetector, fold_tail_scores
 
 DETECTORS = [ECODOutlierDetector, IForestOutlierDetector]
 COLUMNS = ["bill_length_mm", "body_mass_g"]
@@ -170,6 +171,31 @@ def test_ecod_scores_match_pyod_row_by_row(trusted, batch):
     rows = batch.to_numpy()[[0, 1, 33, 100, 102]]
     expected = [pyod.decision_function(row[None, :])[0] for row in rows]
     np.testing.assert_allclose(detector.score(pd.DataFrame(rows, columns=COLUMNS)), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("chunk_rows", [7, 65_536])
+def test_ecod_scores_every_fold_model_at_once_exactly(monkeypatch, chunk_rows):
+    # Ties (a coarse column), values beyond both ends, and a reference row itself.
+    rng = np.random.default_rng(4)
+    reference = np.column_stack([rng.normal(size=300), rng.integers(0, 5, 300).astype(float)])
+    queries = np.vstack([rng.normal(size=(40, 2)) * 2, reference[:5], [[-9.0, 9.0], [9.0, -9.0]]])
+    queries[:, 1] = np.round(queries[:, 1])
+    detector = ECODOutlierDetector(alpha=0.01).fit(pd.DataFrame(reference, columns=COLUMNS))
+    monkeypatch.setattr(outliers, "SCORE_CHUNK_ROWS", chunk_rows)
+    scores, per_fold = fold_tail_scores(
+        detector.reference_sorted_, detector.reference_sorted_folds_, len(detector.fold_models_), queries
+    )
+    # Bit for bit what each fitted model gives: p-values count ties with trusted scores.
+    np.testing.assert_array_equal(scores, detector._model_scores(detector.model_, queries))
+    expected = np.column_stack([detector._model_scores(model, queries) for model in detector.fold_models_])
+    np.testing.assert_array_equal(per_fold, expected)
+
+
+def test_ecod_scores_a_large_reference_model_by_model(monkeypatch, trusted, batch):
+    detector = ECODOutlierDetector(alpha=0.01).fit(trusted)
+    shared = detector.findings(batch)
+    monkeypatch.setattr(outliers, "MAX_RUNNING_COUNTS", 0)
+    np.testing.assert_array_equal(detector.findings(batch)["p_value"], shared["p_value"])
 
 
 @pytest.mark.parametrize("cls", DETECTORS)
