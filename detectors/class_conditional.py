@@ -24,6 +24,7 @@ from poisonguard.detectors._crossfit import (
     single_fold_p_values,
     tail_extrapolated_p_values,
 )
+from poisonguard.detectors._sampling import population_mask
 from poisonguard.detectors.calibration import MONDRIAN_MIN_ROWS
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorTags
 from poisonguard.detectors.outliers import MAX_NAMED_FEATURES
@@ -154,13 +155,17 @@ class ClassConditionalOutlierDetector(Detector):
     too rough to call one cell impossible; medians and quartiles of the
     pooled rows ignore a poisoned minority. Batch rows are in every fold's
     profile, so their scores lean low: conservative. ``score`` judges against
-    the trusted rows alone.
+    the trusted rows alone. A batch of more than 20,000 rows pools a seeded
+    sample of them (``detectors._sampling``): the quartiles of 20,000 rows
+    are within about 0.03 standard deviations of a million's, at a fiftieth
+    of the cost.
 
     Parameters
     ----------
     alpha : float
     n_folds : int
     random_state : int or None
+        Seeds the fold split and the sample of a large batch that is pooled.
     pool_batch : bool
         Fit the profiles on the batch rows too (see above).
 
@@ -217,7 +222,8 @@ class ClassConditionalOutlierDetector(Detector):
         matrix, labels, ids = self._validate_fitted(X, y, row_ids)
         fitted, profile = (self.fold_models_, self.calibration_scores_, self.calibration_folds_), self.profile_
         if self.pool_batch and not self.self_referential_:
-            usable = np.isin(labels, self.classes_)
+            # A large batch pools a seeded sample of its rows (``detectors._sampling``).
+            usable = np.isin(labels, self.classes_) & population_mask(len(matrix), self.random_state, labels)
             extra = (matrix[usable], labels[usable])
             cross = self._cross_fit(self.reference_, self.reference_labels_, extra)
             fitted = (cross.models, cross.out_of_fold, cross.folds)
@@ -281,11 +287,12 @@ class ClassConditionalOutlierDetector(Detector):
 
     @staticmethod
     def _own(profile: _LabelProfile, matrix: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        distances = profile_distances(profile, matrix)
-        position = np.searchsorted(profile.labels, labels)
-        known = (position < len(profile.labels)) & (profile.labels[np.minimum(position, len(profile.labels) - 1)] == labels)
+        """Each row's largest robust distance from its own label (inf for a label the profile lacks)."""
         own = np.full(len(matrix), np.inf)
-        own[known] = distances[np.flatnonzero(known), position[known]]
+        for code, label in enumerate(profile.labels):
+            rows = np.flatnonzero(labels == label)
+            if rows.size:
+                own[rows] = feature_distances(profile, matrix[rows], code).max(axis=1)
         return own
 
     def _p_values(self, matrix, labels, fold_models, calibration_scores, calibration_folds):

@@ -87,6 +87,7 @@ CASES = {
     # Flips between overlapping classes: few are plain to any label check.
     "label.knn": (flip_case("label.knn"), (6, 42), (6, 31)),
     "label.confident_learning": (flip_case("label.confident_learning"), (7, 24), (8, 23)),
+    "outlier.class_conditional": (flip_case("outlier.class_conditional"), (3, 34), (3, 28)),
 }
 
 
