@@ -440,8 +440,11 @@ def fold_tail_scores(sorted_reference, sorted_folds, n_folds: int, X) -> tuple[n
         below = np.empty(chunk.shape, dtype=np.int64)
         for column in columns:
             values = sorted_reference[:, column]
-            at_most[:, column] = np.searchsorted(values, chunk[:, column], side="right")
-            below[:, column] = np.searchsorted(values, chunk[:, column], side="left")
+            # In value order: searching sorted values is several times faster.
+            order = np.argsort(chunk[:, column])
+            ordered = chunk[order, column]
+            at_most[order, column] = np.searchsorted(values, ordered, side="right")
+            below[order, column] = np.searchsorted(values, ordered, side="left")
         tails = (1.0 + np.minimum(at_most, n_reference - below)) / (n_reference + 1.0)
         scores[start:start + len(chunk)] = -np.log(tails).sum(axis=1)
         for fold in range(n_folds):
