@@ -30,7 +30,8 @@ Scores depend on the batch (that is the point), so ``score(X)`` treats ``X``
 as the batch; a streaming caller should score whole batches, not chunks. A
 large batch's neighbours are searched in a seeded sample of it
 (``detectors._sampling``): densities are then those of the sample, for
-batch and trusted rows alike, and a clump is counted in the sample.
+batch and trusted rows alike, and a clump is counted in the sample. A
+trusted reference larger than that sample is sampled to its size too.
 """
 from __future__ import annotations
 
@@ -251,11 +252,18 @@ class DuplicateFloodDetector(Detector):
             len(matrix), self.random_state, max_rows=neighbour_population_rows(len(matrix))
         )
         population = matrix[in_population]
+        # A reference larger than the batch's population is sampled to its
+        # size: both densities are measured among equally many rows, and a
+        # million batch rows are searched among 2,000 trusted rows, not 5,000.
+        in_trusted = population_mask(
+            len(reference), self.random_state, max_rows=neighbour_population_rows(len(matrix))
+        )
+        trusted_space = reference[in_trusted]
         # r_B and r_T of batch rows and of trusted rows (neither counts itself).
         batch_to_batch = population_kth_distances(population, in_population, matrix, k)
-        batch_to_trusted = kth_distances(reference, matrix, k, exclude_self=False)
+        batch_to_trusted = kth_distances(trusted_space, matrix, k, exclude_self=False)
         trusted_to_batch = kth_distances(population, reference, k, exclude_self=False)
-        trusted_to_trusted = kth_distances(reference, reference, k, exclude_self=True)
+        trusted_to_trusted = population_kth_distances(trusted_space, in_trusted, reference, k)
         floor = self._floor(np.concatenate([trusted_to_trusted, batch_to_trusted]))
         scores = np.log(batch_to_trusted + floor) - np.log(batch_to_batch + floor)
         calibration = np.log(trusted_to_trusted + floor) - np.log(trusted_to_batch + floor)

@@ -53,7 +53,10 @@ class KNNLabelDetector(_LabelDetector):
     has a handful of rows per label, too few neighbours to judge a label by;
     the batch has many, and a poisoned minority among them moves a mean of
     ``n_neighbors`` distances little. Trusted and clean batch rows still see
-    the same pool, so the calibration holds. ``score`` judges against the
+    the same pool, so the calibration holds. Past 100,000 batch rows the
+    pool is a sample of each (``detectors._sampling``), trusted rows
+    included when there are more of them than batch rows in it; every row
+    is still scored. ``score`` judges against the
     trusted rows alone.
 
     Parameters
@@ -131,16 +134,24 @@ class KNNLabelDetector(_LabelDetector):
         # Rows of a label the trusted rows lack are flagged anyway; they are
         # nobody's neighbours. Of a large batch, a sample is (``detectors._sampling``).
         usable = np.isin(labels, self.classes_)
-        pooled_rows = usable & population_mask(
-            len(matrix), self.random_state, labels, max_rows=neighbour_population_rows(len(matrix))
-        )
-        space = np.vstack([self.reference_, matrix[pooled_rows]])
-        space_labels = np.concatenate([self.reference_labels_, labels[pooled_rows]])
+        max_rows = neighbour_population_rows(len(matrix))
+        pooled_rows = usable & population_mask(len(matrix), self.random_state, labels, max_rows=max_rows)
+        # A reference larger than that sample is sampled to its size too: a
+        # million batch rows are searched among 4,000 rows, not 7,000.
+        trusted, trusted_labels = self.reference_, self.reference_labels_
+        in_space = population_mask(len(trusted), self.random_state, trusted_labels, max_rows=max_rows)
+        space = np.vstack([trusted[in_space], matrix[pooled_rows]])
+        space_labels = np.concatenate([trusted_labels[in_space], labels[pooled_rows]])
         pooled = class_neighbour_distances(space, space_labels, space, self.classes_, self.k_, exclude_self=True)
-        n_trusted = len(self.reference_)
-        calibration = self._margin(pooled[:n_trusted], self.reference_labels_)[0]
+        n_space_trusted = int(in_space.sum())
+        trusted_distances = np.empty((len(trusted), len(self.classes_)))
+        trusted_distances[in_space] = pooled[:n_space_trusted]
+        trusted_distances[~in_space] = class_neighbour_distances(
+            space, space_labels, trusted[~in_space], self.classes_, self.k_, exclude_self=False
+        )
+        calibration = self._margin(trusted_distances, trusted_labels)[0]
         distances = np.full((len(matrix), len(self.classes_)), np.inf)
-        distances[pooled_rows] = pooled[n_trusted:]
+        distances[pooled_rows] = pooled[n_space_trusted:]
         outside = usable & ~pooled_rows
         distances[outside] = class_neighbour_distances(
             space, space_labels, matrix[outside], self.classes_, self.k_, exclude_self=False

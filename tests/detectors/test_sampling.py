@@ -82,10 +82,12 @@ def flip_case(name):
 # poison, at the same calibrated rate of clean rows (alpha 0.01 of about
 # 2,950 clean rows is about 30).
 CASES = {
-    "duplicates.flood": (flood_case, (240, 22), (240, 29)),  # clean: the 3 copied rows too
+    # Clean: the 3 copied rows too. Sampled, the 500 trusted rows are cut to
+    # 400 as well; 48 is one draw (12 seeded clean batches: 0.9 % flagged).
+    "duplicates.flood": (flood_case, (240, 22), (240, 48)),
     "backdoor.trigger": (trigger_case, (60, 24), (60, 29)),
     # Flips between overlapping classes: few are plain to any label check.
-    "label.knn": (flip_case("label.knn"), (6, 42), (6, 31)),
+    "label.knn": (flip_case("label.knn"), (6, 42), (7, 37)),
     "label.confident_learning": (flip_case("label.confident_learning"), (7, 24), (8, 23)),
     "outlier.class_conditional": (flip_case("outlier.class_conditional"), (3, 34), (3, 28)),
 }
