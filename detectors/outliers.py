@@ -354,9 +354,9 @@ class ECODOutlierDetector(_CrossFittedOutlierDetector):
     ``outlier.iforest`` when the value also breaks the joint structure. See
     :class:`_CrossFittedOutlierDetector` for parameters and attributes; ECOD
     also keeps ``reference_sorted_folds_`` (numpy.ndarray of int8, shape
-    (n_reference, n_features)), the fold each value of ``reference_sorted_``
-    was held out in, which scores every fold model at once
-    (:func:`fold_tail_scores`).
+    (n_reference, n_features), or None for a reference too large for it),
+    the fold each value of ``reference_sorted_`` was held out in, which
+    scores every fold model at once (:func:`fold_tail_scores`).
     """
 
     name = "outlier.ecod"
@@ -377,20 +377,23 @@ class ECODOutlierDetector(_CrossFittedOutlierDetector):
         super()._keep_reference(matrix)
         # Which fold each sorted reference value was held out in, per column:
         # every fold model's training rows are the reference minus one fold.
-        order = np.argsort(matrix, axis=0, kind="stable")
-        self.reference_sorted_folds_ = self.calibration_folds_.astype(np.int8)[order]
+        # The running counts of a batch judged against itself (up to a
+        # million rows) would not fit in memory: None, scored model by model.
+        self.reference_sorted_folds_ = None
+        if matrix.size * len(self.fold_models_) <= MAX_RUNNING_COUNTS:
+            order = np.argsort(matrix, axis=0, kind="stable")
+            self.reference_sorted_folds_ = self.calibration_folds_.astype(np.int8)[order]
 
     def _scores_and_fold_scores(self, matrix):
         # Identical to scoring with the final and each fold model (tested),
         # from one search per value in the whole reference instead of one
         # per model: counts in a fold model's training rows are the whole
         # reference's minus its held-out fold's, read off a running count.
-        # The running counts of a batch judged against itself (up to a
-        # million rows) would not fit in memory; those go model by model.
-        sorted_folds = self.reference_sorted_folds_
-        if sorted_folds.size * len(self.fold_models_) > MAX_RUNNING_COUNTS:
+        if self.reference_sorted_folds_ is None:
             return super()._scores_and_fold_scores(matrix)
-        return fold_tail_scores(self.reference_sorted_, sorted_folds, len(self.fold_models_), matrix)
+        return fold_tail_scores(
+            self.reference_sorted_, self.reference_sorted_folds_, len(self.fold_models_), matrix
+        )
 
 
 # Rows scored at a time by ``fold_tail_scores`` (bounds its temporary arrays).

@@ -192,9 +192,10 @@ def test_ecod_scores_every_fold_model_at_once_exactly(monkeypatch, chunk_rows):
 
 
 def test_ecod_scores_a_large_reference_model_by_model(monkeypatch, trusted, batch):
-    detector = ECODOutlierDetector(alpha=0.01).fit(trusted)
-    shared = detector.findings(batch)
+    shared = ECODOutlierDetector(alpha=0.01).fit(trusted).findings(batch)
     monkeypatch.setattr(outliers, "MAX_RUNNING_COUNTS", 0)
+    detector = ECODOutlierDetector(alpha=0.01).fit(trusted)
+    assert detector.reference_sorted_folds_ is None
     np.testing.assert_array_equal(detector.findings(batch)["p_value"], shared["p_value"])
 
 
