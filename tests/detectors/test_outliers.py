@@ -175,11 +175,12 @@ def test_ecod_scores_match_pyod_row_by_row(trusted, batch):
 
 @pytest.mark.parametrize("chunk_rows", [7, 65_536])
 def test_ecod_scores_every_fold_model_at_once_exactly(monkeypatch, chunk_rows):
-    # Ties (a coarse column), values beyond both ends, and a reference row itself.
+    # Ties (a coarse column), values beyond both ends, infinities, and reference rows themselves.
     rng = np.random.default_rng(4)
     reference = np.column_stack([rng.normal(size=300), rng.integers(0, 5, 300).astype(float)])
-    queries = np.vstack([rng.normal(size=(40, 2)) * 2, reference[:5], [[-9.0, 9.0], [9.0, -9.0]]])
+    queries = np.vstack([rng.normal(size=(40, 2)) * 2, [[-9.0, 9.0], [9.0, -9.0], [np.inf, -np.inf]]])
     queries[:, 1] = np.round(queries[:, 1])
+    queries = np.vstack([queries, reference[:5]])
     detector = ECODOutlierDetector(alpha=0.01).fit(pd.DataFrame(reference, columns=COLUMNS))
     monkeypatch.setattr(outliers, "SCORE_CHUNK_ROWS", chunk_rows)
     scores, per_fold = fold_tail_scores(
