@@ -20,6 +20,7 @@ import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.neighbors import NearestNeighbors
 
+from poisonguard.detectors._unique import unique_values
 from poisonguard.detectors.calibration import (
     ExponentialTail,
     conformal_p_values,
@@ -54,7 +55,7 @@ def fold_splits(n_rows: int, *, n_folds: int, random_state, labels=None, label_n
             raise NotEnoughData(f"need at least {n_folds} reference rows for {n_folds} folds, got {n_rows}")
         splitter = KFold(n_splits=n_folds, shuffle=True, random_state=random_state)
         return list(splitter.split(np.zeros((n_rows, 1))))
-    values, counts = np.unique(labels, return_counts=True)
+    values, counts = unique_values(labels, return_counts=True)
     if values.size < 2:
         if label_names is not None:
             values = np.asarray(label_names)[values.astype(int)]  # codes of no rows are floats

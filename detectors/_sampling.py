@@ -19,6 +19,8 @@ from typing import Optional
 
 import numpy as np
 
+from poisonguard.detectors._unique import unique_values
+
 # Batch rows a detector's population holds, at most. A poison that teaches a
 # model anything is a share of the batch: 1 % of it is 200 rows of the sample.
 POPULATION_ROWS = 20_000
@@ -67,7 +69,7 @@ def population_mask(n_rows: int, random_state, labels=None, max_rows: Optional[i
     if labels is None:
         mask[rng.choice(n_rows, max_rows, replace=False)] = True
         return mask
-    codes = np.unique(np.asarray(labels), return_inverse=True)[1].ravel()
+    codes = unique_values(np.asarray(labels), return_inverse=True)[1].ravel()
     for code in range(int(codes.max()) + 1 if n_rows else 0):
         members = np.flatnonzero(codes == code)
         wanted = max(min(len(members), MIN_LABEL_ROWS), round(len(members) * max_rows / n_rows))

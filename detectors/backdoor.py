@@ -56,6 +56,7 @@ from scipy.stats import binom
 
 from poisonguard.detectors._crossfit import check_calibration, single_fold_p_values
 from poisonguard.detectors._sampling import population_mask
+from poisonguard.detectors._unique import unique_values
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorError, DetectorTags
 from poisonguard.detectors.errors import NotEnoughData
 from poisonguard.detectors.registry import register
@@ -286,7 +287,7 @@ class BackdoorTriggerDetector(Detector):
         narrow_counts = np.zeros(queries.shape, dtype=int)
         trusted = None if self.self_referential_ else self.reference_
         other_self = 1 if (trusted_queries and trusted is not None) else 0
-        for label in np.unique(query_labels):
+        for label in unique_values(query_labels):
             mine = np.sort(batch[batch_labels == label], axis=0)
             # The null: how values bunch up where this label is not involved
             # (other labels of the batch, and every trusted row).
@@ -366,7 +367,7 @@ class BackdoorTriggerDetector(Detector):
         joint = second >= joint_threshold
         trusted = None if self.self_referential_ else self.reference_
         other_self = 1 if (trusted_queries and trusted is not None) else 0
-        for label in np.unique(query_labels[joint]):
+        for label in unique_values(query_labels[joint]):
             mine = batch[batch_labels == label]
             others = batch[batch_labels != label]
             if trusted is not None:

@@ -92,14 +92,17 @@ def make_findings(
     -------
     pandas.DataFrame with columns ``FINDING_COLUMNS``.
     """
-    row_ids = np.array([str(row_id) for row_id in row_ids], dtype=object)
+    if not (isinstance(row_ids, np.ndarray) and row_ids.dtype.kind == "U"):
+        # (Text arrays, as ``row_id_array`` makes them, pandas converts in one pass.)
+        row_ids = np.array([str(row_id) for row_id in row_ids], dtype=object)
     n_rows = len(row_ids)
     if p_values is None:
         p_values = np.full(n_rows, np.nan)
     frame = pd.DataFrame(
         {
             "row_id": row_ids,
-            "check": np.full(n_rows, check, dtype=object),
+            # A scalar, not an array of a million copies of the name.
+            "check": pd.Series(check, index=pd.RangeIndex(n_rows)),
             "score": np.asarray(scores, dtype=float),
             "p_value": np.asarray(p_values, dtype=float),
             "flagged": np.asarray(flagged, dtype=bool),

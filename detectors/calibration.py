@@ -392,16 +392,17 @@ def mondrian_groups(calibration_groups, groups, *, min_rows: int = MONDRIAN_MIN_
     list of (calibration_mask, row_mask) pairs of boolean arrays, shapes
     (n_calibration,) and (n_rows,); the row masks partition the rows.
     """
-    calibration_groups = np.asarray(calibration_groups, dtype=object)
-    groups = np.asarray(groups, dtype=object)
-    values, counts = np.unique(calibration_groups.astype(str), return_counts=True)
+    # As text once: a batch holds a million labels, and each group compares them all.
+    calibration_groups = np.asarray(calibration_groups, dtype=object).astype(str)
+    groups = np.asarray(groups, dtype=object).astype(str)
+    values, counts = np.unique(calibration_groups, return_counts=True)
     own = values[counts >= min_rows]
     pairs = []
     for value in own:
-        rows = groups.astype(str) == value
+        rows = groups == value
         if rows.any():
-            pairs.append((calibration_groups.astype(str) == value, rows))
-    rest = ~np.isin(groups.astype(str), own)
+            pairs.append((calibration_groups == value, rows))
+    rest = ~np.isin(groups, own)
     if rest.any():
         pairs.append((np.ones(len(calibration_groups), dtype=bool), rest))
     return pairs

@@ -25,6 +25,7 @@ from poisonguard.detectors._crossfit import (
     tail_extrapolated_p_values,
 )
 from poisonguard.detectors._sampling import population_mask
+from poisonguard.detectors._unique import unique_values
 from poisonguard.detectors.calibration import MONDRIAN_MIN_ROWS
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorTags
 from poisonguard.detectors.outliers import MAX_NAMED_FEATURES
@@ -60,7 +61,7 @@ def label_profile(matrix: np.ndarray, labels: np.ndarray) -> _LabelProfile:
     as a level passes a quarter of the rows); they keep which values each
     label shows instead.
     """
-    values = np.unique(labels)
+    values = unique_values(labels)
     overall = np.subtract(*np.percentile(matrix, [75, 25], axis=0))
     floor = np.maximum(SCALE_FLOOR_SHARE * overall, MIN_SCALE)
     binary = np.all((matrix == 0.0) | (matrix == 1.0), axis=0)
@@ -239,7 +240,7 @@ class ClassConditionalOutlierDetector(Detector):
         them by); the fitted state is usable for later batches.
         """
         matrix, labels, ids = self._validate_reference(X, y, row_ids, self_referential=True)
-        values, counts = np.unique(labels, return_counts=True)
+        values, counts = unique_values(labels, return_counts=True)
         lone = np.isin(labels, values[counts < 2])
         self._fit_reference(matrix[~lone], labels[~lone])
         scores = np.full(len(matrix), np.inf)
@@ -274,7 +275,7 @@ class ClassConditionalOutlierDetector(Detector):
         )
 
     def _fit_reference(self, matrix, labels) -> None:
-        self.classes_ = np.unique(labels)
+        self.classes_ = unique_values(labels)
         fitted = self._cross_fit(matrix, labels)
         self.fold_models_ = fitted.models
         self.calibration_scores_ = fitted.out_of_fold

@@ -91,6 +91,7 @@ from poisonguard.detectors._crossfit import (
     sampled_cross_fitted_probabilities,
 )
 from poisonguard.detectors._sampling import population_mask
+from poisonguard.detectors._unique import unique_values
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorError, DetectorTags
 from poisonguard.detectors.calibration import (
     TAIL_MIN_ROWS,
@@ -212,7 +213,7 @@ class _LabelDetector(Detector):
         whose label occurs once, which are flagged anyway.
         """
         matrix, labels, ids, _ = self._validate_batch(X, y, row_ids)
-        values, counts = np.unique(labels, return_counts=True)
+        values, counts = unique_values(labels, return_counts=True)
         lone = np.isin(labels, values[counts == 1])
         scores = np.ones(len(matrix))
         flagged = lone.copy()

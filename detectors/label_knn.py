@@ -22,6 +22,7 @@ from poisonguard.detectors._crossfit import (
     single_fold_p_values,
 )
 from poisonguard.detectors._sampling import neighbour_population_rows, population_mask
+from poisonguard.detectors._unique import unique_values
 from poisonguard.detectors.base import NOT_EXPLAINED, DetectorError, DetectorTags
 from poisonguard.detectors.label_flips import _LabelDetector, _quoted
 from poisonguard.detectors.errors import NotEnoughData
@@ -180,7 +181,7 @@ class KNNLabelDetector(_LabelDetector):
     def _prepare(self, matrix, labels) -> None:
         if not isinstance(self.n_neighbors, (int, np.integer)) or self.n_neighbors < 1:
             raise DetectorError(f"{self.name}: n_neighbors must be a positive integer, got {self.n_neighbors!r}")
-        values, counts = np.unique(labels, return_counts=True)
+        values, counts = unique_values(labels, return_counts=True)
         if values.size < 2:
             raise NotEnoughData(f"{self.name}: need at least two labels, got {values.size}")
         # Leave-one-out needs one more row than neighbours in the smallest label.

@@ -283,44 +283,48 @@ class _CrossFittedOutlierDetector(Detector):
         reasons = np.full(len(p_values), NOT_EXPLAINED, dtype=object)
         for row in np.flatnonzero(explained):
             reasons[row] = f"within {bulk} ({p_texts[row]})"
-        for row in np.flatnonzero(self._flagged(p_values)):
-            reasons[row] = self._flagged_reason(matrix[row], p_texts[row])
+        flagged = np.flatnonzero(self._flagged(p_values))
+        reasons[flagged] = self._flagged_reasons(matrix[flagged], p_texts[flagged])
         return self._judged(scores, p_values, reasons, row_ids)
 
-    def _flagged_reason(self, row: np.ndarray, p_text: str) -> str:
+    def _flagged_reasons(self, rows: np.ndarray, p_texts: np.ndarray) -> list[str]:
+        """The reason of each flagged row (``rows``, shape (n_flagged, n_features)), naming its unusual features."""
         population = "the rest of the batch" if self.self_referential_ else "trusted rows"
-        head = f"unusual against {population} ({p_text})"
-        details = self._unusual_features(row, population)
-        if not details:
-            return (
-                f"{head}: an unusual combination of values; no single feature is "
-                f"outside the central {1 - 2 * UNUSUAL_TAIL:.0%} of {population}"
-            )
-        return f"{head}: " + "; ".join(details)
-
-    def _unusual_features(self, row: np.ndarray, population: str) -> list[str]:
+        # Computed for all flagged rows at once: a large batch flags thousands.
         reference = self.reference_sorted_
         n_reference = reference.shape[0]
-        tails, above = tail_probabilities(reference, row[None, :])
-        tails, above = tails[0], above[0]
+        tails, above = tail_probabilities(reference, rows)
         low, high = reference[int(0.25 * (n_reference - 1))], reference[int(0.75 * (n_reference - 1))]
         spread = np.where(high - low > 0, high - low, 1.0)
-        distance = np.maximum(row - reference[-1], reference[0] - row) / spread
-        order = np.lexsort((-distance, tails))
-        details = []
-        for column in order[:MAX_NAMED_FEATURES]:
-            if tails[column] > UNUSUAL_TAIL:
-                break
-            details.append(
-                self._describe_feature(column, row[column], bool(above[column]), distance[column], population)
-            )
-        return details
+        distances = np.maximum(rows - reference[-1], reference[0] - rows) / spread
+        binary_columns = np.isin(reference, (0.0, 1.0)).all(axis=0)
+        reasons = []
+        for row, p_text, row_tails, row_above, distance in zip(rows, p_texts, tails, above, distances):
+            head = f"unusual against {population} ({p_text})"
+            details = []
+            for column in np.lexsort((-distance, row_tails))[:MAX_NAMED_FEATURES]:
+                if row_tails[column] > UNUSUAL_TAIL:
+                    break
+                details.append(self._describe_feature(
+                    column, row[column], bool(row_above[column]), distance[column], population,
+                    binary_column=bool(binary_columns[column]),
+                ))
+            if details:
+                reasons.append(f"{head}: " + "; ".join(details))
+            else:
+                reasons.append(
+                    f"{head}: an unusual combination of values; no single feature is "
+                    f"outside the central {1 - 2 * UNUSUAL_TAIL:.0%} of {population}"
+                )
+        return reasons
 
-    def _describe_feature(self, column: int, value: float, above: bool, distance: float, population: str) -> str:
+    def _describe_feature(
+        self, column: int, value: float, above: bool, distance: float, population: str, *, binary_column: bool
+    ) -> str:
         name = str(self.feature_names_in_[column])
         values = self.reference_sorted_[:, column]
         n_reference = len(values)
-        is_binary = np.isin(values, (0.0, 1.0)).all() and value in (0.0, 1.0)
+        is_binary = binary_column and value in (0.0, 1.0)
         if is_binary:
             # One-hot and missing-indicator columns read better as presence.
             same = int(np.sum(values == value))

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy.sparse import issparse
 
+from poisonguard.detectors._unique import unique_values
 from poisonguard.detectors.errors import DetectorError
 
 
@@ -95,7 +96,7 @@ def label_array(y, n_rows: int) -> np.ndarray:
     if missing.any():
         raise DetectorError(f"label of row {int(np.argmax(missing))} is missing")
     try:
-        np.unique(labels)
+        unique_values(labels)
     except TypeError:
         # Mixed label types (e.g. 1 and "1") cannot be sorted; compare as text.
         labels = labels.astype(str).astype(object)

@@ -370,7 +370,8 @@ def _extra_outputs(chain) -> tuple[str, ...]:
 
 def _report(inputs, outcomes, decision, run: RunHandle, *, status: str, batch_failures=(), stage_seconds=None) -> str:
     settings = inputs.settings
-    findings = pd.concat([o.findings for o in outcomes], ignore_index=True) if outcomes else decision.flagged
+    # One table per check, never stacked: a million-row batch has millions of findings per check.
+    findings = [o.findings for o in outcomes] if outcomes else decision.flagged
     raw = inputs.batch.raw
     quarantined = raw[rows_in(inputs.batch.row_ids, decision.quarantined_ids)]
     reference = settings.config.dataset.reference

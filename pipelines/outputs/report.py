@@ -60,7 +60,7 @@ def render_report(
     title: str,
     summary: Mapping[str, object],
     per_check: pd.DataFrame,
-    findings: pd.DataFrame,
+    findings: pd.DataFrame | Sequence[pd.DataFrame],
     quarantined: pd.DataFrame,
     row_id_column: str,
     notes: Sequence[str],
@@ -83,11 +83,13 @@ def render_report(
         threshold_note``; ``kind`` is ``"expectation"`` or ``"detector"``,
         ``flagged_percent`` is in percent (0-100), ``alpha`` is NaN for
         expectations.
-    findings : pandas.DataFrame, shape (n_findings, 6)
-        The findings table (``row_id, check, score, p_value, flagged,
-        reason``). Checks with any non-NaN ``p_value`` are detectors and get
-        a score histogram; rows with an empty ``row_id`` are batch-level and
-        are not attached to rows.
+    findings : pandas.DataFrame or sequence of them, each shape (n_findings, 6)
+        The findings tables (``row_id, check, score, p_value, flagged,
+        reason``), e.g. one per check: a million-row batch has millions of
+        findings, which are read table by table and never stacked. Checks
+        with any non-NaN ``p_value`` are detectors and get a score
+        histogram; rows with an empty ``row_id`` are batch-level and are not
+        attached to rows.
     quarantined : pandas.DataFrame, shape (n_quarantined, n_columns)
         The original values of the quarantined rows, with the row id either
         in column ``row_id_column`` or as the index.
@@ -118,12 +120,14 @@ def render_report(
         is negative.
     """
     _require_columns(per_check, PER_CHECK_COLUMNS, "per_check")
-    _require_columns(findings, _FINDING_COLUMNS, "findings")
+    tables = [findings] if isinstance(findings, pd.DataFrame) else list(findings)
+    for table in tables:
+        _require_columns(table, _FINDING_COLUMNS, "findings")
     if top_n < 0:
         raise ValueError(f"top_n must be >= 0, got {top_n}")
 
     values = _values_by_row_id(quarantined, row_id_column)
-    rows, n_quarantined = _top_rows(findings, values, row_id_column, top_n)
+    rows, n_quarantined = _top_rows(_flagged_findings(tables), values, row_id_column, top_n)
     context = {
         "title": title,
         "summary": [(str(key), _format_value(value)) for key, value in summary.items()],
@@ -131,7 +135,7 @@ def render_report(
         "batch_failures": [str(failure) for failure in batch_failures],
         "batch_checks": [_batch_check_row(row) for row in batch_checks],
         "checks": _check_rows(per_check),
-        "histograms": _histograms(findings, per_check),
+        "histograms": _histograms(tables, per_check),
         "rows": rows,
         "n_quarantined": n_quarantined,
         "top_n": top_n,
@@ -223,24 +227,39 @@ def _check_rows(per_check: pd.DataFrame) -> list[dict]:
     return rows
 
 
-def _detector_checks(findings: pd.DataFrame, per_check: pd.DataFrame) -> list[str]:
-    """Checks with any p-value, in per-check order, then in findings order."""
-    present = [str(check) for check in pd.unique(findings.loc[findings["p_value"].notna(), "check"])]
-    ordered = [check for check in per_check["check"].astype(str) if check in present]
-    return ordered + [check for check in present if check not in ordered]
+def _flagged_findings(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """The flagged findings of every table, stacked: a few percent of a batch's findings."""
+    flagged = [table[table["flagged"].to_numpy(dtype=bool)] for table in tables]
+    return pd.concat(flagged, ignore_index=True) if flagged else pd.DataFrame(columns=_FINDING_COLUMNS)
 
 
-def _histograms(findings: pd.DataFrame, per_check: pd.DataFrame) -> list[dict]:
+def _scores_by_check(tables: Sequence[pd.DataFrame]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per check with any p-value (a detector): the scores and flags of its row-level findings."""
+    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for table in tables:
+        checks = table["check"].astype(str).to_numpy()
+        row_level = (table["row_id"].astype(str) != "").to_numpy()
+        calibrated = table["p_value"].notna().to_numpy()
+        scores = table["score"].to_numpy(dtype=float)
+        flagged = table["flagged"].to_numpy(dtype=bool)
+        for check in pd.unique(checks[calibrated]):
+            rows = (checks == check) & row_level
+            parts.setdefault(str(check), []).append((scores[rows], flagged[rows]))
+    return {
+        check: (np.concatenate([p[0] for p in pieces]), np.concatenate([p[1] for p in pieces]))
+        for check, pieces in parts.items()
+    }
+
+
+def _histograms(tables: Sequence[pd.DataFrame], per_check: pd.DataFrame) -> list[dict]:
     notes = dict(zip(per_check["check"].astype(str), per_check["threshold_note"]))
+    by_check = _scores_by_check(tables)
+    # Detectors in per-check order, then any other in findings order.
+    ordered = [check for check in per_check["check"].astype(str) if check in by_check]
+    ordered += [check for check in by_check if check not in ordered]
     charts = []
-    # Once, not per check: a large batch has millions of findings.
-    checks = findings["check"].astype(str).to_numpy()
-    row_level = (findings["row_id"].astype(str) != "").to_numpy()
-    for check in _detector_checks(findings, per_check):
-        rows = findings[(checks == check) & row_level]
-        chart = histogram_geometry(
-            rows["score"].to_numpy(dtype=float), rows["flagged"].to_numpy(dtype=bool)
-        )
+    for check in ordered:
+        chart = histogram_geometry(*by_check[check])
         chart["check"] = check
         chart["threshold_note"] = _format_value(notes.get(check)) or ""
         charts.append(chart)
@@ -352,14 +371,13 @@ def _values_by_row_id(quarantined: pd.DataFrame, row_id_column: str) -> pd.DataF
 
 
 def _top_rows(
-    findings: pd.DataFrame, values: pd.DataFrame, row_id_column: str, top_n: int
+    flagged: pd.DataFrame, values: pd.DataFrame, row_id_column: str, top_n: int
 ) -> tuple[list[dict], int]:
     """The ``top_n`` most suspicious quarantined rows, ready for the template."""
     row_ids = list(values.index)
     if not row_ids:
         return [], 0
-    # Flagged findings first: a large batch has millions of findings, a few percent flagged.
-    hits = findings[findings["flagged"].to_numpy(dtype=bool)].copy()
+    hits = flagged.copy()
     hits["row_id"] = hits["row_id"].astype(str)
     hits = hits[hits["row_id"].isin(set(row_ids)).to_numpy()]
     order = pd.DataFrame({"row_id": row_ids, "position": range(len(row_ids))})

@@ -1,0 +1,45 @@
+"""``numpy.unique`` for label columns, by hashing instead of sorting.
+
+``numpy.unique`` sorts its input; on an object array (labels are text) every
+comparison is a Python call, so a million labels take about a second, paid
+again by each detector and each helper that groups rows by label. Hashing
+them (``pandas.factorize``) takes a few milliseconds; only the handful of
+distinct values is then sorted. The results are those of ``numpy.unique``:
+sorted distinct values, and the same ``TypeError`` when the values cannot be
+ordered (``1`` and ``"1"``).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def unique_values(values, *, return_inverse: bool = False, return_counts: bool = False):
+    """``numpy.unique(values, return_inverse=..., return_counts=...)`` of a 1-D array.
+
+    Parameters
+    ----------
+    values : array-like, shape (n,)
+    return_inverse, return_counts : bool
+        As ``numpy.unique``'s.
+
+    Returns
+    -------
+    numpy.ndarray, or a tuple of it with the inverse (shape (n,)) and/or the
+    counts, as ``numpy.unique`` returns them.
+    """
+    values = np.asarray(values)
+    if values.dtype != object or values.ndim != 1:
+        return np.unique(values, return_inverse=return_inverse, return_counts=return_counts)
+    codes, distinct = pd.factorize(values, use_na_sentinel=False)
+    distinct = np.asarray(distinct, dtype=object)
+    order = np.argsort(distinct, kind="stable")  # raises TypeError as numpy.unique would
+    rank = np.empty(len(order), dtype=np.intp)
+    rank[order] = np.arange(len(order))
+    extras = []
+    inverse = rank[codes]
+    if return_inverse:
+        extras.append(inverse)
+    if return_counts:
+        extras.append(np.bincount(inverse, minlength=len(order)))
+    return (distinct[order], *extras) if extras else distinct[order]

@@ -1,0 +1,43 @@
+"""unique_values must give numpy.unique's answer on every label array."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from poisonguard.detectors._unique import unique_values
+
+labels = st.lists(st.one_of(st.text(max_size=3), st.sampled_from(["a", "b", "setosa"])), max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(labels, st.booleans(), st.booleans())
+def test_matches_numpy_unique_on_text_labels(values, inverse, counts):
+    array = np.asarray(values, dtype=object)
+    expected = np.unique(array, return_inverse=inverse, return_counts=counts)
+    got = unique_values(array, return_inverse=inverse, return_counts=counts)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    got = got if isinstance(got, tuple) else (got,)
+    assert len(got) == len(expected)
+    for mine, theirs in zip(got, expected):
+        assert mine.tolist() == theirs.tolist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(-3, 3), max_size=30))
+def test_matches_numpy_unique_on_integer_labels_held_as_objects(values):
+    array = np.asarray(values, dtype=object)
+    got, inverse, counts = unique_values(array, return_inverse=True, return_counts=True)
+    expected, expected_inverse, expected_counts = np.unique(array, return_inverse=True, return_counts=True)
+    assert got.tolist() == expected.tolist()
+    assert inverse.tolist() == expected_inverse.tolist()
+    assert counts.tolist() == expected_counts.tolist()
+
+
+def test_unorderable_labels_raise_like_numpy():
+    mixed = np.asarray([1, "1", 2], dtype=object)
+    with pytest.raises(TypeError):
+        np.unique(mixed)
+    with pytest.raises(TypeError):
+        unique_values(mixed)
