@@ -20,6 +20,7 @@ import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.neighbors import NearestNeighbors
 
+from poisonguard.detectors._threads import map_in_threads
 from poisonguard.detectors._unique import unique_values
 from poisonguard.detectors.calibration import (
     ExponentialTail,
@@ -128,7 +129,8 @@ def fold_scores(models, score: Callable[[object, np.ndarray], np.ndarray], matri
     """Score ``matrix`` with every fold model: shape (n_rows, K), column k = model k."""
     if not len(matrix):
         return np.empty((0, len(models)))
-    return np.column_stack([score(model, matrix) for model in models])
+    # Models at once (detectors._threads): scoring is numpy and compiled code.
+    return np.column_stack(map_in_threads(lambda model: score(model, matrix), models))
 
 
 def class_probabilities(classifier, matrix: np.ndarray, n_classes: int) -> np.ndarray:

@@ -43,3 +43,12 @@ def unique_values(values, *, return_inverse: bool = False, return_counts: bool =
     if return_counts:
         extras.append(np.bincount(inverse, minlength=len(order)))
     return (distinct[order], *extras) if extras else distinct[order]
+
+
+def isin_values(values, test_values) -> np.ndarray:
+    """``numpy.isin(values, test_values)`` of a 1-D array, comparing each distinct value once."""
+    values = np.asarray(values)
+    if values.dtype != object or values.ndim != 1:
+        return np.isin(values, test_values)
+    distinct, inverse = unique_values(values, return_inverse=True)
+    return np.isin(distinct, test_values)[inverse]

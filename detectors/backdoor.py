@@ -56,6 +56,7 @@ from scipy.stats import binom
 
 from poisonguard.detectors._crossfit import check_calibration, single_fold_p_values
 from poisonguard.detectors._sampling import population_mask
+from poisonguard.detectors._threads import map_in_threads
 from poisonguard.detectors._unique import unique_values
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorError, DetectorTags
 from poisonguard.detectors.errors import NotEnoughData
@@ -85,6 +86,37 @@ def _within(sorted_values: np.ndarray, x: np.ndarray, half_width: float) -> np.n
     return np.searchsorted(sorted_values, x + half_width, side="right") - np.searchsorted(
         sorted_values, x - half_width, side="left"
     )
+
+
+class _SortedColumns:
+    """A population's rows with, per column, their order by value (sorted on first use)."""
+
+    def __init__(self, rows: np.ndarray):
+        self.rows = rows
+        self._sorted: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def near(self, columns, values, half_widths) -> np.ndarray:
+        """Rows that may lie within ``value +- half_width`` on every one of ``columns``.
+
+        A superset of those rows (the slack covers rounding in the callers'
+        ``abs(row - value) <= half_width``), taken from whichever column's
+        window holds the fewest rows; callers apply their exact test to it.
+        """
+        best = None
+        for column, value, half_width in zip(columns, values, half_widths):
+            order, sorted_values = self._by_value(int(column))
+            slack = 1e-9 * (abs(value) + half_width)
+            low = np.searchsorted(sorted_values, value - half_width - slack, side="left")
+            high = np.searchsorted(sorted_values, value + half_width + slack, side="right")
+            if best is None or high - low < len(best):
+                best = order[low:high]
+        return self.rows[best]
+
+    def _by_value(self, column: int) -> tuple[np.ndarray, np.ndarray]:
+        if column not in self._sorted:
+            order = np.argsort(self.rows[:, column], kind="stable")
+            self._sorted[column] = order, self.rows[order, column]
+        return self._sorted[column]
 
 
 def feature_resolution(values: np.ndarray) -> float:
@@ -298,7 +330,8 @@ class BackdoorTriggerDetector(Detector):
             rows = np.flatnonzero(query_labels == label)
             if not len(mine) or not len(rows):
                 continue
-            for column in np.flatnonzero(checked):
+
+            def count_column(column, rows=rows, mine=mine, others=others):
                 # Rows in value order: searching sorted values is about six
                 # times faster (a million rows: 19 ms a search, not 118 ms).
                 by_value = rows[np.argsort(queries[rows, column], kind="stable")]
@@ -320,6 +353,9 @@ class BackdoorTriggerDetector(Detector):
                 edge = (x - w <= lowest[column]) | (x + w >= highest[column])
                 scores[by_value, column] = np.where((own_narrow > 0) & ~edge, -log_p, 0.0)
                 narrow_counts[by_value, column] = own_narrow
+
+            # Columns at once (detectors._threads): each writes only its own.
+            map_in_threads(count_column, np.flatnonzero(checked))
         return scores, narrow_counts
 
     def _row_scores(self, windows, per_feature, second, joint_threshold, batch, batch_labels, queries, query_labels,
@@ -368,20 +404,26 @@ class BackdoorTriggerDetector(Detector):
         trusted = None if self.self_referential_ else self.reference_
         other_self = 1 if (trusted_queries and trusted is not None) else 0
         for label in unique_values(query_labels[joint]):
-            mine = batch[batch_labels == label]
+            mine = _SortedColumns(batch[batch_labels == label])
             others = batch[batch_labels != label]
             if trusted is not None:
                 others = np.vstack([others, trusted])
+            others = _SortedColumns(others)
             for row in np.flatnonzero(joint & (query_labels == label)):
                 order = np.argsort(-per_feature[row])[:top]
                 order = order[per_feature[row, order] > 0]
                 if len(order) < 2:
                     continue
                 x, w = queries[row, order], narrow[order]
-                own_narrow = np.abs(mine[:, order] - x) <= w
-                own_wide = np.abs(mine[:, order] - x) <= w * WIDE_FACTOR
-                other_narrow = np.abs(others[:, order] - x) <= w
-                other_wide = np.abs(others[:, order] - x) <= w * WIDE_FACTOR
+                # Only rows inside the wide windows of the first two features
+                # can count, and a sorted column finds those without a pass
+                # over the population.
+                near_mine = mine.near(order[:2], x[:2], w[:2] * WIDE_FACTOR)[:, order]
+                near_others = others.near(order[:2], x[:2], w[:2] * WIDE_FACTOR)[:, order]
+                own_narrow = np.abs(near_mine - x) <= w
+                own_wide = np.abs(near_mine - x) <= w * WIDE_FACTOR
+                other_narrow = np.abs(near_others - x) <= w
+                other_wide = np.abs(near_others - x) <= w * WIDE_FACTOR
                 own_self = int(in_population[row])  # a batch row is in all its own windows
                 for size in range(2, len(order) + 1):
                     k = int(np.all(own_narrow[:, :size], axis=1).sum()) - own_self

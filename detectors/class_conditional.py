@@ -25,7 +25,7 @@ from poisonguard.detectors._crossfit import (
     tail_extrapolated_p_values,
 )
 from poisonguard.detectors._sampling import population_mask
-from poisonguard.detectors._unique import unique_values
+from poisonguard.detectors._unique import isin_values, unique_values
 from poisonguard.detectors.calibration import MONDRIAN_MIN_ROWS
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorTags
 from poisonguard.detectors.outliers import MAX_NAMED_FEATURES
@@ -224,7 +224,7 @@ class ClassConditionalOutlierDetector(Detector):
         fitted, profile = (self.fold_models_, self.calibration_scores_, self.calibration_folds_), self.profile_
         if self.pool_batch and not self.self_referential_:
             # A large batch pools a seeded sample of its rows (``detectors._sampling``).
-            usable = np.isin(labels, self.classes_) & population_mask(len(matrix), self.random_state, labels)
+            usable = isin_values(labels, self.classes_) & population_mask(len(matrix), self.random_state, labels)
             extra = (matrix[usable], labels[usable])
             cross = self._cross_fit(self.reference_, self.reference_labels_, extra)
             fitted = (cross.models, cross.out_of_fold, cross.folds)
@@ -241,7 +241,7 @@ class ClassConditionalOutlierDetector(Detector):
         """
         matrix, labels, ids = self._validate_reference(X, y, row_ids, self_referential=True)
         values, counts = unique_values(labels, return_counts=True)
-        lone = np.isin(labels, values[counts < 2])
+        lone = isin_values(labels, values[counts < 2])
         self._fit_reference(matrix[~lone], labels[~lone])
         scores = np.full(len(matrix), np.inf)
         p_values = np.full(len(matrix), np.finfo(float).tiny)
@@ -322,7 +322,7 @@ class ClassConditionalOutlierDetector(Detector):
         return f"{name} {z:.1f} interquartile ranges {side} the median of {population} labelled '{label}'"
 
     def _findings(self, matrix, labels, scores, p_values, extrapolated, row_ids, profile) -> pd.DataFrame:
-        known = np.isin(labels, self.classes_)
+        known = isin_values(labels, self.classes_)
         flagged = self._flagged(p_values, extra_flags=~known)
         population = "rows of the batch" if self.self_referential_ else "trusted rows"
         explained = self._explained(p_values, extra_flags=~known)
@@ -330,10 +330,11 @@ class ClassConditionalOutlierDetector(Detector):
         reasons = np.full(len(labels), NOT_EXPLAINED, dtype=object)
         for row in np.flatnonzero(explained):
             reasons[row] = f"typical of {population} with its label ({texts[row]})"
-        distances = profile_distances(profile, matrix)
+        # Only flagged rows name the label they fit better.
+        distances = profile_distances(profile, matrix[flagged])
         # Whose medians and scales the distances are measured in.
         measured_on = "trusted and batch rows" if self.pool_batch and not self.self_referential_ else population
-        for row in np.flatnonzero(flagged):
+        for position, row in enumerate(np.flatnonzero(flagged)):
             label = labels[row]
             if not known[row]:
                 reasons[row] = f"label '{label}' never occurs in the {population}" if label else (
@@ -344,7 +345,7 @@ class ClassConditionalOutlierDetector(Detector):
             z = feature_distances(profile, matrix[row][None, :], code)[0]
             worst = [c for c in np.argsort(-z)[:MAX_NAMED_FEATURES] if z[c] >= 1.0]
             parts = [self._describe(profile, c, matrix[row, c], z[c], code, measured_on, population) for c in worst]
-            believed = self.classes_[int(np.argmin(distances[row]))]
+            believed = self.classes_[int(np.argmin(distances[position]))]
             fits = f"; it fits label '{believed}' better" if believed != label else ""
             reasons[row] = (
                 f"impossible for label '{label}' against {measured_on} labelled '{label}' ({texts[row]}): "

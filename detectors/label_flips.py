@@ -91,7 +91,7 @@ from poisonguard.detectors._crossfit import (
     sampled_cross_fitted_probabilities,
 )
 from poisonguard.detectors._sampling import population_mask
-from poisonguard.detectors._unique import unique_values
+from poisonguard.detectors._unique import isin_values, unique_values
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorError, DetectorTags
 from poisonguard.detectors.calibration import (
     TAIL_MIN_ROWS,
@@ -214,7 +214,7 @@ class _LabelDetector(Detector):
         """
         matrix, labels, ids, _ = self._validate_batch(X, y, row_ids)
         values, counts = unique_values(labels, return_counts=True)
-        lone = np.isin(labels, values[counts == 1])
+        lone = isin_values(labels, values[counts == 1])
         scores = np.ones(len(matrix))
         flagged = lone.copy()
         reasons = np.full(len(matrix), NOT_EXPLAINED, dtype=object)
@@ -367,7 +367,7 @@ class TrustedModelLabelDetector(_LabelDetector):
         return self._trusted_findings(labels, known, scores, p_values, extrapolated, describe, ids)
 
     def _scores(self, matrix, labels):
-        known = np.isin(labels, self.classes_)
+        known = isin_values(labels, self.classes_)
         codes = self.encoder_.transform(labels[known])
         probabilities = class_probabilities(self.model_, matrix[known], len(self.classes_))
         scores = np.ones(len(labels))
@@ -484,7 +484,7 @@ class ConfidentLearningLabelDetector(_LabelDetector):
         # such rows are flagged without a model anyway. Of a large batch, a
         # sample is pooled (``detectors._sampling``); the other rows are
         # predicted by fold models that never saw them.
-        known = np.isin(labels, self.classes_)
+        known = isin_values(labels, self.classes_)
         n_trusted = len(self.reference_labels_)
         pool = np.vstack([self.reference_, matrix[known]])
         codes = self.encoder_.transform(np.concatenate([self.reference_labels_, labels[known]]))

@@ -22,7 +22,7 @@ from poisonguard.detectors._crossfit import (
     single_fold_p_values,
 )
 from poisonguard.detectors._sampling import neighbour_population_rows, population_mask
-from poisonguard.detectors._unique import unique_values
+from poisonguard.detectors._unique import isin_values, unique_values
 from poisonguard.detectors.base import NOT_EXPLAINED, DetectorError, DetectorTags
 from poisonguard.detectors.label_flips import _LabelDetector, _quoted
 from poisonguard.detectors.errors import NotEnoughData
@@ -134,7 +134,7 @@ class KNNLabelDetector(_LabelDetector):
             return self._judge(labels, distances, ids, "trusted rows", self.calibration_scores_)
         # Rows of a label the trusted rows lack are flagged anyway; they are
         # nobody's neighbours. Of a large batch, a sample is (``detectors._sampling``).
-        usable = np.isin(labels, self.classes_)
+        usable = isin_values(labels, self.classes_)
         max_rows = neighbour_population_rows(len(matrix))
         pooled_rows = usable & population_mask(len(matrix), self.random_state, labels, max_rows=max_rows)
         # A reference larger than that sample is sampled to its size too: a
@@ -199,7 +199,7 @@ class KNNLabelDetector(_LabelDetector):
 
     def _margin(self, distances, labels):
         """Scores, which rows have a known label, and the label believed."""
-        known = np.isin(labels, self.classes_)
+        known = isin_values(labels, self.classes_)
         codes = np.zeros(len(labels), dtype=int)
         codes[known] = self.encoder_.transform(labels[known])
         rows = np.arange(len(labels))

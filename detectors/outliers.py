@@ -53,6 +53,7 @@ from poisonguard.detectors._crossfit import (
     robust_cut,
     tail_extrapolated_p_values,
 )
+from poisonguard.detectors._threads import map_in_threads
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorTags
 from poisonguard.detectors.calibration import peaks_over_threshold
 from poisonguard.detectors.registry import register
@@ -441,7 +442,8 @@ def fold_tail_scores(sorted_reference, sorted_folds, n_folds: int, X) -> tuple[n
     scores = np.empty(len(X))
     per_fold = np.empty((len(X), n_folds))
     columns = np.arange(n_features)
-    for start in range(0, len(X), SCORE_CHUNK_ROWS):
+
+    def score_chunk(start: int) -> None:
         chunk = X[start:start + SCORE_CHUNK_ROWS]
         at_most = np.empty(chunk.shape, dtype=np.int64)
         below = np.empty(chunk.shape, dtype=np.int64)
@@ -460,6 +462,9 @@ def fold_tail_scores(sorted_reference, sorted_folds, n_folds: int, X) -> tuple[n
             train_at_least = n_train - (below - in_fold[fold][below, columns])
             tails = (1.0 + np.minimum(train_at_most, train_at_least)) / (n_train + 1.0)
             per_fold[start:start + len(chunk), fold] = -np.log(tails).sum(axis=1)
+
+    # Chunks at once (detectors._threads): each writes only its own rows.
+    map_in_threads(score_chunk, range(0, len(X), SCORE_CHUNK_ROWS))
     return scores, per_fold
 
 
