@@ -49,6 +49,9 @@ def decide(inputs: RunInputs, outcomes: list[CheckOutcome]) -> Decision:
     # Batch-level findings (empty row id) judge the batch, not a row.
     flagged = flagged[flagged["row_id"] != ""].reset_index(drop=True)
     quarantined = set(flagged["row_id"])
+    # Rows flagged by more than one check, counted once rather than per check.
+    checks_per_row = flagged.groupby("row_id", sort=False)["check"].nunique()
+    flagged_elsewhere_too = set(checks_per_row.index[checks_per_row.to_numpy() > 1])
     rows = []
     for outcome in outcomes:
         checks = outcome.findings
@@ -60,7 +63,8 @@ def decide(inputs: RunInputs, outcomes: list[CheckOutcome]) -> Decision:
             mine = checks[checks["check"] == check]
             # Rows, not findings: one row can break a range on many columns.
             flagged_rows = set(mine.loc[mine["flagged"], "row_id"])
-            elsewhere = set(flagged.loc[flagged["check"] != check, "row_id"])
+            # A row this check flags is flagged elsewhere exactly when more than one check flags it.
+            elsewhere = flagged_elsewhere_too
             rows.append(
                 {
                     "check": check,

@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -59,8 +60,9 @@ class LoadedTable:
     files: list[dict]
     source_digest: pd.Series
 
-    @property
+    @cached_property
     def row_ids(self) -> pd.Series:
+        # Once: stages ask for it again and again, and a million ids take a while to convert.
         return self.raw[self.id_column].astype(str)
 
 
@@ -355,6 +357,9 @@ def infer_kinds(
             present = series[~missing_mask(series)]
             if present.empty:
                 kinds[column] = "categorical"
+                continue
+            if pd.api.types.is_numeric_dtype(present):
+                kinds[column] = "numeric"  # every present cell is a number already
                 continue
             parsed = pd.to_numeric(present, errors="coerce")
             kinds[column] = "numeric" if parsed.notna().mean() >= threshold else "categorical"

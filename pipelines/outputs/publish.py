@@ -217,7 +217,7 @@ def publish(run: RunHandle, inputs, outcomes, decision, evidence: dict, work_sta
             rows=_as_received(inputs, decision),
             findings=decision.flagged,
             row_id_column=inputs.id_column,
-            batch_digest_by_row=_digest_by_row(inputs),
+            batch_digest_by_row=_digest_by_row(inputs, decision.quarantined_ids),
             evidence_by_row=evidence,
         )
 
@@ -306,8 +306,10 @@ def _as_received(inputs, decision) -> pd.DataFrame:
     return inputs.batch.raw[mask].reset_index(drop=True)
 
 
-def _digest_by_row(inputs) -> dict[str, str]:
-    return dict(zip(inputs.batch.row_ids, inputs.batch.source_digest))
+def _digest_by_row(inputs, row_ids) -> dict[str, str]:
+    """The batch file digest of each of ``row_ids`` (only theirs: a batch has a million rows)."""
+    mask = rows_in(inputs.batch.row_ids, row_ids)
+    return dict(zip(inputs.batch.row_ids[mask], inputs.batch.source_digest[mask]))
 
 
 def _counts(inputs, decision) -> dict:

@@ -432,6 +432,7 @@ def _quarantine_entries(
     p_values_of = flagged["p_value"].to_numpy()
     reasons_of = flagged["reason"].astype(str).to_numpy()
     created_at = utc_now()
+    histogram_texts: dict[int, str] = {}
     entries = []
     for row_id, values in zip(row_ids, rows.to_dict(orient="records")):
         positions = by_row.get(row_id)
@@ -451,8 +452,32 @@ def _quarantine_entries(
                 {"check": checks_of[i], "score": scores_of[i], "p_value": p_values_of[i], "reason": reasons_of[i]}
                 for i in positions
             ]),
-            "evidence_json": dumps(capped_cells(evidence_by_row.get(row_id, {}))),
+            "evidence_json": evidence_json(evidence_by_row.get(row_id, {}), histogram_texts),
             "status": "pending",
             "created_at": created_at,
         })
     return entries
+
+
+def evidence_json(evidence: dict, histogram_texts: dict[int, str]) -> str:
+    """``dumps(capped_cells(evidence))``, each histogram serialised once for all the rows that show it.
+
+    A column's histogram (``core.evidence``) is one object shared by the
+    evidence of every row that plots it; a large batch quarantines tens of
+    thousands of rows, and serialising the same forty numbers again for each
+    took most of the time spent storing them. ``histogram_texts`` maps a
+    histogram object's id to its JSON text; the objects must stay alive
+    while it is in use (``evidence_by_row`` holds them).
+    """
+    histograms = evidence.get("histograms")
+    if not isinstance(histograms, dict) or not histograms or next(reversed(evidence)) != "histograms":
+        return dumps(capped_cells(evidence))
+    head = dumps(capped_cells({key: value for key, value in evidence.items() if key != "histograms"}))
+    parts = []
+    for column, histogram in histograms.items():
+        text = histogram_texts.get(id(histogram))
+        if text is None:
+            text = histogram_texts[id(histogram)] = dumps(capped_cells(histogram))
+        parts.append(f"{dumps(str(column))}: {text}")
+    histograms_text = '"histograms": {' + ", ".join(parts) + "}"
+    return head[:-1] + (", " if head != "{}" else "") + histograms_text + "}"

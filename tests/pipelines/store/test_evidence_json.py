@@ -1,0 +1,38 @@
+"""evidence_json serialises shared histograms once and must write exactly what dumps would."""
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from poisonguard.pipelines.core.jsonable import dumps
+from poisonguard.pipelines.store.entries import STORED_CELL_LIMIT, capped_cells, evidence_json
+
+numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6))
+names = st.text(min_size=0, max_size=8)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    head=st.dictionaries(names.filter(lambda k: k != "histograms"), st.one_of(numbers, st.text(max_size=20)), max_size=4),
+    columns=st.lists(names, min_size=1, max_size=3, unique=True),
+    edges=st.lists(numbers, max_size=5),
+)
+def test_same_text_as_dumps_with_shared_histograms(head, columns, edges):
+    shared = {column: {"edges": [*edges, np.float64(0.5)], "counts": [np.int64(3)]} for column in columns}
+    texts: dict[int, str] = {}
+    for _ in range(3):  # several rows showing the same histogram objects
+        evidence = {**head, "histograms": dict(shared)}
+        assert evidence_json(evidence, texts) == dumps(capped_cells(evidence))
+
+
+def test_long_cells_are_cut_and_other_layouts_fall_back():
+    long = "x" * (STORED_CELL_LIMIT + 5)
+    texts: dict[int, str] = {}
+    for evidence in (
+        {"label": long, "histograms": {"a": {"edges": [1.0, long], "counts": [1]}}},
+        {"histograms": {"a": {"edges": [], "counts": []}}, "label": "after"},  # histograms not last
+        {"histograms": {}},
+        {},
+    ):
+        assert evidence_json(evidence, texts) == dumps(capped_cells(evidence))
