@@ -1,0 +1,41 @@
+"""Column loops on several threads (detectors._threads) give exactly the one-thread findings."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from poisonguard.detectors import _threads, outliers
+from poisonguard.detectors._threads import map_in_threads, thread_count
+from poisonguard.detectors.registry import get_detector
+from tests.detectors.test_backdoor import stamped, three_classes
+
+
+def test_thread_count_follows_omp_num_threads(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert thread_count() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
+    assert 1 <= thread_count() <= _threads.MAX_THREADS
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert 1 <= thread_count() <= _threads.MAX_THREADS
+
+
+def test_results_come_back_in_order_on_any_number_of_threads(monkeypatch):
+    for threads in (1, 2, 4):
+        monkeypatch.setattr(_threads, "thread_count", lambda threads=threads: threads)
+        assert map_in_threads(lambda item: item * item, range(50)) == [item * item for item in range(50)]
+
+
+@pytest.mark.parametrize("name", ["backdoor.trigger", "outlier.ecod", "outlier.class_conditional", "label.trusted_model"])
+def test_findings_do_not_depend_on_the_thread_count(monkeypatch, name):
+    trusted, trusted_labels = three_classes(600, seed=0)
+    batch, labels = three_classes(1_500, seed=1)
+    batch, labels, _ = stamped(batch, labels, 60, seed=2)
+    # Small chunks, so that ECOD scores several at once.
+    monkeypatch.setattr(outliers, "SCORE_CHUNK_ROWS", 128)
+    runs = []
+    for threads in (1, 3):
+        monkeypatch.setattr(_threads, "thread_count", lambda threads=threads: threads)
+        detector = get_detector(name, alpha=0.01).fit(trusted, trusted_labels)
+        runs.append(detector.findings(batch, labels, [f"row {i}" for i in range(len(batch))]))
+    pd.testing.assert_frame_equal(runs[0], runs[1])
+    assert runs[0]["flagged"].any()  # a real comparison, not two empty verdicts
