@@ -42,6 +42,11 @@ class CheckOutcome:
     batch_failures: list[str] = field(default_factory=list)
     details: dict = field(default_factory=dict)
     seconds: float = 0.0
+    # Per check, the scores and flags of every row-level finding, as arrays:
+    # kept when ``findings`` is cut down to the flagged rows once the
+    # decision is made (``outputs.publish.slim_outcomes``), for the report's
+    # histograms. None while ``findings`` holds every row.
+    scores: Optional[dict] = None
 
 
 def check_expectations(inputs: RunInputs) -> CheckOutcome:

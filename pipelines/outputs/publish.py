@@ -13,7 +13,7 @@ import json
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -28,7 +28,7 @@ from poisonguard.pipelines.core.errors import BatchRejected
 from poisonguard.pipelines.core.jsonable import to_jsonable
 from poisonguard.pipelines.core.tables import file_digest, rows_in
 from poisonguard.pipelines.outputs.datasets import finish_chain
-from poisonguard.pipelines.outputs.report import render_report
+from poisonguard.pipelines.outputs.report import render_report, score_arrays
 from poisonguard.pipelines.outputs.signed_folder import (  # noqa: F401 - the layout's names are also used as publish.X
     CLEAN_FILE,
     FINDING_LIST_COLUMNS,
@@ -374,6 +374,9 @@ def _report(inputs, outcomes, decision, run: RunHandle, *, status: str, batch_fa
     settings = inputs.settings
     # One table per check, never stacked: a million-row batch has millions of findings per check.
     findings = [o.findings for o in outcomes] if outcomes else decision.flagged
+    scores = None
+    if outcomes and all(o.scores is not None for o in outcomes):  # slim_outcomes kept them as arrays
+        scores = {check: arrays for o in outcomes for check, arrays in o.scores.items()}
     raw = inputs.batch.raw
     quarantined = raw[rows_in(inputs.batch.row_ids, decision.quarantined_ids)]
     reference = settings.config.dataset.reference
@@ -410,7 +413,27 @@ def _report(inputs, outcomes, decision, run: RunHandle, *, status: str, batch_fa
         notes=decision.notes,
         batch_failures=list(batch_failures),
         batch_checks=batch_check_table(outcomes),
+        scores=scores,
     )
+
+
+def slim_outcomes(outcomes) -> list:
+    """The outcomes with only their flagged and batch-level findings, every row's score kept as arrays.
+
+    Once the decision is made, publishing reads only the flagged findings
+    (the quarantine file, the store, the report's top rows) and, for the
+    report's histograms, each check's scores and flags. A million-row batch's
+    full findings tables are about 60 MB per check, held through the writing
+    of the outputs, where the run's memory peaks.
+    """
+    slim = []
+    for outcome in outcomes:
+        findings = outcome.findings
+        keep = findings["flagged"].to_numpy(dtype=bool) | (findings["row_id"].astype(str) == "").to_numpy()
+        # A pair of arrays shared by the per-check mapping, not another table.
+        scores = outcome.scores if outcome.scores is not None else score_arrays([findings])
+        slim.append(replace(outcome, findings=findings[keep].reset_index(drop=True), scores=scores))
+    return slim
 
 
 def library_versions() -> dict[str, Optional[str]]:

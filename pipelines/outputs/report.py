@@ -67,6 +67,7 @@ def render_report(
     batch_failures: Sequence[str],
     top_n: int = 50,
     batch_checks: Sequence[Mapping[str, object]] = (),
+    scores: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> str:
     """Render the run report as one self-contained HTML page.
 
@@ -107,6 +108,10 @@ def render_report(
         The drift table: one mapping per batch-level test with ``check,
         column, test, statistic, threshold, p_value, failed, reason``
         (``detectors.drift.BatchCheck.as_dict``).
+    scores : mapping of check name to (scores, flagged) arrays, optional
+        Every row's score and flag per check, for the histograms, when
+        ``findings`` holds only the flagged rows (:func:`score_arrays` of the
+        full tables); None reads them from ``findings``.
 
     Returns
     -------
@@ -135,7 +140,7 @@ def render_report(
         "batch_failures": [str(failure) for failure in batch_failures],
         "batch_checks": [_batch_check_row(row) for row in batch_checks],
         "checks": _check_rows(per_check),
-        "histograms": _histograms(tables, per_check),
+        "histograms": _histograms(tables, per_check, scores),
         "rows": rows,
         "n_quarantined": n_quarantined,
         "top_n": top_n,
@@ -233,7 +238,7 @@ def _flagged_findings(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(flagged, ignore_index=True) if flagged else pd.DataFrame(columns=_FINDING_COLUMNS)
 
 
-def _scores_by_check(tables: Sequence[pd.DataFrame]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def score_arrays(tables: Sequence[pd.DataFrame]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per check with any p-value (a detector): the scores and flags of its row-level findings."""
     parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for table in tables:
@@ -251,9 +256,11 @@ def _scores_by_check(tables: Sequence[pd.DataFrame]) -> dict[str, tuple[np.ndarr
     }
 
 
-def _histograms(tables: Sequence[pd.DataFrame], per_check: pd.DataFrame) -> list[dict]:
+def _histograms(
+    tables: Sequence[pd.DataFrame], per_check: pd.DataFrame, scores: Mapping[str, tuple] | None
+) -> list[dict]:
     notes = dict(zip(per_check["check"].astype(str), per_check["threshold_note"]))
-    by_check = _scores_by_check(tables)
+    by_check = score_arrays(tables) if scores is None else scores
     # Detectors in per-check order, then any other in findings order.
     ordered = [check for check in per_check["check"].astype(str) if check in by_check]
     ordered += [check for check in by_check if check not in ordered]

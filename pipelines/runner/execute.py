@@ -98,6 +98,11 @@ def _judge_and_publish(settings, inputs, run, run_stage, run_stages, review, wor
         if verdict is not None:  # approved: the report and provenance say by whom
             decision = replace(decision, notes=[*decision.notes, f"Published after review: {verdict.reason}."])
         evidence = run_stage("collect-evidence", collect_evidence, inputs, judgement.features, decision)
+        # Writing the outputs reads only the flagged findings and no encoded
+        # features: a million-row batch's are about 1 GB, dropped before the
+        # run's memory would peak there.
+        outcomes = publish.slim_outcomes(outcomes)
+        del judgement
         return run_stage("publish", publish.publish, run, inputs, outcomes, decision, evidence, work_started, clock)
     except BaseException as error:
         # At once, not on the next run: a failed run keeps no entries and no

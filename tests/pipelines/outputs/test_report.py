@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poisonguard.pipelines.outputs.report import histogram_geometry, render_report
+from poisonguard.pipelines.outputs.report import histogram_geometry, render_report, score_arrays
 
 SCRIPT = "<script>alert(1)</script>"
 # Elements HTML never closes.
@@ -300,4 +300,15 @@ def test_findings_given_table_by_table_render_the_same_page(run):
     whole = render_report(**run)
     findings = run["findings"]
     run["findings"] = [findings[findings["check"] == check] for check in pd.unique(findings["check"])][::-1]
+    assert render_report(**run) == whole
+
+
+def test_flagged_findings_with_score_arrays_render_the_same_page(run):
+    # After the decision the pipeline keeps only flagged findings and every
+    # row's score as arrays (publish.slim_outcomes); the page must not change.
+    whole = render_report(**run)
+    findings = run["findings"]
+    run["scores"] = score_arrays([findings])
+    run["findings"] = findings[findings["flagged"] | (findings["row_id"] == "")]
+    assert len(run["findings"]) < len(findings)
     assert render_report(**run) == whole
