@@ -119,6 +119,19 @@ class _SortedColumns:
         return self._sorted[column]
 
 
+def _second_largest(scores: np.ndarray, chunk_rows: int = 65_536) -> np.ndarray:
+    """The second largest value of each row (at least two columns), a chunk of rows at a time.
+
+    ``np.partition`` copies what it sorts: on a million rows at once, another
+    160 MB at the detector's busiest moment.
+    """
+    second = np.empty(len(scores))
+    position = scores.shape[1] - 2
+    for start in range(0, len(scores), chunk_rows):
+        second[start:start + chunk_rows] = np.partition(scores[start:start + chunk_rows], position, axis=1)[:, position]
+    return second
+
+
 def feature_resolution(values: np.ndarray) -> float:
     """Smallest gap between distinct values of one feature (0 when fewer than two)."""
     distinct = np.unique(np.round(values, 9))
@@ -267,7 +280,7 @@ class BackdoorTriggerDetector(Detector):
         per_feature, counts = self._concentration(
             windows, batch, batch_labels, queries, query_labels, in_population, trusted_queries
         )
-        second = -np.partition(-per_feature, 1, axis=1)[:, 1] if per_feature.shape[1] > 1 else None
+        second = _second_largest(per_feature) if per_feature.shape[1] > 1 else None
         if joint_threshold is None:
             joint_threshold = self._joint_threshold(second, int(windows[1].sum()))
         scores, best = self._row_scores(
@@ -316,7 +329,7 @@ class BackdoorTriggerDetector(Detector):
         """
         narrow, checked, lowest, highest = windows
         scores = np.zeros(queries.shape)
-        narrow_counts = np.zeros(queries.shape, dtype=int)
+        narrow_counts = np.zeros(queries.shape, dtype=np.int32)  # at most the population's rows
         trusted = None if self.self_referential_ else self.reference_
         other_self = 1 if (trusted_queries and trusted is not None) else 0
         for label in unique_values(query_labels):

@@ -396,6 +396,7 @@ def model_impact(
     p_value: float = 0.01,
     random_state: int = 0,
     max_batch_rows: Optional[int] = 20_000,
+    batch_rows_used: Optional[np.ndarray] = None,
 ) -> BatchCheck:
     """Does training on trusted + batch rows predict held-out trusted rows worse?
 
@@ -428,6 +429,9 @@ def model_impact(
         batch has more (None: all). The sample keeps the batch's share of
         poison, which is what moves the accuracy, at a bounded cost: five
         fits on a million rows took minutes; the reason names the sample.
+    batch_rows_used : numpy.ndarray of bool, shape (n_batch,), optional
+        Train only on these batch rows (e.g. the ones a decision keeps),
+        without copying the others out first; None: every row.
 
     Returns
     -------
@@ -435,11 +439,18 @@ def model_impact(
         ``statistic`` is the accuracy drop (negative: the batch helped).
     """
     X_trusted, y_trusted = _labelled(trusted_X, trusted_y)
-    X_batch, y_batch = _labelled(batch_X, batch_y)
-    batch_rows = len(y_batch)
+    # Positions of the usable batch rows, then the sample of them: rows are
+    # copied once, and only the sampled ones.
+    batch_labels = _label_texts(batch_y)
+    usable = batch_labels != ""
+    if batch_rows_used is not None:
+        usable &= np.asarray(batch_rows_used, dtype=bool)
+    positions = np.flatnonzero(usable)
+    batch_rows = len(positions)
     if max_batch_rows is not None and batch_rows > max_batch_rows:
-        sample = np.sort(np.random.default_rng(random_state).choice(batch_rows, max_batch_rows, replace=False))
-        X_batch, y_batch = X_batch[sample], y_batch[sample]
+        positions = positions[np.sort(np.random.default_rng(random_state).choice(batch_rows, max_batch_rows, replace=False))]
+    X_batch = np.asarray(batch_X, dtype=float)[positions]
+    y_batch = batch_labels[positions].astype(str)
     name = "batch.model_impact"
     counts = pd.Series(y_trusted).value_counts()
     folds = min(n_folds, int(counts.min()) if len(counts) else 0)
@@ -480,9 +491,14 @@ def model_impact(
 
 def _labelled(X, y) -> tuple[np.ndarray, np.ndarray]:
     matrix = np.asarray(X, dtype=float)
-    labels = np.asarray(pd.Series(y, dtype=object).map(lambda v: "" if _missing(v) else str(v)), dtype=object)
+    labels = _label_texts(y)
     keep = labels != ""
     return matrix[keep], labels[keep].astype(str)
+
+
+def _label_texts(y) -> np.ndarray:
+    """Labels as text, ``""`` where missing (an object array)."""
+    return np.asarray(pd.Series(y, dtype=object).map(lambda v: "" if _missing(v) else str(v)), dtype=object)
 
 
 def _missing(value) -> bool:

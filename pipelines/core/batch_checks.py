@@ -110,7 +110,7 @@ def check_model_impact(inputs, features, decision) -> Optional[object]:
         with library_warnings() as caught:
             results.append(drift.model_impact(
                 features.trusted_features.to_numpy(dtype=float), features.trusted_labels,
-                features.batch_features.to_numpy(dtype=float)[kept], features.batch_labels[kept],
+                features.batch_features.to_numpy(dtype=float), features.batch_labels, batch_rows_used=kept,
                 model=options.impact_model, n_folds=options.impact_folds, max_drop=options.impact_max_drop,
                 p_value=options.impact_p_value, random_state=inputs.settings.config.detection.random_state,
                 max_batch_rows=options.impact_sample_rows,

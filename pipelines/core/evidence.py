@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 
+from poisonguard.pipelines.core.tables import rows_in
+
 NEIGHBOURS = 5
 TOP_FEATURES = 5
 HISTOGRAM_FEATURES = 3
@@ -38,7 +40,13 @@ def collect_evidence(inputs, features, decision) -> dict[str, dict]:
     trusted = inputs.reference_typed.typed if inputs.reference_typed is not None else None
     population = trusted if trusted is not None else inputs.batch_typed.typed
     population_name = "trusted reference" if trusted is not None else "batch (no trusted reference)"
-    batch = inputs.batch_typed.typed.set_index(inputs.batch_typed.typed[inputs.id_column].astype(str))
+    # The quarantined rows are cut out before indexing by id: indexing a
+    # million-row batch copied it whole to find a few thousand rows.
+    quarantined = set(decision.quarantined_ids)
+    typed = inputs.batch_typed.typed
+    ids = typed[inputs.id_column].astype(str)
+    mask = rows_in(ids, quarantined)
+    batch = typed[mask].set_index(ids[mask])
     wanted = [row_id for row_id in decision.quarantined_ids if row_id in batch.index]
     rows = batch.loc[wanted]
 
@@ -46,8 +54,9 @@ def collect_evidence(inputs, features, decision) -> dict[str, dict]:
         neighbour_space, neighbour_labels = features.trusted_features, features.trusted_labels
     else:
         neighbour_space, neighbour_labels = features.batch_features, features.batch_labels
-    batch_positions = pd.Series(np.arange(len(features.batch_row_ids)), index=features.batch_row_ids)
-    query = features.batch_features.iloc[batch_positions[wanted].to_numpy()]
+    encoded = rows_in(features.batch_row_ids, quarantined)
+    position_of = dict(zip(np.asarray(features.batch_row_ids)[encoded], np.flatnonzero(encoded)))
+    query = features.batch_features.iloc[[position_of[row_id] for row_id in wanted]]
     nearest = _nearest(neighbour_space, neighbour_labels, query, exclude_self=trusted is None)
 
     numeric = [c for c in inputs.feature_columns if inputs.kinds[c] == "numeric"]

@@ -8,10 +8,13 @@ Prefect task in ``poisonguard.pipelines.flows``.
 """
 from __future__ import annotations
 
+import ctypes
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Optional
+
+import pyarrow
 
 from poisonguard.pipelines.core.batch_checks import check_batch, check_model_impact
 from poisonguard.pipelines.core.checks import (
@@ -51,9 +54,35 @@ def stage_listener(listener: Callable[[str], None]) -> Iterator[None]:
 
 
 def announce_stage(name: str) -> None:
-    """Tell the listeners a stage starts (stage runners call this)."""
+    """Tell the listeners a stage starts (stage runners call this), and hand back memory the last one freed."""
+    release_freed_memory()
     for listener in tuple(_stage_listeners):
         listener(name)
+
+
+def release_freed_memory() -> None:
+    """Return to the system the memory the allocators keep after it is freed.
+
+    Arrow's allocator (pandas' text, Parquet reads) and glibc's malloc keep
+    freed memory for reuse, so a stage's temporaries stayed counted against
+    the run: reading a million-row Parquet file left 0.3 GB held by Arrow,
+    and each detector about 0.2 GB in malloc's arenas (its threads' ones
+    among them). ``malloc_trim`` is glibc's (Linux); elsewhere only Arrow's
+    is released.
+    """
+    pyarrow.default_memory_pool().release_unused()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+def _malloc_trim():
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
 
 
 class StageClock:
