@@ -99,8 +99,8 @@ def _judge_and_publish(settings, inputs, run, run_stage, run_stages, review, wor
             decision = replace(decision, notes=[*decision.notes, f"Published after review: {verdict.reason}."])
         evidence = run_stage("collect-evidence", collect_evidence, inputs, judgement.features, decision)
         # Writing the outputs reads only the flagged findings and no encoded
-        # features: a million-row batch's are about 1 GB, dropped before the
-        # run's memory would peak there.
+        # features: for a million-row batch the full findings tables and the
+        # encoded matrices are most of a GB, let go before the outputs are written.
         outcomes = publish.slim_outcomes(outcomes)
         del judgement
         return run_stage("publish", publish.publish, run, inputs, outcomes, decision, evidence, work_started, clock)
