@@ -104,10 +104,17 @@ def label_array(y, n_rows: int) -> np.ndarray:
 
 
 def row_id_array(row_ids, X, n_rows: int) -> np.ndarray:
-    """Return row ids as strings; default to the DataFrame index or 0..n-1."""
+    """Return row ids as an object array of str; default to the DataFrame index or 0..n-1.
+
+    An object array of str is returned as it is: a million-row batch's ids
+    are one array the pipeline shares with every detector's findings, where
+    a text copy per detector cost tens of MB each.
+    """
     if row_ids is None:
         row_ids = X.index if isinstance(X, pd.DataFrame) else np.arange(n_rows)
-    ids = np.asarray(row_ids, dtype=object).astype(str)
+    ids = np.asarray(row_ids, dtype=object)
+    if ids.ndim != 1 or not all(type(value) is str for value in ids):
+        ids = ids.astype(str).astype(object)
     if ids.shape[0] != n_rows:
         raise DetectorError(f"got {ids.shape[0]} row ids for {n_rows} rows")
     return ids

@@ -124,7 +124,7 @@ def encode_features(inputs: RunInputs) -> FeatureMatrices:
         trusted_labels=label_texts(trusted[label]) if trusted is not None else None,
         batch_features=batch_features,
         batch_labels=label_texts(batch[label]),
-        batch_row_ids=batch[inputs.id_column].astype(str).to_numpy(),
+        batch_row_ids=inputs.batch.row_ids.to_numpy(dtype=object),
         encoder=encoder,
         notes=notes,
     )

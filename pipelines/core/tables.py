@@ -62,8 +62,14 @@ class LoadedTable:
 
     @cached_property
     def row_ids(self) -> pd.Series:
-        # Once: stages ask for it again and again, and a million ids take a while to convert.
-        return self.raw[self.id_column].astype(str)
+        """The row ids as text, as one array of Python strings every stage shares.
+
+        Once: stages ask for it again and again, and a million ids take a
+        while to convert. Object dtype, not pandas' text dtype: the encoded
+        features and every detector's findings hold these same string
+        objects (8 bytes a row each) instead of a copy of the text apiece.
+        """
+        return pd.Series(self.raw[self.id_column].astype(str).to_numpy(dtype=object), dtype=object)
 
 
 @dataclass(frozen=True)
@@ -385,7 +391,9 @@ def coerce_types(
         ``findings`` has one flagged row per (row, column) that failed to
         parse; ``batch_failures`` names columns that failed as a whole.
     """
-    typed = frame.copy()
+    # Shallow: with pandas' copy-on-write, replacing a column never touches
+    # ``frame``, and a column already of its kind is shared, not copied.
+    typed = frame.copy(deep=False)
     row_ids = frame[id_column].astype(str).to_numpy()
     found_rows, found_reasons, found_columns, failures = [], [], [], []
     for column, kind in kinds.items():
@@ -414,7 +422,9 @@ def coerce_types(
                 found_columns.append(column)
                 what = "a finite number" if infinite[position] else "a number"
                 found_reasons.append(f"{shorten(column, 60)} = {shorten(str(series.iloc[position]), 60)!r} is not {what}")
-            typed[column] = _narrow_numeric(pd.Series(np.where(broken, np.nan, values), index=series.index))
+            converted = _narrow_numeric(pd.Series(np.where(broken, np.nan, values), index=series.index))
+            if not _same_column(converted, series):
+                typed[column] = converted
         else:
             typed[column] = _as_texts(series, missing)
     findings = (
@@ -434,6 +444,13 @@ def coerce_types(
         findings=findings,
         batch_failures=failures,
         broken_cells=list(zip(found_rows, found_columns)),
+    )
+
+
+def _same_column(converted: pd.Series, original: pd.Series) -> bool:
+    """``converted`` holds exactly ``original``'s values in its dtype (a numeric column read as numbers)."""
+    return converted.dtype == original.dtype and bool(
+        np.array_equal(converted.to_numpy(), original.to_numpy(), equal_nan=converted.dtype.kind == "f")
     )
 
 
@@ -501,6 +518,8 @@ def _is_missing(value) -> bool:
 
 def _as_texts(series: pd.Series, missing: np.ndarray) -> pd.Series:
     """``_as_text`` of every present cell, None for the missing ones; text columns without a per-cell call."""
+    if pd.api.types.is_string_dtype(series) and series.dtype != object:
+        return series.astype(object).where(~missing, None)  # pandas' text dtype: every cell is text
     if series.dtype == object and not missing.all():
         present = series[~missing]
         if present.map(type).eq(str).all():
