@@ -20,6 +20,7 @@ import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.neighbors import NearestNeighbors
 
+from poisonguard.detectors._neighbours import query_blocks
 from poisonguard.detectors._threads import map_in_threads
 from poisonguard.detectors._unique import unique_values
 from poisonguard.detectors.calibration import (
@@ -561,16 +562,17 @@ def class_neighbour_distances(space, space_labels, queries, classes, k: int, *, 
         if wanted < 1:
             continue
         index = NearestNeighbors(n_neighbors=wanted + (1 if exclude_self else 0)).fit(space[members])
-        found, positions = index.kneighbors(queries)
-        if exclude_self:
-            # Drop each query's own entry (not always column 0 among ties).
-            own = members[positions] == np.arange(len(queries))[:, None]
-            keep = ~own
-            # Queries of another class have no own entry: drop their farthest instead.
-            none = ~own.any(axis=1)
-            keep[none, -1] = False
-            found = found[keep].reshape(len(queries), wanted)
-        distances[:, column] = found.mean(axis=1)
+        for block in query_blocks(len(queries)):
+            found, positions = index.kneighbors(queries[block])
+            if exclude_self:
+                # Drop each query's own entry (not always column 0 among ties).
+                own = members[positions] == np.arange(block.start, block.stop)[:, None]
+                keep = ~own
+                # Queries of another class have no own entry: drop their farthest instead.
+                none = ~own.any(axis=1)
+                keep[none, -1] = False
+                found = found[keep].reshape(len(found), wanted)
+            distances[block, column] = found.mean(axis=1)
     return distances
 
 

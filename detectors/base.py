@@ -98,10 +98,10 @@ def make_findings(
     if p_values is None:
         p_values = np.full(n_rows, np.nan)
     index = pd.RangeIndex(n_rows)
-    # Text columns of object dtype: they point at the caller's id strings,
-    # one name and one empty reason, 8 bytes a row, where pandas' own text
-    # dtype would copy every id, name and reason into each table (about
-    # 60 MB per detector at a million rows).
+    # Text columns of object dtype: they point at the caller's id strings
+    # (the id column is the caller's array itself), one name and one empty
+    # reason, where pandas' own text dtype would copy every id, name and
+    # reason into each table (about 60 MB per detector at a million rows).
     frame = pd.DataFrame(
         {
             "row_id": pd.Series(row_ids, index=index, dtype=object, copy=False),
@@ -110,7 +110,8 @@ def make_findings(
             "p_value": np.asarray(p_values, dtype=float),
             "flagged": np.asarray(flagged, dtype=bool),
             "reason": pd.Series(_capped(reasons), index=index, dtype=object, copy=False),
-        }
+        },
+        copy=False,  # not stacked into one block: the id column stays the caller's array
     )
     return frame[FINDING_COLUMNS]
 

@@ -40,6 +40,7 @@ import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 
 from poisonguard.detectors._crossfit import check_calibration, single_fold_p_values
+from poisonguard.detectors._neighbours import query_blocks
 from poisonguard.detectors._sampling import neighbour_population_rows, population_mask
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorError, DetectorTags
 from poisonguard.detectors.errors import NotEnoughData
@@ -74,10 +75,13 @@ def kth_distances(space: np.ndarray, queries: np.ndarray, k: int, *, exclude_sel
         raise NotEnoughData(f"need at least {wanted} rows to find {k} nearest neighbours, got {len(space)}")
     if not len(queries):
         return np.empty(0)
-    distances, _ = NearestNeighbors(n_neighbors=wanted).fit(space).kneighbors(queries)
-    # Sorted distances include the row's own 0 once, so column k is the
-    # k-th other row even when exact duplicates tie with it.
-    return distances[:, wanted - 1]
+    index = NearestNeighbors(n_neighbors=wanted).fit(space)
+    kth = np.empty(len(queries))
+    for block in query_blocks(len(queries)):
+        # Sorted distances include the row's own 0 once, so column k is the
+        # k-th other row even when exact duplicates tie with it.
+        kth[block] = index.kneighbors(queries[block], return_distance=True)[0][:, wanted - 1]
+    return kth
 
 
 def population_kth_distances(population, in_population, matrix, k: int) -> np.ndarray:
@@ -95,9 +99,11 @@ def population_kth_distances(population, in_population, matrix, k: int) -> np.nd
     -------
     numpy.ndarray of float, shape (n_rows,)
     """
-    distances = np.empty(len(matrix))
+    # Every row against the population, then the population's own rows
+    # again without themselves: the few thousand extra queries cost less than
+    # copying the million rows outside it.
+    distances = kth_distances(population, matrix, k, exclude_self=False)
     distances[in_population] = kth_distances(population, population, k, exclude_self=True)
-    distances[~in_population] = kth_distances(population, matrix[~in_population], k, exclude_self=False)
     return distances
 
 

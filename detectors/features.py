@@ -225,25 +225,28 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         self._check_columns(
             frame, list(self.numeric_columns_) + list(self.categorical_columns_) + list(self.rarity_columns_)
         )
-        blocks = []
+        # Written column by column into one row-major matrix: no list of
+        # column copies to stack, and row-major is what neighbour searches
+        # and models read, so they need no copy of their own.
+        matrix = np.empty((len(frame), len(self.feature_names_out_)))
+        position = 0
         for column in self.numeric_columns_:
             values = _numeric_values(frame, column)
             missing = np.isnan(values)
             filled = np.where(missing, self.medians_[column], values)
-            blocks.append((filled - self.medians_[column]) / self.scales_[column])
-            blocks.append(missing.astype(float))
+            matrix[:, position] = (filled - self.medians_[column]) / self.scales_[column]
+            matrix[:, position + 1] = missing
+            position += 2
         for column in self.categorical_columns_:
             strings = _category_strings(frame[column])
             for level in self.categories_[column]:
-                blocks.append((strings == level).astype(float))
+                matrix[:, position] = strings == level
+                position += 1
         for column in self.rarity_columns_:
             mapped = pd.Series(_category_strings(frame[column])).map(self.rarities_[column])
-            blocks.append(mapped.fillna(self.unseen_rarities_[column]).to_numpy(dtype=float))
-        if blocks:
-            matrix = np.column_stack(blocks)
-        else:
-            matrix = np.empty((len(frame), 0))
-        return pd.DataFrame(matrix, columns=list(self.feature_names_out_), index=frame.index)
+            matrix[:, position] = mapped.fillna(self.unseen_rarities_[column]).to_numpy(dtype=float)
+            position += 1
+        return pd.DataFrame(matrix, columns=list(self.feature_names_out_), index=frame.index, copy=False)
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """Return the output column names, shape (n_features_out,)."""

@@ -151,12 +151,11 @@ class KNNLabelDetector(_LabelDetector):
             space, space_labels, trusted[~in_space], self.classes_, self.k_, exclude_self=False
         )
         calibration = self._margin(trusted_distances, trusted_labels)[0]
-        distances = np.full((len(matrix), len(self.classes_)), np.inf)
+        # Every row against the space, then the pooled rows without
+        # themselves: cheaper than copying the million rows outside the pool.
+        distances = class_neighbour_distances(space, space_labels, matrix, self.classes_, self.k_, exclude_self=False)
+        distances[~usable] = np.inf
         distances[pooled_rows] = pooled[n_space_trusted:]
-        outside = usable & ~pooled_rows
-        distances[outside] = class_neighbour_distances(
-            space, space_labels, matrix[outside], self.classes_, self.k_, exclude_self=False
-        )
         return self._judge(labels, distances, ids, "trusted and batch rows", calibration)
 
     def self_findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
@@ -172,9 +171,8 @@ class KNNLabelDetector(_LabelDetector):
             len(matrix), self.random_state, labels, max_rows=neighbour_population_rows(len(matrix))
         )
         self._prepare(matrix[in_population], labels[in_population])
-        distances = np.empty((len(matrix), len(self.classes_)))
-        distances[in_population] = self._distances(matrix[in_population], exclude_self=True)
-        distances[~in_population] = self._distances(matrix[~in_population], exclude_self=False)
+        distances = self._distances(matrix, exclude_self=False)
+        distances[in_population] = self._distances(self.reference_, exclude_self=True)
         self.calibration_scores_ = self._margin(distances, labels)[0]
         return self._judge(labels, distances, ids, "other rows of the batch", self.calibration_scores_)
 

@@ -42,7 +42,9 @@ def feature_matrix(X, *, feature_names=None) -> tuple[np.ndarray, list[str]]:
                     f"feature column {missing[0]!r} is missing; the detector was fitted on "
                     f"{len(feature_names)} columns"
                 )
-            X = X[[columns[name] for name in feature_names]]
+            ordered = [columns[name] for name in feature_names]
+            if list(X.columns) != ordered:  # (reordering copies every row)
+                X = X[ordered]
         names = [str(column) for column in X.columns]
         complex_columns = [name for name, dtype in zip(names, X.dtypes) if pd.api.types.is_complex_dtype(dtype)]
         if complex_columns:

@@ -108,8 +108,8 @@ def encode_features(inputs: RunInputs) -> FeatureMatrices:
     batch_features = encoder.transform(batch)
     constant = _constant_columns(batch_features, trusted_features)
     if constant:
-        batch_features = batch_features.drop(columns=constant)
-        trusted_features = trusted_features.drop(columns=constant) if trusted_features is not None else None
+        batch_features = _without_columns(batch_features, constant)
+        trusted_features = _without_columns(trusted_features, constant) if trusted_features is not None else None
     notes = [
         f"column {column!r} has {len(encoder.rarities_[column]):,} distinct values: the detectors see how rare "
         "each value is (one feature), not one feature per value"
@@ -136,10 +136,19 @@ def _constant_columns(batch: pd.DataFrame, trusted: Optional[pd.DataFrame]) -> l
     if not len(batch.columns) or any(frame.empty for frame in frames):
         return []
     first = batch.iloc[0].to_numpy()
-    same = np.ones(len(batch.columns), dtype=bool)
-    for frame in frames:
-        same &= (frame.to_numpy() == first).all(axis=0)
-    return [column for column, constant in zip(batch.columns, same) if constant]
+    matrices = [frame.to_numpy() for frame in frames]  # views of the encoder's matrix
+    # Column by column: comparing whole matrices at once held a boolean copy of each.
+    return [
+        column for position, column in enumerate(batch.columns)
+        if all((matrix[:, position] == first[position]).all() for matrix in matrices)
+    ]
+
+
+def _without_columns(features: pd.DataFrame, dropped: list[str]) -> pd.DataFrame:
+    """``features.drop(columns=dropped)``, kept row-major like the encoder's (``FeatureEncoder.transform``)."""
+    keep = [position for position, column in enumerate(features.columns) if column not in set(dropped)]
+    matrix = np.ascontiguousarray(features.to_numpy()[:, keep])
+    return pd.DataFrame(matrix, columns=features.columns[keep], index=features.index, copy=False)
 
 
 def run_detector(name: str, features: FeatureMatrices, settings: RunSettings) -> CheckOutcome:
@@ -168,7 +177,11 @@ def run_detector(name: str, features: FeatureMatrices, settings: RunSettings) ->
             trusted_features, trusted_labels = trusted_features[keep], trusted_labels[keep]
             rows &= ~np.isin(features.batch_labels, rare)
             details["rare_labels"] = rare
-    X, y, ids = features.batch_features[rows], features.batch_labels[rows], features.batch_row_ids[rows]
+    if rows.all():
+        # Not a masked copy of every row (160 MB of features at a million rows).
+        X, y, ids = features.batch_features, features.batch_labels, features.batch_row_ids
+    else:
+        X, y, ids = features.batch_features[rows], features.batch_labels[rows], features.batch_row_ids[rows]
     try:
         with library_warnings() as caught:
             if trusted_features is not None:

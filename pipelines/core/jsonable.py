@@ -8,7 +8,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from typing import Any
+import re
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -56,3 +57,71 @@ def to_jsonable(value: Any) -> Any:
 def dumps(value: Any) -> str:
     """Strict JSON (no NaN) of ``value`` after :func:`to_jsonable`."""
     return json.dumps(to_jsonable(value), allow_nan=False, ensure_ascii=False)
+
+
+# A stored cell is for a reviewer to read: a 50 MB cell would make the store
+# (and every page showing the entry) that much bigger. The whole value stays
+# in the run's signed quarantine.parquet, which emit reads.
+STORED_CELL_LIMIT = 1000
+_CUT_MARK = re.compile(r"…\[(\d+) characters; the whole value is in the run's quarantine\.parquet\]$")
+
+
+def capped_cells(value):
+    """``value`` with every string longer than ``STORED_CELL_LIMIT`` cut, and marked as cut (recursively)."""
+    if isinstance(value, str) and len(value) > STORED_CELL_LIMIT:
+        return value[:STORED_CELL_LIMIT] + f"…[{len(value)} characters; the whole value is in the run's quarantine.parquet]"
+    if isinstance(value, dict):
+        return {key: capped_cells(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [capped_cells(item) for item in value]
+    return value
+
+
+def cut_cell(value) -> Optional[tuple[str, int]]:
+    """``(kept head, original length)`` of a stored cell that ``capped_cells`` cut, else None."""
+    match = _CUT_MARK.search(value) if isinstance(value, str) else None
+    return (value[: match.start()], int(match.group(1))) if match else None
+
+
+def plain_dumps(value: Any) -> str:
+    """``dumps(value)`` for values whose dicts all have str keys, without converting them first.
+
+    ``json`` writes str, int, float (numpy's float64 too), bool, None, lists
+    and str-keyed dicts exactly as ``dumps`` does after ``to_jsonable``;
+    anything else, or a NaN, goes through ``dumps``. (Only the keys are the
+    caller's promise: ``json`` would write a key ``True`` as ``"true"``.)
+    """
+    try:
+        return json.dumps(value, allow_nan=False, ensure_ascii=False, default=_not_plain)
+    except (ValueError, TypeError):
+        return dumps(value)
+
+
+def _not_plain(value: Any):
+    raise TypeError(f"not a plain JSON value: {type(value).__name__}")
+
+
+def evidence_json(evidence: dict, histogram_texts: dict[int, str], *, text_keys: bool = False) -> str:
+    """``dumps(capped_cells(evidence))``, each histogram serialised once for all the rows that show it.
+
+    A column's histogram (``core.evidence``) is one object shared by the
+    evidence of every row that plots it; a large batch quarantines tens of
+    thousands of rows, and serialising the same forty numbers again for each
+    took most of the time spent storing them. ``histogram_texts`` maps a
+    histogram object's id to its JSON text; the objects must stay alive
+    while it is in use (``evidence_by_row`` holds them). ``text_keys``:
+    every dict key in ``evidence`` is a str (``plain_dumps``).
+    """
+    dump = plain_dumps if text_keys else dumps
+    histograms = evidence.get("histograms")
+    if not isinstance(histograms, dict) or not histograms or next(reversed(evidence)) != "histograms":
+        return dump(capped_cells(evidence))
+    head = dump(capped_cells({key: value for key, value in evidence.items() if key != "histograms"}))
+    parts = []
+    for column, histogram in histograms.items():
+        text = histogram_texts.get(id(histogram))
+        if text is None:
+            text = histogram_texts[id(histogram)] = dump(capped_cells(histogram))
+        parts.append(f"{dumps(str(column))}: {text}")
+    histograms_text = '"histograms": {' + ", ".join(parts) + "}"
+    return head[:-1] + (", " if head != "{}" else "") + histograms_text + "}"

@@ -45,12 +45,11 @@ from poisonguard.pipelines.outputs.signed_folder import (
     CLEAN_FILE, FINDING_LIST_COLUMNS, ORIGINAL_COLUMN, PROVENANCE_FILE, QUARANTINE_FILE, REPORT_FILE, SIGNATURE_FILE,
     read_verified_files, require_new_output, write_parquet, write_signed_folder,
 )
-from poisonguard.pipelines.core.jsonable import to_jsonable
+from poisonguard.pipelines.core.jsonable import cut_cell, to_jsonable
 from poisonguard.pipelines.core.state import default_public_key, state_dir
 from poisonguard.pipelines.core.text import shorten
 from poisonguard.pipelines.outputs.signing import ensure_state_key, public_key_for
 from poisonguard.pipelines.store import EntryFilter, QuarantineStore, utc_now
-from poisonguard.pipelines.store.entries import cut_cell
 
 STATUS_COLUMN = "poisonguard_status"
 ENTRY_COLUMN = "poisonguard_entry_id"
@@ -346,7 +345,7 @@ def _require_signed_match(entry: dict, signed: dict[str, dict], source: _Source)
     """The row the run signed for a released entry; the store's copy must agree with it.
 
     The values released into the clean data are the signed ones: the store
-    is not signed, and it keeps long cells cut (``store.capped_cells``). A
+    is not signed, and it keeps long cells cut (``core.jsonable.capped_cells``). A
     cut cell is compared by what the store kept of it.
     """
     row = signed.get(entry["row_id"])

@@ -190,20 +190,22 @@ def publish(run: RunHandle, inputs, outcomes, decision, evidence: dict, work_sta
         key_path, key_created = settings.key, False
     else:
         key_path, key_created = ensure_state_key(settings.state_dir)
-    clean = clean_frame(inputs, decision.kept_ids)
-    quarantine = quarantine_frame(inputs, decision)
     counts = _counts(inputs, decision)
 
     def write_files(folder: Path) -> None:
+        # The frames live only while their files are written: the clean rows
+        # are most of the batch again, not to be held while the store fills.
+        clean = clean_frame(inputs, decision.kept_ids)
         write_parquet(clean, folder / CLEAN_FILE)
-        write_parquet(quarantine, folder / QUARANTINE_FILE)
-        (folder / REPORT_FILE).write_text(
-            _report(inputs, outcomes, decision, run, status="succeeded", stage_seconds=stage_seconds), encoding="utf-8"
-        )
         chain = None
         if settings.chain is not None:
             # A dataset version (poisonguard watch): link it to its parent.
             chain = finish_chain(settings.chain, clean, folder, random_state=settings.config.detection.random_state)
+        del clean
+        write_parquet(quarantine_frame(inputs, decision), folder / QUARANTINE_FILE)
+        (folder / REPORT_FILE).write_text(
+            _report(inputs, outcomes, decision, run, status="succeeded", stage_seconds=stage_seconds), encoding="utf-8"
+        )
         provenance = _provenance(inputs, outcomes, decision, run, counts, folder, chain=chain)
         if stage_seconds is not None:
             # A list, in the order the stages ran (the file's keys are sorted).
@@ -252,7 +254,7 @@ def typed_rows(inputs) -> pd.DataFrame:
     """
     raw = inputs.batch.raw
     typed = inputs.batch_typed.typed
-    frame = raw.copy()
+    frame = raw.copy(deep=False)  # copy-on-write: the columns replaced below never reach ``raw``
     for column, kind in inputs.kinds.items():
         if kind == "numeric" and not pd.api.types.is_numeric_dtype(raw[column]):
             frame[column] = typed[column]
@@ -429,7 +431,7 @@ def slim_outcomes(outcomes) -> list:
     slim = []
     for outcome in outcomes:
         findings = outcome.findings
-        keep = findings["flagged"].to_numpy(dtype=bool) | (findings["row_id"].astype(str) == "").to_numpy()
+        keep = findings["flagged"].to_numpy(dtype=bool) | (findings["row_id"].to_numpy(dtype=object) == "")
         # A pair of arrays shared by the per-check mapping, not another table.
         scores = outcome.scores if outcome.scores is not None else score_arrays([findings])
         slim.append(replace(outcome, findings=findings[keep].reset_index(drop=True), scores=scores))

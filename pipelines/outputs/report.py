@@ -242,8 +242,10 @@ def score_arrays(tables: Sequence[pd.DataFrame]) -> dict[str, tuple[np.ndarray, 
     """Per check with any p-value (a detector): the scores and flags of its row-level findings."""
     parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for table in tables:
-        checks = table["check"].astype(str).to_numpy()
-        row_level = (table["row_id"].astype(str) != "").to_numpy()
+        # Compared as the objects they are: ``astype(str)`` copied a million
+        # ids and names into new text per check.
+        checks = table["check"].to_numpy(dtype=object)
+        row_level = table["row_id"].to_numpy(dtype=object) != ""
         calibrated = table["p_value"].notna().to_numpy()
         scores = table["score"].to_numpy(dtype=float)
         flagged = table["flagged"].to_numpy(dtype=bool)

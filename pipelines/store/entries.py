@@ -9,7 +9,6 @@ are ``poisonguard.pipelines.review``'s.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
@@ -19,32 +18,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from poisonguard.pipelines.core.errors import InputError, ReviewConflict, UnknownEntry
-from poisonguard.pipelines.core.jsonable import dumps, to_jsonable
+from poisonguard.pipelines.core.jsonable import capped_cells, dumps, evidence_json, to_jsonable
 from poisonguard.pipelines.store.schema import ENTRY_STATUSES, decisions, quarantine, runs, utc_now
-
-
-# A stored cell is for a reviewer to read: a 50 MB cell would make the store
-# (and every page showing the entry) that much bigger. The whole value stays
-# in the run's signed quarantine.parquet, which emit reads.
-STORED_CELL_LIMIT = 1000
-_CUT_MARK = re.compile(r"…\[(\d+) characters; the whole value is in the run's quarantine\.parquet\]$")
-
-
-def capped_cells(value):
-    """``value`` with every string longer than ``STORED_CELL_LIMIT`` cut, and marked as cut (recursively)."""
-    if isinstance(value, str) and len(value) > STORED_CELL_LIMIT:
-        return value[:STORED_CELL_LIMIT] + f"…[{len(value)} characters; the whole value is in the run's quarantine.parquet]"
-    if isinstance(value, dict):
-        return {key: capped_cells(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [capped_cells(item) for item in value]
-    return value
-
-
-def cut_cell(value) -> Optional[tuple[str, int]]:
-    """``(kept head, original length)`` of a stored cell that ``capped_cells`` cut, else None."""
-    match = _CUT_MARK.search(value) if isinstance(value, str) else None
-    return (value[: match.start()], int(match.group(1))) if match else None
 
 
 @dataclass(frozen=True)
@@ -92,9 +67,10 @@ class QuarantineEntries:
         row_id_column : str
         batch_digest_by_row : dict of str to str, optional
             sha256 of the batch each row came from, by row id.
-        evidence_by_row : dict of str to dict, optional
+        evidence_by_row : dict of str to dict or str, optional
             What a reviewer needs to judge each row (nearest trusted rows,
-            features far from the trusted data), by row id.
+            features far from the trusted data), by row id: a dict, or its
+            JSON text as ``core.jsonable.evidence_json`` writes it.
 
         Returns
         -------
@@ -452,32 +428,13 @@ def _quarantine_entries(
                 {"check": checks_of[i], "score": scores_of[i], "p_value": p_values_of[i], "reason": reasons_of[i]}
                 for i in positions
             ]),
-            "evidence_json": evidence_json(evidence_by_row.get(row_id, {}), histogram_texts),
+            "evidence_json": _evidence_text(evidence_by_row.get(row_id, {}), histogram_texts),
             "status": "pending",
             "created_at": created_at,
         })
     return entries
 
 
-def evidence_json(evidence: dict, histogram_texts: dict[int, str]) -> str:
-    """``dumps(capped_cells(evidence))``, each histogram serialised once for all the rows that show it.
-
-    A column's histogram (``core.evidence``) is one object shared by the
-    evidence of every row that plots it; a large batch quarantines tens of
-    thousands of rows, and serialising the same forty numbers again for each
-    took most of the time spent storing them. ``histogram_texts`` maps a
-    histogram object's id to its JSON text; the objects must stay alive
-    while it is in use (``evidence_by_row`` holds them).
-    """
-    histograms = evidence.get("histograms")
-    if not isinstance(histograms, dict) or not histograms or next(reversed(evidence)) != "histograms":
-        return dumps(capped_cells(evidence))
-    head = dumps(capped_cells({key: value for key, value in evidence.items() if key != "histograms"}))
-    parts = []
-    for column, histogram in histograms.items():
-        text = histogram_texts.get(id(histogram))
-        if text is None:
-            text = histogram_texts[id(histogram)] = dumps(capped_cells(histogram))
-        parts.append(f"{dumps(str(column))}: {text}")
-    histograms_text = '"histograms": {' + ", ".join(parts) + "}"
-    return head[:-1] + (", " if head != "{}" else "") + histograms_text + "}"
+def _evidence_text(evidence, histogram_texts: dict[int, str]) -> str:
+    """A row's stored evidence: JSON text as given (``core.evidence`` writes it), or a dict serialised."""
+    return evidence if isinstance(evidence, str) else evidence_json(evidence, histogram_texts)

@@ -5,8 +5,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from poisonguard.pipelines.core.jsonable import dumps
-from poisonguard.pipelines.store.entries import STORED_CELL_LIMIT, capped_cells, evidence_json
+from poisonguard.pipelines.core.jsonable import STORED_CELL_LIMIT, capped_cells, dumps, evidence_json, plain_dumps
 
 numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6))
 names = st.text(min_size=0, max_size=8)
@@ -24,6 +23,26 @@ def test_same_text_as_dumps_with_shared_histograms(head, columns, edges):
     for _ in range(3):  # several rows showing the same histogram objects
         evidence = {**head, "histograms": dict(shared)}
         assert evidence_json(evidence, texts) == dumps(capped_cells(evidence))
+        assert evidence_json(evidence, {}, text_keys=True) == dumps(capped_cells(evidence))
+
+
+# What core.evidence builds, and what it must never write differently from dumps:
+# str-keyed dicts of numbers (numpy's too, NaN and inf among them), text, None and lists.
+leaves = st.one_of(
+    numbers, st.text(max_size=10), st.none(), st.booleans(),
+    numbers.map(np.float64), st.integers(-1000, 1000).map(np.int64), st.floats(width=32).map(np.float32),
+)
+plain = st.recursive(
+    leaves,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.tuples(inner, inner), st.dictionaries(names, inner, max_size=4)),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=plain)
+def test_plain_dumps_writes_what_dumps_writes(value):
+    assert plain_dumps(value) == dumps(value)
 
 
 def test_long_cells_are_cut_and_other_layouts_fall_back():
