@@ -79,7 +79,7 @@ def run(
     check_ready(settings)  # a wrong key or store URL fails here, not after the work
     inputs = preload_inputs(settings)  # bad input fails here, before Prefect starts
     from poisonguard.pipelines.cli.progress import StageProgress
-    from poisonguard.pipelines.core.stages import stage_listener
+    from poisonguard.pipelines.core.stages import detector_run_order, stage_listener
     from poisonguard.pipelines.flows.api import prefect_api_configured
 
     if dask is not None and prefect is False:
@@ -87,7 +87,9 @@ def run(
     as_flow = dask is not None or (prefect if prefect is not None else prefect_api_configured())
     with console.status("starting Prefect…" if as_flow else "working…") as status:
         called = time.perf_counter()
-        progress = StageProgress(status, rows=len(inputs.batch.raw), detectors=settings.config.detection.detectors)
+        progress = StageProgress(
+            status, rows=len(inputs.batch.raw), detectors=detector_run_order(settings.config.detection.detectors)
+        )
         with stage_listener(progress):
             if as_flow:
                 from poisonguard.pipelines.flows.run import run_flow, run_flow_on_dask

@@ -70,11 +70,25 @@ def capped_cells(value):
     """``value`` with every string longer than ``STORED_CELL_LIMIT`` cut, and marked as cut (recursively)."""
     if isinstance(value, str) and len(value) > STORED_CELL_LIMIT:
         return value[:STORED_CELL_LIMIT] + f"…[{len(value)} characters; the whole value is in the run's quarantine.parquet]"
+    # Leaves that stay as they are are not visited: evidence for tens of
+    # thousands of rows holds millions of them.
+    # (The test is written out, not a function: a call per leaf was half the time.)
     if isinstance(value, dict):
-        return {key: capped_cells(item) for key, item in value.items()}
+        return {
+            key: item if type(item) in _NEVER_CUT or (type(item) is str and len(item) <= STORED_CELL_LIMIT)
+            else capped_cells(item)
+            for key, item in value.items()
+        }
     if isinstance(value, (list, tuple)):
-        return [capped_cells(item) for item in value]
+        return [
+            item if type(item) in _NEVER_CUT or (type(item) is str and len(item) <= STORED_CELL_LIMIT)
+            else capped_cells(item)
+            for item in value
+        ]
     return value
+
+
+_NEVER_CUT = frozenset({int, float, bool, type(None)})
 
 
 def cut_cell(value) -> Optional[tuple[str, int]]:

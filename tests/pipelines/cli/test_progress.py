@@ -2,7 +2,7 @@
 
 from poisonguard.pipelines.cli.progress import StageProgress
 from poisonguard.pipelines.core.config import DEFAULT_DETECTORS
-from poisonguard.pipelines.core.stages import stage_listener
+from poisonguard.pipelines.core.stages import detector_run_order, stage_listener
 from poisonguard.pipelines.redteam.evaluate import evaluate
 from poisonguard.pipelines.runner import execute
 from poisonguard.pipelines.core.settings import make_settings
@@ -36,7 +36,7 @@ def test_a_run_announces_every_stage_in_order(tmp_path):
     with stage_listener(heard.append):
         execute(settings)
     assert heard == ["load-inputs", "check-expectations", "check-batch", "encode-features",
-                     *[f"detect-{name}" for name in DEFAULT_DETECTORS], "decide", "check-model-impact",
+                     *[f"detect-{name}" for name in detector_run_order(DEFAULT_DETECTORS)], "decide", "check-model-impact",
                      "collect-evidence", "publish"]
     heard.clear()
     execute(make_settings([tiny["batch"]], out=tmp_path / "out2", config_path=tiny["config"]))

@@ -11,6 +11,7 @@ from poisonguard.pipelines.core.config import DEFAULT_DETECTORS
 from poisonguard.pipelines.core.errors import InputError
 from poisonguard.pipelines.runner import execute
 from poisonguard.pipelines.core.settings import make_settings
+from poisonguard.pipelines.core.stages import detector_run_order
 from poisonguard.pipelines.outputs.signing import verify_folder
 from poisonguard.pipelines.store.quarantine_store import QuarantineStore
 from tests.tiny_data import BROKEN_NUMBER, FAR_AWAY, FLIPPED, POISONED, UNKNOWN_COLOUR, write_tiny_dataset
@@ -84,7 +85,7 @@ def test_output_is_signed_and_provenance_is_complete(tiny, tmp_path):
     # Every stage before publishing, in order, with its seconds (also in the report).
     assert [stage["stage"] for stage in provenance["stages"]] == [
         "load-inputs", "check-expectations", "check-batch", "encode-features",
-        *(f"detect-{name}" for name in DEFAULT_DETECTORS), "decide", "check-model-impact", "collect-evidence",
+        *(f"detect-{name}" for name in detector_run_order(DEFAULT_DETECTORS)), "decide", "check-model-impact", "collect-evidence",
     ]
     assert all(stage["seconds"] >= 0 for stage in provenance["stages"])
     report = (summary.out / "report.html").read_text()
