@@ -146,7 +146,8 @@ def _constant_columns(batch: pd.DataFrame, trusted: Optional[pd.DataFrame]) -> l
 
 def _without_columns(features: pd.DataFrame, dropped: list[str]) -> pd.DataFrame:
     """``features.drop(columns=dropped)``, kept row-major like the encoder's (``FeatureEncoder.transform``)."""
-    keep = [position for position, column in enumerate(features.columns) if column not in set(dropped)]
+    dropped = set(dropped)
+    keep = [position for position, column in enumerate(features.columns) if column not in dropped]
     matrix = np.ascontiguousarray(features.to_numpy()[:, keep])
     return pd.DataFrame(matrix, columns=features.columns[keep], index=features.index, copy=False)
 

@@ -84,7 +84,7 @@ def collect_evidence(inputs, features, decision) -> dict[str, dict]:
     top = np.argsort(-unusualness, axis=1, kind="stable")[:, :TOP_FEATURES]
     numbers = {column: values.tolist() for column, values in numbers.items()}  # (numpy scalars are slow one by one)
     # As the text the store keeps: tens of thousands of rows' evidence as
-    # nested dicts held about 300 MB until stored, the text a tenth of that.
+    # nested dicts, held until stored, took several times their text.
     evidence: dict[str, str] = {}
     histogram_texts: dict[int, str] = {}
     for position, row_id in enumerate(wanted):
