@@ -8,12 +8,13 @@ distance chunks, so each row meets the same arithmetic as in one search.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Optional
 
 QUERY_BLOCK_ROWS = 65_536
 
 
-def query_blocks(n_rows: int, block_rows: int = QUERY_BLOCK_ROWS) -> Iterator[slice]:
-    """Consecutive slices covering ``range(n_rows)``, each at most ``block_rows`` long."""
+def query_blocks(n_rows: int, block_rows: Optional[int] = None) -> Iterator[slice]:
+    """Consecutive slices covering ``range(n_rows)``, each at most ``block_rows`` (``QUERY_BLOCK_ROWS``) long."""
+    block_rows = block_rows or QUERY_BLOCK_ROWS
     for start in range(0, n_rows, block_rows):
         yield slice(start, min(start + block_rows, n_rows))
