@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.neighbors import NearestNeighbors
 
-from poisonguard.detectors._neighbours import query_blocks
+from poisonguard.detectors._row_blocks import row_blocks
 from poisonguard.detectors._threads import map_in_threads
 from poisonguard.detectors._unique import unique_values
 from poisonguard.detectors.calibration import (
@@ -562,7 +562,7 @@ def class_neighbour_distances(space, space_labels, queries, classes, k: int, *, 
         if wanted < 1:
             continue
         index = NearestNeighbors(n_neighbors=wanted + (1 if exclude_self else 0)).fit(space[members])
-        for block in query_blocks(len(queries)):
+        for block in row_blocks(len(queries)):
             found, positions = index.kneighbors(queries[block])
             if exclude_self:
                 # Drop each query's own entry (not always column 0 among ties).

@@ -55,6 +55,7 @@ from scipy.special import comb
 from scipy.stats import binom
 
 from poisonguard.detectors._crossfit import check_calibration, single_fold_p_values
+from poisonguard.detectors._row_blocks import row_blocks
 from poisonguard.detectors._sampling import population_mask
 from poisonguard.detectors._threads import map_in_threads
 from poisonguard.detectors._unique import unique_values
@@ -119,16 +120,16 @@ class _SortedColumns:
         return self._sorted[column]
 
 
-def _second_largest(scores: np.ndarray, chunk_rows: int = 65_536) -> np.ndarray:
-    """The second largest value of each row (at least two columns), a chunk of rows at a time.
+def _second_largest(scores: np.ndarray) -> np.ndarray:
+    """The second largest value of each row (at least two columns), a block of rows at a time.
 
     ``np.partition`` copies what it sorts: on a million rows at once, another
     160 MB at the detector's busiest moment.
     """
     second = np.empty(len(scores))
     position = scores.shape[1] - 2
-    for start in range(0, len(scores), chunk_rows):
-        second[start:start + chunk_rows] = np.partition(scores[start:start + chunk_rows], position, axis=1)[:, position]
+    for block in row_blocks(len(scores)):
+        second[block] = np.partition(scores[block], position, axis=1)[:, position]
     return second
 
 

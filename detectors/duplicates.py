@@ -40,7 +40,7 @@ import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 
 from poisonguard.detectors._crossfit import check_calibration, single_fold_p_values
-from poisonguard.detectors._neighbours import query_blocks
+from poisonguard.detectors._row_blocks import row_blocks
 from poisonguard.detectors._sampling import neighbour_population_rows, population_mask
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorError, DetectorTags
 from poisonguard.detectors.errors import NotEnoughData
@@ -77,7 +77,7 @@ def kth_distances(space: np.ndarray, queries: np.ndarray, k: int, *, exclude_sel
         return np.empty(0)
     index = NearestNeighbors(n_neighbors=wanted).fit(space)
     kth = np.empty(len(queries))
-    for block in query_blocks(len(queries)):
+    for block in row_blocks(len(queries)):
         # Sorted distances include the row's own 0 once, so column k is the
         # k-th other row even when exact duplicates tie with it.
         kth[block] = index.kneighbors(queries[block], return_distance=True)[0][:, wanted - 1]

@@ -53,6 +53,7 @@ from poisonguard.detectors._crossfit import (
     robust_cut,
     tail_extrapolated_p_values,
 )
+from poisonguard.detectors._row_blocks import BLOCK_ROWS, row_blocks
 from poisonguard.detectors._threads import map_in_threads
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorTags
 from poisonguard.detectors.calibration import peaks_over_threshold
@@ -402,7 +403,7 @@ class ECODOutlierDetector(_CrossFittedOutlierDetector):
 
 
 # Rows scored at a time by ``fold_tail_scores`` (bounds its temporary arrays).
-SCORE_CHUNK_ROWS = 65_536
+SCORE_CHUNK_ROWS = BLOCK_ROWS
 # Running counts ``fold_tail_scores`` may hold (4 bytes each): 25 million is
 # 100 MB, a 250,000-row reference of 20 features in 5 folds.
 MAX_RUNNING_COUNTS = 25_000_000
@@ -443,8 +444,8 @@ def fold_tail_scores(sorted_reference, sorted_folds, n_folds: int, X) -> tuple[n
     per_fold = np.empty((len(X), n_folds))
     columns = np.arange(n_features)
 
-    def score_chunk(start: int) -> None:
-        chunk = X[start:start + SCORE_CHUNK_ROWS]
+    def score_chunk(rows: slice) -> None:
+        chunk = X[rows]
         at_most = np.empty(chunk.shape, dtype=np.int64)
         below = np.empty(chunk.shape, dtype=np.int64)
         for column in columns:
@@ -455,16 +456,16 @@ def fold_tail_scores(sorted_reference, sorted_folds, n_folds: int, X) -> tuple[n
             at_most[order, column] = np.searchsorted(values, ordered, side="right")
             below[order, column] = np.searchsorted(values, ordered, side="left")
         tails = (1.0 + np.minimum(at_most, n_reference - below)) / (n_reference + 1.0)
-        scores[start:start + len(chunk)] = -np.log(tails).sum(axis=1)
+        scores[rows] = -np.log(tails).sum(axis=1)
         for fold in range(n_folds):
             n_train = n_reference - int(fold_rows[fold])
             train_at_most = at_most - in_fold[fold][at_most, columns]
             train_at_least = n_train - (below - in_fold[fold][below, columns])
             tails = (1.0 + np.minimum(train_at_most, train_at_least)) / (n_train + 1.0)
-            per_fold[start:start + len(chunk), fold] = -np.log(tails).sum(axis=1)
+            per_fold[rows, fold] = -np.log(tails).sum(axis=1)
 
     # Chunks at once (detectors._threads): each writes only its own rows.
-    map_in_threads(score_chunk, range(0, len(X), SCORE_CHUNK_ROWS))
+    map_in_threads(score_chunk, row_blocks(len(X), SCORE_CHUNK_ROWS))
     return scores, per_fold
 
 

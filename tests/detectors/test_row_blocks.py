@@ -1,19 +1,19 @@
-"""Neighbour searches a block of query rows at a time (detectors._neighbours) give exactly the one-block findings."""
+"""Neighbour searches a block of query rows at a time (detectors._row_blocks) give exactly the one-block findings."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from poisonguard.detectors import _neighbours, _sampling
-from poisonguard.detectors._neighbours import query_blocks
+from poisonguard.detectors import _row_blocks, _sampling
+from poisonguard.detectors._row_blocks import row_blocks
 from poisonguard.detectors.registry import get_detector
 from tests.detectors.test_backdoor import three_classes
 
 
 def test_blocks_cover_every_row_once():
-    assert [(b.start, b.stop) for b in query_blocks(10, 4)] == [(0, 4), (4, 8), (8, 10)]
-    assert list(query_blocks(0, 4)) == []
+    assert [(b.start, b.stop) for b in row_blocks(10, 4)] == [(0, 4), (4, 8), (8, 10)]
+    assert list(row_blocks(0, 4)) == []
 
 
 def _flooded_batch():
@@ -36,7 +36,7 @@ def test_findings_do_not_depend_on_the_block_size(monkeypatch, name, with_refere
     monkeypatch.setattr(_sampling, "POPULATION_ROWS", 700)
     runs = []
     for block_rows in (10**9, 64):
-        monkeypatch.setattr(_neighbours, "QUERY_BLOCK_ROWS", block_rows)
+        monkeypatch.setattr(_row_blocks, "BLOCK_ROWS", block_rows)
         detector = get_detector(name, alpha=0.01)
         if with_reference:
             runs.append(detector.fit(trusted, trusted_labels).findings(batch, labels, ids))

@@ -1,0 +1,21 @@
+"""A batch's rows a block at a time: what one pass over a million rows holds at once.
+
+Per-row temporaries of a whole batch are hundreds of MB each: a million
+rows' neighbour distances and positions (16 bytes a neighbour), a sorted
+copy of a score per row and feature, ECOD's count tables. A block of rows at
+a time holds one block's worth. Each row's result depends on its own row
+only, so the blocks change no result; they are a multiple of scikit-learn's
+256-row distance chunks, so a neighbour search meets the same arithmetic.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+BLOCK_ROWS = 65_536
+
+
+def row_blocks(n_rows: int, block_rows: Optional[int] = None) -> Iterator[slice]:
+    """Consecutive slices covering ``range(n_rows)``, each at most ``block_rows`` (``BLOCK_ROWS``) long."""
+    block_rows = block_rows or BLOCK_ROWS
+    for start in range(0, n_rows, block_rows):
+        yield slice(start, min(start + block_rows, n_rows))
