@@ -6,7 +6,7 @@ flags about a fraction ``alpha`` of clean rows on any dataset
 (``conformal_p_values``, ``cross_conformal_p_values``). Beyond the most
 suspicious trusted rows, counts bottom out at ``1 / (n + 1)``; an exponential
 tail fitted to the largest trusted scores (``peaks_over_threshold``,
-``ExponentialTail``) extrapolates past them. ``format_p`` and
+``ExponentialTail``) extrapolates past them, and only there. ``format_p`` and
 ``p_value_texts`` say in a reason which of the two a p-value came from.
 
 Pure functions of numpy arrays; the cross-fitting that produces the scores
@@ -170,14 +170,19 @@ def cross_conformal_p_values(
     Counts bottom out at ``1 / (n + 1)``. With ``extrapolate``, an
     exponential tail is fitted to the largest calibration scores of all folds
     pooled (``peaks_over_threshold``; the fold models have the same training
-    size, so their held-out scores share one distribution) and
+    size, so their held-out scores share one distribution) and, for a row
+    beyond every calibration score (no count: ``p_counts = 1 / (n + 1)``),
 
         p = min(p_counts, sum_k (n_k / n) * tail(s_k(row)))
 
-    where ``tail`` is 1 at or below its threshold: the tail only lowers the
-    p-value of a row above the threshold on (nearly) every fold model, and
-    never raises it. Below the threshold the p-value is exactly the
-    cross-conformal one.
+    where ``tail`` is 1 at or below its threshold. Wherever a calibration
+    score is at least the row's, the p-value is exactly the cross-conformal
+    one: the tail replaces counts only where there are none. (Taking the
+    smaller of the two inside the trusted scores' range made every
+    detector's p-values liberal where its scores are heavier-tailed than an
+    exponential: on clean batches of five real tables, ``label.knn`` and
+    ``outlier.class_conditional`` flagged up to 2.5 times their ``alpha``,
+    most of it rows the counts put at ``2 / (n + 1)`` or above.)
 
     Parameters
     ----------
@@ -218,7 +223,7 @@ def cross_conformal_p_values(
     if tail is not None:
         weights = np.bincount(folds, minlength=n_folds) / calibration.size
         tail_p_values = tail.p_values(fold_scores) @ weights
-        extrapolated = tail_p_values < p_values
+        extrapolated = (at_least == 0) & (tail_p_values < p_values)
         p_values = np.where(extrapolated, tail_p_values, p_values)
     return (p_values, extrapolated) if return_extrapolated else p_values
 

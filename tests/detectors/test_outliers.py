@@ -153,14 +153,18 @@ def test_peaks_over_threshold_tail():
     expected = [1.0, 1.0, 5 / 21 * 1.25**-4, 5 / 21 * (1 + (1e9 - 16) / 10) ** -4]
     np.testing.assert_allclose(tail.p_values([10.0, 16.0, 18.5, 1e9]), expected, rtol=1e-9)
     assert (tail.p_values([1e9]) > 0).all()
-    # Two folds of ten: the tail lowers only p-values beyond it, and never raises one.
+    # Two folds of ten: the tail lowers only p-values beyond every calibration
+    # score, and never raises one. 18.5 is past the tail's threshold but below
+    # two calibration scores (19 and 20): its counts stand, though the tail is lower.
     folds = np.arange(20) % 2
-    scores = np.array([[10.0, 10.0], [18.5, 18.5], [25.0, 25.0], [25.0, 5.0]])
+    scores = np.array([[10.0, 10.0], [18.5, 18.5], [25.0, 25.0], [25.0, 5.0], [22.0, 22.0]])
     counted = cross_conformal_p_values(calibration, folds, scores, extrapolate=False)
     p_values, extrapolated = cross_conformal_p_values(calibration, folds, scores, return_extrapolated=True)
-    expected_tail = tail.p_values(25.0)
-    np.testing.assert_allclose(p_values, [counted[0], min(counted[1], float(tail.p_values(18.5))), expected_tail, counted[3]])
-    assert extrapolated.tolist() == [False, True, True, False]
+    assert float(tail.p_values(18.5)) < counted[1] == 3 / 21
+    np.testing.assert_allclose(
+        p_values, [counted[0], counted[1], tail.p_values(25.0), counted[3], tail.p_values(22.0)]
+    )
+    assert extrapolated.tolist() == [False, False, True, False, True]
     assert peaks_over_threshold(np.ones(30)) is None  # all tied: no tail
     assert peaks_over_threshold(np.arange(4.0)) is None  # too few rows
 
