@@ -1,0 +1,118 @@
+"""Clean batches only: how often the whole pipeline quarantines more than the configured rate.
+
+``benchmarks/detection_real.py`` judges one clean batch per dataset and
+seed beside eight attacked ones; its "worst clean batch" is one draw. This
+runs only the clean batch (``poisonguard evaluate`` with no attack: a clean
+test split, a stratified 10 % trusted reference or none, then ``run``'s
+stages and decision) over many seeds, each seed a different reference and
+batch, on the same ten real tables and halves. It prints, per half and
+mode, the share of clean rows quarantined: the mean over datasets and
+seeds, each dataset's mean over seeds (what the rate promises: it bounds
+the expected share, over the draw of the reference and the batch), the
+worst single batch, and how many batches exceeded the rate by more than a
+batch's own sampling noise (2.5 binomial standard deviations at its size).
+
+    OMP_NUM_THREADS=1 python benchmarks/clean_rate.py --seeds 0-9 --jobs 2
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from detection import MODES, POISONGUARD, markdown  # noqa: E402
+from detection_real import prepare_real  # noqa: E402
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-9"`` or ``"0,3,5"`` (or both, comma-separated) as a list of seeds."""
+    seeds = []
+    for part in filter(None, text.split(",")):
+        first, _, last = part.partition("-")
+        seeds += list(range(int(first), int(last or first) + 1))
+    return seeds
+
+
+def clean_share(task) -> dict:
+    """One clean batch judged as ``run`` would: the share of its rows quarantined."""
+    name, dataset, mode, seed, rate = task
+    os.environ.setdefault("POISONGUARD_HOME", tempfile.mkdtemp(prefix="poisonguard-bench-"))
+    warnings.simplefilter("ignore")
+    from poisonguard.pipelines.redteam.evaluate import NO_ATTACK, evaluate
+
+    with tempfile.TemporaryDirectory(prefix="poisonguard-clean-rate-") as scratch:
+        config = Path(scratch) / "config.toml"
+        config.write_text(dataset["config"].read_text(encoding="utf-8")
+                          + f"\n[detection]\nmax_false_positive_rate = {rate}\n", encoding="utf-8")
+        work = Path(scratch) / "work"
+        evaluation = evaluate(dataset["data"], label=dataset["label"], config_path=config, attacks=[], seed=seed,
+                              self_referential=MODES[mode], workdir=work)
+        # The batch evaluate judged, as it wrote it for run's reader.
+        judged = len(pd.read_csv(work / f"batch-{NO_ATTACK}.csv"))
+    row = evaluation.metrics.set_index(["attack", "method"]).loc[(NO_ATTACK, POISONGUARD)]
+    return {"dataset": name, "half": dataset["half"], "mode": mode, "seed": seed, "judged": judged,
+            "flagged": int(row["flagged"]), "share": float(row["fpr"])}
+
+
+def summarise(results: pd.DataFrame, rate: float) -> pd.DataFrame:
+    """Per half and mode: mean, dataset means, worst batch, and batches over rate plus noise."""
+    rows = []
+    for (half, mode), part in results.groupby(["half", "mode"], sort=False):
+        per_dataset = part.groupby("dataset")["share"].mean()
+        noise = 2.5 * np.sqrt(rate * (1 - rate) / part["judged"])
+        rows.append({
+            "half": half, "mode": mode, "batches": len(part),
+            "mean": f"{100 * part['share'].mean():.1f}%",
+            "dataset means, lowest / highest": f"{100 * per_dataset.min():.1f}% / {100 * per_dataset.max():.1f}% "
+                                               f"({per_dataset.idxmax()})",
+            "worst batch": f"{100 * part['share'].max():.1f}% ({part.loc[part['share'].idxmax(), 'dataset']})",
+            "over the rate": int((part["share"] > rate).sum()),
+            "over the rate + noise": int((part["share"] > rate + noise).sum()),
+        })
+    return pd.DataFrame(rows).set_index("half")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--halves", default="tuning,held-out", help="tuning, held-out or both (comma-separated).")
+    parser.add_argument("--seeds", default="0-9", help="e.g. 0-9 or 0,1,2")
+    parser.add_argument("--rate", type=float, default=0.05, help="detection.max_false_positive_rate")
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--jobs", type=int, default=1, help="Processes (one evaluate run each).")
+    parser.add_argument("--save", type=Path, help="Also write every batch's share (CSV).")
+    options = parser.parse_args(argv)
+    halves = [h for h in options.halves.split(",") if h]
+    seeds = parse_seeds(options.seeds)
+    modes = [m for m in options.modes.split(",") if m]
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="poisonguard-bench-clean-") as scratch:
+        datasets = prepare_real(Path(scratch), halves)
+        tasks = [(n, datasets[n], m, s, options.rate) for m in modes for s in seeds for n in datasets]
+        with ProcessPoolExecutor(max_workers=max(options.jobs, 1)) as pool:
+            results = pd.DataFrame(list(pool.map(clean_share, tasks)))
+    if options.save:
+        results.to_csv(options.save, index=False)
+    minutes = (time.perf_counter() - started) / 60
+    print(f"# Clean batches: share of clean rows quarantined\n\nmax_false_positive_rate {options.rate:.0%}; "
+          f"seeds {options.seeds} ({len(seeds)} references and batches per dataset and mode); {minutes:.1f} min\n")
+    print(markdown(summarise(results, options.rate)))
+    per_dataset = results.pivot_table(index=["half", "dataset"], columns="mode", values="share",
+                                      aggfunc=["mean", "max"])
+    per_dataset.columns = [f"{stat} ({mode})" for stat, mode in per_dataset.columns]
+    print("\n" + markdown(per_dataset.map(lambda v: f"{100 * v:.1f}%").reset_index(level="half")))
+
+
+if __name__ == "__main__":
+    main()
