@@ -151,8 +151,10 @@ def apply_decision_rule(inputs: RunInputs, outcomes: list[CheckOutcome]) -> list
       category the reference was too small to show, a column newly empty)
       becomes a batch-level finding for a person, with the evidence, not a
       few percent of the batch quarantined one by one.
-    * **Detectors**: each row's p-values (one per detector; a detector that
-      did not judge a row counts as ``p = 1``) are combined into one
+    * **Detectors**: each row's p-values (one per detector that ran; a
+      detector that did not judge a row counts as ``p = 1`` for it, and one
+      skipped on the whole batch is not a test and not counted in ``m``)
+      are combined into one
       (``detection.combine``; ``detectors.calibration.combine_p_values``)
       and the row is quarantined when it is at most the rest of the rate,
       ``max_false_positive_rate`` minus the share the inferred rules took.
@@ -179,14 +181,17 @@ def apply_decision_rule(inputs: RunInputs, outcomes: list[CheckOutcome]) -> list
         The same outcomes, with ``flagged`` rewritten and, on the
         expectation outcome, batch-level findings and
         ``details["decision_notes"]`` for rules turned over to a person;
-        each detector outcome's ``details["decision"]`` says the level and
-        the combination used.
+        each detector outcome that ran has ``details["decision"]``, the level
+        and the combination used.
     """
     detection = inputs.settings.config.detection
     rate = detection.max_false_positive_rate
     n_rows = max(len(inputs.batch.row_ids), 1)
     result = list(outcomes)
-    detectors = [position for position, outcome in enumerate(result) if outcome.kind == "detector"]
+    # A detector skipped on this batch tested nothing: counting it would only
+    # raise every other detector's share of the rate (``m`` in Simes' rule).
+    detectors = [position for position, outcome in enumerate(result)
+                 if outcome.kind == "detector" and not outcome.details.get("skipped")]
     ids, p_values = _detector_p_values(result, detectors)
     combined = combine_p_values(p_values, method=detection.combine)
     # Rows the detectors reject even at the least they can be left cost the

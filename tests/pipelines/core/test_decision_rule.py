@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poisonguard.detectors.base import make_findings
+from poisonguard.detectors.base import empty_findings, make_findings
 from poisonguard.pipelines.core.checks import CheckOutcome
 from poisonguard.pipelines.core.config import DetectionConfig
 from poisonguard.pipelines.core.decision import apply_decision_rule, decide
@@ -57,6 +57,23 @@ def test_detectors_are_judged_by_one_simes_p_value_per_row():
     bonferroni = apply_decision_rule(inputs(max_false_positive_rate=0.02, combine="bonferroni"), outcomes)
     assert set(bonferroni[1].findings.loc[bonferroni[1].findings["flagged"], "row_id"]) == set()
     assert decide(inputs(), decided).quarantined_ids == ["r000", "r001", "r003"]
+
+
+def test_a_detector_skipped_on_the_batch_is_not_counted_among_the_tests():
+    ones = np.ones(len(IDS))
+    first, second = ones.copy(), ones.copy()
+    first[[0, 1, 2]] = [0.02, 0.03, 0.024]
+    second[0] = 0.02
+    skipped = CheckOutcome(name="c", kind="detector", findings=empty_findings(), rows_checked=0,
+                           details={"params": {"alpha": 0.01}, "skipped": "c: too few rows"})
+    outcomes = [detector("a", first, alpha=0.01), detector("b", second, alpha=0.01), skipped]
+    decided = apply_decision_rule(inputs(max_false_positive_rate=0.05), outcomes)
+    # m = 2 tests, not 3: row 0 by both (2 * 0.02 / 2 <= 0.05); row 1 by 'a' alone
+    # is kept (2 * 0.03 > 0.05); row 2 by 'a' alone goes (2 * 0.024 <= 0.05, where
+    # counting the skipped detector would have kept it: 3 * 0.024 > 0.05).
+    assert decided[0].details["decision"]["checks_combined"] == 2
+    assert set(decided[0].findings.loc[decided[0].findings["flagged"], "row_id"]) == {"r000", "r002"}
+    assert decided[2] is skipped and "decision" not in decided[2].details
 
 
 def test_inferred_rules_quarantine_within_their_share_and_hand_the_rest_to_a_person():

@@ -1,0 +1,63 @@
+"""``checks.run_detector``: a detector that would repeat another's test without a reference is skipped."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from poisonguard.pipelines.core.checks import encode_features, run_detector
+from poisonguard.pipelines.core.inputs import load_inputs
+from poisonguard.pipelines.core.settings import make_settings
+
+LABEL_DETECTORS = ["label.trusted_model", "label.confident_learning"]
+
+
+def three_classes(n_rows, seed):
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 3, n_rows)
+    centres = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0]])
+    frame = pd.DataFrame(np.round(centres[codes] + rng.normal(size=(n_rows, 2)), 3), columns=["x", "y"])
+    frame["label"] = np.array(["a", "b", "c"])[codes]
+    return frame
+
+
+def judged(tmp_path, *, reference: bool, detectors, params=""):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    batch = tmp_path / "batch.csv"
+    three_classes(150, 1).to_csv(batch, index=False)
+    lines = ["[dataset]", 'label = "label"']
+    if reference:
+        three_classes(90, 2).to_csv(tmp_path / "reference.csv", index=False)
+        lines.append('reference = "reference.csv"')
+    lines += ["[detection]", "detectors = [" + ", ".join(f'"{d}"' for d in detectors) + "]", params]
+    config = tmp_path / "config.toml"
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    settings = make_settings([batch], out=tmp_path / "out", config_path=config)
+    inputs = load_inputs(settings)
+    features = encode_features(inputs)
+    return {name: run_detector(name, features, settings) for name in detectors}
+
+
+def test_without_a_reference_the_trusted_model_is_confident_learnings_test_and_is_skipped(tmp_path):
+    outcomes = judged(tmp_path, reference=False, detectors=LABEL_DETECTORS)
+    skipped = outcomes["label.trusted_model"]
+    assert skipped.details["skipped"].startswith("without a trusted reference it would score the batch with the "
+                                                 "same cross-fitted models as label.confident_learning")
+    assert skipped.findings.empty and skipped.rows_checked == 0
+    assert "skipped" not in outcomes["label.confident_learning"].details
+
+
+def test_the_skipped_test_would_have_given_the_same_p_values(tmp_path):
+    # Alone (confident learning not configured), it runs: and its p-values are confident learning's.
+    alone = judged(tmp_path / "alone", reference=False, detectors=["label.trusted_model"])["label.trusted_model"]
+    both = judged(tmp_path / "both", reference=False, detectors=LABEL_DETECTORS)["label.confident_learning"]
+    assert "skipped" not in alone.details
+    np.testing.assert_array_equal(alone.findings["p_value"].to_numpy(), both.findings["p_value"].to_numpy())
+
+
+@pytest.mark.parametrize("reference, params", [
+    (True, ""),  # with a reference it is a model fitted on trusted rows: another test
+    (False, '[detection.params."label.trusted_model"]\nmodel = "gradient_boosting"'),  # another model
+    (False, '[detection.params."label.confident_learning"]\nn_folds = 3'),  # other folds
+])
+def test_it_runs_when_its_test_differs(tmp_path, reference, params):
+    outcomes = judged(tmp_path, reference=reference, detectors=LABEL_DETECTORS, params=params)
+    assert all("skipped" not in outcome.details for outcome in outcomes.values())
