@@ -173,7 +173,10 @@ def main(argv=None) -> None:
     parser.add_argument("--halves", default="tuning,held-out", help="tuning, held-out or both (comma-separated).")
     parser.add_argument("--datasets", help="Only these datasets (comma-separated names).")
     parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--rate", type=float, default=0.05)
+    parser.add_argument("--rate", type=float, default=0.05, help="Share of each batch an attack poisons.")
+    parser.add_argument("--max-false-positive-rate", type=float,
+                        help="detection.max_false_positive_rate for every dataset (default: the config's, 0.05); "
+                             "to compare recall at an equal share of clean rows flagged.")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--jobs", type=int, default=1, help="Processes (one evaluate run each).")
     parser.add_argument("--anchors", default=";".join(REAL_ANCHORS),
@@ -187,6 +190,10 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="poisonguard-bench-real-") as scratch:
         datasets = prepare_real(Path(scratch), halves)
+        if options.max_false_positive_rate is not None:
+            for dataset in datasets.values():
+                with dataset["config"].open("a", encoding="utf-8") as config:
+                    config.write(f"[detection]\nmax_false_positive_rate = {options.max_false_positive_rate}\n")
         if options.datasets:
             wanted = set(options.datasets.split(","))
             datasets = {n: d for n, d in datasets.items() if n in wanted}
@@ -202,7 +209,11 @@ def main(argv=None) -> None:
                         f"{options.save}-metrics.csv", index=False)
     metrics = pd.concat([r[0] for r in results], ignore_index=True)
     minutes = (time.perf_counter() - started) / 60
-    print(f"# Detection benchmark on real data\n\nattack rate {options.rate:.0%}; seeds {seeds}; tables over "
+    from poisonguard.pipelines.core.config import DetectionConfig
+
+    fpr = options.max_false_positive_rate or DetectionConfig().max_false_positive_rate
+    print(f"# Detection benchmark on real data\n\nattack rate {options.rate:.0%}; "
+          f"max_false_positive_rate {fpr:.3g}; seeds {seeds}; tables over "
           f"{MAX_ROWS} rows subsampled to {MAX_ROWS} (stratified); medians over seeds of the mean over datasets; "
           f"'clean batch' is the batch with no attack (mean and worst over datasets and seeds); {minutes:.1f} min")
     for half in halves:
