@@ -180,7 +180,7 @@ def cross_conformal_p_values(
     one: the tail replaces counts only where there are none. (Taking the
     smaller of the two inside the trusted scores' range made every
     detector's p-values liberal where its scores are heavier-tailed than an
-    exponential: on clean batches of five real tables, ``label.knn`` and
+    exponential: on clean batches of six real tables, ``label.knn`` and
     ``outlier.class_conditional`` flagged up to 2.5 times their ``alpha``,
     most of it rows the counts put at ``2 / (n + 1)`` or above.)
 

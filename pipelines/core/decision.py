@@ -189,7 +189,7 @@ def apply_decision_rule(inputs: RunInputs, outcomes: list[CheckOutcome]) -> list
     n_rows = max(len(inputs.batch.row_ids), 1)
     result = list(outcomes)
     # A detector skipped on this batch tested nothing: counting it would only
-    # raise every other detector's share of the rate (``m`` in Simes' rule).
+    # lower every other detector's share of the rate (``m`` in Simes' rule).
     detectors = [position for position, outcome in enumerate(result)
                  if outcome.kind == "detector" and not outcome.details.get("skipped")]
     ids, p_values = _detector_p_values(result, detectors)
