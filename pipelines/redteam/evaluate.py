@@ -294,7 +294,13 @@ def _detect(setup: _Setup, batch: pd.DataFrame, attack: str, folder: Path):
     flagged = {"expectations": ("expectation", set(expectation.loc[expectation["flagged"], "row_id"]))}
     detected = set()
     for outcome in judgement.outcomes:
-        if outcome.kind == "detector":
+        if outcome.kind == "detector" and outcome.details.get("skipped"):
+            # It judged nothing: a row of zeros would read as a detector that missed everything.
+            # Said once (the reason is usually the same for every attack); its table rows are left out.
+            note = f"{outcome.name} was skipped and has no rows below: {outcome.details['skipped']}"
+            if note not in setup.notes:
+                setup.notes.append(note)
+        elif outcome.kind == "detector":
             flagged[outcome.name] = ("detector", set(outcome.findings.loc[outcome.findings["flagged"], "row_id"]))
             detected |= flagged[outcome.name][1]
     if judgement.features is not None:  # the detectors ran

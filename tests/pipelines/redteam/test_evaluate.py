@@ -113,3 +113,14 @@ def test_an_id_column_names_the_rows(tmp_path):
     assert setup.id_column == "tag"
     assert "tag" not in [*setup.numeric, *setup.categorical]
     assert set(setup.pool["tag"]) | set(setup.trusted["tag"]) | set(setup.test["tag"]) == set(frame["tag"])
+
+
+def test_a_skipped_detector_has_no_rows_and_a_note(tmp_path):
+    # Without a reference label.trusted_model repeats confident learning's test and is skipped:
+    # a row of zeros for it would read as a detector that missed every flip.
+    data = write_clean_table(tmp_path / "clean.csv", n_rows=200, seed=3)
+    evaluation = evaluate(data, label="species", attacks=["random_flips"], rate=0.05, seed=0, self_referential=True,
+                          detectors=["label.trusted_model", "label.confident_learning"])
+    assert set(evaluation.metrics["method"]) == {"expectations", "label.confident_learning", DETECTORS, PIPELINE}
+    skipped = [note for note in evaluation.notes if note.startswith("label.trusted_model was skipped")]
+    assert len(skipped) == 1 and "same cross-fitted models as label.confident_learning" in skipped[0]
