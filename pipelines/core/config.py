@@ -137,7 +137,10 @@ class BatchChecksConfig(_Strict):
     max_drifted_columns: int = Field(0, ge=0, description="Reject when more columns than this drift.")
     impact_model: Literal["logistic", "gradient_boosting", "random_forest"] = "logistic"
     impact_max_drop: float = Field(0.02, ge=0.0, lt=1.0, description="Accuracy the kept rows may cost on trusted rows.")
-    impact_p_value: float = Field(0.01, gt=0.0, lt=1.0, description="Significance (McNemar) of that drop.")
+    impact_p_value: float = Field(
+        0.01, gt=0.0, lt=1.0,
+        description="Significance (McNemar) of that drop, and (Wilcoxon) of the worse held-out log-loss it needs too.",
+    )
     impact_folds: int = Field(5, ge=2, le=20)
     impact_sample_rows: int = Field(
         20_000, ge=100, description="Kept batch rows the impact models train on, at most (a seeded random sample).",

@@ -147,3 +147,33 @@ def test_checks_can_be_switched_off_in_the_config(tiny, tmp_path):
                       + "[batch]\nchecks = []\n")
     summary = execute(make_settings([tiny["batch"]], out=tmp_path / "out", config_path=config))
     assert summary.status == "succeeded" and summary.batch_checks == []
+
+
+class _ProbabilityStub:
+    """A classifier whose P('yes') is a constant when fitted on trusted rows alone, else feature 0."""
+
+    def fit(self, X, y):
+        self.classes_ = np.array(sorted(set(y)))
+        self.with_batch_ = len(y) > 400
+        return self
+
+    def predict_proba(self, X):
+        yes = X[:, 0] if self.with_batch_ else np.full(len(X), 0.15)
+        return np.column_stack([1 - yes, yes])
+
+
+def test_model_impact_does_not_reject_lost_accuracy_the_log_loss_does_not_confirm(monkeypatch):
+    # 500 trusted rows, 75 'yes'. The trusted-only model says 'no' to all (accuracy 0.85, log-loss
+    # 0.423); with the batch it says 'yes' to 20 'yes' and 60 'no' rows (accuracy 0.77, McNemar
+    # p ~ 1e-5) but its log-loss is lower (0.334): what a poorly fitting model
+    # does with more clean rows, not harm.
+    y = np.array(["yes"] * 75 + ["no"] * 425)
+    p_yes = np.concatenate([np.full(20, 0.55), np.full(55, 0.2), np.full(60, 0.55), np.full(365, 0.05)])
+    trusted_X = np.column_stack([p_yes, np.arange(500)])
+    batch_X, batch_y = trusted_X[:100], y[:100]
+    monkeypatch.setattr(drift, "make_classifier", lambda model, random_state=0: _ProbabilityStub())
+    check = drift.model_impact(trusted_X, y, batch_X, batch_y)
+    assert check.statistic == pytest.approx(0.08) and check.p_value < 1e-4
+    assert not check.failed
+    assert "log-loss is 0.334 instead of 0.423" in check.reason and "not as harm" in check.reason
+    # (Lost accuracy with a worse log-loss, swapped labels, fails: the test above.)
