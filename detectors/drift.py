@@ -416,7 +416,7 @@ def model_impact(
     accuracy points, McNemar p = 0.006, and a clean batch was rejected). So
     the check also compares the held-out log-loss, a proper scoring rule and
     the score the model is fitted by, which more rows from the trusted
-    distribution do not make worse: it fails only when the batch costs both,
+    distribution do not make worse in expectation: it fails only when the batch costs both,
     each significantly (log-loss: a one-sided Wilcoxon signed-rank test on
     the rows' paired losses).
 
