@@ -163,11 +163,16 @@ class DetectorTags:
         With ``needs_labels``: an empty label ``""`` is judged like any other
         label (flagged as never seen, or grouped as one label), so rows
         without a label are given to the detector rather than left out.
+    self_findings_of : str or None
+        ``self_findings`` (no trusted reference) is this registered
+        detector's test: the same p-values whenever the parameters the two
+        share, ``alpha`` aside, agree. A run with both judges the batch once.
     """
 
     needs_labels: bool = False
     uses_batch: bool = False
     accepts_empty_labels: bool = False
+    self_findings_of: Optional[str] = None
 
 
 class Detector(BaseEstimator):

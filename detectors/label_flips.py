@@ -288,8 +288,10 @@ class TrustedModelLabelDetector(_LabelDetector):
     """
 
     name = "label.trusted_model"
-    # Each row is judged by the trusted model and fold models alone.
-    tags = DetectorTags(needs_labels=True, uses_batch=False)
+    # Each row is judged by the trusted model and fold models alone. Without
+    # a reference there is no trusted model: ``self_findings`` is
+    # ``_LabelDetector``'s, cross-fitted on the batch as confident learning's.
+    tags = DetectorTags(needs_labels=True, uses_batch=False, self_findings_of="label.confident_learning")
 
     def __init__(self, alpha=0.01, n_folds=5, random_state=0, model="logistic"):
         self.alpha = alpha

@@ -29,13 +29,6 @@ EXPECTATION_PREFIX = "expectation."
 LABEL_WIDTH = 200
 # Cross-fitting holds each trusted row out once: a label needs two trusted rows.
 MIN_TRUSTED_ROWS_PER_LABEL = 2
-# Without a trusted reference label.trusted_model has no trusted model: it
-# scores the batch by models cross-fitted on the batch, as
-# label.confident_learning does, to the same p-values when their models,
-# folds and seed agree. Run both and the decision would count one test
-# twice: Simes' rule reads two equal p-values as two detectors agreeing and
-# quarantines at twice the level. So the first is skipped then.
-SAME_TEST_WITHOUT_REFERENCE = {"label.trusted_model": ("label.confident_learning", ("model", "n_folds", "random_state"))}
 
 
 @dataclass(frozen=True)
@@ -174,7 +167,7 @@ def run_detector(name: str, features: FeatureMatrices, settings: RunSettings) ->
     rows = features.batch_labels != "" if skip_unlabelled else np.ones(len(features.batch_labels), dtype=bool)
     details = {"class": type(detector).__name__, "params": _jsonable(detector.get_params())}
     trusted_features, trusted_labels = features.trusted_features, features.trusted_labels
-    duplicate = _same_test_as(name, detector, settings) if trusted_features is None else None
+    duplicate = _same_test_as(detector, settings) if trusted_features is None else None
     if duplicate is not None:
         details.update(mode=f"skipped: {duplicate}", skipped=duplicate)
         return CheckOutcome(name=name, kind="detector", findings=empty_findings(), rows_checked=0,
@@ -222,18 +215,20 @@ def run_detector(name: str, features: FeatureMatrices, settings: RunSettings) ->
     )
 
 
-def _same_test_as(name: str, detector, settings: RunSettings) -> Optional[str]:
-    """Why ``name`` would repeat another configured detector's test on a batch without a reference, or None."""
-    if name not in SAME_TEST_WITHOUT_REFERENCE:
-        return None
-    other, shared = SAME_TEST_WITHOUT_REFERENCE[name]
+def _same_test_as(detector, settings: RunSettings) -> Optional[str]:
+    """Why ``detector`` would repeat another configured detector's test on a batch without a reference, or None.
+
+    Counted twice, one test would read to the decision as two detectors
+    agreeing: Simes' rule quarantines two equal p-values at twice the level.
+    """
+    other = detector.tags.self_findings_of
     detection = settings.config.detection
-    if other not in detection.detectors:
+    if other is None or other not in detection.detectors:
         return None
     other_params = get_detector(
         other, **{"random_state": detection.random_state, **detection.params.get(other, {})}).get_params()
     mine = detector.get_params()
-    if any(mine[key] != other_params[key] for key in shared):
+    if any(mine[key] != other_params[key] for key in (mine.keys() & other_params.keys()) - {"alpha"}):
         return None
     return (f"without a trusted reference it would score the batch with the same cross-fitted models as {other}, "
             "so that test is counted once")

@@ -296,3 +296,12 @@ def test_importing_the_package_defers_the_detector_modules():
         "assert len(poisonguard.detectors.registered_detectors()) == 8 and 'pyod' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if DETECTORS[n].tags.self_findings_of])
+def test_a_declared_self_findings_twin_gives_the_same_p_values(name):
+    # The pipeline skips such a detector without a reference (checks.run_detector): it must be a repeat.
+    twin = DETECTORS[name].tags.self_findings_of
+    assert twin in DETECTORS
+    mine, theirs = judge(name, "self_findings"), judge(twin, "self_findings")
+    np.testing.assert_array_equal(mine["p_value"].to_numpy(), theirs["p_value"].to_numpy())
