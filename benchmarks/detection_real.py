@@ -180,6 +180,9 @@ def main(argv=None) -> None:
     parser.add_argument("--max-false-positive-rate", type=float,
                         help="detection.max_false_positive_rate for every dataset (default: the config's, 0.05); "
                              "to compare recall at an equal share of clean rows flagged.")
+    parser.add_argument("--config-extra", type=Path,
+                        help="A TOML snippet appended to every dataset's config (e.g. detector parameters under "
+                             "[detection.params.\"label.knn\"]), to compare settings on the tuning half.")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--jobs", type=int, default=1, help="Processes (one evaluate run each).")
     parser.add_argument("--anchors", default=";".join(REAL_ANCHORS),
@@ -197,6 +200,11 @@ def main(argv=None) -> None:
             for dataset in datasets.values():
                 with dataset["config"].open("a", encoding="utf-8") as config:
                     config.write(f"[detection]\nmax_false_positive_rate = {options.max_false_positive_rate}\n")
+        if options.config_extra is not None:
+            extra = options.config_extra.read_text(encoding="utf-8")
+            for dataset in datasets.values():
+                with dataset["config"].open("a", encoding="utf-8") as config:
+                    config.write("\n" + extra)
         if options.datasets:
             wanted = set(options.datasets.split(","))
             datasets = {n: d for n, d in datasets.items() if n in wanted}
