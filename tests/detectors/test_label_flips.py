@@ -190,9 +190,12 @@ def test_registry_and_params():
     assert detectors["label.trusted_model"] is TrustedModelLabelDetector
     assert detectors["label.confident_learning"] is ConfidentLearningLabelDetector
     detector = get_detector("label.trusted_model", model="gradient_boosting")
-    assert detector.get_params() == {"alpha": 0.01, "n_folds": 5, "random_state": 0, "model": "gradient_boosting"}
+    assert detector.get_params() == {
+        "alpha": 0.01, "n_folds": 5, "random_state": 0, "model": "gradient_boosting", "refit_without_issues": True,
+    }
     assert get_detector("label.confident_learning").get_params() == {
         "alpha": 0.01, "n_folds": 5, "random_state": 0, "model": "logistic", "trusted_weight": 1.0,
+        "refit_without_issues": True,
     }
 
 

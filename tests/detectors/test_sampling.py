@@ -88,7 +88,8 @@ CASES = {
     "backdoor.trigger": (trigger_case, (60, 24), (60, 29)),
     # Flips between overlapping classes: few are plain to any label check.
     "label.knn": (flip_case("label.knn"), (6, 42), (7, 37)),
-    "label.confident_learning": (flip_case("label.confident_learning"), (7, 24), (8, 23)),
+    # Fitted again without cleanlab's marked rows; one sampled draw flags fewer clean rows.
+    "label.confident_learning": (flip_case("label.confident_learning"), (7, 22), (8, 11)),
     "outlier.class_conditional": (flip_case("outlier.class_conditional"), (3, 34), (3, 28)),
 }
 

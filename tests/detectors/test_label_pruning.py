@@ -1,0 +1,62 @@
+"""``detectors._label_pruning.refit_without_issues``: the second cross-fit leaves out what cleanlab marks."""
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from poisonguard.detectors._crossfit import sampled_cross_fitted_probabilities
+from poisonguard.detectors._label_pruning import refit_without_issues
+
+OPTIONS = {"make_classifier": lambda: LogisticRegression(max_iter=1000), "n_folds": 5, "random_state": 0}
+
+
+def targeted(n_rows=600, flipped=60, seed=0):
+    """Two labels on one feature (label 1 right of 0); ``flipped`` rows far left relabelled 1."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 2, n_rows)
+    matrix = (codes * 2.0 + rng.normal(size=n_rows))[:, None]
+    left = np.argsort(matrix[:, 0])[: 3 * flipped]
+    rows = rng.choice(left[codes[left] == 0], flipped, replace=False)
+    codes[rows] = 1
+    return matrix, codes, rows
+
+
+def test_flips_the_first_model_learnt_look_less_plausible_to_the_second():
+    matrix, codes, flipped = targeted()
+    in_sample = np.ones(len(codes), dtype=bool)
+    first = sampled_cross_fitted_probabilities(matrix, codes, in_sample, **OPTIONS)
+    second, issues = refit_without_issues(matrix, codes, in_sample, first, **OPTIONS)
+    # cleanlab marks every flip (and 36 clean rows of the overlap).
+    assert int(issues[flipped].sum()) == 60 and int(issues.sum()) == 96
+    given = np.arange(len(codes)), codes
+    # The first models learnt the flips (label 1 gets 0.30 where they lie); the second did not.
+    assert round(float(np.mean(first[given][flipped])), 2) == 0.30
+    assert round(float(np.mean(second[given][flipped])), 2) == 0.01
+    # Out of fold still: every row's probabilities come from a model that did not see it, summing to 1.
+    np.testing.assert_allclose(second.sum(axis=1), 1.0)
+
+
+def test_without_issues_the_first_fit_stands():
+    rng = np.random.default_rng(1)
+    codes = rng.integers(0, 2, 200)
+    matrix = (codes * 20.0 + rng.normal(size=200))[:, None]  # no label overlaps another
+    in_sample = np.ones(200, dtype=bool)
+    first = sampled_cross_fitted_probabilities(matrix, codes, in_sample, **OPTIONS)
+    second, issues = refit_without_issues(matrix, codes, in_sample, first, **OPTIONS)
+    assert not issues.any() and second is first
+
+
+def test_a_label_is_never_left_without_training_rows():
+    # Label 2 lives on 10 rows inside label 0's region: cleanlab marks 9, and
+    # the fold model fitted without the 10th would give label 2 probability 0
+    # and every row of it the highest score.
+    rng = np.random.default_rng(2)
+    codes = rng.integers(0, 2, 300)
+    matrix = (codes * 4.0 + rng.normal(size=300))[:, None]
+    rare = np.flatnonzero(codes == 0)[:10]
+    codes[rare] = 2
+    in_sample = np.ones(300, dtype=bool)
+    first = sampled_cross_fitted_probabilities(matrix, codes, in_sample, **OPTIONS)
+    second, issues = refit_without_issues(matrix, codes, in_sample, first, **OPTIONS)
+    assert int(issues[rare].sum()) == 9
+    # Label 2 kept its rows in every fit: its probabilities move only with the other labels' left-out rows.
+    np.testing.assert_allclose(second[rare, 2], first[rare, 2], atol=0.02)
+    assert second[rare, 2].min() > 0.01
