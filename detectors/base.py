@@ -165,8 +165,9 @@ class DetectorTags:
         without a label are given to the detector rather than left out.
     self_findings_of : str or None
         ``self_findings`` (no trusted reference) is this registered
-        detector's test: the same p-values whenever the parameters the two
-        share, ``alpha`` aside, agree. A run with both judges the batch once.
+        detector's test: the same p-values whenever the two detectors'
+        ``self_findings_params`` they share, ``alpha`` aside, agree. A run
+        with both judges the batch once.
     """
 
     needs_labels: bool = False
@@ -270,6 +271,11 @@ class Detector(BaseEstimator):
         row, in input order.
         """
         raise NotImplementedError
+
+    def self_findings_params(self) -> dict:
+        """The parameters ``self_findings`` runs with: ``get_params()``, where a
+        subclass does not resolve one of them differently without a reference."""
+        return self.get_params()
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

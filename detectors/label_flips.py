@@ -115,6 +115,15 @@ from poisonguard.detectors.calibration import (
 from poisonguard.detectors.registry import register
 
 MODELS = ("logistic", "gradient_boosting")
+# ``label.confident_learning``'s default: per batch, the model under which the
+# trusted rows' labels are most probable (see ConfidentLearningLabelDetector).
+AUTO = "auto"
+MODEL_NAMES = {"logistic": "logistic regression", "gradient_boosting": "gradient boosting"}
+# "auto" tries gradient boosting on batches up to this many rows. Past it the
+# pooled sample is the same size, but every other batch row is predicted by a
+# fold model: a boosted model (100 rounds per label) costs about 20 us a row
+# on one core, minutes at a million rows.
+BOOSTED_MAX_ROWS = 50_000
 
 
 def classifier_factory(model: str, random_state) -> Callable[[], object]:
@@ -190,6 +199,10 @@ class _LabelDetector(Detector):
 
     def _model_kind(self) -> str:
         return "logistic"
+
+    def self_findings_params(self) -> dict:
+        """``get_params()``, with ``model`` the classifier ``self_findings`` fits."""
+        return {**self.get_params(), "model": self._model_kind()}
 
     def _store_reference(self, X, y):
         matrix, labels, _ = self._validate_reference(X, y)
@@ -402,14 +415,24 @@ class ConfidentLearningLabelDetector(_LabelDetector):
 
     Registered as ``label.confident_learning``. Score:
     ``1 - cleanlab self-confidence`` = ``1 - P(given label | x)`` from a
-    logistic regression cross-fitted on the pool.
+    classifier cross-fitted on the pool.
 
     Parameters
     ----------
     alpha, n_folds, random_state, refit_without_issues
         See :class:`_LabelDetector`.
-    model : {"logistic", "gradient_boosting"}
-        As for :class:`TrustedModelLabelDetector`.
+    model : {"auto", "logistic", "gradient_boosting"}
+        As for :class:`TrustedModelLabelDetector`, or ``"auto"``: on each
+        batch of at most ``BOOSTED_MAX_ROWS`` rows, both are cross-fitted on
+        the pool and the one whose out-of-fold probabilities of the trusted
+        rows' labels have the lower log-loss is used (the reason names it);
+        logistic regression on larger batches and without a reference (where
+        the p-values rest on a tail fitted to the batch's bulk, which
+        boosting's near-certain probabilities break: a clean batch of
+        ``default`` lost 5.2 % of its rows at a rate of 5 %, against 1.4 %).
+        Neither model wins everywhere: boosting caught twice the targeted
+        flips of hpc_data, fishing and mlc_churn, and half those of chile and
+        seattle_weather, where it fits the trusted labels worse.
     trusted_weight : float or "balanced"
         Training weight of every trusted row; "balanced" makes the trusted
         rows weigh as much as the pooled batch rows.
@@ -428,7 +451,7 @@ class ConfidentLearningLabelDetector(_LabelDetector):
     # Cross-fits on the trusted and batch rows pooled.
     tags = DetectorTags(needs_labels=True, uses_batch=True)
 
-    def __init__(self, alpha=0.01, n_folds=5, random_state=0, model="logistic", trusted_weight=1.0,
+    def __init__(self, alpha=0.01, n_folds=5, random_state=0, model=AUTO, trusted_weight=1.0,
                  refit_without_issues=True):
         self.alpha = alpha
         self.n_folds = n_folds
@@ -438,7 +461,8 @@ class ConfidentLearningLabelDetector(_LabelDetector):
         self.refit_without_issues = refit_without_issues
 
     def _model_kind(self) -> str:
-        return self.model
+        # Without a reference (``self_findings``), "auto" is logistic: see ``model``.
+        return "logistic" if self.model == AUTO else self.model
 
     def fit(self, X, y=None):
         """Store the trusted rows (the work happens per batch, on the pool).
@@ -452,6 +476,8 @@ class ConfidentLearningLabelDetector(_LabelDetector):
         -------
         self
         """
+        if self.model not in (AUTO, *MODELS):
+            raise DetectorError(f"unknown model {self.model!r}; expected one of {', '.join((AUTO, *MODELS))}")
         matrix, labels, codes = self._store_reference(X, y)
         # Fail now, not on the first batch, if the trusted labels cannot be cross-fitted.
         fold_splits(
@@ -493,7 +519,7 @@ class ConfidentLearningLabelDetector(_LabelDetector):
             log_odds(scores)[:, None], return_extrapolated=True,
         )
         flagged = self._flagged(p_values)
-        source = "models cross-fitted on trusted and batch rows"
+        source = f"{MODEL_NAMES[pooled['model']]} models cross-fitted on trusted and batch rows"
         position = np.cumsum(known) - 1  # a known row's place among the known rows
 
         def describe(rows):
@@ -526,10 +552,16 @@ class ConfidentLearningLabelDetector(_LabelDetector):
             weights[:n_trusted] = max(1.0, (int(in_sample.sum()) - n_trusted) / n_trusted)
         else:
             weights[:n_trusted] = float(self.trusted_weight)
-        options = dict(make_classifier=classifier_factory(self.model, self.random_state), n_folds=self.n_folds,
-                       random_state=self.random_state, classes=self.classes_,
+        options = dict(n_folds=self.n_folds, random_state=self.random_state, classes=self.classes_,
                        sample_weight=None if np.all(weights == 1.0) else weights)
-        probabilities = sampled_cross_fitted_probabilities(pool, codes, in_sample, **options)
+        candidates = [self.model] if self.model != AUTO else (
+            list(MODELS) if len(labels) <= BOOSTED_MAX_ROWS else ["logistic"])
+        fits = {model: sampled_cross_fitted_probabilities(
+                    pool, codes, in_sample, make_classifier=classifier_factory(model, self.random_state), **options)
+                for model in candidates}
+        model = min(candidates, key=lambda kind: _log_loss(fits[kind][:n_trusted], codes[:n_trusted]))
+        probabilities = fits[model]
+        options["make_classifier"] = classifier_factory(model, self.random_state)
         if self.refit_without_issues:
             probabilities, issues = refit_without_issues(pool, codes, in_sample, probabilities, **options)
         else:
@@ -538,6 +570,7 @@ class ConfidentLearningLabelDetector(_LabelDetector):
         scores = np.ones(len(labels))
         scores[known] = 1.0 - quality[n_trusted:]
         return {
+            "model": model,
             "scores": scores,
             "known": known,
             "calibration": 1.0 - quality[:n_trusted],
@@ -545,3 +578,9 @@ class ConfidentLearningLabelDetector(_LabelDetector):
             "probabilities": probabilities[n_trusted:],
             "issues": issues[n_trusted:],
         }
+
+
+def _log_loss(probabilities: np.ndarray, codes: np.ndarray) -> float:
+    """Mean ``-log P(label)`` of rows (a probability of 0 counts as 1e-15, as scikit-learn's ``log_loss``)."""
+    given = probabilities[np.arange(len(codes)), codes]
+    return float(-np.mean(np.log(np.clip(given, 1e-15, 1.0))))

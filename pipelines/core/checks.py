@@ -226,8 +226,8 @@ def _same_test_as(detector, settings: RunSettings) -> Optional[str]:
     if other is None or other not in detection.detectors:
         return None
     other_params = get_detector(
-        other, **{"random_state": detection.random_state, **detection.params.get(other, {})}).get_params()
-    mine = detector.get_params()
+        other, **{"random_state": detection.random_state, **detection.params.get(other, {})}).self_findings_params()
+    mine = detector.self_findings_params()
     if any(mine[key] != other_params[key] for key in (mine.keys() & other_params.keys()) - {"alpha"}):
         return None
     return (f"without a trusted reference it would score the batch with the same cross-fitted models as {other}, "

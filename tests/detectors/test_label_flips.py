@@ -194,7 +194,7 @@ def test_registry_and_params():
         "alpha": 0.01, "n_folds": 5, "random_state": 0, "model": "gradient_boosting", "refit_without_issues": True,
     }
     assert get_detector("label.confident_learning").get_params() == {
-        "alpha": 0.01, "n_folds": 5, "random_state": 0, "model": "logistic", "trusted_weight": 1.0,
+        "alpha": 0.01, "n_folds": 5, "random_state": 0, "model": "auto", "trusted_weight": 1.0,
         "refit_without_issues": True,
     }
 
@@ -210,6 +210,22 @@ def test_clone_round_trip(trusted, cls, params):
 def test_unknown_model_is_an_error(trusted):
     with pytest.raises(DetectorError, match="unknown model 'forest'"):
         TrustedModelLabelDetector(model="forest").fit(*trusted)
+    with pytest.raises(DetectorError, match="unknown model 'forest'; expected one of auto, logistic"):
+        ConfidentLearningLabelDetector(model="forest").fit(*trusted)
+
+
+def test_auto_takes_the_model_that_fits_the_trusted_labels_better(trusted):
+    # Labels by a ring (inside or outside the median radius in the first two
+    # features): no linear model fits them, boosting does.
+    features, _ = trusted
+    radius = np.hypot(features.iloc[:, 0] - features.iloc[:, 0].mean(), features.iloc[:, 1] - features.iloc[:, 1].mean())
+    ring = np.where(radius > np.median(radius), "out", "in").astype(object)
+    detector = ConfidentLearningLabelDetector().fit(features, ring)
+    reasons = detector.set_reasons().findings(features, ring)["reason"]
+    assert reasons.str.contains("from gradient boosting models cross-fitted").any()
+    assert not reasons.str.contains("logistic regression models").any()
+    logistic = ConfidentLearningLabelDetector(model="logistic").fit(features, ring).set_reasons().findings(features, ring)
+    assert logistic["reason"].str.contains("from logistic regression models cross-fitted").any()
 
 
 def test_missing_feature_column_is_named(trusted):
