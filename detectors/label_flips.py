@@ -124,6 +124,12 @@ MODEL_NAMES = {"logistic": "logistic regression", "gradient_boosting": "gradient
 # fold model: a boosted model (100 rounds per label) costs about 20 us a row
 # on one core, minutes at a million rows.
 BOOSTED_MAX_ROWS = 50_000
+# ... and only while a fit's work, pooled rows x encoded features x trees per
+# round (one for two labels, one per label beyond), is at most this: the
+# real-data benchmark's tables (up to 3,000 rows x 85 features x 1 tree) are
+# within it; 12,000 rows x 180 columns x 5 labels of a wide mixed table cost
+# 25 s of boosting for the five folds on 2 cores, its whole run's time again.
+BOOSTED_MAX_WORK = 1_000_000
 
 
 def classifier_factory(model: str, random_state) -> Callable[[], object]:
@@ -423,10 +429,11 @@ class ConfidentLearningLabelDetector(_LabelDetector):
         See :class:`_LabelDetector`.
     model : {"auto", "logistic", "gradient_boosting"}
         As for :class:`TrustedModelLabelDetector`, or ``"auto"``: on each
-        batch of at most ``BOOSTED_MAX_ROWS`` rows, both are cross-fitted on
-        the pool and the one whose out-of-fold probabilities of the trusted
-        rows' labels have the lower log-loss is used (the reason names it);
-        logistic regression on larger batches and without a reference (where
+        batch of at most ``BOOSTED_MAX_ROWS`` rows whose boosting costs
+        at most ``BOOSTED_MAX_WORK``, both are cross-fitted on the pool and
+        the one whose out-of-fold probabilities of the trusted rows' labels
+        have the lower log-loss is used (the reason names it); logistic
+        regression on larger or wider batches and without a reference (where
         the p-values rest on a tail fitted to the batch's bulk, which
         boosting's near-certain probabilities break: a clean batch of
         ``default`` lost 5.2 % of its rows at a rate of 5 %, against 1.4 %).
@@ -554,8 +561,10 @@ class ConfidentLearningLabelDetector(_LabelDetector):
             weights[:n_trusted] = float(self.trusted_weight)
         options = dict(n_folds=self.n_folds, random_state=self.random_state, classes=self.classes_,
                        sample_weight=None if np.all(weights == 1.0) else weights)
-        candidates = [self.model] if self.model != AUTO else (
-            list(MODELS) if len(labels) <= BOOSTED_MAX_ROWS else ["logistic"])
+        trees_per_round = 1 if len(self.classes_) <= 2 else len(self.classes_)
+        affordable = (len(labels) <= BOOSTED_MAX_ROWS
+                      and int(in_sample.sum()) * pool.shape[1] * trees_per_round <= BOOSTED_MAX_WORK)
+        candidates = [self.model] if self.model != AUTO else (list(MODELS) if affordable else ["logistic"])
         fits = {model: sampled_cross_fitted_probabilities(
                     pool, codes, in_sample, make_classifier=classifier_factory(model, self.random_state), **options)
                 for model in candidates}
