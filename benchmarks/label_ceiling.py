@@ -35,12 +35,12 @@ import pandas as pd  # noqa: E402
 from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.model_selection import StratifiedKFold  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from detection import markdown  # noqa: E402
 from detection_real import DATASETS, load_frame  # noqa: E402
 
+from poisonguard.detectors._crossfit import cross_fitted_probabilities  # noqa: E402
 from poisonguard.detectors.features import FeatureEncoder  # noqa: E402
 from poisonguard.pipelines.redteam.attacks import AttackError, inject  # noqa: E402
 
@@ -54,11 +54,7 @@ ROW_ID = "row_id"
 
 def clean_label_probabilities(matrix: np.ndarray, codes: np.ndarray, make_model, seed: int) -> np.ndarray:
     """Out-of-fold class probabilities from 5-fold models fitted on the true labels."""
-    probabilities = np.zeros((len(codes), int(codes.max()) + 1))
-    for train, test in StratifiedKFold(5, shuffle=True, random_state=seed).split(matrix, codes):
-        model = make_model().fit(matrix[train], codes[train])
-        probabilities[np.ix_(test, model.classes_)] = model.predict_proba(matrix[test])
-    return probabilities
+    return cross_fitted_probabilities(matrix, codes, make_classifier=make_model, n_folds=5, random_state=seed)
 
 
 def recall_at(score: np.ndarray, poisoned: np.ndarray, clean_share: float) -> float:

@@ -89,6 +89,7 @@ from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
 from sklearn.preprocessing import LabelEncoder
 from threadpoolctl import threadpool_limits
 
@@ -576,7 +577,8 @@ class ConfidentLearningLabelDetector(_LabelDetector):
             fits = {model: sampled_cross_fitted_probabilities(
                         pool, codes, in_sample, make_classifier=classifier_factory(model, self.random_state), **options)
                     for model in candidates}
-            model = min(candidates, key=lambda kind: _log_loss(fits[kind][:n_trusted], codes[:n_trusted]))
+            model = min(candidates, key=lambda kind: log_loss(codes[:n_trusted], fits[kind][:n_trusted],
+                                                                   labels=np.arange(len(self.classes_))))
             probabilities = fits[model]
             options["make_classifier"] = classifier_factory(model, self.random_state)
             if self.refit_without_issues:
@@ -596,8 +598,3 @@ class ConfidentLearningLabelDetector(_LabelDetector):
             "issues": issues[n_trusted:],
         }
 
-
-def _log_loss(probabilities: np.ndarray, codes: np.ndarray) -> float:
-    """Mean ``-log P(label)`` of rows (a probability of 0 counts as 1e-15, as scikit-learn's ``log_loss``)."""
-    given = probabilities[np.arange(len(codes)), codes]
-    return float(-np.mean(np.log(np.clip(given, 1e-15, 1.0))))
