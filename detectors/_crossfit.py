@@ -14,7 +14,7 @@ copy. Input checks live in ``detectors.validation``.
 from __future__ import annotations
 
 import warnings
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold
@@ -98,7 +98,8 @@ def cross_fit(
     fit: Callable[[np.ndarray], object],
     predict: Callable[[object, np.ndarray], np.ndarray],
     n_rows: int,
-) -> CrossFit:
+    abandon: Optional[Callable[[np.ndarray, np.ndarray], bool]] = None,
+) -> Optional[CrossFit]:
     """Score every row with a model fitted without it; keep the models.
 
     Parameters
@@ -109,10 +110,14 @@ def cross_fit(
     predict : callable ``(model, test_indices) -> array``
         One value (or row of values) per test row.
     n_rows : int
+    abandon : callable ``(out_of_fold, scored) -> bool``, optional
+        Asked after each fold with the values so far and a boolean mask of
+        the rows they cover; True stops the loop (the caller has learnt
+        enough, e.g. that this model cannot win a comparison).
 
     Returns
     -------
-    CrossFit
+    CrossFit, or None when ``abandon`` stopped the loop.
     """
     models, out, folds = [], None, np.full(n_rows, -1)
     for fold, (train, test) in enumerate(splits):
@@ -123,6 +128,8 @@ def cross_fit(
         out[test] = values
         folds[test] = fold
         models.append(model)
+        if abandon is not None and fold < len(splits) - 1 and abandon(out, folds >= 0):
+            return None
     return CrossFit(models, out, folds)
 
 
@@ -150,8 +157,8 @@ def class_probabilities(classifier, matrix: np.ndarray, n_classes: int) -> np.nd
 
 def cross_fit_classifiers(
     matrix: np.ndarray, codes: np.ndarray, *, make_classifier, n_folds: int, random_state, classes=None,
-    sample_weight=None,
-) -> CrossFit:
+    sample_weight=None, abandon=None,
+) -> Optional[CrossFit]:
     """Stratified cross-fitting of a classifier: fold models and out-of-fold probabilities.
 
     Parameters
@@ -166,10 +173,13 @@ def cross_fit_classifiers(
         The labels the codes stand for (named in error messages).
     sample_weight : array-like of float, shape (n_rows,), optional
         Training weight of each row (when it is in a training part).
+    abandon : callable, optional
+        See ``cross_fit``: asked with the probabilities so far.
 
     Returns
     -------
-    CrossFit whose ``out_of_fold`` has shape (n_rows, K), rows summing to 1.
+    CrossFit whose ``out_of_fold`` has shape (n_rows, K), rows summing to 1;
+    None when ``abandon`` stopped it.
     """
     splits = fold_splits(
         len(matrix), n_folds=n_folds, random_state=random_state, labels=codes, label_names=classes
@@ -186,6 +196,7 @@ def cross_fit_classifiers(
         fit,
         lambda classifier, test: class_probabilities(classifier, matrix[test], n_classes),
         len(matrix),
+        abandon,
     )
 
 
@@ -196,7 +207,7 @@ def cross_fitted_probabilities(matrix: np.ndarray, codes: np.ndarray, **options)
 
 def sampled_cross_fitted_probabilities(
     matrix: np.ndarray, codes: np.ndarray, in_sample: np.ndarray, *, sample_weight=None, **options
-) -> np.ndarray:
+) -> Optional[np.ndarray]:
     """Class probabilities of every row from models that never saw it, cross-fitted on a sample.
 
     The rows of ``in_sample`` are cross-fitted (``cross_fit_classifiers``);
@@ -211,15 +222,18 @@ def sampled_cross_fitted_probabilities(
     in_sample : numpy.ndarray of bool, shape (n_rows,)
     sample_weight : array-like of float, shape (n_rows,), optional
     **options
-        As for ``cross_fit_classifiers``.
+        As for ``cross_fit_classifiers``; an ``abandon`` hook sees the
+        sampled rows only, in their order.
 
     Returns
     -------
-    numpy.ndarray of float, shape (n_rows, K)
+    numpy.ndarray of float, shape (n_rows, K), or None when ``abandon`` stopped the cross-fitting.
     """
     if sample_weight is not None:
         sample_weight = np.asarray(sample_weight)[in_sample]
     fitted = cross_fit_classifiers(matrix[in_sample], codes[in_sample], sample_weight=sample_weight, **options)
+    if fitted is None:
+        return None
     n_classes = fitted.out_of_fold.shape[1]
     probabilities = np.zeros((len(matrix), n_classes))
     probabilities[in_sample] = fitted.out_of_fold

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 
+from poisonguard.detectors import label_flips
 from poisonguard.detectors.base import FINDING_COLUMNS, DetectorError
 from poisonguard.detectors.registry import get_detector, registered_detectors
 from poisonguard.detectors.label_flips import ConfidentLearningLabelDetector, TrustedModelLabelDetector
@@ -328,3 +329,26 @@ def test_without_a_reference_a_clean_minority_label_is_not_flagged_as_a_whole(na
     assert flagged[minority].mean() <= 0.05 + 2.5 * np.sqrt(0.05 * 0.95 / minority.sum())
     assert flagged[~minority].mean() <= 0.05 + 2.5 * np.sqrt(0.05 * 0.95 / (~minority).sum())
     assert flagged.mean() >= 0.005  # calibrated, not silent
+
+
+def test_auto_stops_cross_fitting_a_model_that_cannot_win_and_chooses_as_before(monkeypatch, trusted, poisoned_batch):
+    # On blobs logistic regression fits the trusted labels better; boosting's folds stop once
+    # its trusted log-loss so far exceeds logistic regression's total, which changes nothing.
+    features, labels, _ = poisoned_batch
+    fits, factory = [], label_flips.classifier_factory
+
+    def counted(model, random_state):
+        make = factory(model, random_state)
+        return lambda: (fits.append(model), make())[1]
+
+    monkeypatch.setattr(label_flips, "classifier_factory", counted)
+    early = ConfidentLearningLabelDetector().fit(*trusted).set_reasons().findings(features, labels)
+    early_fits = list(fits)
+    fits.clear()
+    monkeypatch.setattr(label_flips, "losing_to", lambda *args: lambda probabilities, scored: False)
+    whole = ConfidentLearningLabelDetector().fit(*trusted).set_reasons().findings(features, labels)
+    pd.testing.assert_frame_equal(early, whole)
+    assert whole["reason"].str.contains("from logistic regression models cross-fitted").any()
+    # Five logistic folds, then boosting's, then the refit's five logistic folds.
+    assert fits.count("gradient_boosting") == 5 and fits.count("logistic") == 10
+    assert early_fits.count("gradient_boosting") == 4 and early_fits.count("logistic") == 10

@@ -1,4 +1,4 @@
-"""``detectors._label_pruning.refit_without_issues``: the second cross-fit leaves out what cleanlab marks."""
+"""``detectors._label_pruning.refit_without_issues``: the second cross-fit leaves out what cleanlab marks; and the sampled cross-fitting it repeats."""
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
@@ -60,3 +60,20 @@ def test_a_label_is_never_left_without_training_rows():
     # Label 2 kept its rows in every fit: its probabilities move only with the other labels' left-out rows.
     np.testing.assert_allclose(second[rare, 2], first[rare, 2], atol=0.02)
     assert second[rare, 2].min() > 0.01
+
+
+def test_cross_fitting_stops_when_asked_and_says_so():
+    matrix, codes, _ = targeted()
+    in_sample = np.ones(len(codes), dtype=bool)
+    seen = []
+
+    def abandon(probabilities, scored):
+        seen.append(int(scored.sum()))
+        # Rows not scored yet are NaN; scored rows are probabilities.
+        assert np.isnan(probabilities[~scored]).all() and not np.isnan(probabilities[scored]).any()
+        return len(seen) == 2
+
+    assert sampled_cross_fitted_probabilities(matrix, codes, in_sample, abandon=abandon, **OPTIONS) is None
+    assert seen == [120, 240]  # two folds of 600 rows, then no more
+    never = sampled_cross_fitted_probabilities(matrix, codes, in_sample, abandon=lambda *_: False, **OPTIONS)
+    np.testing.assert_array_equal(never, sampled_cross_fitted_probabilities(matrix, codes, in_sample, **OPTIONS))
