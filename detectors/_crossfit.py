@@ -172,7 +172,8 @@ def cross_fit_classifiers(
     classes : array-like, shape (K,), optional
         The labels the codes stand for (named in error messages).
     sample_weight : array-like of float, shape (n_rows,), optional
-        Training weight of each row (when it is in a training part).
+        Training weight of each row (when it is in a training part); rows
+        of weight zero are left out of the training parts.
     abandon : callable, optional
         See ``cross_fit``: asked with the probabilities so far.
 
@@ -189,7 +190,14 @@ def cross_fit_classifiers(
     def fit(train):
         if sample_weight is None:
             return make_classifier().fit(matrix[train], codes[train])
-        return make_classifier().fit(matrix[train], codes[train], sample_weight=np.asarray(sample_weight)[train])
+        # Rows of weight zero are left out, not weighted: scikit-learn's boosting bins
+        # weighted rows one quantile at a time in Python (breast cancer: 2 s a fit, not
+        # 0.2 s), and a left-out row should not count towards its leaf's minimum size.
+        weights = np.asarray(sample_weight, dtype=float)[train]
+        train, weights = train[weights > 0], weights[weights > 0]
+        if np.all(weights == 1.0):
+            return make_classifier().fit(matrix[train], codes[train])
+        return make_classifier().fit(matrix[train], codes[train], sample_weight=weights)
 
     return cross_fit(
         splits,

@@ -7,7 +7,7 @@ look plausible to it. (On hpc_data, 5 % targeted flips were caught at 0.20
 with a reference, where a model fitted on the clean labels ranks 0.96 of
 them above 98 % of clean rows.) So the label detectors that fit on the
 batch cross-fit twice: the rows cleanlab's ``find_label_issues`` marks on
-the first out-of-fold probabilities get weight zero in the second fit, and
+the first out-of-fold probabilities are left out of the second fit, and
 every row is scored again by a fold model that never saw it. The rule treats
 trusted and batch rows alike, so a clean batch row's score stays
 exchangeable with the trusted rows' and their calibration still holds.

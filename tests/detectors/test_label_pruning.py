@@ -1,8 +1,9 @@
 """``detectors._label_pruning.refit_without_issues``: the second cross-fit leaves out what cleanlab marks; and the sampled cross-fitting it repeats."""
 import numpy as np
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
-from poisonguard.detectors._crossfit import sampled_cross_fitted_probabilities
+from poisonguard.detectors._crossfit import cross_fit_classifiers, fold_splits, sampled_cross_fitted_probabilities
 from poisonguard.detectors._label_pruning import refit_without_issues
 
 OPTIONS = {"make_classifier": lambda: LogisticRegression(max_iter=1000), "n_folds": 5, "random_state": 0}
@@ -77,3 +78,18 @@ def test_cross_fitting_stops_when_asked_and_says_so():
     assert seen == [120, 240]  # two folds of 600 rows, then no more
     never = sampled_cross_fitted_probabilities(matrix, codes, in_sample, abandon=lambda *_: False, **OPTIONS)
     np.testing.assert_array_equal(never, sampled_cross_fitted_probabilities(matrix, codes, in_sample, **OPTIONS))
+
+
+def test_rows_of_weight_zero_are_left_out_of_training():
+    # Left out, not weighted: each fold model is the one fitted on its training rows without them.
+    matrix, codes, flipped = targeted()
+    weights = np.ones(len(codes))
+    weights[flipped] = 0.0
+    make = lambda: HistGradientBoostingClassifier(max_iter=20, random_state=0)  # noqa: E731
+    fitted = cross_fit_classifiers(matrix, codes, make_classifier=make, n_folds=5, random_state=0, sample_weight=weights)
+    splits = fold_splits(len(codes), n_folds=5, random_state=0, labels=codes)
+    for model, (train, test) in zip(fitted.models, splits):
+        kept = train[weights[train] > 0]
+        assert model.n_features_in_ == 1 and len(kept) == len(train) - np.isin(train, flipped).sum()
+        expected = make().fit(matrix[kept], codes[kept]).predict_proba(matrix[test])
+        np.testing.assert_array_equal(model.predict_proba(matrix[test]), expected)
