@@ -339,7 +339,12 @@ def test_auto_stops_cross_fitting_a_model_that_cannot_win_and_chooses_as_before(
 
     def counted(model, random_state):
         make = factory(model, random_state)
-        return lambda: (fits.append(model), make())[1]
+
+        def make_and_count():
+            fits.append(model)
+            return make()
+
+        return make_and_count
 
     monkeypatch.setattr(label_flips, "classifier_factory", counted)
     early = ConfidentLearningLabelDetector().fit(*trusted).set_reasons().findings(features, labels)
