@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, inspect, select, text
 import poisonguard.pipelines.store.migrations
 from poisonguard.detectors.base import make_findings
 from poisonguard.pipelines.core.errors import InputError
+from poisonguard.pipelines.core.jsonable import STORED_CELL_LIMIT, capped_cells, dumps
 from poisonguard.pipelines.store import QuarantineStore
 from poisonguard.pipelines.store.schema import quarantine
 
@@ -239,3 +240,41 @@ def test_many_processes_opening_a_fresh_store_at_once_all_succeed(tmp_path):
     engine = create_engine(url)
     assert {"runs", "quarantine", "decisions", "watch_batches"} <= set(inspect(engine).get_table_names())
     engine.dispose()
+
+
+def test_stored_json_is_what_dumps_writes_for_any_cell(store, run_id):
+    # Rows and findings are written without converting each value first
+    # (``plain_dumps``); the text must be dumps' for every kind of cell.
+    long = "y" * (STORED_CELL_LIMIT + 3)
+    rows = pd.DataFrame({
+        "id": ["a", "b"],
+        "x": [np.inf, 1e-300],
+        "n": pd.array([None, 7], dtype="Int64"),
+        "text": [long, "é"],
+        "flag": [True, False],
+        0: [np.int64(3), np.int64(4)],  # a column name that is not text
+    })
+    findings = make_findings(row_ids=["a", "b", "b"], check="outlier.ecod", scores=[np.inf, 2.5, np.nan],
+                             flagged=[True] * 3, reasons=["r"] * 3, p_values=[np.nan, 1e-320, 0.25])
+    store.add_quarantined(run_id, dataset="iris", rows=rows, findings=findings, row_id_column="id")
+    with store.engine.connect() as connection:
+        stored = dict(connection.execute(
+            select(quarantine.c.row_id, quarantine.c.row_json).where(quarantine.c.run_id == run_id)).all())
+        found = dict(connection.execute(
+            select(quarantine.c.row_id, quarantine.c.findings_json).where(quarantine.c.run_id == run_id)).all())
+    for position, row_id in enumerate(["a", "b"]):
+        assert stored[row_id] == dumps(capped_cells(rows.to_dict(orient="records")[position]))
+    assert found["b"] == dumps([
+        {"check": "outlier.ecod", "score": 2.5, "p_value": 1e-320, "reason": "r"},
+        {"check": "outlier.ecod", "score": None, "p_value": 0.25, "reason": "r"},
+    ])
+    assert json.loads(found["a"]) == [{"check": "outlier.ecod", "score": None, "p_value": None, "reason": "r"}]
+    # Text columns only: the plain writer's path gives the same text.
+    text_rows = rows.drop(columns=[0])
+    run_b = store.start_run(dataset="iris", config={}, tool_version="0.1.0")
+    store.add_quarantined(run_b, dataset="iris", rows=text_rows, findings=findings, row_id_column="id")
+    with store.engine.connect() as connection:
+        stored_b = dict(connection.execute(
+            select(quarantine.c.row_id, quarantine.c.row_json).where(quarantine.c.run_id == run_b)).all())
+    for position, row_id in enumerate(["a", "b"]):
+        assert stored_b[row_id] == dumps(capped_cells(text_rows.to_dict(orient="records")[position]))
