@@ -40,8 +40,8 @@ P-values of the classifier detectors are computed on the log-odds of the
 score (``log_odds``): the same ranks, but an unbounded scale on which the
 tail extrapolated beyond the least plausible trusted labels separates a
 label the model gives 1e-6 from one it gives 0.05. Unlike the outlier,
-duplicate and backdoor detectors, the label detectors use the trusted tail
-as it is, without checking it against the batch's own tail
+duplicate, backdoor and kNN label detectors, the classifier label detectors
+use the trusted tail as it is, without checking it against the batch's own tail
 (``detectors._crossfit.guarded_p_values``): that check draws an exponential
 through the batch's 75th and 90th percentiles, far heavier than the light
 upper tail of clean rows' label scores, and it halved their recall. Measured

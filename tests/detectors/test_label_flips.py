@@ -10,6 +10,7 @@ from poisonguard.detectors import label_flips
 from poisonguard.detectors.base import FINDING_COLUMNS, DetectorError
 from poisonguard.detectors.registry import get_detector, registered_detectors
 from poisonguard.detectors.label_flips import ConfidentLearningLabelDetector, TrustedModelLabelDetector
+from poisonguard.detectors.label_knn import KNNLabelDetector
 
 SPECIES = np.array(["Adelie", "Chinstrap", "Gentoo"], dtype=object)
 VARIANTS = [
@@ -357,3 +358,30 @@ def test_auto_stops_cross_fitting_a_model_that_cannot_win_and_chooses_as_before(
     # Five logistic folds, then boosting's, then the refit's five logistic folds.
     assert fits.count("gradient_boosting") == 5 and fits.count("logistic") == 10
     assert early_fits.count("gradient_boosting") == 4 and early_fits.count("logistic") == 10
+
+
+def test_knn_tail_from_a_small_reference_is_guarded_by_the_batch():
+    # Twenty references of 60 rows, each judging a clean batch of 2,000 from
+    # the same two classes. At alpha 0.005 no count can flag (the least is
+    # 1 / 61), so every flag comes from the tail extrapolated beyond the trusted
+    # scores; fitted to a handful of them alone, one unlucky reference flagged
+    # 4.2 % of the batch. The batch's own tail guards it.
+    centres = np.array([[0.0, 0.0], [4.0, 0.0]])
+
+    def draw(rng, n):
+        codes = rng.integers(0, 2, n)
+        return centres[codes] + rng.normal(size=(n, 2)), np.array(["a", "b"])[codes]
+
+    worst, caught = 0.0, []
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        detector = KNNLabelDetector(alpha=0.005).fit(*draw(rng, 60))
+        batch, labels = draw(rng, 2000)
+        worst = max(worst, detector.findings(batch, labels)["flagged"].mean())
+        # ...and labels flipped deep inside the other class are still caught.
+        deep = np.flatnonzero(np.abs(batch[:, 0] - 2.0) > 3.0)[:8]
+        flipped = labels.copy()
+        flipped[deep] = np.where(labels[deep] == "a", "b", "a")
+        caught.append(detector.findings(batch, flipped)["flagged"].to_numpy()[deep].mean())
+    assert worst <= 2 * 0.005
+    assert np.mean(caught) >= 0.4
