@@ -141,13 +141,17 @@ def peaks_over_threshold(calibration_scores) -> ExponentialTail | None:
         return None
     threshold = float(calibration[-top])
     excesses = calibration[calibration > threshold] - threshold
-    if excesses.size == 0:
+    # An infinite trusted score (a binomial tail that underflowed) would make
+    # the scale infinite, and the tail NaN at an infinite batch score; it
+    # counts towards the tail's probability, not its scale.
+    finite = excesses[np.isfinite(excesses)]
+    if finite.size == 0:
         return None
     return ExponentialTail(
         threshold=threshold,
         probability=(1.0 + excesses.size) / (n_calibration + 1.0),
-        scale=float(excesses.mean()),
-        excesses=int(excesses.size),
+        scale=float(finite.mean()),
+        excesses=int(finite.size),
     )
 
 

@@ -169,6 +169,19 @@ def test_peaks_over_threshold_tail():
     assert peaks_over_threshold(np.arange(4.0)) is None  # too few rows
 
 
+def test_infinite_calibration_scores_count_in_the_tail_but_not_its_scale():
+    # A trusted row whose binomial tail underflowed scores inf (backdoor.trigger
+    # on a trusted row beside a stamped trigger): the scale stays finite, and
+    # an infinite batch score gets the smallest p-value, not NaN.
+    calibration = np.concatenate([np.arange(1.0, 20.0), [np.inf]])  # threshold 16; excesses 1, 2, 3, inf
+    tail = peaks_over_threshold(calibration)
+    assert (tail.threshold, tail.probability, tail.scale, tail.excesses) == (16.0, 5 / 21, 2.0, 3)
+    with np.errstate(all="raise"):
+        p_values = tail.p_values([10.0, 18.0, np.inf])
+    np.testing.assert_allclose(p_values, [1.0, 5 / 21 * (1 + 2 / 6) ** -3, np.finfo(float).tiny])
+    assert peaks_over_threshold(np.concatenate([np.arange(15.0), np.full(5, np.inf)])) is None
+
+
 def test_ecod_scores_match_pyod_row_by_row(trusted, batch):
     detector = ECODOutlierDetector().fit(trusted)
     pyod = ECOD().fit(trusted.to_numpy())
