@@ -83,10 +83,42 @@ JOINT_ROWS = 5_000
 
 
 def _within(sorted_values: np.ndarray, x: np.ndarray, half_width: float) -> np.ndarray:
-    """How many of ``sorted_values`` lie within ``x +- half_width`` (per x)."""
-    return np.searchsorted(sorted_values, x + half_width, side="right") - np.searchsorted(
-        sorted_values, x - half_width, side="left"
-    )
+    """How many of ``sorted_values`` lie within ``x +- half_width``, per x; ``x`` sorted too.
+
+    The same counts as ``searchsorted(sorted_values, x + half_width, "right")
+    - searchsorted(sorted_values, x - half_width, "left")``, found the other
+    way round: each of the (few thousand) population values is placed among
+    the (up to a million) sorted queries, and a running count of placements
+    gives every query's count. ``x +- half_width`` stays sorted (rounding is
+    monotone), so a value lies at or below ``x[i] + half_width`` exactly when
+    it is placed at ``i`` or before.
+    """
+    n_queries = len(x)
+
+    def placed_at_or_before(positions):
+        return np.cumsum(np.bincount(positions, minlength=n_queries + 1)[:n_queries])
+
+    at_most_upper = placed_at_or_before(np.searchsorted(x + half_width, sorted_values, side="left"))
+    below_lower = placed_at_or_before(np.searchsorted(x - half_width, sorted_values, side="right"))
+    return at_most_upper - below_lower
+
+
+def _concentration_log_sf(own_narrow, own_wide, other_narrow, other_wide, share) -> np.ndarray:
+    """``binom.logsf(own_narrow - 1, own_wide, share)``: log P(Binomial(own_wide, share) >= own_narrow).
+
+    ``share`` is a function of the two null counts, and the four counts are
+    small integers that repeat across a million rows: each distinct
+    quadruple is evaluated once (a quarter of the rows on a real batch).
+    """
+    counts = (own_narrow, own_wide, other_narrow, other_wide)
+    base = max(int(c.max(initial=0)) for c in counts) + 1
+    if base**4 >= 2**63 or min(int(c.min(initial=0)) for c in counts) < 0:
+        return binom.logsf(own_narrow - 1, own_wide, share)
+    key = np.zeros(len(share), dtype=np.int64)
+    for c in counts:
+        key = key * base + c
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return binom.logsf(own_narrow[first] - 1, own_wide[first], share[first])[inverse]
 
 
 class _SortedColumns:
@@ -346,9 +378,9 @@ class BackdoorTriggerDetector(Detector):
                 continue
 
             def count_column(column, rows=rows, mine=mine, others=others):
-                # Rows in value order: searching sorted values is about six
-                # times faster (a million rows: 19 ms a search, not 118 ms).
-                by_value = rows[np.argsort(queries[rows, column], kind="stable")]
+                # Rows in value order, as ``_within`` counts them (rows with
+                # equal values get equal counts, in whichever order they come).
+                by_value = rows[np.argsort(queries[rows, column])]
                 x = queries[by_value, column]
                 own_self = in_population[by_value].astype(int)  # such a row is in both of its own windows
                 w = narrow[column]
@@ -359,13 +391,17 @@ class BackdoorTriggerDetector(Detector):
                 # Share of the wide window's rows that fall in the narrow one
                 # elsewhere, shrunk towards the smooth-density share.
                 share = (other_narrow + PRIOR_ROWS / WIDE_FACTOR) / (other_wide + PRIOR_ROWS)
-                # P(Binomial(own_wide, share) >= own_narrow); sf(k - 1) = P(>= k).
-                log_p = binom.logsf(own_narrow - 1, own_wide, share)
                 # Values bunch up at a floor or ceiling for natural reasons
                 # (zero counts, clipped readings): such spikes are not read
                 # as triggers.
                 edge = (x - w <= lowest[column]) | (x + w >= highest[column])
-                scores[by_value, column] = np.where((own_narrow > 0) & ~edge, -log_p, 0.0)
+                tested = (own_narrow > 0) & ~edge
+                column_scores = np.zeros(len(x))
+                # P(Binomial(own_wide, share) >= own_narrow).
+                column_scores[tested] = -_concentration_log_sf(
+                    own_narrow[tested], own_wide[tested], other_narrow[tested], other_wide[tested], share[tested]
+                )
+                scores[by_value, column] = column_scores
                 narrow_counts[by_value, column] = own_narrow
 
             # Columns at once (detectors._threads): each writes only its own.

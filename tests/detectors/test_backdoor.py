@@ -4,8 +4,12 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import binom
 from sklearn.base import clone
 
+from poisonguard.detectors import backdoor
 from poisonguard.detectors.backdoor import BackdoorTriggerDetector, feature_resolution
 from poisonguard.detectors.base import FINDING_COLUMNS, DetectorError
 from poisonguard.detectors.registry import get_detector, registered_detectors
@@ -126,3 +130,35 @@ def test_errors_name_the_problem(trusted):
         BackdoorTriggerDetector().fit(trusted[0], trusted[1][:-1])
     with pytest.raises(DetectorError, match=r"backdoor.trigger: this detector needs the labels \(y\), got None"):
         BackdoorTriggerDetector().fit(*trusted).findings(trusted[0], None)
+
+
+# Values on a coarse grid, so ties and values exactly at a window's edge are common.
+grid_values = st.lists(st.integers(-20, 20).map(lambda v: v / 4), max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=grid_values, queries=grid_values, half_width=st.sampled_from([0.0, 0.25, 0.3, 1.0, 100.0]))
+def test_window_counts_are_what_searching_each_query_gives(values, queries, half_width):
+    values, x = np.sort(np.array(values, dtype=float)), np.sort(np.array(queries, dtype=float))
+    expected = np.searchsorted(values, x + half_width, side="right") - np.searchsorted(
+        values, x - half_width, side="left"
+    )
+    np.testing.assert_array_equal(backdoor._within(values, x, half_width), expected)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    counts=st.lists(st.tuples(st.integers(1, 40), st.integers(0, 40), st.integers(0, 60), st.integers(0, 60)),
+                    min_size=1, max_size=80),
+    large=st.booleans(),
+)
+def test_concentration_tail_is_scipys_for_every_row(counts, large):
+    own_narrow, extra, other_narrow, extra_other = (np.array(c) for c in zip(*counts))
+    own_wide, other_wide = own_narrow + extra, other_narrow + extra_other
+    if large:  # counts too large to pack into one key: every row evaluated
+        other_wide = other_wide + 10**6
+    share = (other_narrow + 0.1) / (other_wide + 2.0)
+    np.testing.assert_array_equal(
+        backdoor._concentration_log_sf(own_narrow, own_wide, other_narrow, other_wide, share),
+        binom.logsf(own_narrow - 1, own_wide, share),
+    )
