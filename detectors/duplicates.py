@@ -40,6 +40,7 @@ import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 
 from poisonguard.detectors._crossfit import check_calibration, single_fold_p_values
+from poisonguard.detectors._pooled_neighbours import pooled_neighbours
 from poisonguard.detectors._row_blocks import row_blocks
 from poisonguard.detectors._sampling import neighbour_population_rows, population_mask
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorError, DetectorTags
@@ -175,8 +176,8 @@ class DuplicateFloodDetector(Detector):
 
     def score(self, X, y=None) -> np.ndarray:
         """Density-spike score of each row of the batch ``X``, shape (n_rows,)."""
-        matrix, _, _ = self._validate_fitted(X, y)
-        return self._trusted_scores(matrix)[0]
+        matrix, labels, _ = self._validate_fitted(X, y)
+        return self._trusted_scores(matrix, labels)[0]
 
     def findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
         """Judge the batch ``X`` against the trusted rows.
@@ -193,7 +194,7 @@ class DuplicateFloodDetector(Detector):
         pandas.DataFrame with ``FINDING_COLUMNS``, one row per input row.
         """
         matrix, labels, ids = self._validate_fitted(X, y, row_ids)
-        scores, calibration = self._trusted_scores(matrix)
+        scores, calibration = self._trusted_scores(matrix, labels)
         self.calibration_scores_ = calibration
         p_values, extrapolated = single_fold_p_values(calibration, scores, self_referential=False)
         return self._findings(matrix, labels, scores, p_values, extrapolated, ids)
@@ -213,9 +214,7 @@ class DuplicateFloodDetector(Detector):
         """
         self._check_params()
         matrix, labels, ids = self._validate_reference(X, y, row_ids, self_referential=True)
-        in_population = population_mask(
-            len(matrix), self.random_state, max_rows=neighbour_population_rows(len(matrix))
-        )
+        in_population = self._population(matrix, labels)
         population = matrix[in_population]
         context = self.context_neighbors
         if context is None:
@@ -248,28 +247,40 @@ class DuplicateFloodDetector(Detector):
         positive = distances[distances > 0]
         return DISTANCE_FLOOR * (float(np.median(positive)) if positive.size else 1.0)
 
-    def _trusted_scores(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _population(self, matrix: np.ndarray, labels) -> np.ndarray:
+        """The batch rows whose neighbours are searched: all, or a seeded sample per label (``detectors._sampling``).
+
+        Per label, as ``label.knn`` samples, so that with a reference the
+        two detectors share one search (``detectors._pooled_neighbours``).
+        """
+        return population_mask(len(matrix), self.random_state, labels,
+                               max_rows=neighbour_population_rows(len(matrix)))
+
+    def _trusted_scores(self, matrix: np.ndarray, labels) -> tuple[np.ndarray, np.ndarray]:
         """Scores of batch rows and of trusted rows, both against this batch (its population)."""
         k = self.n_neighbors
         if len(matrix) < k + 1:
             raise NotEnoughData(f"{self.name}: need at least {k + 1} batch rows, got {len(matrix)}")
         reference = self.reference_
-        in_population = population_mask(
-            len(matrix), self.random_state, max_rows=neighbour_population_rows(len(matrix))
-        )
-        population = matrix[in_population]
         # A reference larger than the batch's population is sampled to its
         # size: both densities are measured among equally many rows, and a
         # million batch rows are searched among 2,000 trusted rows, not 5,000.
-        in_trusted = population_mask(
-            len(reference), self.random_state, max_rows=neighbour_population_rows(len(matrix))
-        )
-        trusted_space = reference[in_trusted]
-        # r_B and r_T of batch rows and of trusted rows (neither counts itself).
-        batch_to_batch = population_kth_distances(population, in_population, matrix, k)
-        batch_to_trusted = kth_distances(trusted_space, matrix, k, exclude_self=False)
-        trusted_to_batch = kth_distances(population, reference, k, exclude_self=False)
-        trusted_to_trusted = population_kth_distances(trusted_space, in_trusted, reference, k)
+        if labels is not None and self.reference_labels_ is not None:
+            pooled = pooled_neighbours(reference, self.reference_labels_, matrix, labels, k, self.random_state)
+            # r_B and r_T of batch rows and of trusted rows (neither counts itself).
+            batch_to_batch, batch_to_trusted = pooled.batch.batch_kth, pooled.batch.trusted_kth
+            trusted_to_batch, trusted_to_trusted = pooled.trusted.batch_kth, pooled.trusted.trusted_kth
+        else:
+            in_population = self._population(matrix, None)
+            population = matrix[in_population]
+            in_trusted = population_mask(
+                len(reference), self.random_state, max_rows=neighbour_population_rows(len(matrix))
+            )
+            trusted_space = reference[in_trusted]
+            batch_to_batch = population_kth_distances(population, in_population, matrix, k)
+            batch_to_trusted = kth_distances(trusted_space, matrix, k, exclude_self=False)
+            trusted_to_batch = kth_distances(population, reference, k, exclude_self=False)
+            trusted_to_trusted = population_kth_distances(trusted_space, in_trusted, reference, k)
         floor = self._floor(np.concatenate([trusted_to_trusted, batch_to_trusted]))
         scores = np.log(batch_to_trusted + floor) - np.log(batch_to_batch + floor)
         calibration = np.log(trusted_to_trusted + floor) - np.log(trusted_to_batch + floor)
@@ -285,9 +296,7 @@ class DuplicateFloodDetector(Detector):
             reasons[row] = f"batch density here is as expected from {population_name} ({p_texts[row]})"
         rows = np.flatnonzero(flagged)
         if rows.size:
-            in_population = population_mask(
-                len(matrix), self.random_state, max_rows=neighbour_population_rows(len(matrix))
-            )
+            in_population = self._population(matrix, labels)
             members_of = np.flatnonzero(in_population)
             population = matrix[in_population]
             sampled = len(population) < len(matrix)

@@ -21,6 +21,7 @@ from poisonguard.detectors._crossfit import (
     label_contamination,
     single_fold_p_values,
 )
+from poisonguard.detectors._pooled_neighbours import pooled_neighbours
 from poisonguard.detectors._sampling import neighbour_population_rows, population_mask
 from poisonguard.detectors._unique import isin_values, unique_values
 from poisonguard.detectors.base import NOT_EXPLAINED, DetectorError, DetectorTags
@@ -135,29 +136,16 @@ class KNNLabelDetector(_LabelDetector):
             distances = self._distances(matrix, exclude_self=False)
             return self._judge(labels, distances, ids, "trusted rows", self.calibration_scores_)
         # Rows of a label the trusted rows lack are flagged anyway; they are
-        # nobody's neighbours. Of a large batch, a sample is (``detectors._sampling``).
-        usable = isin_values(labels, self.classes_)
-        max_rows = neighbour_population_rows(len(matrix))
-        pooled_rows = usable & population_mask(len(matrix), self.random_state, labels, max_rows=max_rows)
-        # A reference larger than that sample is sampled to its size too: a
-        # million batch rows are searched among 4,000 rows, not 7,000.
-        trusted, trusted_labels = self.reference_, self.reference_labels_
-        in_space = population_mask(len(trusted), self.random_state, trusted_labels, max_rows=max_rows)
-        space = np.vstack([trusted[in_space], matrix[pooled_rows]])
-        space_labels = np.concatenate([trusted_labels[in_space], labels[pooled_rows]])
-        pooled = class_neighbour_distances(space, space_labels, space, self.classes_, self.k_, exclude_self=True)
-        n_space_trusted = int(in_space.sum())
-        trusted_distances = np.empty((len(trusted), len(self.classes_)))
-        trusted_distances[in_space] = pooled[:n_space_trusted]
-        trusted_distances[~in_space] = class_neighbour_distances(
-            space, space_labels, trusted[~in_space], self.classes_, self.k_, exclude_self=False
+        # nobody's neighbours. Of a large batch and of a reference larger than
+        # its sample, a sample per label is (``detectors._pooled_neighbours``,
+        # one search shared with ``duplicates.flood``): a million batch rows
+        # are searched among 4,000 rows, not 7,000.
+        pooled = pooled_neighbours(
+            self.reference_, self.reference_labels_, matrix, labels, self.k_, self.random_state
         )
-        calibration = self._margin(trusted_distances, trusted_labels)[0]
-        # Every row against the space, then the pooled rows without
-        # themselves: cheaper than copying the million rows outside the pool.
-        distances = class_neighbour_distances(space, space_labels, matrix, self.classes_, self.k_, exclude_self=False)
-        distances[~usable] = np.inf
-        distances[pooled_rows] = pooled[n_space_trusted:]
+        calibration = self._margin(pooled.trusted.label_means, self.reference_labels_)[0]
+        distances = pooled.batch.label_means.copy()
+        distances[~isin_values(labels, self.classes_)] = np.inf
         return self._judge(labels, distances, ids, "trusted and batch rows", calibration)
 
     def self_findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
