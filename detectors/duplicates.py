@@ -28,15 +28,18 @@ copies, and names their labels, calling out conflicting labels.
 
 Scores depend on the batch (that is the point), so ``score(X)`` treats ``X``
 as the batch; a streaming caller should score whole batches, not chunks. A
-large batch's neighbours are searched in a seeded sample of it
-(``detectors._sampling``): densities are then those of the sample, for
-batch and trusted rows alike, and a clump is counted in the sample. A
-trusted reference larger than that sample is sampled to its size too.
+large batch's neighbours are searched in a seeded sample of it, per label
+when there are labels (``detectors._sampling``): densities are then those
+of the sample, for batch and trusted rows alike, and a clump is counted in
+the sample. A trusted reference larger than that sample is sampled to its
+size too. With a reference and labels, the search is the one ``label.knn``
+makes over the same samples (``detectors._pooled_neighbours``).
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics.pairwise import euclidean_distances
 from sklearn.neighbors import NearestNeighbors
 
 from poisonguard.detectors._crossfit import check_calibration, single_fold_p_values
@@ -51,6 +54,9 @@ from poisonguard.detectors.registry import register
 # distance, so exact duplicates get a large but finite score.
 DISTANCE_FLOOR = 1e-3
 MAX_LISTED_LABELS = 3
+# Flagged rows whose clusters are measured at once (a block's distances to a
+# population of 20,000 rows are 160 MB).
+CLUSTER_BLOCK_ROWS = 1_024
 # Without a reference, the wider neighbourhood: a tenth of the batch, 10 to 200 rows.
 CONTEXT_SHARE, MIN_CONTEXT, MAX_CONTEXT = 0.1, 10, 200
 
@@ -306,18 +312,21 @@ class DuplicateFloodDetector(Detector):
             alone = ~in_population[rows]
             if alone.any():
                 near[alone] = kth_distances(population, matrix[rows[alone]], self.n_neighbors, exclude_self=False)
-            index = NearestNeighbors().fit(population)
-            for row, radius in zip(rows, near):
-                # The row's cluster: population rows within twice the distance
-                # of its k-th neighbour (the row itself left out).
-                members = index.radius_neighbors(matrix[row][None, :], radius=2.0 * radius + 1e-12,
-                                                 return_distance=False)[0]
-                members = members[members_of[members] != row]
-                exact = int(np.sum(np.all(population[members] == matrix[row], axis=1)))
-                reasons[row] = self._flagged_reason(
-                    row, members, exact, labels, member_labels, p_texts[row], population_name,
-                    sample=len(population) if sampled else None,
-                )
+            # The row's cluster: population rows within twice the distance of
+            # its k-th neighbour (the row itself left out). Distances of a block
+            # of flagged rows at once: a search per row cost 3 s for the 10,000
+            # rows a million-row batch flags.
+            for block in row_blocks(len(rows), CLUSTER_BLOCK_ROWS):
+                block_rows = rows[block]
+                distances = euclidean_distances(matrix[block_rows], population)
+                for row, radius, row_distances in zip(block_rows, near[block], distances):
+                    members = np.flatnonzero(row_distances <= 2.0 * radius + 1e-12)
+                    members = members[members_of[members] != row]
+                    exact = int(np.sum(np.all(population[members] == matrix[row], axis=1)))
+                    reasons[row] = self._flagged_reason(
+                        row, members, exact, labels, member_labels, p_texts[row], population_name,
+                        sample=len(population) if sampled else None,
+                    )
         return self._judged(scores, p_values, reasons, row_ids)
 
     def _flagged_reason(self, row, members, exact, labels, member_labels, p_text, population, sample=None) -> str:
