@@ -199,18 +199,22 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             self.feature_names_in_ = np.asarray(frame.columns, dtype=object)
         return self
 
-    def transform(self, frame) -> pd.DataFrame:
+    def transform(self, frame, *, without=()) -> pd.DataFrame:
         """Encode rows against the fitted reference.
 
         Parameters
         ----------
         frame : pandas.DataFrame, shape (n_rows, n_columns)
             Must hold every fitted column; extra columns are ignored.
+        without : collection of str
+            Output columns to leave out (``encode_features`` leaves out
+            missing-value indicators that are 0 in every row): never
+            written, rather than copied away afterwards.
 
         Returns
         -------
         pandas.DataFrame of float64, shape (n_rows, n_features_out), with
-        columns ``feature_names_out_`` and the index of ``frame``.
+        columns ``feature_names_out_`` (less ``without``) and the index of ``frame``.
         """
         check_is_fitted(self, "feature_names_out_")
         is_frame = isinstance(frame, pd.DataFrame)
@@ -225,28 +229,44 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         self._check_columns(
             frame, list(self.numeric_columns_) + list(self.categorical_columns_) + list(self.rarity_columns_)
         )
+        without = set(without)
+        kept = [name not in without for name in self.feature_names_out_]
+        # Output column i of feature_names_out_ goes to matrix column target[i] (if kept).
+        target = np.cumsum(kept) - 1
         # Written column by column into one row-major matrix: no list of
         # column copies to stack, and row-major is what neighbour searches
         # and models read, so they need no copy of their own.
-        matrix = np.empty((len(frame), len(self.feature_names_out_)))
-        position = 0
+        matrix = np.empty((len(frame), int(sum(kept))))
+        output = iter(range(len(kept)))
+
+        def write(values):
+            index = next(output)
+            if kept[index]:
+                matrix[:, target[index]] = values
+
         for column in self.numeric_columns_:
             values = _numeric_values(frame, column)
             missing = np.isnan(values)
             filled = np.where(missing, self.medians_[column], values)
-            matrix[:, position] = (filled - self.medians_[column]) / self.scales_[column]
-            matrix[:, position + 1] = missing
-            position += 2
+            write((filled - self.medians_[column]) / self.scales_[column])
+            write(missing)
         for column in self.categorical_columns_:
             strings = _category_strings(frame[column])
             for level in self.categories_[column]:
-                matrix[:, position] = strings == level
-                position += 1
+                write(strings == level)
         for column in self.rarity_columns_:
             mapped = pd.Series(_category_strings(frame[column])).map(self.rarities_[column])
-            matrix[:, position] = mapped.fillna(self.unseen_rarities_[column]).to_numpy(dtype=float)
-            position += 1
-        return pd.DataFrame(matrix, columns=list(self.feature_names_out_), index=frame.index, copy=False)
+            write(mapped.fillna(self.unseen_rarities_[column]).to_numpy(dtype=float))
+        names = [name for name, keep in zip(self.feature_names_out_, kept) if keep]
+        return pd.DataFrame(matrix, columns=names, index=frame.index, copy=False)
+
+    def gapless_indicators(self, *frames) -> list[str]:
+        """The ``c__missing`` columns that are 0 on every row of ``frames`` (``transform``'s ``without``)."""
+        check_is_fitted(self, "feature_names_out_")
+        return [
+            f"{column}{MISSING_SUFFIX}" for column in self.numeric_columns_
+            if not any(np.isnan(_numeric_values(_as_frame(frame), column)).any() for frame in frames)
+        ]
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """Return the output column names, shape (n_features_out,)."""

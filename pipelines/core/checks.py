@@ -104,8 +104,11 @@ def encode_features(inputs: RunInputs) -> FeatureMatrices:
     encoder = FeatureEncoder(numeric=numeric, categorical=categorical)
     encoder.fit(fitted_on)
     label = inputs.label
-    trusted_features = encoder.transform(trusted) if trusted is not None else None
-    batch_features = encoder.transform(batch)
+    # Indicators of columns with no gap in any row are never written (a
+    # million rows' copy without them cost more than encoding them).
+    gapless = encoder.gapless_indicators(*[frame for frame in (batch, trusted) if frame is not None])
+    trusted_features = encoder.transform(trusted, without=gapless) if trusted is not None else None
+    batch_features = encoder.transform(batch, without=gapless)
     constant = _constant_columns(batch_features, trusted_features)
     if constant:
         batch_features = _without_columns(batch_features, constant)

@@ -75,6 +75,22 @@ def test_categories_unseen_and_missing(reference):
     )
 
 
+def test_gapless_indicators_are_left_out_unwritten(reference):
+    encoder = FeatureEncoder().fit(reference)
+    batch = pd.DataFrame({"body_mass_g": [3100.0, 5000.0], "island": ["Dream", "Mars"],
+                          "sex": ["f", None], "count": [1, np.nan]})
+    # body_mass_g has a gap in the reference, count one in the batch: only
+    # frames without any gap in a column leave its indicator out.
+    assert encoder.gapless_indicators(batch, reference) == []
+    assert encoder.gapless_indicators(reference) == ["count__missing"]
+    assert encoder.gapless_indicators(batch.iloc[:1]) == ["body_mass_g__missing", "count__missing"]
+    left_out = ["body_mass_g__missing", "count__missing", "island=Dream"]
+    whole = encoder.transform(batch)
+    partial = encoder.transform(batch, without=left_out)
+    pd.testing.assert_frame_equal(partial, whole.drop(columns=left_out))
+    assert partial.to_numpy().flags["C_CONTIGUOUS"]
+
+
 def test_explicit_columns_and_string_matching():
     frame = pd.DataFrame({"grade": [1, 2, 2], "weight": ["1.5", "2.5", "3.5"], "note": ["a", "b", "c"]})
     encoder = FeatureEncoder(numeric=["weight"], categorical=["grade"]).fit(frame)
