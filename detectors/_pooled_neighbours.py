@@ -16,9 +16,9 @@ the union of the groups' ``k`` nearest, so both summaries follow from it:
   sampled batch row and trusted row (``duplicates.flood``).
 
 A row of a sample is never its own neighbour. The summaries of the last
-batch are kept while that batch's matrix lives, so whichever detector runs
+batch are kept for the next call on that batch, so whichever detector runs
 second finds them computed; any other call (other rows, labels, samples or
-``k``) searches afresh, with the same result.
+``k``, or a third call) searches afresh, with the same result.
 """
 from __future__ import annotations
 
@@ -193,12 +193,13 @@ class _Groups:
 
 
 class _LastBatchCache:
-    """The last result, kept while the batch matrix it was computed from lives.
+    """The last result, kept for one more call on the same batch while the batch's matrix lives.
 
     A hit needs the very same batch matrix (the same memory, shape and
     strides: comparing a million rows would cost a good part of the search),
     trusted rows of the same content, and equal labels. The entry goes when
-    the batch's memory is freed.
+    it is taken (the second detector is the last to need it; at a million
+    rows it holds about 60 MB) or when the batch's memory is freed.
     """
 
     def __init__(self):
@@ -214,10 +215,11 @@ class _LastBatchCache:
         owner, view = _identity(batch)
         if entry_key != key or batch_ref() is not owner or batch_view != view:
             return None
-        if trusted_digest != _digest(trusted):
+        if trusted_digest != _digest(trusted) or labels != (_digest(batch_labels), _digest(trusted_labels)):
             return None
-        if not (np.array_equal(labels[0], batch_labels) and np.array_equal(labels[1], trusted_labels)):
-            return None
+        with self._lock:
+            if self._entry is entry:
+                self._entry = None
         return result
 
     def put(self, batch, batch_labels, trusted, trusted_labels, key, result) -> None:
@@ -226,7 +228,7 @@ class _LastBatchCache:
             batch_ref = weakref.ref(owner, self._forget)
         except TypeError:  # memory owned by something without weak references: never cached
             return
-        labels = (np.array(batch_labels, copy=True), np.array(trusted_labels, copy=True))
+        labels = (_digest(batch_labels), _digest(trusted_labels))
         with self._lock:
             self._entry = (batch_ref, view, _digest(trusted), labels, key, result)
 
@@ -244,8 +246,12 @@ def _identity(array: np.ndarray):
     return owner, (array.__array_interface__["data"][0], array.shape, array.strides, array.dtype.str)
 
 
-def _digest(matrix: np.ndarray) -> tuple:
-    contiguous = np.ascontiguousarray(matrix)
+def _digest(values) -> tuple:
+    """Shape, type and a hash of an array's content (labels of any type as text)."""
+    values = np.asarray(values)
+    if values.dtype == object:
+        values = values.astype(str)
+    contiguous = np.ascontiguousarray(values)
     return contiguous.shape, contiguous.dtype.str, hashlib.blake2b(contiguous.data, digest_size=16).digest()
 
 

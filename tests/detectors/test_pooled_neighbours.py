@@ -80,6 +80,14 @@ def test_the_second_detector_reuses_the_search_of_the_same_batch_only(monkeypatc
     first = pooled_neighbours(trusted, trusted_labels, batch, batch_labels, 5, 0)
     # The same memory (a view, as each detector takes its own of the pipeline's matrix): reused.
     assert pooled_neighbours(trusted.copy(), trusted_labels.copy(), batch[:], batch_labels.copy(), 5, 0) is first
+    # Taken once: the second detector is the last that needs it. A third call
+    # searches again, and keeps that result for the next.
+    again = pooled_neighbours(trusted, trusted_labels, batch, batch_labels, 5, 0)
+    assert again is not first
+    np.testing.assert_array_equal(again.batch.label_means, first.batch.label_means)
+    # Labels compare as text, whatever their array type.
+    assert pooled_neighbours(trusted, trusted_labels, batch, batch_labels.astype(object), 5, 0) is again
+    first = pooled_neighbours(trusted, trusted_labels, batch, batch_labels, 5, 0)
     # Anything else searches afresh: other rows, labels, k, seed or trusted rows.
     changed_labels = batch_labels.copy()
     changed_labels[0] = "z"
