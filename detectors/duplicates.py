@@ -32,8 +32,8 @@ large batch's neighbours are searched in a seeded sample of it, per label
 when there are labels (``detectors._sampling``): densities are then those
 of the sample, for batch and trusted rows alike, and a clump is counted in
 the sample. A trusted reference larger than that sample is sampled to its
-size too. With a reference and labels, the search is the one ``label.knn``
-makes over the same samples (``detectors._pooled_neighbours``).
+size too. With a reference and a few labels, the search is the one
+``label.knn`` makes over the same samples (``detectors._pooled_neighbours``).
 """
 from __future__ import annotations
 
@@ -43,9 +43,10 @@ from sklearn.metrics.pairwise import euclidean_distances
 from sklearn.neighbors import NearestNeighbors
 
 from poisonguard.detectors._crossfit import check_calibration, single_fold_p_values
-from poisonguard.detectors._pooled_neighbours import pooled_neighbours
+from poisonguard.detectors._pooled_neighbours import pooled_neighbours, shares_search
 from poisonguard.detectors._row_blocks import row_blocks
 from poisonguard.detectors._sampling import neighbour_population_rows, population_mask
+from poisonguard.detectors._unique import unique_values
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorError, DetectorTags
 from poisonguard.detectors.errors import NotEnoughData
 from poisonguard.detectors.registry import register
@@ -271,16 +272,17 @@ class DuplicateFloodDetector(Detector):
         # A reference larger than the batch's population is sampled to its
         # size: both densities are measured among equally many rows, and a
         # million batch rows are searched among 2,000 trusted rows, not 5,000.
-        if labels is not None and self.reference_labels_ is not None:
-            pooled = pooled_neighbours(reference, self.reference_labels_, matrix, labels, k, self.random_state)
+        trusted_labels = self.reference_labels_ if labels is not None else None
+        if trusted_labels is not None and shares_search(len(unique_values(trusted_labels))):
+            pooled = pooled_neighbours(reference, trusted_labels, matrix, labels, k, self.random_state)
             # r_B and r_T of batch rows and of trusted rows (neither counts itself).
             batch_to_batch, batch_to_trusted = pooled.batch.batch_kth, pooled.batch.trusted_kth
             trusted_to_batch, trusted_to_trusted = pooled.trusted.batch_kth, pooled.trusted.trusted_kth
         else:
-            in_population = self._population(matrix, None)
+            in_population = self._population(matrix, labels if trusted_labels is not None else None)
             population = matrix[in_population]
             in_trusted = population_mask(
-                len(reference), self.random_state, max_rows=neighbour_population_rows(len(matrix))
+                len(reference), self.random_state, trusted_labels, max_rows=neighbour_population_rows(len(matrix))
             )
             trusted_space = reference[in_trusted]
             batch_to_batch = population_kth_distances(population, in_population, matrix, k)

@@ -21,7 +21,7 @@ from poisonguard.detectors._crossfit import (
     label_contamination,
     single_fold_p_values,
 )
-from poisonguard.detectors._pooled_neighbours import pooled_neighbours
+from poisonguard.detectors._pooled_neighbours import pooled_neighbours, pooled_samples, shares_search
 from poisonguard.detectors._sampling import neighbour_population_rows, population_mask
 from poisonguard.detectors._unique import isin_values, unique_values
 from poisonguard.detectors.base import NOT_EXPLAINED, DetectorError, DetectorTags
@@ -137,16 +137,45 @@ class KNNLabelDetector(_LabelDetector):
             return self._judge(labels, distances, ids, "trusted rows", self.calibration_scores_)
         # Rows of a label the trusted rows lack are flagged anyway; they are
         # nobody's neighbours. Of a large batch and of a reference larger than
-        # its sample, a sample per label is (``detectors._pooled_neighbours``,
-        # one search shared with ``duplicates.flood``): a million batch rows
-        # are searched among 4,000 rows, not 7,000.
-        pooled = pooled_neighbours(
-            self.reference_, self.reference_labels_, matrix, labels, self.k_, self.random_state
-        )
-        calibration = self._margin(pooled.trusted.label_means, self.reference_labels_)[0]
-        distances = pooled.batch.label_means.copy()
-        distances[~isin_values(labels, self.classes_)] = np.inf
+        # its sample, a sample per label is: a million batch rows are searched
+        # among 4,000 rows, not 7,000. With few labels the search is shared
+        # with ``duplicates.flood`` (``detectors._pooled_neighbours``).
+        usable = isin_values(labels, self.classes_)
+        if shares_search(len(self.classes_)):
+            pooled = pooled_neighbours(
+                self.reference_, self.reference_labels_, matrix, labels, self.k_, self.random_state
+            )
+            trusted_distances, distances = pooled.trusted.label_means, pooled.batch.label_means.copy()
+        else:
+            trusted_distances, distances = self._own_search(matrix, labels, usable)
+        calibration = self._margin(trusted_distances, self.reference_labels_)[0]
+        distances[~usable] = np.inf
         return self._judge(labels, distances, ids, "trusted and batch rows", calibration)
+
+    def _own_search(self, matrix, labels, usable):
+        """Distances of trusted and batch rows to each label's pooled rows, searched label by label.
+
+        The samples are ``pooled_samples``' (the batch's usable rows of it).
+        """
+        in_batch, in_space = pooled_samples(
+            len(matrix), labels, len(self.reference_), self.reference_labels_, self.random_state
+        )
+        pooled_rows = usable & in_batch
+        trusted, trusted_labels = self.reference_, self.reference_labels_
+        space = np.vstack([trusted[in_space], matrix[pooled_rows]])
+        space_labels = np.concatenate([trusted_labels[in_space], labels[pooled_rows]])
+        pooled = class_neighbour_distances(space, space_labels, space, self.classes_, self.k_, exclude_self=True)
+        n_space_trusted = int(in_space.sum())
+        trusted_distances = np.empty((len(trusted), len(self.classes_)))
+        trusted_distances[in_space] = pooled[:n_space_trusted]
+        trusted_distances[~in_space] = class_neighbour_distances(
+            space, space_labels, trusted[~in_space], self.classes_, self.k_, exclude_self=False
+        )
+        # Every row against the space, then the pooled rows without
+        # themselves: cheaper than copying the million rows outside the pool.
+        distances = class_neighbour_distances(space, space_labels, matrix, self.classes_, self.k_, exclude_self=False)
+        distances[pooled_rows] = pooled[n_space_trusted:]
+        return trusted_distances, distances
 
     def self_findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
         """Judge batch labels by their nearest other batch rows (no trusted reference).

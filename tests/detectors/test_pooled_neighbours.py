@@ -110,20 +110,26 @@ def test_the_second_detector_reuses_the_search_of_the_same_batch_only(monkeypatc
     assert _pooled_neighbours._CACHE._entry is None  # gone with the batch's memory
 
 
-def test_knn_and_flood_judge_as_they_do_apart(monkeypatch):
+@pytest.mark.parametrize("apart", ["kept search not found", "many labels: each searches on its own"])
+def test_knn_and_flood_judge_as_they_do_apart(monkeypatch, apart):
     monkeypatch.setattr(_sampling, "POPULATION_ROWS", 300)
     monkeypatch.setattr(_sampling, "MIN_NEIGHBOUR_ROWS", 300)
     trusted, trusted_labels = rows_and_labels(400, 3)
     batch, batch_labels = rows_and_labels(1_500, 4)
+    batch_labels[:5] = "unknown"
     batch[:60] = batch[60] + np.random.default_rng(5).normal(0, 1e-3, (60, 3))  # a flood
     results = {}
     for shared in (True, False):
-        if not shared:
+        if not shared and apart == "kept search not found":
             monkeypatch.setattr(_pooled_neighbours._CACHE, "get", lambda *args: None)
+        elif not shared:
+            monkeypatch.setattr(_pooled_neighbours, "MAX_SHARED_LABELS", 2)
         for name in ("label.knn", "duplicates.flood"):
             detector = get_detector(name, alpha=0.01).fit(trusted, trusted_labels)
             results[shared, name] = detector.findings(batch, batch_labels)
     for name in ("label.knn", "duplicates.flood"):
-        np.testing.assert_allclose(results[True, name]["score"], results[False, name]["score"], rtol=1e-12)
+        # scikit-learn's distances carry ~1e-13 of rounding that depends on
+        # which rows an index holds: near-copies 1e-3 apart differ at 1e-10.
+        np.testing.assert_allclose(results[True, name]["score"], results[False, name]["score"], rtol=1e-9)
         assert results[True, name]["flagged"].tolist() == results[False, name]["flagged"].tolist()
     assert results[True, "duplicates.flood"]["flagged"].iloc[:60].all()
