@@ -255,11 +255,15 @@ class DuplicateFloodDetector(Detector):
         return DISTANCE_FLOOR * (float(np.median(positive)) if positive.size else 1.0)
 
     def _population(self, matrix: np.ndarray, labels) -> np.ndarray:
-        """The batch rows whose neighbours are searched: all, or a seeded sample per label (``detectors._sampling``).
+        """The batch rows whose neighbours are searched: all, or a seeded sample (``detectors._sampling``).
 
-        Per label, as ``label.knn`` samples, so that with a reference the
-        two detectors share one search (``detectors._pooled_neighbours``).
+        Per label, as ``label.knn`` samples, so that with a reference the two
+        detectors share one search (``detectors._pooled_neighbours``); without
+        labels, or when the trusted rows were given none (their sample could
+        not be taken per label too), a plain sample.
         """
+        if not self.self_referential_ and self.reference_labels_ is None:
+            labels = None
         return population_mask(len(matrix), self.random_state, labels,
                                max_rows=neighbour_population_rows(len(matrix)))
 
@@ -279,7 +283,7 @@ class DuplicateFloodDetector(Detector):
             batch_to_batch, batch_to_trusted = pooled.batch.batch_kth, pooled.batch.trusted_kth
             trusted_to_batch, trusted_to_trusted = pooled.trusted.batch_kth, pooled.trusted.trusted_kth
         else:
-            in_population = self._population(matrix, labels if trusted_labels is not None else None)
+            in_population = self._population(matrix, labels)
             population = matrix[in_population]
             in_trusted = population_mask(
                 len(reference), self.random_state, trusted_labels, max_rows=neighbour_population_rows(len(matrix))

@@ -110,6 +110,13 @@ def test_a_clump_in_a_sample_says_it_was_counted_there(monkeypatch):
     monkeypatch.setattr(_sampling, "POPULATION_ROWS", 400)
     detector, batch, labels, poisoned = flood_case()
     reason = detector.findings(batch, labels)["reason"].iloc[poisoned[0]]
-    # Sampled per label, as label.knn samples (one shared search): each label
-    # keeps at least MIN_LABEL_ROWS rows, so the sample holds a few more than 400.
-    assert "near-identical batch rows (counted in a random sample of 420 batch rows)" in reason
+    # The trusted rows have no labels: both samples are plain.
+    assert "near-identical batch rows (counted in a random sample of 400 batch rows)" in reason
+    # With labelled trusted rows both are taken per label, as label.knn takes
+    # them (one shared search); each label keeps at least MIN_LABEL_ROWS rows,
+    # so the sample holds a few more than 400.
+    trusted_labels = np.random.default_rng(0).choice(np.unique(labels), 500)
+    detector = get_detector("duplicates.flood", alpha=0.01).fit(gaussian(500, seed=0), trusted_labels)
+    found = detector.findings(batch, labels)
+    assert found["flagged"].iloc[poisoned].all()
+    assert "(counted in a random sample of 420 batch rows)" in found["reason"].iloc[poisoned[0]]
