@@ -1,0 +1,42 @@
+"""The trusted summaries shown with each quarantined row: rounded for a person, never misleading."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from poisonguard.pipelines.core.evidence import HISTOGRAM_BINS, _numeric_fact, _numeric_summary
+
+values = st.lists(st.floats(-1e9, 1e9, allow_nan=False), min_size=1, max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(numbers=values)
+def test_rounded_summary_keeps_bins_apart_and_the_range_around_every_value(numbers):
+    array = np.array(numbers)
+    summary = _numeric_summary(pd.Series(array))
+    _, exact_edges = np.histogram(array, bins=HISTOGRAM_BINS)
+    width = exact_edges[1] - exact_edges[0]
+    edges = np.array(summary["histogram"]["edges"])
+    slack = 4 * np.spacing(np.abs(exact_edges).max())  # float rounding of the decimal shift itself
+    # Each edge within a thousandth of a bin of numpy's, so the bins stay in order and apart.
+    assert np.all(np.abs(edges - exact_edges) <= 0.0005 * width + slack)
+    assert np.all(np.diff(edges) > 0)
+    shown = summary["shown"]
+    assert shown["min"] <= array.min() + slack and shown["max"] >= array.max() - slack
+    assert array.min() - shown["min"] <= 0.001 * width + slack
+    assert shown["max"] - array.max() <= 0.001 * width + slack
+    # Every value of the column is shown within the range it was judged against.
+    fact = _numeric_fact("x", float(array.min()), summary)
+    assert fact["note"] == "within the trusted range" and fact["value"] == array.min()
+
+
+def test_summary_of_a_typical_column_is_short_and_exact_where_it_matters():
+    column = pd.Series(np.random.default_rng(0).normal(0.0, 3.0, 5000))
+    summary = _numeric_summary(column)
+    assert summary["shown"] == {"min": -11.699, "max": 9.772, "median": -0.083}
+    assert summary["histogram"]["edges"][:3] == [-11.698, -10.625, -9.551]
+    assert summary["median"] == float(column.median())  # unusualness uses the exact statistics
+    fact = _numeric_fact("x", 9.5, summary)
+    assert fact["trusted_range"] == [-11.699, 9.772] and fact["value"] == 9.5
