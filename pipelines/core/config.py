@@ -7,9 +7,13 @@ with its data.
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Literal, Optional
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the backport (a dependency there)
+    import tomli as tomllib
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 

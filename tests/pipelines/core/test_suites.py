@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,11 @@ import pytest
 from poisonguard.expectations import load_suite, validate_frame
 from poisonguard.pipelines.core.suites import infer_suite_file
 from poisonguard.pipelines.core.tables import coerce_types, infer_kinds, load_table
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 SAMPLES = Path(__file__).resolve().parents[3] / "data_samples"
 
