@@ -12,6 +12,12 @@ the expected share, over the draw of the reference and the batch), the
 worst single batch, and how many batches exceeded the rate by more than a
 batch's own sampling noise (2.5 binomial standard deviations at its size).
 
+A second table looks inside: each detector's own p-values on those clean
+rows, the share at most 0.1, 0.3, 1 and 3 %. A valid p-value has that
+share at most the level, on average over references; a detector above it
+is miscalibrated, a pipeline above the rate with every detector at its
+level is the spread from one reference to the next.
+
     OMP_NUM_THREADS=1 python benchmarks/clean_rate.py --seeds 0-9 --jobs 2
 
 ``--max-rows 50000`` judges the tables whole (up to 10,000 rows, with
@@ -48,25 +54,62 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+P_LEVELS = (0.001, 0.003, 0.01, 0.03)
+
+
 def clean_share(task) -> dict:
-    """One clean batch judged as ``run`` would: the share of its rows quarantined."""
+    """One clean batch judged as ``run`` would: the share of its rows quarantined, and each detector's p-values."""
     name, dataset, mode, seed, rate = task
     os.environ.setdefault("POISONGUARD_HOME", tempfile.mkdtemp(prefix="poisonguard-bench-"))
     warnings.simplefilter("ignore")
+    import importlib
+
     from poisonguard.pipelines.redteam.evaluate import NO_ATTACK, evaluate
+
+    # evaluate keeps only flagged ids; its judgement (with every p-value) is
+    # caught on the way out of judge_batch, in this worker process only.
+    module = importlib.import_module("poisonguard.pipelines.redteam.evaluate")
+    judge, judgements = module.judge_batch, []
+    module.judge_batch = lambda inputs, **options: judgements.append(judge(inputs, **options)) or judgements[-1]
 
     with tempfile.TemporaryDirectory(prefix="poisonguard-clean-rate-") as scratch:
         config = Path(scratch) / "config.toml"
         config.write_text(dataset["config"].read_text(encoding="utf-8")
                           + f"\n[detection]\nmax_false_positive_rate = {rate}\n", encoding="utf-8")
         work = Path(scratch) / "work"
-        evaluation = evaluate(dataset["data"], label=dataset["label"], config_path=config, attacks=[], seed=seed,
-                              self_referential=MODES[mode], workdir=work)
+        try:
+            evaluation = evaluate(dataset["data"], label=dataset["label"], config_path=config, attacks=[], seed=seed,
+                                  self_referential=MODES[mode], workdir=work)
+        finally:
+            module.judge_batch = judge
         # The batch evaluate judged, as it wrote it for run's reader.
         judged = len(pd.read_csv(work / f"batch-{NO_ATTACK}.csv"))
     row = evaluation.metrics.set_index(["attack", "method"]).loc[(NO_ATTACK, POISONGUARD)]
+    p_shares = {}
+    for outcome in judgements[0].outcomes:
+        if outcome.kind == "detector" and not outcome.details.get("skipped"):
+            p = outcome.findings["p_value"].fillna(1.0).to_numpy(dtype=float)
+            p_shares.update({f"{outcome.name}@{level}": float(np.mean(p <= level)) for level in P_LEVELS})
     return {"dataset": name, "half": dataset["half"], "mode": mode, "seed": seed, "judged": judged,
-            "flagged": int(row["flagged"]), "share": float(row["fpr"])}
+            "flagged": int(row["flagged"]), "share": float(row["fpr"]), **p_shares}
+
+
+def p_value_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Per mode and detector: the mean share of clean rows with p at most each of ``P_LEVELS``, and the worst dataset's."""
+    columns = [c for c in results.columns if "@" in c]
+    rows = []
+    for mode, part in results.groupby("mode", sort=False):
+        for detector in dict.fromkeys(c.split("@")[0] for c in columns):
+            shares = part[[f"{detector}@{level}" for level in P_LEVELS]]
+            if shares.isna().all().all():
+                continue
+            row = {"mode": mode, "detector": detector}
+            for level in P_LEVELS:
+                row[f"p <= {level:.1%}"] = f"{100 * shares[f'{detector}@{level}'].mean():.2f}%"
+            worst = part.groupby("dataset")[f"{detector}@0.01"].mean()
+            row["p <= 1.0%, worst dataset"] = f"{100 * worst.max():.2f}% ({worst.idxmax()})"
+            rows.append(row)
+    return pd.DataFrame(rows).set_index("mode")
 
 
 def summarise(results: pd.DataFrame, rate: float) -> pd.DataFrame:
@@ -118,6 +161,8 @@ def main(argv=None) -> None:
                                       aggfunc=["mean", "max"])
     per_dataset.columns = [f"{stat} ({mode})" for stat, mode in per_dataset.columns]
     print("\n" + markdown(per_dataset.map(lambda v: f"{100 * v:.1f}%").reset_index(level="half")))
+    print("\nEach detector's p-values on the same clean rows (mean over datasets and seeds):\n")
+    print(markdown(p_value_table(results)))
 
 
 if __name__ == "__main__":
