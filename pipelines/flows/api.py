@@ -30,8 +30,11 @@ _HARMLESS_ENVIRONMENT = re.compile(r"PREFECT_(HOME|LOGGING_\w+|SERVER_\w+)", re.
 
 def prefect_api_configured() -> bool:
     """True when Prefect would talk to a server someone runs (not start its own)."""
-    if no_prefect_settings_source(os.environ, Path.cwd(), Path.home()):
-        return False
+    try:
+        if no_prefect_settings_source(os.environ, Path.cwd(), Path.home()):
+            return False
+    except (OSError, RuntimeError, KeyError):  # no working folder or home to look in: Prefect decides
+        pass
     from prefect.settings import get_current_settings
 
     return bool(get_current_settings().api.url)
