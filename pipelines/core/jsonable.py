@@ -12,6 +12,7 @@ import re
 from typing import Any, Optional
 
 import numpy as np
+import orjson
 import pandas as pd
 
 
@@ -55,8 +56,18 @@ def to_jsonable(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
-    """Strict JSON (no NaN) of ``value`` after :func:`to_jsonable`."""
-    return json.dumps(to_jsonable(value), allow_nan=False, ensure_ascii=False)
+    """Strict JSON (no NaN) of ``value`` after :func:`to_jsonable`, compact, UTF-8 unescaped.
+
+    Written by orjson: storing tens of thousands of quarantined rows wrote
+    their JSON ten times slower with ``json``. What orjson refuses (an int
+    beyond 64 bits, nesting past 255 levels, a lone surrogate) goes to
+    ``json`` with the same separators.
+    """
+    plain = to_jsonable(value)
+    try:
+        return orjson.dumps(plain).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(plain, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
 
 
 # A stored cell is for a reviewer to read: a 50 MB cell would make the store
@@ -98,16 +109,16 @@ def cut_cell(value) -> Optional[tuple[str, int]]:
 
 
 def plain_dumps(value: Any) -> str:
-    """``dumps(value)`` for values whose dicts all have str keys, without converting them first.
+    """``dumps(value)`` for values of plain JSON types, without converting them first.
 
-    ``json`` writes str, int, float (numpy's float64 too), bool, None, lists
-    and str-keyed dicts exactly as ``dumps`` does after ``to_jsonable``;
-    anything else, or a NaN, goes through ``dumps``. (Only the keys are the
-    caller's promise: ``json`` would write a key ``True`` as ``"true"``.)
+    orjson writes str, int, float (NaN and inf as null), bool, None, lists,
+    tuples and str-keyed dicts exactly as ``dumps`` does after
+    ``to_jsonable``; anything else (numpy scalars, other keys) goes through
+    ``dumps``.
     """
     try:
-        return json.dumps(value, allow_nan=False, ensure_ascii=False, default=_not_plain)
-    except (ValueError, TypeError):
+        return orjson.dumps(value, default=_not_plain).decode()
+    except orjson.JSONEncodeError:
         return dumps(value)
 
 
@@ -136,6 +147,6 @@ def evidence_json(evidence: dict, histogram_texts: dict[int, str], *, text_keys:
         text = histogram_texts.get(id(histogram))
         if text is None:
             text = histogram_texts[id(histogram)] = dump(capped_cells(histogram))
-        parts.append(f"{dumps(str(column))}: {text}")
-    histograms_text = '"histograms": {' + ", ".join(parts) + "}"
-    return head[:-1] + (", " if head != "{}" else "") + histograms_text + "}"
+        parts.append(f"{dumps(str(column))}:{text}")
+    histograms_text = '"histograms":{' + ",".join(parts) + "}"
+    return head[:-1] + ("," if head != "{}" else "") + histograms_text + "}"

@@ -404,8 +404,9 @@ def _quarantine_entries(
     flagged = flagged.reset_index(drop=True)
     by_row = flagged.groupby("row_id", sort=False).indices
     checks_of = flagged["check"].astype(str).to_numpy()
-    scores_of = flagged["score"].to_numpy()
-    p_values_of = flagged["p_value"].to_numpy()
+    # Python floats, which the JSON writer takes as they are (numpy's it converts one by one).
+    scores_of = flagged["score"].to_numpy(dtype=float).tolist()
+    p_values_of = flagged["p_value"].to_numpy(dtype=float).tolist()
     reasons_of = flagged["reason"].astype(str).to_numpy()
     created_at = utc_now()
     histogram_texts: dict[int, str] = {}

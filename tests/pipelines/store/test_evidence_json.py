@@ -55,3 +55,22 @@ def test_long_cells_are_cut_and_other_layouts_fall_back():
         {},
     ):
         assert evidence_json(evidence, texts) == dumps(capped_cells(evidence))
+
+
+def test_values_orjson_refuses_are_written_by_json_the_same_way():
+    import json
+
+    deep: list = []
+    for _ in range(300):  # past orjson's 255 levels
+        deep = [deep]
+    cases = [
+        ({"big": 2**70, "x": 1.5}, {"big": 2**70, "x": 1.5}),
+        ({"text": "lone \ud800 surrogate"}, {"text": "lone \ud800 surrogate"}),
+        (deep, deep),
+        ([np.float64(0.25), {1: "a"}, float("nan")], [0.25, {"1": "a"}, None]),
+    ]
+    for value, parsed in cases:
+        text = plain_dumps(value)
+        assert text == dumps(value)
+        assert json.loads(text) == parsed
+        assert ", " not in text and ": " not in text  # compact, as orjson writes
