@@ -14,10 +14,25 @@ exchangeable with the trusted rows' and their calibration still holds.
 """
 from __future__ import annotations
 
+import cleanlab.filter
 import numpy as np
-from cleanlab.filter import find_label_issues
 
 from poisonguard.detectors._crossfit import fold_splits, sampled_cross_fitted_probabilities
+
+
+def label_issues(codes: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """cleanlab's ``find_label_issues`` mask (one process), without the copy cleanlab keeps.
+
+    cleanlab hands its per-class work to worker processes through module
+    globals, and keeps them after it returns: a copy of the probabilities
+    (40 MB for a million rows of five labels) held for the rest of the run.
+    """
+    try:
+        return cleanlab.filter.find_label_issues(codes, probabilities, n_jobs=1)
+    finally:
+        for name in ("pred_probs_by_class", "prune_count_matrix_cols"):
+            if hasattr(cleanlab.filter, name):
+                setattr(cleanlab.filter, name, {})
 
 
 def refit_without_issues(
@@ -45,7 +60,7 @@ def refit_without_issues(
     (probabilities, issues): the second fit's probabilities, shape (n_rows,
     K), and cleanlab's mask on the first probabilities, shape (n_rows,).
     """
-    issues = find_label_issues(codes, probabilities, n_jobs=1)
+    issues = label_issues(codes, probabilities)
     left_out = issues & in_sample
     # A label whose marked rows are all of some fold's training rows would
     # get probability 0 from that fold's model, and every clean row of it a

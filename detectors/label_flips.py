@@ -85,7 +85,6 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
@@ -105,7 +104,7 @@ from poisonguard.detectors._crossfit import (
     label_contamination,
     sampled_cross_fitted_probabilities,
 )
-from poisonguard.detectors._label_pruning import refit_without_issues
+from poisonguard.detectors._label_pruning import label_issues, refit_without_issues
 from poisonguard.detectors._sampling import population_mask
 from poisonguard.detectors._unique import isin_values, unique_values
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorError, DetectorTags
@@ -290,7 +289,7 @@ class _LabelDetector(Detector):
         if self.refit_without_issues:
             probabilities, issues = refit_without_issues(matrix[kept], codes, in_sample, probabilities, **options)
         else:
-            issues = find_label_issues(codes, probabilities, n_jobs=1)
+            issues = label_issues(codes, probabilities)
         scores[kept] = 1.0 - probabilities[np.arange(len(kept)), codes]
         p_values = np.full(len(matrix), np.nan)
         extrapolated = np.zeros(len(matrix), dtype=bool)
@@ -615,7 +614,7 @@ class ConfidentLearningLabelDetector(_LabelDetector):
             if self.refit_without_issues:
                 probabilities, issues = refit_without_issues(pool, codes, in_sample, probabilities, **options)
             else:
-                issues = find_label_issues(codes, probabilities, n_jobs=1)
+                issues = label_issues(codes, probabilities)
         quality = get_label_quality_scores(codes, probabilities, method="self_confidence")
         scores = np.ones(len(labels))
         scores[known] = 1.0 - quality[n_trusted:]

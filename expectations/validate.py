@@ -115,10 +115,13 @@ def validate_frame(frame: pd.DataFrame, suite: gx.ExpectationSuite, *, id_column
     view = _text_view(suite)
     with _LOCK:
         batch = _batch_definition().get_batch(batch_parameters={"dataframe": prepared})
-        validation = batch.validate(
-            view,
-            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [id_column]},
-        )
+        try:
+            validation = batch.validate(
+                view,
+                result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [id_column]},
+            )
+        finally:
+            _release(batch)
     order = {_key(config): position for position, config in enumerate(view.expectation_configurations)}
     ordered = sorted(validation.results, key=lambda r: order.get(_key(r.expectation_config), len(order)))
 
@@ -193,6 +196,22 @@ def _batch_definition():
         asset = context.data_sources.add_pandas("poisonguard").add_dataframe_asset("batch")
         _STATE.update(pid=pid, definition=asset.add_batch_definition_whole_dataframe("whole batch"))
     return _STATE["definition"]
+
+
+def _release(batch) -> None:
+    """Let go of the frame and the per-row metrics GX's shared engine keeps after validating it.
+
+    The engine caches the last batch's data and every metric it computed,
+    row masks included, until the next validation: 43 MB of masks for a
+    million rows, held while the detectors run. These are GX's private
+    caches; should a release rename them, only the memory is lost.
+    """
+    engine = getattr(getattr(batch, "data", None), "execution_engine", None)
+    manager = getattr(engine, "batch_manager", None)
+    for cache in (getattr(engine, "_metric_cache", None), getattr(manager, "_batch_data_cache", None),
+                  getattr(manager, "_batch_cache", None)):
+        if isinstance(cache, dict):
+            cache.clear()
 
 
 def _after_fork_in_child() -> None:

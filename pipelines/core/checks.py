@@ -305,7 +305,13 @@ def label_texts(series: pd.Series) -> np.ndarray:
             return value
         return f"{value[:LABEL_WIDTH]}…{hashlib.sha256(value.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
 
-    return series.map(text).to_numpy(dtype=object)
+    try:
+        # Once per distinct label, and its rows share that one string object:
+        # a string per row is 64 MB a million rows, held the whole run.
+        codes, distinct = pd.factorize(series, use_na_sentinel=True)
+    except TypeError:  # an unhashable label (a list from JSON Lines): cell by cell
+        return series.map(text).to_numpy(dtype=object)
+    return np.array([text(value) for value in distinct] + [""], dtype=object)[codes]
 
 
 def concat_findings(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -519,12 +519,34 @@ def _is_missing(value) -> bool:
 def _as_texts(series: pd.Series, missing: np.ndarray) -> pd.Series:
     """``_as_text`` of every present cell, None for the missing ones; text columns without a per-cell call."""
     if pd.api.types.is_string_dtype(series) and series.dtype != object:
-        return series.astype(object).where(~missing, None)  # pandas' text dtype: every cell is text
+        # pandas' text dtype: every cell is text. One Python string per
+        # distinct value, not per cell: a million labels of five values took
+        # 64 MB as a string each, for the whole run.
+        texts = pd.Series(distinct_objects(series), index=series.index, dtype=object)
+        return texts.where(~missing, None)
     if series.dtype == object and not missing.all():
         present = series[~missing]
         if present.map(type).eq(str).all():
             return series.where(~missing, None).astype(object)
     return series.map(lambda v: _as_text(v)).where(~missing, None).astype(object)
+
+
+def distinct_objects(series: pd.Series) -> np.ndarray:
+    """``series``' values as an object array holding one Python object per distinct value; None where missing.
+
+    Equal cells share one object, so a column of few distinct values costs
+    8 bytes a row rather than a string object a row.
+
+    Raises
+    ------
+    TypeError
+        A value cannot be hashed (a list read from JSON Lines, say).
+    """
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    table = np.empty(len(uniques) + 1, dtype=object)
+    table[:-1] = np.asarray(uniques, dtype=object)
+    table[-1] = None  # code -1: missing
+    return table[codes]
 
 
 def _as_text(value) -> str:

@@ -93,3 +93,16 @@ def test_rows_of_weight_zero_are_left_out_of_training():
         assert model.n_features_in_ == 1 and len(kept) == len(train) - np.isin(train, flipped).sum()
         expected = make().fit(matrix[kept], codes[kept]).predict_proba(matrix[test])
         np.testing.assert_array_equal(model.predict_proba(matrix[test]), expected)
+
+
+def test_cleanlab_keeps_no_copy_of_the_probabilities():
+    import cleanlab.filter
+
+    from poisonguard.detectors._label_pruning import label_issues
+
+    matrix, codes, rows = targeted()
+    probabilities = sampled_cross_fitted_probabilities(matrix, codes, np.ones(len(codes), dtype=bool), **OPTIONS)
+    issues = label_issues(codes, probabilities)
+    assert issues.sum() > 0 and np.array_equal(issues, cleanlab.filter.find_label_issues(codes, probabilities, n_jobs=1))
+    label_issues(codes, probabilities)
+    assert not getattr(cleanlab.filter, "pred_probs_by_class", {})

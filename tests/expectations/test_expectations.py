@@ -408,3 +408,15 @@ def test_an_id_like_column_gets_no_value_set():
         if e.configuration.type == "expect_column_values_to_be_in_set"
     }
     assert value_sets == {"colour", "y"}
+
+
+def test_validation_leaves_no_batch_in_the_shared_engine(suite):
+    import gc
+
+    first = validate_frame(batch_frame(), suite, id_column="id")
+    gc.collect()
+    # GX's shared engine kept the last frame and its row masks until the next run.
+    assert not [o for o in gc.get_objects() if type(o).__name__ == "PandasBatchData"]
+    again = validate_frame(batch_frame(), suite, id_column="id")
+    pd.testing.assert_frame_equal(first.row_findings, again.row_findings)
+    assert first.batch_failures == again.batch_failures

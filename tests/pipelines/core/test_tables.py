@@ -222,3 +222,10 @@ def test_duplicate_ids_are_always_refused(ids):
 def test_missing_mask_agrees_with_the_cell_rule(cells):
     series = pd.Series(cells, dtype=object)
     assert missing_mask(series).tolist() == [_is_missing(cell) for cell in cells]
+
+
+def test_a_text_column_holds_one_string_per_distinct_value():
+    raw = pd.DataFrame({"id": ["1", "2", "3", "4"], "c": pd.Series(["a", None, "a", " "], dtype="string")})
+    typed = coerce_types(raw, {"c": "categorical"}, id_column="id", source="t.parquet").typed
+    assert typed["c"].tolist() == ["a", None, "a", None]
+    assert typed["c"].dtype == object and typed["c"].iloc[0] is typed["c"].iloc[2]

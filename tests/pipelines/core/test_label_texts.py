@@ -1,0 +1,40 @@
+"""``core.checks.label_texts``: labels as text, one string object per distinct label."""
+import hashlib
+
+import numpy as np
+import pandas as pd
+from hypothesis import given
+from hypothesis import strategies as st
+
+from poisonguard.pipelines.core.checks import LABEL_WIDTH, label_texts
+
+
+def cell_by_cell(values) -> list:
+    def text(value):
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return ""
+        value = str(value)
+        if len(value) <= LABEL_WIDTH:
+            return value
+        return f"{value[:LABEL_WIDTH]}…{hashlib.sha256(value.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
+
+    return [text(v) for v in values]
+
+
+labels = st.one_of(st.none(), st.just(float("nan")), st.text(max_size=LABEL_WIDTH + 3), st.sampled_from(["a", "b"]))
+
+
+@given(st.lists(labels, max_size=40))
+def test_each_label_reads_as_it_would_cell_by_cell(values):
+    series = pd.Series(values, dtype=object)
+    assert label_texts(series).tolist() == cell_by_cell(values)
+
+
+def test_equal_labels_share_one_object_and_missing_is_empty():
+    texts = label_texts(pd.Series(["cat", None, "cat", "x" * (LABEL_WIDTH + 1), np.nan], dtype=object))
+    assert texts[0] is texts[2] and texts[1] == texts[4] == ""
+    assert texts[3].startswith("x" * LABEL_WIDTH + "…") and texts.dtype == object
+
+
+def test_unhashable_labels_are_read_cell_by_cell():
+    assert label_texts(pd.Series([["a"], "b"], dtype=object)).tolist() == ["['a']", "b"]
