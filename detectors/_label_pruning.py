@@ -14,6 +14,8 @@ exchangeable with the trusted rows' and their calibration still holds.
 """
 from __future__ import annotations
 
+import threading
+
 import cleanlab.filter
 import numpy as np
 
@@ -26,13 +28,19 @@ def label_issues(codes: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     cleanlab hands its per-class work to worker processes through module
     globals, and keeps them after it returns: a copy of the probabilities
     (40 MB for a million rows of five labels) held for the rest of the run.
+    Those globals are also why two calls must not overlap: one thread's
+    call could read the other's probabilities.
     """
-    try:
-        return cleanlab.filter.find_label_issues(codes, probabilities, n_jobs=1)
-    finally:
-        for name in ("pred_probs_by_class", "prune_count_matrix_cols"):
-            if hasattr(cleanlab.filter, name):
-                setattr(cleanlab.filter, name, {})
+    with _CLEANLAB_GLOBALS:
+        try:
+            return cleanlab.filter.find_label_issues(codes, probabilities, n_jobs=1)
+        finally:
+            for name in ("pred_probs_by_class", "prune_count_matrix_cols"):
+                if hasattr(cleanlab.filter, name):
+                    setattr(cleanlab.filter, name, {})
+
+
+_CLEANLAB_GLOBALS = threading.Lock()
 
 
 def refit_without_issues(
