@@ -23,6 +23,7 @@ from poisonguard.detectors.features import FeatureEncoder
 from poisonguard.expectations import validate_frame
 from poisonguard.pipelines.core.inputs import RunInputs
 from poisonguard.pipelines.core.settings import RunSettings
+from poisonguard.pipelines.core.tables import distinct_objects
 
 EXPECTATION_PREFIX = "expectation."
 # Characters of a label the detectors compare (see label_texts).
@@ -308,10 +309,9 @@ def label_texts(series: pd.Series) -> np.ndarray:
     try:
         # Once per distinct label, and its rows share that one string object:
         # a string per row is 64 MB a million rows, held the whole run.
-        codes, distinct = pd.factorize(series, use_na_sentinel=True)
+        return distinct_objects(series, convert=text, missing="")
     except TypeError:  # an unhashable label (a list from JSON Lines): cell by cell
         return series.map(text).to_numpy(dtype=object)
-    return np.array([text(value) for value in distinct] + [""], dtype=object)[codes]
 
 
 def concat_findings(frames: list[pd.DataFrame]) -> pd.DataFrame:

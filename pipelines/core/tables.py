@@ -531,11 +531,19 @@ def _as_texts(series: pd.Series, missing: np.ndarray) -> pd.Series:
     return series.map(lambda v: _as_text(v)).where(~missing, None).astype(object)
 
 
-def distinct_objects(series: pd.Series) -> np.ndarray:
-    """``series``' values as an object array holding one Python object per distinct value; None where missing.
+def distinct_objects(series: pd.Series, convert=None, missing=None) -> np.ndarray:
+    """``series``' values as an object array holding one Python object per distinct value.
 
     Equal cells share one object, so a column of few distinct values costs
     8 bytes a row rather than a string object a row.
+
+    Parameters
+    ----------
+    series : pandas.Series
+    convert : callable, optional
+        Applied once to each distinct value (not to missing ones).
+    missing : object
+        What missing cells (None, NaN, pandas' NA) hold.
 
     Raises
     ------
@@ -544,8 +552,8 @@ def distinct_objects(series: pd.Series) -> np.ndarray:
     """
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
     table = np.empty(len(uniques) + 1, dtype=object)
-    table[:-1] = np.asarray(uniques, dtype=object)
-    table[-1] = None  # code -1: missing
+    table[:-1] = [convert(value) for value in uniques] if convert is not None else np.asarray(uniques, dtype=object)
+    table[-1] = missing  # code -1
     return table[codes]
 
 
