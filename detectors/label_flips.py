@@ -102,9 +102,11 @@ from poisonguard.detectors._crossfit import (
     fold_splits,
     label_conditional_p_values,
     label_contamination,
+    label_probabilities,
     sampled_cross_fitted_probabilities,
 )
 from poisonguard.detectors._label_pruning import label_issues, refit_without_issues
+from poisonguard.detectors._row_blocks import rows_where
 from poisonguard.detectors._sampling import population_mask
 from poisonguard.detectors._unique import isin_values, unique_values
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorError, DetectorTags
@@ -285,9 +287,10 @@ class _LabelDetector(Detector):
                        n_folds=self.n_folds, random_state=self.random_state, classes=encoder.classes_)
         # A large batch is cross-fitted on a sample of it (``detectors._sampling``).
         in_sample = population_mask(len(kept), self.random_state, codes)
-        probabilities = sampled_cross_fitted_probabilities(matrix[kept], codes, in_sample, **options)
+        kept_rows = rows_where(matrix, ~lone)
+        probabilities = sampled_cross_fitted_probabilities(kept_rows, codes, in_sample, **options)
         if self.refit_without_issues:
-            probabilities, issues = refit_without_issues(matrix[kept], codes, in_sample, probabilities, **options)
+            probabilities, issues = refit_without_issues(kept_rows, codes, in_sample, probabilities, **options)
         else:
             issues = label_issues(codes, probabilities)
         scores[kept] = 1.0 - probabilities[np.arange(len(kept)), codes]
@@ -414,8 +417,8 @@ class TrustedModelLabelDetector(_LabelDetector):
         per_fold = np.ones((len(labels), len(self.fold_models_)))
         per_fold[known] = 1.0 - fold_scores(
             self.fold_models_,
-            lambda model, rows: class_probabilities(model, rows, n_classes)[np.arange(len(codes)), codes],
-            matrix[known],
+            lambda model, rows: label_probabilities(model, rows, codes, n_classes),
+            rows_where(matrix, known),
         )
         p_values, extrapolated = cross_conformal_p_values(
             log_odds(self.calibration_scores_), self.calibration_folds_, log_odds(per_fold), return_extrapolated=True
@@ -431,7 +434,7 @@ class TrustedModelLabelDetector(_LabelDetector):
     def _scores(self, matrix, labels):
         known = isin_values(labels, self.classes_)
         codes = self.encoder_.transform(labels[known])
-        probabilities = class_probabilities(self.model_, matrix[known], len(self.classes_))
+        probabilities = class_probabilities(self.model_, rows_where(matrix, known), len(self.classes_))
         scores = np.ones(len(labels))
         scores[known] = 1.0 - probabilities[np.arange(len(codes)), codes]
         return scores, known, codes, probabilities
@@ -570,7 +573,7 @@ class ConfidentLearningLabelDetector(_LabelDetector):
         # predicted by fold models that never saw them.
         known = isin_values(labels, self.classes_)
         n_trusted = len(self.reference_labels_)
-        pool = np.vstack([self.reference_, matrix[known]])
+        pool = np.vstack([self.reference_, rows_where(matrix, known)])
         codes = self.encoder_.transform(np.concatenate([self.reference_labels_, labels[known]]))
         in_sample = np.concatenate([
             np.ones(n_trusted, dtype=bool), population_mask(int(known.sum()), self.random_state, labels[known]),

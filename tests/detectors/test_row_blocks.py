@@ -1,4 +1,4 @@
-"""Neighbour searches a block of query rows at a time (detectors._row_blocks) give exactly the one-block findings."""
+"""Neighbour searches and model predictions a block of rows at a time (detectors._row_blocks) give exactly the one-block findings."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from poisonguard.detectors import _row_blocks, _sampling
-from poisonguard.detectors._row_blocks import row_blocks
+from poisonguard.detectors._row_blocks import row_blocks, rows_where
 from poisonguard.detectors.registry import get_detector
 from tests.detectors.test_backdoor import three_classes
 
@@ -14,6 +14,14 @@ from tests.detectors.test_backdoor import three_classes
 def test_blocks_cover_every_row_once():
     assert [(b.start, b.stop) for b in row_blocks(10, 4)] == [(0, 4), (4, 8), (8, 10)]
     assert list(row_blocks(0, 4)) == []
+
+
+def test_rows_where_copies_only_when_a_row_is_left_out():
+    matrix = np.arange(12.0).reshape(4, 3)
+    assert rows_where(matrix, np.ones(4, dtype=bool)) is matrix
+    some = rows_where(matrix, np.array([True, False, True, True]))
+    np.testing.assert_array_equal(some, matrix[[0, 2, 3]])
+    assert not np.shares_memory(some, matrix)
 
 
 def _flooded_batch():
@@ -26,7 +34,9 @@ def _flooded_batch():
     return np.vstack([batch, copies]), np.concatenate([labels, np.repeat(labels[:1], 30)])
 
 
-@pytest.mark.parametrize("name", ["label.knn", "duplicates.flood"])
+@pytest.mark.parametrize(
+    "name", ["label.knn", "duplicates.flood", "label.trusted_model", "label.confident_learning"]
+)
 @pytest.mark.parametrize("with_reference", [True, False])
 def test_findings_do_not_depend_on_the_block_size(monkeypatch, name, with_reference):
     trusted, trusted_labels = three_classes(600, seed=0)
@@ -43,4 +53,6 @@ def test_findings_do_not_depend_on_the_block_size(monkeypatch, name, with_refere
         else:
             runs.append(detector.self_findings(batch, labels, ids))
     pd.testing.assert_frame_equal(runs[0], runs[1])
-    assert runs[0]["flagged"].any()  # a real comparison, not two empty verdicts
+    # A real comparison, not two empty verdicts (without a reference the label
+    # detectors flag none of these 40 flips, but they do single rows out).
+    assert runs[0]["flagged"].any() or runs[0]["p_value"].min() < 0.05
