@@ -52,3 +52,29 @@ def isin_values(values, test_values) -> np.ndarray:
         return np.isin(values, test_values)
     distinct, inverse = unique_values(values, return_inverse=True)
     return np.isin(distinct, test_values)[inverse]
+
+
+def text_values(values) -> np.ndarray:
+    """``str(value)`` of each value, as an object array.
+
+    Labels arrive as text (the pipeline reads them so): they are returned as
+    they are, not copied. numpy's own text array (``astype(str)``) would be
+    as wide as the longest value in every row (28 bytes for seven
+    characters), ``numpy.unique`` would sort it (on three million labels,
+    84 MB and a second per call, paid by every detector that groups rows by
+    label), and it drops a value's trailing NUL characters.
+
+    Parameters
+    ----------
+    values : array-like, shape (n,)
+
+    Returns
+    -------
+    numpy.ndarray of object (each a ``str``), shape (n,)
+    """
+    values = np.asarray(values, dtype=object)
+    if pd.api.types.infer_dtype(values, skipna=False) == "string":
+        return values
+    texts = np.empty(values.shape, dtype=object)
+    texts.ravel()[:] = [str(value) for value in values.ravel()]
+    return texts

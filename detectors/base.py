@@ -40,6 +40,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from poisonguard.detectors._unique import text_values
 from poisonguard.detectors.calibration import p_value_texts
 from poisonguard.detectors.errors import DetectorError
 from poisonguard.detectors.validation import feature_matrix, label_array, row_id_array
@@ -296,11 +297,11 @@ class Detector(BaseEstimator):
             if y is None:
                 raise DetectorError(f"{self.name}: this detector needs the labels (y), got None")
             labels = label_array(y, n_rows)
-            return labels.astype(str) if self._labels_as_text else labels
+            return text_values(labels) if self._labels_as_text else labels
         if y is None:
             return None
         # Optional labels are only named in reasons: as text, unchecked.
-        return np.asarray(y, dtype=object).astype(str)
+        return text_values(y)
 
     def _validate_batch(self, X, y=None, row_ids=None, *, feature_names=None):
         """Check rows without touching fitted state.
