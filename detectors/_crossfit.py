@@ -242,7 +242,7 @@ def sampled_cross_fitted_probabilities(
 
     Parameters
     ----------
-    matrix : numpy.ndarray, shape (n_rows, n_features)
+    matrix : numpy.ndarray or detectors._row_blocks.StackedRows, shape (n_rows, n_features)
     codes : numpy.ndarray of int, shape (n_rows,)
     in_sample : numpy.ndarray of bool, shape (n_rows,)
     sample_weight : array-like of float, shape (n_rows,), optional
@@ -265,7 +265,8 @@ def sampled_cross_fitted_probabilities(
     outside = np.flatnonzero(~in_sample)
     for fold, model in enumerate(fitted.models):
         rows = outside[fold::len(fitted.models)]
-        probabilities[rows] = class_probabilities(model, matrix[rows], n_classes)
+        for block in row_blocks(len(rows)):  # a copy of one block's rows at a time, not a fifth of the batch
+            probabilities[rows[block]] = class_probabilities(model, matrix[rows[block]], n_classes)
     return probabilities
 
 

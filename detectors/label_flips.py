@@ -106,7 +106,7 @@ from poisonguard.detectors._crossfit import (
     sampled_cross_fitted_probabilities,
 )
 from poisonguard.detectors._label_pruning import label_issues, refit_without_issues
-from poisonguard.detectors._row_blocks import rows_where
+from poisonguard.detectors._row_blocks import StackedRows, rows_where
 from poisonguard.detectors._sampling import population_mask
 from poisonguard.detectors._unique import isin_values, unique_values
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorError, DetectorTags
@@ -573,7 +573,7 @@ class ConfidentLearningLabelDetector(_LabelDetector):
         # predicted by fold models that never saw them.
         known = isin_values(labels, self.classes_)
         n_trusted = len(self.reference_labels_)
-        pool = np.vstack([self.reference_, rows_where(matrix, known)])
+        pool = StackedRows(self.reference_, rows_where(matrix, known))
         codes = self.encoder_.transform(np.concatenate([self.reference_labels_, labels[known]]))
         in_sample = np.concatenate([
             np.ones(n_trusted, dtype=bool), population_mask(int(known.sum()), self.random_state, labels[known]),

@@ -7,6 +7,7 @@ row shows, and the label-by-label (Mondrian) calibration groups.
 import numpy as np
 import pytest
 
+from poisonguard.detectors import _row_blocks
 from poisonguard.detectors.calibration import (
     combine_p_values,
     combined_contributors,
@@ -107,3 +108,16 @@ def test_mondrian_groups_pool_labels_with_few_trusted_rows():
         (10, [True, False, False, True]),  # label 'a' against its own 10 rows
         (13, [False, True, True, False]),  # 'b' (3 rows) and unseen 'c' against all
     ]
+
+
+@pytest.mark.parametrize("method", ["simes", "bonferroni"])
+def test_a_block_of_rows_at_a_time_changes_nothing(monkeypatch, method):
+    rng = np.random.default_rng(4)
+    p_values = rng.uniform(size=(1_000, 7)) ** 3  # many rows rejected at 0.05
+    p_values[rng.uniform(size=p_values.shape) < 0.1] = np.nan
+    whole = combine_p_values(p_values, method=method), combined_contributors(p_values, 0.05, method=method)
+    monkeypatch.setattr(_row_blocks, "BLOCK_ROWS", 64)
+    blocked = combine_p_values(p_values, method=method), combined_contributors(p_values, 0.05, method=method)
+    np.testing.assert_array_equal(whole[0], blocked[0])
+    np.testing.assert_array_equal(whole[1], blocked[1])
+    assert 0 < whole[1].any(axis=1).sum() < len(p_values)

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from poisonguard.detectors import _row_blocks, _sampling
-from poisonguard.detectors._row_blocks import row_blocks, rows_where
+from poisonguard.detectors._row_blocks import StackedRows, row_blocks, rows_where
 from poisonguard.detectors.registry import get_detector
 from tests.detectors.test_backdoor import three_classes
 
@@ -56,3 +56,15 @@ def test_findings_do_not_depend_on_the_block_size(monkeypatch, name, with_refere
     # A real comparison, not two empty verdicts (without a reference the label
     # detectors flag none of these 40 flips, but they do single rows out).
     assert runs[0]["flagged"].any() or runs[0]["p_value"].min() < 0.05
+
+
+def test_stacked_rows_index_as_the_stacked_matrix_would():
+    rng = np.random.default_rng(0)
+    first, second = rng.normal(size=(5, 3)), rng.normal(size=(7, 3))
+    stacked, pool = np.vstack([first, second]), StackedRows(first, second)
+    assert len(pool) == 12 and pool.shape == (12, 3)
+    mask = rng.uniform(size=12) < 0.5
+    np.testing.assert_array_equal(pool[mask], stacked[mask])
+    positions = np.array([11, 0, 4, 5, 4])  # across the seam, out of order, repeated
+    np.testing.assert_array_equal(pool[positions], stacked[positions])
+    assert pool[np.zeros(12, dtype=bool)].shape == (0, 3)
