@@ -310,7 +310,7 @@ def label_texts(series: pd.Series) -> np.ndarray:
         # Once per distinct label, and its rows share that one string object:
         # a string per row is 64 MB a million rows, held the whole run.
         return distinct_objects(series, convert=text, missing="")
-    except TypeError:  # an unhashable label (a list from JSON Lines): cell by cell
+    except TypeError:  # labels that are not all text (numbers, a list from JSON Lines): cell by cell
         return series.map(text).to_numpy(dtype=object)
 
 

@@ -548,8 +548,13 @@ def distinct_objects(series: pd.Series, convert=None, missing=None) -> np.ndarra
     Raises
     ------
     TypeError
-        A value cannot be hashed (a list read from JSON Lines, say).
+        A present value is not text. Hashing calls 1, 1.0 and True (or 0.0
+        and -0.0) one value, which ``convert`` would then read alike; and a
+        list read from JSON Lines cannot be hashed. Callers read such a
+        column cell by cell.
     """
+    if pd.api.types.infer_dtype(series, skipna=True) not in ("string", "empty"):
+        raise TypeError("distinct_objects shares text values only")
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
     table = np.empty(len(uniques) + 1, dtype=object)
     table[:-1] = [convert(value) for value in uniques] if convert is not None else np.asarray(uniques, dtype=object)

@@ -36,3 +36,8 @@ def test_equal_labels_share_one_object_and_missing_is_empty():
 
 def test_unhashable_labels_are_read_cell_by_cell():
     assert label_texts(pd.Series([["a"], "b"], dtype=object)).tolist() == ["['a']", "b"]
+
+
+def test_labels_equal_only_under_hashing_keep_their_own_text():
+    # 1, True and 1.0 hash alike; as labels they are three different texts.
+    assert label_texts(pd.Series([1, True, 1.0, "a", None], dtype=object)).tolist() == ["1", "True", "1.0", "a", ""]
