@@ -132,6 +132,52 @@ def profile_distances(profile: _LabelProfile, matrix: np.ndarray) -> np.ndarray:
     )
 
 
+def tie_floor(fold_scores, labels, folds) -> np.ndarray:
+    """The smallest p-value a row can have when other rows of its label share its very score.
+
+    Without a reference the batch is its own calibration, and a tail fitted
+    through its upper percentiles is smooth where the scores are not: on a
+    column of a few brackets (a skewed income), every row of a label in the
+    top bracket sits at one distance from the label's median. Chile's 97
+    such rows were each given p = 0.0024, and its clean batch lost 5.6 % of
+    its rows at a 5 % rate. A score that ``m`` rows of a label share is a
+    mode of that label, not an impossibility: it is at least as common as
+    the other ``m - 1`` rows make it, ``(m - 1) / (n + 1)``. Rows judged only
+    by a level their label never shows (``UNSEEN_LEVEL``) all share that
+    score by construction and keep their p-value; so do unique scores.
+    Exact copies of one row share everything, and are ``duplicates.flood``'s
+    to find.
+
+    Parameters
+    ----------
+    fold_scores : numpy.ndarray of float, shape (n_rows, K)
+        Every row's distance from its own label under each fold's profile:
+        scores under different profiles never tie, so a row's score is
+        compared with its label's rows under the profile that scored it.
+    labels : numpy.ndarray, shape (n_rows,)
+    folds : numpy.ndarray of int, shape (n_rows,)
+        The fold that scored each row out of fold (its calibration score is
+        ``fold_scores[row, folds[row]]``).
+
+    Returns
+    -------
+    numpy.ndarray of float, shape (n_rows,), in ``[0, 1)``
+    """
+    fold_scores = np.asarray(fold_scores, dtype=float)
+    folds = np.asarray(folds, dtype=int)
+    own = fold_scores[np.arange(len(folds)), folds]
+    floor = np.zeros(len(folds))
+    for label in unique_values(labels):
+        members = labels == label
+        for fold in np.unique(folds[members]):
+            rows = np.flatnonzero(members & (folds == fold))
+            ordered = np.sort(fold_scores[members, fold])
+            tied = np.searchsorted(ordered, own[rows], side="right") - np.searchsorted(ordered, own[rows], side="left")
+            floor[rows] = (tied - 1) / (len(ordered) + 1.0)
+    floor[own == UNSEEN_LEVEL] = 0.0
+    return floor
+
+
 @register
 class ClassConditionalOutlierDetector(Detector):
     """Rows impossible for their own label; registered as ``outlier.class_conditional``.
@@ -148,8 +194,9 @@ class ClassConditionalOutlierDetector(Detector):
     keeps per-fold label profiles and the trusted rows' out-of-fold scores,
     and batch rows get cross-conformal p-values. Without a reference the batch
     is cross-fitted against itself (medians and interquartile ranges ignore a
-    poisoned minority) and calibrated on its robust bulk. Rows whose label the
-    trusted rows never show are flagged.
+    poisoned minority) and calibrated on its robust bulk; a score that many
+    rows of a label share is never called rarer than they make it
+    (``tie_floor``). Rows whose label the trusted rows never show are flagged.
 
     With ``pool_batch`` (the default), ``findings`` fits the per-label medians
     and scales on the trusted rows *and* the batch rows of known labels (fold
@@ -260,6 +307,13 @@ class ClassConditionalOutlierDetector(Detector):
             lambda same, rows: single_fold_p_values(logged[same], logged[rows], self_referential=True),
             labels[~lone], labels[~lone], min_rows=MONDRIAN_MIN_ROWS,
         )
+        # Every row under every fold's profile, to count the rows that share its score.
+        per_fold = fold_scores(
+            self.fold_models_, lambda profile, rows: self._own(profile, rows, labels[~lone]), matrix[~lone]
+        )
+        floor = tie_floor(per_fold, labels[~lone], self.calibration_folds_)
+        extrapolated[kept] &= p_values[kept] >= floor
+        p_values[kept] = np.maximum(p_values[kept], floor)
         return self._findings(matrix, labels, scores, p_values, extrapolated, ids, self.profile_)
 
     def _cross_fit(self, matrix, labels, extra=None):

@@ -358,6 +358,42 @@ def test_class_conditional_self_findings():
     assert "label 'Emperor' never occurs in the rows of the batch" in findings["reason"].iloc[20]
 
 
+def test_tie_floor_is_the_share_of_the_label_that_shares_the_score_under_the_same_profile():
+    from poisonguard.detectors.class_conditional import UNSEEN_LEVEL, tie_floor
+
+    labels = np.array(["a", "a", "a", "a", "b", "b", "b"], dtype=object)
+    folds = np.array([0, 0, 1, 1, 0, 1, 1])
+    fold_scores = np.array([
+        [1.0, 5.0], [1.0, 6.0], [1.0, 1.0], [2.0, 1.0],  # a: three 1s under fold 0, two under fold 1
+        [UNSEEN_LEVEL, 4.0], [3.0, 3.0], [UNSEEN_LEVEL, 3.0],
+    ])
+    floor = tie_floor(fold_scores, labels, folds)
+    # Row 4 ties with row 6 under fold 0, but an unseen level is rare by construction.
+    np.testing.assert_allclose(floor, [2 / 5, 2 / 5, 1 / 5, 1 / 5, 0.0, 1 / 4, 1 / 4])
+
+
+def bracketed_incomes(n_rows, seed):
+    """Two labels; income in six brackets, the top one far above the median and held by 6 % of rows."""
+    rng = np.random.default_rng(seed)
+    labels = np.where(rng.random(n_rows) < 0.5, "yes", "no").astype(object)
+    brackets = np.array([2.5, 7.5, 15.0, 25.0, 35.0, 75.0])
+    income = brackets[rng.choice(len(brackets), n_rows, p=[0.25, 0.25, 0.2, 0.15, 0.09, 0.06])]
+    return pd.DataFrame({"age": rng.normal(40, 10, n_rows) + 5 * (labels == "yes"), "income": income}), labels
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_class_conditional_self_findings_keep_a_bracket_many_rows_share(seed):
+    # Chile's case: every top-bracket row of a label sits at one distance from
+    # its median, which the batch's smooth tail called rare (35 and 22 of
+    # about 60 flagged before the tie floor, for seeds 0 and 1).
+    from poisonguard.detectors.class_conditional import ClassConditionalOutlierDetector
+
+    features, labels = bracketed_incomes(1000, seed)
+    features.loc[0, "age"] = 400.0  # one far cell, unique: still impossible
+    findings = ClassConditionalOutlierDetector(alpha=0.01).self_findings(features, labels)
+    assert list(np.flatnonzero(findings["flagged"])) == [0]
+
+
 def test_class_conditional_params_and_clone():
     from poisonguard.detectors.class_conditional import ClassConditionalOutlierDetector
 
