@@ -6,7 +6,9 @@ from a typed pandas frame, fitted on the trusted reference so that every batch
 is encoded against the same medians, scales and category levels:
 
 * numeric column ``c``: missing values imputed with the reference median, then
-  robust-scaled ``(x - median) / IQR`` (an IQR of 0 becomes 1), plus a
+  robust-scaled ``(x - median) / IQR`` (``robust_spread``: a column most of
+  whose values are one value, like a debt that is 0 for most rows, is
+  scaled by a wider range, not by 1 in its own units), plus a
   ``c__missing`` 0/1 column for **every** numeric column. The indicator is
   kept even when the reference has no missing values in ``c``: a value missing
   where trusted data never misses one is evidence of tampering, and the
@@ -79,6 +81,35 @@ def _category_strings(series: pd.Series) -> np.ndarray:
     strings = series.astype(str).to_numpy(dtype=object)
     strings[missing] = MISSING_LEVEL
     return strings
+
+
+# The mean absolute deviation of a normal distribution, in interquartile
+# ranges (1.349 / 0.7979 standard deviations).
+MEAN_DEVIATION_TO_IQR = 1.349 / 0.7979
+
+
+def robust_spread(observed: np.ndarray) -> float:
+    """The interquartile range of ``observed``, or an equivalent where it is 0.
+
+    A column that is one value on more than half the rows (a debt that is 0
+    for most borrowers) has an interquartile range of 0. Scaled by 1 in its
+    own units, its other values (thousands) then outweighed every other
+    feature in every distance: credit_data's nearest neighbours became the
+    rows with about the same debt, and ``label.knn`` flagged 12 times its
+    share of clean rows at p <= 0.001. The mean absolute deviation from the
+    median stands in, in interquartile units of a normal distribution (the
+    fallback of the modified z-score): it grows smoothly with the share of
+    rows off the common value, where a wider percentile range jumps as that
+    share passes the percentile. 1 only for a constant (or empty) column.
+    """
+    observed = np.asarray(observed, dtype=float)
+    if not observed.size:
+        return 1.0
+    low, high = np.percentile(observed, [25.0, 75.0])
+    if high > low:
+        return float(high - low)
+    deviation = float(np.mean(np.abs(observed - np.median(observed))))
+    return deviation * MEAN_DEVIATION_TO_IQR if deviation > 0 else 1.0
 
 
 class FeatureEncoder(TransformerMixin, BaseEstimator):
@@ -163,14 +194,8 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         for column in numeric:
             values = _numeric_values(frame, column)
             observed = values[~np.isnan(values)]
-            if observed.size == 0:
-                median, spread = 0.0, 1.0
-            else:
-                median = float(np.median(observed))
-                low, high = np.percentile(observed, [25, 75])
-                spread = float(high - low)
-            self.medians_[column] = median
-            self.scales_[column] = spread if spread > 0 else 1.0
+            self.medians_[column] = float(np.median(observed)) if observed.size else 0.0
+            self.scales_[column] = robust_spread(observed)
         self.categories_, self.rarities_, self.unseen_rarities_, self.text_columns_ = {}, {}, {}, []
         one_hot = []
         for column in categorical:

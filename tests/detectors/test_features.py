@@ -41,6 +41,34 @@ def test_inferred_columns_and_names(reference):
     assert list(encoder.get_feature_names_out()) == list(encoder.feature_names_out_)
 
 
+@pytest.mark.parametrize(
+    "observed, expected",
+    [
+        (np.arange(1.0, 101.0), 49.5),  # the interquartile range when it is positive
+        # 85 zeros and 100..1500: the mean absolute deviation from 0 (120) in IQR units
+        (np.r_[np.zeros(85), np.arange(1.0, 16.0) * 100.0], 120.0 * 1.349 / 0.7979),
+        (np.r_[np.zeros(999), [5000.0]], 5.0 * 1.349 / 0.7979),
+        (np.full(10, 3.0), 1.0),
+        (np.array([]), 1.0),
+    ],
+)
+def test_robust_spread_stands_in_where_the_quartiles_coincide(observed, expected):
+    from poisonguard.detectors.features import robust_spread
+
+    assert robust_spread(observed) == pytest.approx(expected)
+
+
+def test_a_mostly_zero_column_is_not_scaled_in_its_own_units():
+    # A debt of 0 for 90 % of rows and thousands otherwise: scaled by 1 it
+    # outweighed every other feature in every distance.
+    reference = pd.DataFrame({"debt": np.r_[np.zeros(90), np.linspace(1000.0, 5000.0, 10)],
+                              "age": np.linspace(20.0, 70.0, 100)})
+    encoder = FeatureEncoder().fit(reference)
+    assert encoder.scales_["debt"] == pytest.approx(300.0 * 1.349 / 0.7979)  # mean debt 300
+    encoded = encoder.transform(reference)
+    assert encoded["debt"].abs().max() < 10 * encoded["age"].abs().max()
+
+
 def test_numeric_values_are_imputed_and_robust_scaled(reference):
     encoder = FeatureEncoder().fit(reference)
     # observed 3000..4500: median 3750, IQR 4125 - 3375 = 750
