@@ -8,7 +8,7 @@ is encoded against the same medians, scales and category levels:
 * numeric column ``c``: missing values imputed with the reference median, then
   robust-scaled ``(x - median) / IQR`` (``robust_spread``: a column most of
   whose values are one value, like a debt that is 0 for most rows, is
-  scaled by a wider range, not by 1 in its own units), plus a
+  scaled by its mean absolute deviation, not by 1 in its own units), plus a
   ``c__missing`` 0/1 column for **every** numeric column. The indicator is
   kept even when the reference has no missing values in ``c``: a value missing
   where trusted data never misses one is evidence of tampering, and the
