@@ -2,6 +2,8 @@
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.utils.estimator_checks import check_estimator
 
@@ -56,6 +58,21 @@ def test_robust_spread_stands_in_where_the_quartiles_coincide(observed, expected
     from poisonguard.detectors.features import robust_spread
 
     assert robust_spread(observed) == pytest.approx(expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=60),
+    factor=st.sampled_from([0.001, 0.5, 3.0, 1000.0]),
+)
+def test_robust_spread_is_positive_and_scales_with_the_column(values, factor):
+    from poisonguard.detectors.features import robust_spread
+
+    observed = np.asarray(values)
+    spread = robust_spread(observed)
+    assert np.isfinite(spread) and spread > 0
+    if np.ptp(observed) > 0:  # a constant column keeps 1, whatever its unit
+        assert robust_spread(observed * factor) == pytest.approx(spread * factor, rel=1e-9)
 
 
 def test_a_mostly_zero_column_is_not_scaled_in_its_own_units():
