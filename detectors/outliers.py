@@ -88,8 +88,13 @@ def tail_probabilities(sorted_reference: np.ndarray, X: np.ndarray) -> tuple[np.
     at_least = np.empty(X.shape, dtype=float)
     for column in range(X.shape[1]):
         values = sorted_reference[:, column]
-        at_most[:, column] = np.searchsorted(values, X[:, column], side="right")
-        at_least[:, column] = n_reference - np.searchsorted(values, X[:, column], side="left")
+        # In value order, as ``fold_tail_scores`` does: searching a large
+        # reference for unordered values misses the cache on every search (a
+        # batch judged against itself, a million rows: 80 of ECOD's 90 s).
+        order = np.argsort(X[:, column])
+        ordered = X[order, column]
+        at_most[order, column] = np.searchsorted(values, ordered, side="right")
+        at_least[order, column] = n_reference - np.searchsorted(values, ordered, side="left")
     tails = (1.0 + np.minimum(at_most, at_least)) / (n_reference + 1.0)
     return tails, at_least < at_most
 
