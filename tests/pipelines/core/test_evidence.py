@@ -1,6 +1,9 @@
 """The trusted summaries shown with each quarantined row: rounded for a person, never misleading."""
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 from hypothesis import given, settings
@@ -40,3 +43,35 @@ def test_summary_of_a_typical_column_is_short_and_exact_where_it_matters():
     assert summary["median"] == float(column.median())  # unusualness uses the exact statistics
     fact = _numeric_fact("x", 9.5, summary)
     assert fact["trusted_range"] == [-11.699, 9.772] and fact["value"] == 9.5
+
+
+def test_without_a_reference_a_large_batch_finds_neighbours_in_a_seeded_sample(monkeypatch):
+    from poisonguard.pipelines.core import evidence
+
+    rng = np.random.default_rng(0)
+    n_rows = 300
+    ids = pd.Series([f"r{i}" for i in range(n_rows)])
+    typed = pd.DataFrame({"x": rng.normal(size=n_rows), "label": np.where(rng.random(n_rows) < 0.5, "a", "b")})
+    inputs = SimpleNamespace(
+        reference_typed=None, batch_typed=SimpleNamespace(typed=typed), batch=SimpleNamespace(row_ids=ids),
+        feature_columns=["x"], kinds={"x": "numeric"}, label="label",
+    )
+    features = SimpleNamespace(
+        trusted_features=None, trusted_labels=None, batch_features=typed[["x"]],
+        batch_labels=typed["label"].to_numpy(dtype=object), batch_row_ids=ids.to_numpy(dtype=object),
+    )
+    decision = SimpleNamespace(quarantined_ids=["r0", "r7"])
+
+    whole = evidence.collect_evidence(inputs, features, decision)
+    monkeypatch.setattr(evidence, "EVIDENCE_POPULATION_ROWS", 100)
+    sampled = evidence.collect_evidence(inputs, features, decision)
+
+    assert json.loads(whole["r0"])["population"] == "batch (no trusted reference)"
+    for row_id in ("r0", "r7"):
+        found = json.loads(sampled[row_id])
+        assert found["population"] == "batch (no trusted reference; a seeded sample of 100 of its rows)"
+        assert len(found["nearest"]) == evidence.NEIGHBOURS
+        assert all(neighbour["distance"] > 0 for neighbour in found["nearest"])
+        # Neighbours among fewer rows are never nearer than among all of them.
+        nearest_of_all = json.loads(whole[row_id])["nearest"]
+        assert found["nearest"][0]["distance"] >= nearest_of_all[0]["distance"]
