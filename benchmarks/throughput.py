@@ -11,6 +11,8 @@ peak resident memory (``os.wait4``):
   with every default check and a signed output, at
   ``max_false_positive_rate = 0.01`` (the goal: recall >= 0.95 at <= 1 % of
   clean rows flagged), in a fresh state folder, no Prefect server;
+* ``poisonguard-noref``: the same without the reference, as an ad hoc run
+  on a new dataset judges the batch against itself;
 * ``cleanlab``: the label check people run, 5-fold out-of-fold
   probabilities of ``HistGradientBoostingClassifier`` and
   ``cleanlab.filter.find_label_issues``;
@@ -45,7 +47,9 @@ CLASSES = 5
 REFERENCE_ROWS = 5_000
 POISON_SHARE = 0.01
 MIXED_ROWS = 10_000
-TOOLS = ("poisonguard", "cleanlab", "ecod", "iforest")
+TOOLS = ("poisonguard", "poisonguard-noref", "cleanlab", "ecod", "iforest")
+# The same batch without the trusted reference (``poisonguard-noref``).
+NO_REFERENCE_CONFIG = "poisonguard-noref.toml"
 
 
 def _clusters(rng, n_rows: int, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -109,23 +113,26 @@ def make_mixed(folder: Path, n_rows: int = MIXED_ROWS, seed: int = 0) -> None:
 
 
 def _write_config(folder: Path, reference: str) -> None:
-    (folder / "poisonguard.toml").write_text(
-        f'[dataset]\nname = "{folder.name}"\nlabel = "label"\nid = "row_id"\nreference = "{reference}"\n\n'
-        "[detection]\nmax_false_positive_rate = 0.01\n"
-    )
+    # And one without the reference: the ad hoc run on a new dataset, which
+    # judges the batch against itself.
+    for name, line in (("poisonguard.toml", f'reference = "{reference}"\n'), (NO_REFERENCE_CONFIG, "")):
+        (folder / name).write_text(
+            f'[dataset]\nname = "{folder.name}"\nlabel = "label"\nid = "row_id"\n{line}\n'
+            "[detection]\nmax_false_positive_rate = 0.01\n"
+        )
 
 
 # --- one tool, in its own process -------------------------------------------------------------
 
 
-def run_poisonguard(folder: Path, workdir: Path) -> list[str]:
+def run_poisonguard(folder: Path, workdir: Path, config: str = "poisonguard.toml") -> list[str]:
     out = workdir / "out"
     beside = Path(sys.executable).with_name("poisonguard")
     command = [str(beside)] if beside.exists() else [sys.executable, "-m", "poisonguard.pipelines.cli.app"]
     env = {**os.environ, "POISONGUARD_HOME": str(workdir / "state"), "PREFECT_HOME": str(workdir / "prefect")}
     env.pop("PREFECT_API_URL", None)
     done = subprocess.run(
-        [*command, "run", str(folder / "batch.parquet"), "--config", str(folder / "poisonguard.toml"),
+        [*command, "run", str(folder / "batch.parquet"), "--config", str(folder / config),
          "--out", str(out)],
         env=env, capture_output=True, text=True,
     )
@@ -164,7 +171,13 @@ def run_pyod(model_name: str):
     return run
 
 
-RUNNERS = {"poisonguard": run_poisonguard, "cleanlab": run_cleanlab, "ecod": run_pyod("ecod"), "iforest": run_pyod("iforest")}
+RUNNERS = {
+    "poisonguard": run_poisonguard,
+    "poisonguard-noref": lambda folder, workdir: run_poisonguard(folder, workdir, NO_REFERENCE_CONFIG),
+    "cleanlab": run_cleanlab,
+    "ecod": run_pyod("ecod"),
+    "iforest": run_pyod("iforest"),
+}
 
 
 def worker(tool: str, folder: Path, result: Path) -> None:
