@@ -120,3 +120,17 @@ def test_a_clump_in_a_sample_says_it_was_counted_there(monkeypatch):
     found = detector.findings(batch, labels)
     assert found["flagged"].iloc[poisoned].all()
     assert "(counted in a random sample of 420 batch rows)" in found["reason"].iloc[poisoned[0]]
+
+
+def test_without_a_reference_ecod_fits_a_sample_of_a_large_batch_and_judges_every_row(monkeypatch):
+    rng = np.random.default_rng(3)
+    batch = rng.normal(size=(2000, 4))
+    batch[:20] += 8.0  # far on every feature
+    counts = []
+    for population in (10_000, 400):
+        monkeypatch.setattr(_sampling, "POPULATION_ROWS", population)
+        found = get_detector("outlier.ecod", alpha=0.01).self_findings(batch)
+        flagged = found["flagged"].to_numpy()
+        counts.append((int(flagged[:20].sum()), int(flagged[20:].sum())))
+    assert counts == [(20, 2), (20, 1)]
+    assert found["reason"].iloc[0].startswith("unusual against a seeded sample of 400 rows of the batch")
