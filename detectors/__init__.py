@@ -19,6 +19,7 @@ _PUBLIC = {
     "make_findings": "base",
     "DetectorError": "errors",
     "conformal_p_values": "calibration",
+    "population_mask": "_sampling",
     "detector_parameters": "registry",
     "get_detector": "registry",
     "register": "registry",

@@ -69,7 +69,8 @@ def test_without_a_reference_a_large_batch_finds_neighbours_in_a_seeded_sample(m
     assert json.loads(whole["r0"])["population"] == "batch (no trusted reference)"
     for row_id in ("r0", "r7"):
         found = json.loads(sampled[row_id])
-        assert found["population"] == "batch (no trusted reference; a seeded sample of 100 of its rows)"
+        # Sampled per label, each keeping at least 50 rows: 104, not 100.
+        assert found["population"] == "batch (no trusted reference; a seeded sample of 104 of its rows)"
         assert len(found["nearest"]) == evidence.NEIGHBOURS
         assert all(neighbour["distance"] > 0 for neighbour in found["nearest"])
         # Neighbours among fewer rows are never nearer than among all of them.
