@@ -6,7 +6,10 @@ from sklearn.base import clone
 
 from poisonguard.detectors.base import FINDING_COLUMNS, DetectorError
 from poisonguard.detectors.registry import get_detector, registered_detectors
-from poisonguard.detectors.duplicates import DuplicateFloodDetector, kth_distances
+from poisonguard.detectors._sampling import population_mask
+from poisonguard.detectors.duplicates import (
+    CONTEXT_SAMPLE_NEIGHBORS, DuplicateFloodDetector, context_kth_distances, kth_distances, population_kth_distances,
+)
 
 COLUMNS = ["bill_length_mm", "body_mass_g", "flipper_length_mm"]
 
@@ -100,6 +103,33 @@ def test_kth_distances_skip_the_row_itself():
     space = np.array([[0.0], [0.0], [1.0], [3.0]])
     np.testing.assert_allclose(kth_distances(space, space, 1, exclude_self=True), [0.0, 0.0, 1.0, 2.0])
     np.testing.assert_allclose(kth_distances(space, np.array([[2.9]]), 2, exclude_self=False), [1.9])
+
+
+@pytest.fixture(scope="module")
+def sampled_population():
+    """6,000 rows in 3 dimensions, 4,000 of them the population."""
+    matrix = np.random.default_rng(0).normal(size=(6_000, 3))
+    in_population = population_mask(len(matrix), 0, max_rows=4_000)
+    return matrix[in_population], in_population, matrix
+
+
+def test_context_distances_are_exact_up_to_the_sampled_rank(sampled_population):
+    population, in_population, matrix = sampled_population
+    np.testing.assert_array_equal(
+        context_kth_distances(population, in_population, matrix, CONTEXT_SAMPLE_NEIGHBORS, random_state=0),
+        population_kth_distances(population, in_population, matrix, CONTEXT_SAMPLE_NEIGHBORS),
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_context_distances_past_it_estimate_the_same_share(sampled_population, seed):
+    """The 50th of a quarter of the population stands for the 200th of all of it, without bias."""
+    population, in_population, matrix = sampled_population
+    exact = population_kth_distances(population, in_population, matrix, 200)
+    log_ratio = np.log(context_kth_distances(population, in_population, matrix, 200, random_state=seed) / exact)
+    # The 50th of all the population would be (50/200) ** (1/3) as far: a log ratio of -0.46.
+    assert abs(np.median(log_ratio)) < 0.01
+    assert np.median(np.abs(log_ratio)) < 0.04
 
 
 def test_registry_params_and_clone(trusted):
