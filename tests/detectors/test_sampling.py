@@ -90,7 +90,8 @@ CASES = {
     "label.knn": (flip_case("label.knn"), (6, 42), (7, 37)),
     # Fitted again without cleanlab's marked rows; one sampled draw flags fewer clean rows.
     "label.confident_learning": (flip_case("label.confident_learning"), (7, 22), (8, 11)),
-    "outlier.class_conditional": (flip_case("outlier.class_conditional"), (3, 34), (3, 28)),
+    # Sampled, the 600 trusted rows' quartiles are measured on 400 of them too.
+    "outlier.class_conditional": (flip_case("outlier.class_conditional"), (3, 34), (3, 27)),
 }
 
 
@@ -134,3 +135,25 @@ def test_without_a_reference_ecod_fits_a_sample_of_a_large_batch_and_judges_ever
         counts.append((int(flagged[:20].sum()), int(flagged[20:].sum())))
     assert counts == [(20, 2), (20, 1)]
     assert found["reason"].iloc[0].startswith("unusual against a seeded sample of 400 rows of the batch")
+
+
+def test_without_a_reference_class_conditional_measures_quartiles_on_a_sample(monkeypatch):
+    """Medians and quartiles come from the sample; the 0/1 levels a label shows, from all its rows."""
+    features, labels = three_classes(3_000, seed=1)
+    features = features.copy()
+    features.iloc[:30, 0] += 8.0  # a corrupted cell, 8 standard deviations out
+    # A level that four rows of one label show: seen by every fold's rows, so
+    # ordinary, though a 400-row sample most likely holds none of them.
+    features["rare_level"] = 0.0
+    features.loc[np.flatnonzero(labels == "Adelie")[30:34], "rare_level"] = 1.0
+    counts = []
+    for population in (10_000, 400):
+        monkeypatch.setattr(_sampling, "POPULATION_ROWS", population)
+        found = get_detector("outlier.class_conditional", alpha=0.01).self_findings(features, labels)
+        flagged = found["flagged"]
+        counts.append((int(flagged.iloc[:30].sum()), int(flagged.iloc[30:].sum())))
+    # The one clean row flagged from the sample is at p = 0.0095 (x4 of a
+    # 'Gentoo' row, 2.7 interquartile ranges out); read from the sample, the
+    # rare level's four rows were flagged too, at p = 0.00005.
+    assert counts == [(30, 0), (30, 1)]
+    assert found["reason"].iloc[0].endswith("(medians and quartiles of a seeded sample of 400 batch rows)")
