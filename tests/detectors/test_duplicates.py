@@ -6,6 +6,7 @@ from sklearn.base import clone
 
 from poisonguard.detectors.base import FINDING_COLUMNS, DetectorError
 from poisonguard.detectors.registry import get_detector, registered_detectors
+from poisonguard.detectors import duplicates
 from poisonguard.detectors._sampling import population_mask
 from poisonguard.detectors.duplicates import (
     CONTEXT_SAMPLE_NEIGHBORS, DuplicateFloodDetector, context_kth_distances, kth_distances, population_kth_distances,
@@ -148,3 +149,30 @@ def test_errors_name_the_problem(trusted):
         DuplicateFloodDetector().fit(trusted).findings(gaussian(2, seed=9))
     with pytest.raises(DetectorError, match="feature column 'body_mass_g' is missing"):
         DuplicateFloodDetector().fit(trusted).findings(gaussian(20, seed=9).drop(columns=["body_mass_g"]))
+
+
+def clustered_batch_with_small_clumps(seed):
+    """1,000 rows in 20 clusters of very different spreads, then 15 near-copies of each of 3 of them.
+
+    Density varies so much between a row's 5th and 100th neighbour that at
+    the tenth of the batch the clumps are ordinary (as on fishing, a real
+    table); at the 30th neighbour they stand out.
+    """
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=10, size=(20, 3))
+    spreads = np.exp(rng.normal(0, 1.0, 20))
+    rows = np.vstack([centre + rng.normal(scale=spread, size=(50, 3)) for centre, spread in zip(centres, spreads)])
+    parents = rng.choice(len(rows), 3, replace=False)
+    flood = np.repeat(rows[parents], 15, axis=0) + rng.normal(scale=0.01, size=(45, 3))
+    return np.vstack([rows, flood]), parents
+
+
+@pytest.mark.parametrize("seed, clean_flagged", [(0, 3), (1, 5)])
+def test_without_a_reference_small_clumps_stand_out_at_the_nearer_context(monkeypatch, seed, clean_flagged):
+    batch, parents = clustered_batch_with_small_clumps(seed)
+    flagged = DuplicateFloodDetector(alpha=0.01).self_findings(batch)["flagged"].to_numpy()
+    assert flagged[1000:].all() and flagged[parents].all()  # the parents are in their clumps
+    assert flagged[:1000].sum() == clean_flagged
+    # At the tenth of the batch alone, not one copy stands out.
+    monkeypatch.setattr(duplicates, "LOCAL_CONTEXT", 10**6)
+    assert not DuplicateFloodDetector(alpha=0.01).self_findings(batch)["flagged"].any()
