@@ -24,10 +24,11 @@ would put it:
   nearest batch row for ``r_K`` (``LOCAL_CONTEXT``), for clumps too small to
   stand out at a tenth of the batch; each is calibrated so, and the row's
   p-value is twice the smaller (Bonferroni), its score ``-log10`` of that.
-  ``r_K`` is the distance below which a share ``K / n_population`` of the population lies, and a seeded sample of
-  the population estimates that share as well as the whole does: past
-  ``CONTEXT_SAMPLE_NEIGHBORS`` it is searched among such a sample, at the same
-  share (``context_kth_distances``).
+  ``r_K`` is the distance below which a share ``K / n_population`` of the
+  population lies, and a seeded sample of the population estimates that
+  share as well as the whole does: past ``CONTEXT_SAMPLE_NEIGHBORS`` it is
+  searched among such a sample, at the same share
+  (``context_kth_distances``).
 
 Exact duplicates have ``r_B = 0`` (floored at a tiny distance). The reason of
 a flagged row counts its near-identical batch rows, says whether it has exact
