@@ -83,9 +83,9 @@ CONTEXT_SAMPLE_NEIGHBORS = 50
 # copy caught). The 30th neighbour catches such clumps; each scale is
 # calibrated on the batch and the row keeps the smaller p-value, doubled.
 # Chosen on the tuning half from 20, 30 and 50 (``detection_real.py``, no
-# reference, seeds 0 and 1: flood recall 0.65 -> 0.73, clean rows flagged
-# 1.8 -> 1.6 %); the held-out half did not change (floods there were all
-# caught already).
+# reference: flood recall 0.60 -> 0.81 for seed 0, 0.72 -> 0.65 for seed 1,
+# where doubling loses some of default's floods; clean rows flagged
+# 1.8 -> 1.6 % for both); on the held-out half floods were all caught before.
 LOCAL_CONTEXT = 30
 
 
