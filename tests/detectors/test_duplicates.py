@@ -104,6 +104,9 @@ def test_kth_distances_skip_the_row_itself():
     space = np.array([[0.0], [0.0], [1.0], [3.0]])
     np.testing.assert_allclose(kth_distances(space, space, 1, exclude_self=True), [0.0, 0.0, 1.0, 2.0])
     np.testing.assert_allclose(kth_distances(space, np.array([[2.9]]), 2, exclude_self=False), [1.9])
+    # Several ranks from one search: a column per rank, as searched one by one.
+    np.testing.assert_allclose(kth_distances(space, space, (1, 2), exclude_self=True), [[0, 1], [0, 1], [1, 1], [2, 3]])
+    np.testing.assert_allclose(kth_distances(space, np.array([[2.9]]), (1, 2), exclude_self=False), [[0.1, 1.9]])
 
 
 @pytest.fixture(scope="module")
