@@ -165,9 +165,9 @@ def context_kth_distances(population, in_population, matrix, k: int, random_stat
     """
     if k <= CONTEXT_SAMPLE_NEIGHBORS:
         return population_kth_distances(population, in_population, matrix, k)
-    in_sample = population_mask(
-        len(population), random_state, max_rows=round(len(population) * CONTEXT_SAMPLE_NEIGHBORS / k)
-    )
+    # At least one row more than the rank searched (a sample row leaves itself out).
+    share = max(round(len(population) * CONTEXT_SAMPLE_NEIGHBORS / k), CONTEXT_SAMPLE_NEIGHBORS + 1)
+    in_sample = population_mask(len(population), random_state, max_rows=share)
     in_context = np.zeros(len(matrix), dtype=bool)
     in_context[np.flatnonzero(in_population)[in_sample]] = True
     return population_kth_distances(population[in_sample], in_context, matrix, CONTEXT_SAMPLE_NEIGHBORS)
@@ -309,7 +309,8 @@ class DuplicateFloodDetector(Detector):
             rows = np.arange(len(matrix))
             p_values = np.minimum(1.0, len(per_scale) * p_matrix[rows, stronger])
             extrapolated = np.column_stack([e for _, e in per_scale])[rows, stronger]
-            scores = -np.log10(p_values)
+            # A tail p-value can underflow to 0 for the tightest clumps: keep the score finite.
+            scores = -np.log10(np.maximum(p_values, np.finfo(float).tiny))
         self.calibration_scores_ = scores
         return self._findings(matrix, labels, scores, p_values, extrapolated, ids)
 

@@ -179,3 +179,10 @@ def test_without_a_reference_small_clumps_stand_out_at_the_nearer_context(monkey
     # At the tenth of the batch alone, not one copy stands out.
     monkeypatch.setattr(duplicates, "LOCAL_CONTEXT", 10**6)
     assert not DuplicateFloodDetector(alpha=0.01).self_findings(batch)["flagged"].any()
+
+
+def test_a_context_as_wide_as_the_batch_is_still_searched_in_a_sample():
+    """A context_neighbors near the batch's size leaves the sample one row more than the rank it searches."""
+    batch = gaussian(1_001, seed=4)
+    findings = DuplicateFloodDetector(alpha=0.01, context_neighbors=1_000).self_findings(batch)
+    assert np.isfinite(findings["score"]).all() and findings["p_value"].between(0, 1).all()
