@@ -233,6 +233,50 @@ def cross_conformal_p_values(
     return (p_values, extrapolated) if return_extrapolated else p_values
 
 
+def label_mass_p_values(probabilities, codes, population=None) -> np.ndarray:
+    """Each row's p-value for its own label, read off a classifier's probabilities.
+
+    By Bayes' rule the rows with label ``j`` have ``P(j | x)`` distributed as
+    all rows do, weighted by ``P(j | x)`` itself. So if the probabilities are
+    calibrated for the rows' labels, the share of label-``j`` rows whose label
+    is at most ``q`` probable is the share of the total mass ``sum P(j | x)``
+    on rows where ``P(j | x) <= q``, and that share is a p-value for a row of
+    label ``j`` with ``P(j | x) = q``. No labelled calibration rows and no tail
+    shape are assumed, only calibrated models.
+
+    Parameters
+    ----------
+    probabilities : numpy.ndarray of float, shape (n_rows, K)
+    codes : numpy.ndarray of int, shape (n_rows,)
+        Each row's label, a column of ``probabilities``.
+    population : numpy.ndarray of bool, shape (n_rows,), optional
+        The rows whose probabilities give each label's mass (a seeded sample
+        of a large batch estimates it as well); all rows by default.
+
+    Returns
+    -------
+    numpy.ndarray of float, shape (n_rows,), in ``[0, 1]``
+    """
+    probabilities = np.asarray(probabilities, dtype=float)
+    codes = np.asarray(codes, dtype=int)
+    population = np.ones(len(codes), dtype=bool) if population is None else np.asarray(population, dtype=bool)
+    measured = probabilities[population]
+    p_values = np.ones(len(codes))
+    for label in range(probabilities.shape[1]):
+        rows = np.flatnonzero(codes == label)
+        mass = np.sort(measured[:, label])
+        cumulative = np.concatenate([[0.0], np.cumsum(mass)])
+        if not len(rows) or cumulative[-1] <= 0.0:
+            continue
+        own = probabilities[rows, label]
+        # The mass at most each row's own probability, ties and the row itself
+        # included (as a conformal count includes the scored row).
+        below = cumulative[np.searchsorted(mass, own, side="right")]
+        outside = np.where(population[rows], 0.0, own)
+        p_values[rows] = (below + outside) / (cumulative[-1] + outside)
+    return np.clip(p_values, np.finfo(float).tiny, 1.0)
+
+
 def format_p(p_value: float, extrapolated_from: str | None = None) -> str:
     """Format a p-value for a reason sentence.
 
