@@ -21,7 +21,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.neighbors import NearestNeighbors
 
 from poisonguard.detectors._row_blocks import row_blocks
-from poisonguard.detectors._threads import map_in_threads
+from poisonguard.detectors._threads import map_in_threads, one_blas_thread
 from poisonguard.detectors._unique import unique_values
 from poisonguard.detectors.calibration import (
     ExponentialTail,
@@ -206,16 +206,17 @@ def cross_fit_classifiers(
     n_classes = int(codes.max()) + 1
 
     def fit(train):
-        if sample_weight is None:
-            return make_classifier().fit(matrix[train], codes[train])
-        # Rows of weight zero are left out, not weighted: scikit-learn's boosting bins
-        # weighted rows one quantile at a time in Python (breast cancer: 2 s a fit, not
-        # 0.2 s), and a left-out row should not count towards its leaf's minimum size.
-        weights = np.asarray(sample_weight, dtype=float)[train]
-        train, weights = train[weights > 0], weights[weights > 0]
-        if np.all(weights == 1.0):
-            return make_classifier().fit(matrix[train], codes[train])
-        return make_classifier().fit(matrix[train], codes[train], sample_weight=weights)
+        with one_blas_thread():
+            if sample_weight is None:
+                return make_classifier().fit(matrix[train], codes[train])
+            # Rows of weight zero are left out, not weighted: scikit-learn's boosting bins
+            # weighted rows one quantile at a time in Python (breast cancer: 2 s a fit, not
+            # 0.2 s), and a left-out row should not count towards its leaf's minimum size.
+            weights = np.asarray(sample_weight, dtype=float)[train]
+            train, weights = train[weights > 0], weights[weights > 0]
+            if np.all(weights == 1.0):
+                return make_classifier().fit(matrix[train], codes[train])
+            return make_classifier().fit(matrix[train], codes[train], sample_weight=weights)
 
     return cross_fit(
         splits,

@@ -33,7 +33,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassif
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
-from poisonguard.detectors._threads import map_in_threads
+from poisonguard.detectors._threads import map_in_threads, one_blas_thread
 
 NUMERIC_TESTS = ("ks", "wasserstein")
 CATEGORICAL_TESTS = ("psi", "jensen_shannon")
@@ -474,11 +474,13 @@ def model_impact(
     loss_with = np.zeros(len(y_trusted))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state)
     for train, held_out in splitter.split(X_trusted, y_trusted):
-        without = make_classifier(model, random_state).fit(X_trusted[train], y_trusted[train])
+        with one_blas_thread():
+            without = make_classifier(model, random_state).fit(X_trusted[train], y_trusted[train])
         correct_without[held_out], loss_without[held_out] = _held_out(without, X_trusted[held_out], y_trusted[held_out])
         X_train = np.vstack([X_trusted[train], X_batch])
         y_train = np.concatenate([y_trusted[train], y_batch])
-        with_batch = make_classifier(model, random_state).fit(X_train, y_train)
+        with one_blas_thread():
+            with_batch = make_classifier(model, random_state).fit(X_train, y_train)
         correct_with[held_out], loss_with[held_out] = _held_out(with_batch, X_trusted[held_out], y_trusted[held_out])
     accuracy_without, accuracy_with = correct_without.mean(), correct_with.mean()
     drop = float(accuracy_without - accuracy_with)

@@ -117,6 +117,7 @@ from poisonguard.detectors._crossfit import (
 from poisonguard.detectors._label_pruning import label_issues, refit_without_issues
 from poisonguard.detectors._row_blocks import StackedRows, rows_where
 from poisonguard.detectors._sampling import population_mask
+from poisonguard.detectors._threads import one_blas_thread
 from poisonguard.detectors._unique import isin_values, unique_values
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorError, DetectorTags
 from poisonguard.detectors.calibration import (
@@ -407,7 +408,8 @@ class TrustedModelLabelDetector(_LabelDetector):
         self.calibration_folds_ = fitted.folds
         has_tail = peaks_over_threshold(self.calibration_scores_) is not None
         check_calibration(len(codes), self.alpha, self.name, conformal=not has_tail)
-        self.model_ = make_classifier().fit(matrix, codes)
+        with one_blas_thread():
+            self.model_ = make_classifier().fit(matrix, codes)
         return self
 
     def score(self, X, y=None) -> np.ndarray:

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from poisonguard.detectors import _threads, outliers
+from poisonguard.detectors._crossfit import cross_fit_classifiers
 from poisonguard.detectors._threads import map_in_threads, thread_count
 from poisonguard.detectors.registry import get_detector
 from tests.detectors.test_backdoor import stamped, three_classes
@@ -39,3 +42,25 @@ def test_findings_do_not_depend_on_the_thread_count(monkeypatch, name):
         runs.append(detector.findings(batch, labels, [f"row {i}" for i in range(len(batch))]))
     pd.testing.assert_frame_equal(runs[0], runs[1])
     assert runs[0]["flagged"].any()  # a real comparison, not two empty verdicts
+
+
+def blas_threads() -> set:
+    return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+
+def test_classifiers_are_fitted_on_one_blas_thread_and_the_setting_comes_back():
+    features, labels = three_classes(300, seed=0)
+    codes = pd.factorize(labels, sort=True)[0]
+    seen = []
+
+    class Recording(LogisticRegression):
+        def fit(self, X, y, sample_weight=None):
+            seen.append(blas_threads())
+            return super().fit(X, y, sample_weight=sample_weight)
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        cross_fit_classifiers(features.to_numpy(), codes, make_classifier=Recording, n_folds=3, random_state=0)
+        after = blas_threads()
+    assert seen == [{1}] * 3
+    assert after == before
