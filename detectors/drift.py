@@ -33,6 +33,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassif
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
+from poisonguard.detectors._sampling import population_mask
 from poisonguard.detectors._threads import map_in_threads, one_blas_thread
 
 NUMERIC_TESTS = ("ks", "wasserstein")
@@ -397,6 +398,7 @@ def model_impact(
     random_state: int = 0,
     max_batch_rows: Optional[int] = 20_000,
     batch_rows_used: Optional[np.ndarray] = None,
+    max_trusted_rows: Optional[int] = 20_000,
 ) -> BatchCheck:
     """Does training on trusted + batch rows predict held-out trusted rows worse?
 
@@ -443,6 +445,11 @@ def model_impact(
     batch_rows_used : numpy.ndarray of bool, shape (n_batch,), optional
         Train only on these batch rows (e.g. the ones a decision keeps),
         without copying the others out first; None: every row.
+    max_trusted_rows : int or None
+        Hold out and train on a seeded sample of this many trusted rows,
+        each label in proportion, when there are more (None: all). Ten fits
+        on 33,678 trusted rows of real flights (plus 20,000 batch rows)
+        took 14 s of a 70 s run; the reason names the sample.
 
     Returns
     -------
@@ -450,6 +457,10 @@ def model_impact(
         ``statistic`` is the accuracy drop (negative: the batch helped).
     """
     X_trusted, y_trusted = _labelled(trusted_X, trusted_y)
+    trusted_rows = len(y_trusted)
+    if max_trusted_rows is not None and trusted_rows > max_trusted_rows:
+        sampled = population_mask(trusted_rows, random_state, y_trusted, max_rows=max_trusted_rows)
+        X_trusted, y_trusted = X_trusted[sampled], y_trusted[sampled]
     # Positions of the usable batch rows, then the sample of them: rows are
     # copied once, and only the sampled ones.
     batch_labels = _label_texts(batch_y)
@@ -501,11 +512,15 @@ def model_impact(
         f"the batch's {batch_rows} rows" if len(y_batch) == batch_rows
         else f"a random sample of {len(y_batch)} of the batch's {batch_rows} rows"
     )
+    held_out_rows = (
+        f"{len(y_trusted)} trusted rows" if len(y_trusted) == trusted_rows
+        else f"a seeded sample of {len(y_trusted)} of the {trusted_rows} trusted rows"
+    )
     reason = (
         f"a {model} model trained with {trained_on} predicts held-out trusted rows with accuracy "
         f"{accuracy_with:.3f} instead of {accuracy_without:.3f} (drop {drop:+.3f}, {verdict} the allowed {max_drop:g}); "
         f"it gets {worse} rows wrong that the trusted-only model got right and {better} the other way round "
-        f"(McNemar p = {significance:.2g}, {len(y_trusted)} trusted rows, {folds} folds); its held-out log-loss is "
+        f"(McNemar p = {significance:.2g}, {held_out_rows}, {folds} folds); its held-out log-loss is "
         f"{loss_with.mean():.3f} instead of {loss_without.mean():.3f} (Wilcoxon p = {loss_significance:.2g})"
     )
     if accuracy_harm and not loss_harm:

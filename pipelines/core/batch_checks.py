@@ -113,7 +113,7 @@ def check_model_impact(inputs, features, decision) -> Optional[object]:
                 features.batch_features.to_numpy(dtype=float), features.batch_labels, batch_rows_used=kept,
                 model=options.impact_model, n_folds=options.impact_folds, max_drop=options.impact_max_drop,
                 p_value=options.impact_p_value, random_state=inputs.settings.config.detection.random_state,
-                max_batch_rows=options.impact_sample_rows,
+                max_batch_rows=options.impact_sample_rows, max_trusted_rows=options.impact_sample_rows,
             ))
         notes += [f"batch.model_impact warned: {warning}" for warning in caught]
     return _outcome("batch.model_impact", results, notes, rows, started)

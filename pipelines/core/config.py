@@ -147,7 +147,8 @@ class BatchChecksConfig(_Strict):
     )
     impact_folds: int = Field(5, ge=2, le=20)
     impact_sample_rows: int = Field(
-        20_000, ge=100, description="Kept batch rows the impact models train on, at most (a seeded random sample).",
+        20_000, ge=100,
+        description="Kept batch rows, and trusted rows, the impact models train on, at most (seeded samples).",
     )
 
     @property

@@ -83,6 +83,23 @@ def test_model_impact_catches_a_batch_with_swapped_labels_and_passes_a_clean_one
     assert not not_measured.failed and math.isnan(not_measured.statistic)
 
 
+def test_model_impact_holds_out_a_seeded_sample_of_a_large_reference():
+    rng = np.random.default_rng(1)
+    trusted_X, trusted_y = _blobs(rng, 200)
+    batch_X, batch_y = _blobs(rng, 80)
+    swapped = np.where(batch_y == "red", "green", np.where(batch_y == "green", "red", batch_y))
+    whole = drift.model_impact(trusted_X, trusted_y, batch_X, swapped)
+    assert "600 trusted rows" in whole.reason
+    sampled = drift.model_impact(trusted_X, trusted_y, batch_X, swapped, max_trusted_rows=300)
+    # 100 of each label's 200 rows, named in the reason; the swap is still caught.
+    assert "a seeded sample of 300 of the 600 trusted rows" in sampled.reason
+    assert sampled.failed and sampled.p_value < 0.01
+    again = drift.model_impact(trusted_X, trusted_y, batch_X, swapped, max_trusted_rows=300)
+    assert again == sampled
+    clean = drift.model_impact(trusted_X, trusted_y, batch_X, batch_y, max_trusted_rows=300)
+    assert not clean.failed
+
+
 def test_batch_check_rows_are_plain_json():
     row = drift.numeric_drift([1.0], [2.0], column="x").as_dict()
     assert row["statistic"] is None and json.dumps(row)
