@@ -299,7 +299,9 @@ class ClassConditionalOutlierDetector(Detector):
             # A large batch pools a seeded sample of its rows (``detectors._sampling``).
             usable = isin_values(labels, self.classes_) & population_mask(len(matrix), self.random_state, labels)
             extra = (matrix[usable], labels[usable])
-            cross = self._cross_fit(self.reference_, self.reference_labels_, extra)
+            cross = self._cross_fit(
+                self.reference_, self.reference_labels_, self._robust_rows(self.reference_labels_), extra
+            )
             fitted = (cross.models, cross.out_of_fold, cross.folds)
             profile = pooled_profile(self.reference_, self.reference_labels_, *extra)
         scores = self._own(profile, matrix, labels)
@@ -339,15 +341,17 @@ class ClassConditionalOutlierDetector(Detector):
         p_values[kept] = np.maximum(p_values[kept], floor)
         return self._findings(matrix, labels, scores, p_values, extrapolated, ids, self.profile_)
 
-    def _cross_fit(self, matrix, labels, extra=None):
-        """Fold profiles (each also fitted on ``extra`` rows, if any) and out-of-fold scores."""
+    def _cross_fit(self, matrix, labels, robust, extra=None):
+        """Fold profiles (each also fitted on ``extra`` rows, if any) and out-of-fold scores.
+
+        ``robust``: as ``_robust_rows`` of ``labels``.
+        """
         codes = np.searchsorted(self.classes_, labels)
         splits = fold_splits(
             len(matrix), n_folds=self.n_folds, random_state=self.random_state, labels=codes,
             label_names=self.classes_,
         )
         extra_matrix, extra_labels = extra if extra is not None else (matrix[:0], labels[:0])
-        robust = self._robust_rows(labels)
         return cross_fit(
             splits,
             lambda train: pooled_profile(
@@ -359,14 +363,14 @@ class ClassConditionalOutlierDetector(Detector):
 
     def _fit_reference(self, matrix, labels) -> None:
         self.classes_ = unique_values(labels)
-        fitted = self._cross_fit(matrix, labels)
+        robust = self._robust_rows(labels)
+        fitted = self._cross_fit(matrix, labels, robust)
         self.fold_models_ = fitted.models
         self.calibration_scores_ = fitted.out_of_fold
         self.calibration_folds_ = fitted.folds
         check_calibration(len(matrix), self.alpha, self.name, conformal=False)
         self.reference_ = matrix
         self.reference_labels_ = labels
-        robust = self._robust_rows(labels)
         self.profile_rows_ = len(matrix) if robust is None else int(robust.sum())
         # Last: profile_ marks the detector fitted.
         self.profile_ = label_profile(matrix, labels, robust)
