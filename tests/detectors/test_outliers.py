@@ -9,7 +9,12 @@ from poisonguard.detectors.base import FINDING_COLUMNS, DetectorError
 from poisonguard.detectors.calibration import conformal_p_values, cross_conformal_p_values, peaks_over_threshold
 from poisonguard.detectors.registry import get_detector, registered_detectors
 from poisonguard.detectors import outliers
-from poisonguard.detectors.outliers import ECODOutlierDetector, IForestOutlierDetector, fold_tail_scores
+from poisonguard.detectors.outliers import (
+    ECODOutlierDetector,
+    IForestOutlierDetector,
+    fold_tail_scores,
+    redundancy_weights,
+)
 
 DETECTORS = [ECODOutlierDetector, IForestOutlierDetector]
 COLUMNS = ["bill_length_mm", "body_mass_g"]
@@ -192,16 +197,20 @@ def test_ecod_scores_match_pyod_row_by_row(trusted, batch):
 
 @pytest.mark.parametrize("chunk_rows", [7, 65_536])
 def test_ecod_scores_every_fold_model_at_once_exactly(monkeypatch, chunk_rows):
-    # Ties (a coarse column), values beyond both ends, infinities, and reference rows themselves.
+    # Ties (a coarse column), values beyond both ends, infinities, and reference rows themselves;
+    # correlated columns, so that the features' weights differ.
     rng = np.random.default_rng(4)
     reference = np.column_stack([rng.normal(size=300), rng.integers(0, 5, 300).astype(float)])
+    reference[:, 1] += np.round(reference[:, 0])
     queries = np.vstack([rng.normal(size=(40, 2)) * 2, [[-9.0, 9.0], [9.0, -9.0], [np.inf, -np.inf]]])
     queries[:, 1] = np.round(queries[:, 1])
     queries = np.vstack([queries, reference[:5]])
-    detector = ECODOutlierDetector(alpha=0.01).fit(pd.DataFrame(reference, columns=COLUMNS))
+    detector = ECODOutlierDetector(alpha=0.01, discount_correlated=True).fit(pd.DataFrame(reference, columns=COLUMNS))
     monkeypatch.setattr(outliers, "SCORE_CHUNK_ROWS", chunk_rows)
+    assert 0.5 < detector.feature_weights_.min() < 0.8
     scores, per_fold = fold_tail_scores(
-        detector.reference_sorted_, detector.reference_sorted_folds_, len(detector.fold_models_), queries
+        detector.reference_sorted_, detector.reference_sorted_folds_, len(detector.fold_models_), queries,
+        weights=detector.feature_weights_,
     )
     # Bit for bit what each fitted model gives: p-values count ties with trusted scores.
     np.testing.assert_array_equal(scores, detector._model_scores(detector.model_, queries))
@@ -250,6 +259,61 @@ def test_self_findings_calibration_on_a_clean_batch():
     assert findings["flagged"].mean() <= 0.03
 
 
+def test_redundancy_weights_count_features_that_repeat_each_other_once():
+    rng = np.random.default_rng(0)
+    size = rng.gamma(2.0, size=5000)
+    level = rng.integers(0, 2, 5000).astype(float)
+    matrix = np.column_stack([
+        size, np.exp(size), -size,  # monotone in one another: Spearman's rho is +-1
+        rng.normal(size=5000),  # independent
+        level, 1.0 - level,  # the two columns of a two-level one-hot
+        np.zeros(5000),  # constant
+    ])
+    weights = redundancy_weights(matrix)
+    np.testing.assert_allclose(weights[:3], 1 / 3, rtol=1e-3)
+    np.testing.assert_allclose(weights[3], 1.0, rtol=0.01)  # chance correlations
+    np.testing.assert_allclose(weights[4:6], 0.5, rtol=1e-3)
+    assert weights[6] == 1.0
+
+
+def test_redundancy_weights_read_a_seeded_sample_of_a_large_matrix():
+    rng = np.random.default_rng(1)
+    matrix = rng.normal(size=(50_000, 2))
+    matrix[:, 1] += matrix[:, 0]
+    weights = redundancy_weights(matrix, random_state=3)
+    np.testing.assert_array_equal(weights, redundancy_weights(matrix, random_state=3))
+    np.testing.assert_allclose(weights, 1 / (1 + 0.68 ** 2), rtol=0.02)  # Spearman's rho of (x, x + y)
+
+
+def correlated_clean_batch(seed):
+    """Five columns of one skewed size (a diamond's carat, price and sizes) and two independent ones."""
+    rng = np.random.default_rng(seed)
+    size = rng.gamma(2.0, size=3000)
+    columns = {f"size{i}": size * rng.lognormal(0.0, 0.05, 3000) for i in range(5)}
+    columns |= {"a": rng.normal(size=3000), "b": rng.normal(size=3000)}
+    return pd.DataFrame(columns)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_self_findings_do_not_count_correlated_features_five_times(seed):
+    # Without a reference, ECOD's plain sum counts a large size five times; the
+    # rows above the robust cut then fall beyond the bulk's range on all five, and
+    # the tail drawn from the bulk flagged 4.9 % and 5.6 % of these clean rows.
+    batch = correlated_clean_batch(seed)
+    plain = ECODOutlierDetector(alpha=0.01, discount_correlated=False).self_findings(batch)
+    discounted = ECODOutlierDetector(alpha=0.01).self_findings(batch)
+    assert plain["flagged"].mean() > 0.04
+    assert discounted["flagged"].mean() <= 0.01
+    assert (discounted["score"] < plain["score"]).all()
+
+
+def test_trusted_rows_are_summed_as_pyod_does_unless_asked():
+    trusted = correlated_clean_batch(2)
+    assert (ECODOutlierDetector().fit(trusted).feature_weights_ == 1.0).all()
+    weights = ECODOutlierDetector(discount_correlated=True).fit(trusted).feature_weights_
+    np.testing.assert_allclose(weights, [0.2] * 5 + [1.0] * 2, rtol=0.02)
+
+
 def test_registry_and_params():
     assert registered_detectors()["outlier.ecod"] is ECODOutlierDetector
     assert registered_detectors()["outlier.iforest"] is IForestOutlierDetector
@@ -263,10 +327,12 @@ def test_clone_round_trip(fitted, cls):
     copy = clone(fitted[cls])
     assert copy.get_params() == fitted[cls].get_params()
     assert not hasattr(copy, "model_")
+    own = {"discount_correlated": None} if cls is ECODOutlierDetector else {}
     assert clone(cls(alpha=0.2, n_folds=4, random_state=9)).get_params() == {
         "alpha": 0.2,
         "n_folds": 4,
         "random_state": 9,
+        **own,
     }
 
 

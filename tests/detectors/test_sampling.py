@@ -133,7 +133,8 @@ def test_without_a_reference_ecod_fits_a_sample_of_a_large_batch_and_judges_ever
         found = get_detector("outlier.ecod", alpha=0.01).self_findings(batch)
         flagged = found["flagged"].to_numpy()
         counts.append((int(flagged[:20].sum()), int(flagged[20:].sum())))
-    assert counts == [(20, 2), (20, 1)]
+    # The far rows correlate the features a little (weights 0.996-0.998, not 1).
+    assert counts == [(20, 2), (20, 0)]
     assert found["reason"].iloc[0].startswith("unusual against a seeded sample of 400 rows of the batch")
 
 
