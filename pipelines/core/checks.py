@@ -122,6 +122,10 @@ def encode_features(inputs: RunInputs) -> FeatureMatrices:
         f"column {column!r} looks like free text (nearly every value distinct): left to the expectations, "
         "not used by the detectors"
         for column in encoder.text_columns_
+    ] + [
+        f"column {column!r} numbers the rows (a distinct whole number on every row): kept, but not checked "
+        f"or used as a feature; pass --id {column} to key rows by it, or list it under dataset.numeric to check it"
+        for column in inputs.row_number_columns
     ]
     return FeatureMatrices(
         trusted_features=trusted_features,

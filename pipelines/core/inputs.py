@@ -13,7 +13,15 @@ from typing import Any, Optional
 from poisonguard.expectations import column_kinds, infer_suite, load_suite
 from poisonguard.pipelines.core.errors import InputError
 from poisonguard.pipelines.core.settings import RunSettings
-from poisonguard.pipelines.core.tables import LoadedTable, TypedTable, coerce_types, infer_kinds, load_table, read_file
+from poisonguard.pipelines.core.tables import (
+    LoadedTable,
+    TypedTable,
+    coerce_types,
+    infer_kinds,
+    load_table,
+    read_file,
+    row_number_columns,
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,7 @@ class RunInputs:
     kinds: dict[str, str]
     feature_columns: list[str]
     unexpected_columns: list[str] = field(default_factory=list)  # in the batch, not in the reference
+    row_number_columns: list[str] = field(default_factory=list)  # kept, not checked (``row_number_columns``)
 
     @property
     def label(self) -> str:
@@ -89,8 +98,17 @@ def load_inputs(settings: RunSettings) -> RunInputs:
         if len(reference_typed.findings) or reference_typed.batch_failures:
             first = (reference_typed.batch_failures or list(reference_typed.findings["reason"]))[0]
             raise InputError(f"{dataset.reference}: the trusted reference has unparsable values: {first}")
-    suite, source = _suite(settings, reference, reference_typed, feature_columns, kinds)
     batch_typed = coerce_types(batch.raw, typing_kinds, id_column=batch.id_column, source=_names(settings.batches))
+    # A column the config names as a feature is one; any other that numbers
+    # the rows is kept in the output like an ignored column, and the run says so.
+    named = set(dataset.numeric or ()) | set(dataset.categorical or ())
+    numbered = row_number_columns(
+        [typed.typed for typed in (batch_typed, reference_typed) if typed is not None],
+        [c for c in feature_columns if kinds[c] == "numeric" and c not in named],
+    )
+    feature_columns = [c for c in feature_columns if c not in numbered]
+    kinds = {c: kind for c, kind in kinds.items() if c not in numbered}
+    suite, source = _suite(settings, reference, reference_typed, feature_columns, kinds, numbered)
     return RunInputs(
         settings=settings,
         batch=batch,
@@ -102,6 +120,7 @@ def load_inputs(settings: RunSettings) -> RunInputs:
         kinds=kinds,
         feature_columns=feature_columns,
         unexpected_columns=unexpected,
+        row_number_columns=numbered,
     )
 
 
@@ -125,7 +144,7 @@ def _kinds(settings, batch, reference, feature_columns) -> dict[str, str]:
     return infer_kinds(source, feature_columns, numeric=dataset.numeric, categorical=dataset.categorical)
 
 
-def _suite(settings, reference, reference_typed, feature_columns, kinds):
+def _suite(settings, reference, reference_typed, feature_columns, kinds, numbered):
     dataset = settings.config.dataset
     if dataset.suite is not None:
         return load_suite(dataset.suite), str(dataset.suite)
@@ -141,7 +160,7 @@ def _suite(settings, reference, reference_typed, feature_columns, kinds):
         id_column=dataset.id,
         numeric=[c for c in feature_columns if kinds[c] == "numeric"],
         categorical=[c for c in feature_columns if kinds[c] == "categorical"],
-        ignore=list(dataset.ignore),
+        ignore=list(dataset.ignore) + numbered,
     )
     return suite, f"inferred from the reference {dataset.reference}"
 

@@ -61,3 +61,29 @@ def test_the_skipped_test_would_have_given_the_same_p_values(tmp_path):
 def test_it_runs_when_its_test_differs(tmp_path, reference, params):
     outcomes = judged(tmp_path, reference=reference, detectors=LABEL_DETECTORS, params=params)
     assert all("skipped" not in outcome.details for outcome in outcomes.values())
+
+
+def test_a_column_that_numbers_the_rows_is_kept_but_not_a_feature(tmp_path):
+    # A file sorted by label, with its pandas index written out: as a feature
+    # the index would tell the label, and would be a range the next batch leaves.
+    rows = three_classes(240, 3).sort_values("label", kind="stable").reset_index(drop=True)
+    rows.iloc[:200].to_csv(tmp_path / "batch.csv")  # index 0..199 as "Unnamed: 0"
+    rows.iloc[200:].to_csv(tmp_path / "reference.csv")  # index 200..239
+    config = tmp_path / "config.toml"
+    config.write_text('[dataset]\nlabel = "label"\nreference = "reference.csv"\n', encoding="utf-8")
+    inputs = load_inputs(make_settings([tmp_path / "batch.csv"], out=tmp_path / "out", config_path=config))
+    assert inputs.row_number_columns == ["Unnamed: 0"]
+    assert inputs.feature_columns == ["x", "y"]
+    checked = {(e.configuration.type, e.configuration.kwargs.get("column")) for e in inputs.suite.expectations}
+    assert ("expect_column_to_exist", "Unnamed: 0") in checked
+    assert not [kind for kind, column in checked if column == "Unnamed: 0" and kind != "expect_column_to_exist"]
+    features = encode_features(inputs)
+    assert list(features.batch_features.columns) == ["x", "y"]
+    assert ("column 'Unnamed: 0' numbers the rows (a distinct whole number on every row): kept, but not checked "
+            "or used as a feature; pass --id Unnamed: 0 to key rows by it, or list it under dataset.numeric to "
+            "check it") in features.notes
+    # Named as a feature, it is one.
+    config.write_text('[dataset]\nlabel = "label"\nreference = "reference.csv"\nnumeric = ["Unnamed: 0", "x", "y"]\n',
+                      encoding="utf-8")
+    inputs = load_inputs(make_settings([tmp_path / "batch.csv"], out=tmp_path / "out", config_path=config))
+    assert inputs.row_number_columns == [] and "Unnamed: 0" in inputs.feature_columns

@@ -13,6 +13,7 @@ from poisonguard.pipelines.core.tables import (
     infer_kinds,
     load_table,
     missing_mask,
+    row_number_columns,
 )
 from poisonguard.pipelines.core.errors import InputError
 
@@ -229,3 +230,39 @@ def test_a_text_column_holds_one_string_per_distinct_value():
     typed = coerce_types(raw, {"c": "categorical"}, id_column="id", source="t.parquet").typed
     assert typed["c"].tolist() == ["a", None, "a", None]
     assert typed["c"].dtype == object and typed["c"].iloc[0] is typed["c"].iloc[2]
+
+
+def test_row_numbers_are_told_from_measured_whole_numbers():
+    rng = np.random.default_rng(0)
+    n = 400
+    table = pd.DataFrame({
+        "Unnamed: 0": np.arange(n),  # a pandas index written to CSV
+        "rownames": np.arange(1, n + 1),  # R's row names
+        "shuffled_counter": rng.permutation(n) + 1000,
+        "price": rng.integers(0, 2 * n, n),  # whole numbers from a narrow range repeat
+        "customer_id": rng.choice(10**7, n, replace=False),  # distinct, but far from filling its range
+        "half_counter": np.arange(n) + 0.5,  # not whole
+        "with_a_gap": np.r_[np.arange(n - 1), np.nan].astype(float),
+        "flag": rng.integers(0, 2, n).astype(bool),
+        "text": np.arange(n).astype(str),  # the typed table holds numbers as numbers
+    })
+    assert row_number_columns([table], table.columns) == ["Unnamed: 0", "rownames", "shuffled_counter"]
+    # Over the batch and the reference together: each a random part of the numbered rows.
+    reference = rng.random(n) < 0.1
+    assert row_number_columns([table[~reference], table[reference]], ["rownames", "price"]) == ["rownames"]
+    # Too few rows to tell; every third row fills a third of its range.
+    assert row_number_columns([table.head(40)], ["rownames"]) == []
+    assert row_number_columns([table.iloc[::3]], ["rownames"]) == []
+    # A number shared by two rows (one in each table) is not a row number.
+    assert row_number_columns([table, table.head(1)], ["rownames"]) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(values=st.lists(st.integers(-10**6, 10**6), min_size=50, max_size=300))
+def test_a_column_with_a_repeated_value_never_numbers_rows(values):
+    column = pd.DataFrame({"x": np.array(values, dtype=np.int64)})
+    numbered = row_number_columns([column], ["x"]) == ["x"]
+    if len(set(values)) < len(values):
+        assert not numbered
+    else:
+        assert numbered == (len(values) >= 0.5 * (max(values) - min(values) + 1))
