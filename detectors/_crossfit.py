@@ -526,8 +526,31 @@ def bulk_calibrated_p_values(batch_scores, scores=None, *, contamination: float 
     batch = np.asarray(batch_scores, dtype=float)
     scores = batch if scores is None else np.asarray(scores, dtype=float)
     bulk = batch[batch <= robust_cut(batch)]
+    if robust_tail(bulk) is None:
+        return tied_bulk_p_values(batch, scores)
     p_values, extrapolated = tail_extrapolated_p_values(bulk, scores, return_extrapolated=True)
     return np.maximum(p_values, contamination_floor(batch, scores, contamination)), extrapolated
+
+
+def tied_bulk_p_values(batch_scores, scores):
+    """P-values when the batch's bulk has no spread: each score's rank among all of ``batch_scores``.
+
+    When more than half of a batch's scores are one value (a table of few
+    distinct rows, whose nearest neighbours lie at distance 0), the robust cut
+    is that value and the bulk below it has no tail to extrapolate: every
+    score above it would get the smallest p-value the bulk allows. On
+    AER's Fertility (254,654 rows, 9,276 distinct) that flagged 17 % of the
+    clean rows for ``label.knn``. The share of the batch at or above a score
+    is the one statement left; a flip among the batch's top ``alpha`` of
+    scores is still found.
+
+    Returns
+    -------
+    p_values : numpy.ndarray of float, shape (n_rows,)
+    extrapolated : numpy.ndarray of bool, shape (n_rows,), all False
+    """
+    scores = np.asarray(scores, dtype=float)
+    return conformal_p_values(batch_scores, scores), np.zeros(scores.shape, dtype=bool)
 
 
 def label_contamination(rows) -> float:
