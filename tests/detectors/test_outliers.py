@@ -307,6 +307,29 @@ def test_self_findings_do_not_count_correlated_features_five_times(seed):
     assert (discounted["score"] < plain["score"]).all()
 
 
+def rare_levels_table(seed, n_rows=5000):
+    """Ages, four two-level categories and an ethnicity whose two rare levels each 5 % of rows carry."""
+    rng = np.random.default_rng(seed)
+    ethnicity = rng.choice(["none", "afam", "other"], size=n_rows, p=[0.9, 0.05, 0.05])
+    table = pd.DataFrame({"age": rng.integers(21, 36, n_rows).astype(float)})
+    for level in ["none", "afam", "other"]:
+        table[f"ethnicity={level}"] = (ethnicity == level).astype(float)
+    for column in range(3):
+        male = rng.random(n_rows) < 0.5
+        table[f"sex{column}=m"], table[f"sex{column}=f"] = male.astype(float), 1.0 - male
+    return table, ethnicity != "none"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_self_findings_keep_a_rare_category_level(seed):
+    # Every row of the two rare levels scored above the robust cut, so the
+    # bulk had none of them, and every one (10 % of the batch) was flagged.
+    table, rare = rare_levels_table(seed)
+    findings = ECODOutlierDetector(alpha=0.01).self_findings(table)
+    assert findings["flagged"].mean() <= 0.02
+    assert findings["flagged"][rare].mean() <= 0.2
+
+
 def test_trusted_rows_are_summed_as_pyod_does_unless_asked():
     trusted = correlated_clean_batch(2)
     assert (ECODOutlierDetector().fit(trusted).feature_weights_ == 1.0).all()
