@@ -87,7 +87,7 @@ CASES = {
     "duplicates.flood": (flood_case, (240, 22), (240, 48)),
     "backdoor.trigger": (trigger_case, (60, 24), (60, 29)),
     # Flips between overlapping classes: few are plain to any label check.
-    "label.knn": (flip_case("label.knn"), (6, 42), (7, 37)),
+    "label.knn": (flip_case("label.knn"), (7, 40), (7, 27)),
     # Fitted again without cleanlab's marked rows; one sampled draw flags fewer clean rows.
     "label.confident_learning": (flip_case("label.confident_learning"), (7, 22), (8, 11)),
     # Sampled, the 600 trusted rows' quartiles are measured on 400 of them too.
