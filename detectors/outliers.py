@@ -212,10 +212,12 @@ class _CrossFittedOutlierDetector(Detector):
            ignore up to half the rows, so the cut stays near the clean bulk
            however the poisoned rows score. Without this pass, a cluster of
            similar poisoned rows teaches the model that its region is normal.
-        2. Fit as on trusted data, on the rows below the cut: their
-           cross-fitted scores are the calibration sample (and give their
-           p-values), and the rows set aside (and those outside the sample)
-           are judged by the fold models, as ``findings`` judges later batches.
+        2. Fit as on trusted data, on the rows below the cut
+           (``_second_pass_reference``; ECOD keeps the whole sample's shares
+           of two-valued columns): their cross-fitted scores are the
+           calibration sample (and give their p-values), and the rows set
+           aside (and those outside the sample) are judged by the fold
+           models, as ``findings`` judges later batches.
 
         The calibration sample lacks the clean upper tail that was set aside,
         so p-values above its upper quartile come from an exponential tail
@@ -381,7 +383,7 @@ class _CrossFittedOutlierDetector(Detector):
 
 @register
 class ECODOutlierDetector(_CrossFittedOutlierDetector):
-    """ECOD outliers (PyOD's score, correlated features discounted), calibrated on trusted rows; ``outlier.ecod``.
+    """ECOD outliers (PyOD's score), calibrated on trusted rows; registered as ``outlier.ecod``.
 
     Score of a row: ``sum over features j of w_j * -log(tail_j)`` with the
     tail of :func:`tail_probabilities`. With every ``w_j = 1`` it is
@@ -395,7 +397,9 @@ class ECODOutlierDetector(_CrossFittedOutlierDetector):
     range on all ``k`` at once, far beyond the tail drawn from the bulk
     (3.5 % of clean diamonds at ``p <= 0.007``). So without a reference the
     weights are :func:`redundancy_weights` of the batch, and the ``k``
-    features count once between them (1.0 % of the diamonds).
+    features count once between them (1.0 % of the diamonds; 0.2 % once the
+    second pass also keeps the batch's category shares,
+    :meth:`_second_pass_reference`).
 
     A feature's contribution saturates at ``w_j * log(n_reference + 1)``
     once the value is beyond every reference value, however far beyond: one
