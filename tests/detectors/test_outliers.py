@@ -2,6 +2,9 @@
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from pyod.models.ecod import ECOD
 from sklearn.base import clone
 
@@ -274,6 +277,18 @@ def test_redundancy_weights_count_features_that_repeat_each_other_once():
     np.testing.assert_allclose(weights[3], 1.0, rtol=0.01)  # chance correlations
     np.testing.assert_allclose(weights[4:6], 0.5, rtol=1e-3)
     assert weights[6] == 1.0
+
+
+@settings(max_examples=100, deadline=None)
+@given(matrix=st.integers(1, 6).flatmap(lambda columns: arrays(
+    float, st.tuples(st.integers(2, 40), st.just(columns)),
+    elements=st.one_of(st.sampled_from([0.0, 1.0, -2.5]), st.floats(-1e6, 1e6, allow_nan=False)),
+)))
+def test_redundancy_weights_are_in_zero_one_for_any_matrix(matrix):
+    # Constant, binary, repeated and wildly scaled columns alike.
+    weights = redundancy_weights(matrix)
+    assert weights.shape == (matrix.shape[1],)
+    assert np.all(np.isfinite(weights)) and np.all(weights > 0) and np.all(weights <= 1 + 1e-12)
 
 
 def test_redundancy_weights_read_a_seeded_sample_of_a_large_matrix():
