@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional
@@ -373,7 +374,7 @@ def _column_expectations(
     # A column whose every value is distinct (an id, a free-text note) is no
     # category: a value set taken from it would reject every new row.
     identifier_like = len(values) > UNIQUE_VALUES_NO_SET and len(values) == int(series.notna().sum())
-    unseen = good_turing_unseen_mass(series.dropna().map(as_text).to_numpy(dtype=object))
+    unseen = good_turing_unseen_mass(series.dropna().map(category_text).to_numpy(dtype=object))
     if role == ROLE_LABEL or (len(values) <= max_categories and not identifier_like and unseen <= max_unseen_mass):
         rate = {}
         if rated:
@@ -411,7 +412,7 @@ def _distinct_values(native: pd.Series) -> list:
     for value in native.dropna():
         if isinstance(value, np.generic):
             value = value.item()
-        values.setdefault(as_text(value), value)
+        values.setdefault(category_text(value), value)
     return [values[text] for text in sorted(values)]
 
 
@@ -485,6 +486,31 @@ def as_text(value) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+# Text a CSV reader would read as a number: an integer, or a decimal with an optional exponent.
+_NUMBER_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def category_text(value) -> str:
+    """How a categorical value (and the label) is compared: as text, a number by its value.
+
+    ``2``, ``2.0``, ``"2"`` and ``"2.0"`` are one category. One column
+    reaches poisonguard in all these forms: the suite's value set holds the
+    reference as pandas reads it (an integer label with a missing value
+    becomes floats), a CSV batch is read as text, and a writer of such a
+    float column writes ``"2.0"``. Compared as written, every row of a clean
+    batch broke its label's value set. The cost: codes that differ only in
+    leading zeros (``"02139"``, ``"2139"``) are one category, as they are
+    to pandas' own reader.
+    """
+    if isinstance(value, str):
+        if not _NUMBER_TEXT.fullmatch(value):
+            return value
+        if not any(mark in value for mark in ".eE"):
+            return str(int(value))
+        value = float(value)
+    return as_text(value)
 
 
 def _meta(*, role: Optional[str] = None, **facts) -> dict:

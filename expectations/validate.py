@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from poisonguard.detectors.base import empty_findings, make_findings
-from poisonguard.expectations.infer import CATEGORICAL, as_text, column_kinds
+from poisonguard.expectations.infer import CATEGORICAL, as_text, category_text, column_kinds
 from poisonguard.expectations.errors import FrameError
 
 if TYPE_CHECKING:  # imported on first use: see expectations.infer
@@ -241,12 +241,23 @@ def _as_gx_frame(frame: pd.DataFrame, suite) -> pd.DataFrame:
     for column in prepared.columns:
         series = prepared[column]
         if column in categorical:
-            prepared[column] = pd.Series(
-                [None if _is_missing(v) else as_text(v) for v in series], index=series.index, dtype=object
-            )
+            prepared[column] = pd.Series(_category_texts(series), index=series.index, dtype=object)
         elif isinstance(series.dtype, pd.StringDtype):
             prepared[column] = series.astype(object)
     return prepared
+
+
+def _category_texts(series: pd.Series) -> np.ndarray:
+    """``category_text`` of each cell, None for missing ones; once per distinct value when all are text."""
+    if pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty"):
+        codes, uniques = pd.factorize(series, use_na_sentinel=True)
+        table = np.empty(len(uniques) + 1, dtype=object)
+        table[:-1] = [category_text(value) for value in uniques]
+        table[-1] = None  # code -1: missing
+        return table[codes]
+    texts = np.empty(len(series), dtype=object)
+    texts[:] = [None if _is_missing(v) else category_text(v) for v in series]
+    return texts
 
 
 def _text_view(suite):
@@ -267,7 +278,7 @@ def _text_view(suite):
         if column in kinds and config.type in (TYPE_LIST, OF_TYPE):
             config = ExpectationConfiguration(type=OF_TYPE, kwargs={"column": column, "type_": "str"}, meta=config.meta)
         elif column in kinds and config.type == IN_SET:
-            texts = sorted({as_text(value) for value in config.kwargs.get("value_set") or []})
+            texts = sorted({category_text(value) for value in config.kwargs.get("value_set") or []})
             config = ExpectationConfiguration(type=IN_SET, kwargs={**config.kwargs, "value_set": texts}, meta=config.meta)
         configurations.append(config)
     return gx.ExpectationSuite(name=suite.name, expectations=configurations, meta=suite.meta)

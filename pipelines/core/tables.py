@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from poisonguard.detectors.base import empty_findings, make_findings
+from poisonguard.expectations.infer import category_text
 from poisonguard.pipelines.core.errors import InputError
 from poisonguard.pipelines.core.text import display, shorten
 
@@ -559,18 +560,16 @@ def _is_missing(value) -> bool:
 
 
 def _as_texts(series: pd.Series, missing: np.ndarray) -> pd.Series:
-    """``_as_text`` of every present cell, None for the missing ones; text columns without a per-cell call."""
-    if pd.api.types.is_string_dtype(series) and series.dtype != object:
-        # pandas' text dtype: every cell is text. One Python string per
-        # distinct value, not per cell: a million labels of five values took
-        # 64 MB as a string each, for the whole run.
-        texts = pd.Series(distinct_objects(series), index=series.index, dtype=object)
+    """``category_text`` of every present cell, None for the missing ones; text without a per-cell call."""
+    if pd.api.types.is_string_dtype(series) and series.dtype != object or (
+        series.dtype == object and not missing.all() and pd.api.types.infer_dtype(series[~missing]) == "string"
+    ):
+        # Every present cell is text. One Python string per distinct value,
+        # not per cell: a million labels of five values took 64 MB as a
+        # string each, for the whole run.
+        texts = pd.Series(distinct_objects(series, convert=category_text), index=series.index, dtype=object)
         return texts.where(~missing, None)
-    if series.dtype == object and not missing.all():
-        present = series[~missing]
-        if present.map(type).eq(str).all():
-            return series.where(~missing, None).astype(object)
-    return series.map(lambda v: _as_text(v)).where(~missing, None).astype(object)
+    return series.map(category_text).where(~missing, None).astype(object)
 
 
 def distinct_objects(series: pd.Series, convert=None, missing=None) -> np.ndarray:
@@ -602,12 +601,6 @@ def distinct_objects(series: pd.Series, convert=None, missing=None) -> np.ndarra
     table[:-1] = [convert(value) for value in uniques] if convert is not None else np.asarray(uniques, dtype=object)
     table[-1] = missing  # code -1
     return table[codes]
-
-
-def _as_text(value) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _list(names, most: int = 20) -> str:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 # Imported from the modules (not the package) so the tests also run where an
 # old editable install still maps ``expectations`` as a namespace package.
 from poisonguard.expectations.infer import (
+    category_text,
     NUMERIC_TYPES,
     column_kinds,
     infer_suite,
@@ -420,3 +421,22 @@ def test_validation_leaves_no_batch_in_the_shared_engine(suite):
     again = validate_frame(batch_frame(), suite, id_column="id")
     pd.testing.assert_frame_equal(first.row_findings, again.row_findings)
     assert first.batch_failures == again.batch_failures
+
+
+@pytest.mark.parametrize("value, text", [
+    ("2.0", "2"), ("2", "2"), (2.0, "2"), (2, "2"), (np.float64(2.0), "2"), ("1.50", "1.5"), (1.5, "1.5"),
+    ("-0.0", "0"), ("1e3", "1000"), ("+7", "7"), ("02139", "2139"), (".5", "0.5"),
+    ("abc", "abc"), ("", ""), (" 1.0", " 1.0"), ("nan", "nan"), ("1.0.0", "1.0.0"), ("0x10", "0x10"), (True, "True"),
+])
+def test_category_text_reads_a_number_by_its_value_whatever_its_form(value, text):
+    assert category_text(value) == text
+
+
+# Integers a float holds exactly; pandas reads longer ones as int64, which the integer form keeps.
+@given(st.one_of(st.integers(-(2**53), 2**53), st.floats(allow_nan=False, allow_infinity=False)))
+def test_a_number_written_as_csv_text_is_the_category_the_number_is(number):
+    # How pandas writes a cell and how it reads one back natively.
+    for written in {repr(number), str(number), str(float(number))}:
+        assert category_text(written) == category_text(float(written))
+    if isinstance(number, int):
+        assert category_text(str(number)) == category_text(number)

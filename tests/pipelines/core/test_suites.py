@@ -84,3 +84,39 @@ def test_an_integer_label_value_set_holds_integers(tmp_path, monkeypatch):
     assert expectations[("expect_column_values_to_be_in_set", "flag")]["value_set"] == [False, True]
     assert expectations[("expect_column_values_to_be_of_type", "colour")]["type_"] == "str"
     assert "float64" in expectations[("expect_column_values_to_be_in_type_list", "count")]["type_list"]
+
+
+def test_a_label_written_as_floats_meets_its_value_set_from_csv_and_parquet(tmp_path, monkeypatch):
+    # Found on stevedata's TV16: R's 0/1 label with missing values is a
+    # float column, written "0.0" and "1.0". pandas reads the reference as
+    # floats (value set [0.0, 1.0], compared as "0" and "1") while the CSV
+    # batch is read as text: every row of a clean batch broke the label's set.
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+
+    def frame(rows):
+        return pd.DataFrame({
+            "votes": rng.integers(0, 2, rows).astype(float),
+            "code": rng.choice(["007", "012", "100"], rows),  # pandas reads these as integers
+            "size": rng.normal(5, 1, rows).round(2),
+        })
+
+    frame(80).to_csv(tmp_path / "reference.csv", index=False)
+    batch = frame(40)
+    batch.to_csv(tmp_path / "batch.csv", index=False)
+    batch.to_parquet(tmp_path / "batch.parquet")
+    assert "1.0" in (tmp_path / "batch.csv").read_text()
+    config = tmp_path / "poisonguard.toml"
+    config.write_text('[dataset]\nname = "votes"\nlabel = "votes"\ncategorical = ["code"]\n')
+    path, _ = infer_suite_file(tmp_path / "reference.csv", label="votes", name="votes", config_path=config)
+    suite = load_suite(path)
+    expectations = {(e["type"], e["kwargs"].get("column")): e["kwargs"] for e in json.loads(path.read_text())["expectations"]}
+    assert expectations[("expect_column_values_to_be_in_set", "votes")]["value_set"] == [0.0, 1.0]
+    assert expectations[("expect_column_values_to_be_in_set", "code")]["value_set"] == [100, 12, 7]  # in text order
+    for name in ("batch.csv", "batch.parquet"):
+        table = load_table([tmp_path / name], label="votes", id_column=None)
+        kinds = {"votes": "categorical", "code": "categorical", "size": "numeric"}
+        typed = coerce_types(table.raw, kinds, id_column=table.id_column, source=name).typed
+        assert set(typed["votes"]) == {"0", "1"} and set(typed["code"]) == {"7", "12", "100"}
+        outcome = validate_frame(typed, suite, id_column=table.id_column)
+        assert outcome.batch_failures == [] and outcome.row_findings.empty, name
