@@ -80,6 +80,8 @@ SINGLE_WEIGHT = 0.5
 JOINT_MARGIN = 3.0
 # Rows of a large batch the joint test runs on, at most: its strongest.
 JOINT_ROWS = 5_000
+# The log of the smallest positive float: a concentration p-value never goes below it.
+LOG_SMALLEST_P = float(np.log(np.finfo(float).tiny))
 
 
 def _within(sorted_values: np.ndarray, x: np.ndarray, half_width: float) -> np.ndarray:
@@ -113,12 +115,24 @@ def _concentration_log_sf(own_narrow, own_wide, other_narrow, other_wide, share)
     counts = (own_narrow, own_wide, other_narrow, other_wide)
     base = max(int(c.max(initial=0)) for c in counts) + 1
     if base**4 >= 2**63 or min(int(c.min(initial=0)) for c in counts) < 0:
-        return binom.logsf(own_narrow - 1, own_wide, share)
+        return _at_least_smallest(binom.logsf(own_narrow - 1, own_wide, share))
     key = np.zeros(len(share), dtype=np.int64)
     for c in counts:
         key = key * base + c
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    return binom.logsf(own_narrow[first] - 1, own_wide[first], share[first])[inverse]
+    return _at_least_smallest(binom.logsf(own_narrow[first] - 1, own_wide[first], share[first]))[inverse]
+
+
+def _at_least_smallest(log_p: np.ndarray) -> np.ndarray:
+    """``log_p``, with a tail too small for a float (``-inf``) as the smallest one there is.
+
+    A label that a feature's values define (dplyr's storms: the status is a
+    band of wind speeds, so no other status shares a wind value) puts
+    thousands of rows beyond it. As ``inf`` their scores left no bulk to
+    calibrate on and the run stopped; tied at one finite score, they are as
+    common as they are (``contamination_floor``).
+    """
+    return np.maximum(log_p, LOG_SMALLEST_P)
 
 
 class _SortedColumns:
@@ -483,7 +497,7 @@ class BackdoorTriggerDetector(Detector):
                     null_narrow = np.all(other_narrow[:, :size], axis=1).sum() - other_self
                     null_wide = np.all(other_wide[:, :size], axis=1).sum() - other_self
                     share = (null_narrow + PRIOR_ROWS / WIDE_FACTOR**size) / (null_wide + PRIOR_ROWS)
-                    score = -float(binom.logsf(k - 1, n, share)) - float(np.log(comb(n_checked, size)))
+                    score = -float(_at_least_smallest(binom.logsf(k - 1, n, share))) - float(np.log(comb(n_checked, size)))
                     if score > scores[row]:
                         scores[row] = score
                         best[row] = -1

@@ -108,6 +108,20 @@ def test_a_natural_floor_is_not_a_trigger():
     assert findings["flagged"].mean() <= 0.02
 
 
+def test_a_label_that_bands_of_a_feature_define_is_not_a_trigger():
+    # Found on dplyr's storms: the status is a band of wind speeds (5-knot
+    # steps), so no other status shares any wind value. The tails were too
+    # small for a float, scores inf on most rows, and the run stopped
+    # ("cannot calibrate: no trusted calibration scores").
+    rng = np.random.default_rng(0)
+    wind = rng.choice(np.arange(20.0, 165.0, 5.0), 6000)
+    labels = np.where(wind < 35, "depression", np.where(wind < 65, "storm", "hurricane")).astype(object)
+    features = np.column_stack([wind, 1010 - 0.6 * wind + rng.normal(0, 4, 6000), rng.normal(25, 6, 6000)])
+    findings = BackdoorTriggerDetector(alpha=0.01).self_findings(features, labels)
+    assert np.isfinite(findings["score"]).all()
+    assert findings["flagged"].sum() == 0
+
+
 def test_feature_resolution():
     assert feature_resolution(np.array([3.0, 1.0, 2.0, 2.0])) == 1.0
     assert feature_resolution(np.array([0.25, 0.5])) == 0.25
@@ -160,5 +174,5 @@ def test_concentration_tail_is_scipys_for_every_row(counts, large):
     share = (other_narrow + 0.1) / (other_wide + 2.0)
     np.testing.assert_array_equal(
         backdoor._concentration_log_sf(own_narrow, own_wide, other_narrow, other_wide, share),
-        binom.logsf(own_narrow - 1, own_wide, share),
+        np.maximum(binom.logsf(own_narrow - 1, own_wide, share), backdoor.LOG_SMALLEST_P),
     )
