@@ -311,6 +311,13 @@ class DuplicateFloodDetector(Detector):
             extrapolated = np.column_stack([e for _, e in per_scale])[rows, stronger]
             # A tail p-value can underflow to 0 for the tightest clumps: keep the score finite.
             scores = -np.log10(np.maximum(p_values, np.finfo(float).tiny))
+        # A flood's rows have batch rows almost on top of them. A row whose
+        # nearest rows are farther than most rows' is one of a small group set
+        # apart (rare values of a few columns), not a copy: its wider
+        # neighbourhood is far, its near one is not near. Its evidence does not
+        # count; with a reference the trusted rows' own groups calibrate it.
+        set_apart = near > np.median(near[in_population])
+        p_values = np.where(set_apart, 1.0, p_values)
         self.calibration_scores_ = scores
         return self._findings(matrix, labels, scores, p_values, extrapolated, ids)
 

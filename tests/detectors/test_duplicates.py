@@ -100,6 +100,28 @@ def test_self_findings_calibration_on_a_clean_batch():
     assert findings["flagged"].mean() <= 0.08
 
 
+def test_without_a_reference_a_small_group_set_apart_is_not_a_flood():
+    # Found on openintro's loans_full_schema: rows with a rare value of a
+    # column (one delinquent account, scaled far out) form small groups far
+    # from the rest. Their wider neighbourhood is far, so the spike score was
+    # high, though their nearest rows are no nearer than anyone's: 5.1 % of
+    # the clean batch was flagged as flooded.
+    rng = np.random.default_rng(0)
+    features = np.hstack([rng.normal(size=(3000, 5)), np.zeros((3000, 2))])
+    apart = rng.choice(3000, 150, replace=False)
+    features[apart[:90], 5] = features[apart[90:], 6] = 40.0
+    labels = rng.choice(["a", "b"], 3000).astype(object)
+    flagged = DuplicateFloodDetector(alpha=0.01).self_findings(features, labels)["flagged"].to_numpy()
+    assert flagged[apart].sum() == 0 and flagged.sum() <= 6
+    # A flood of near-copies among them is still found, whole.
+    seeds = rng.choice(3000, 3, replace=False)
+    copies = features[np.repeat(seeds, 20)] + rng.normal(0.0, 0.01, (60, 7))
+    flooded = DuplicateFloodDetector(alpha=0.01).self_findings(
+        np.vstack([features, copies]), np.concatenate([labels, np.full(60, "b", dtype=object)])
+    )["flagged"].to_numpy()
+    assert flooded[3000:].all() and flooded[:3000].sum() <= 6
+
+
 def test_kth_distances_skip_the_row_itself():
     space = np.array([[0.0], [0.0], [1.0], [3.0]])
     np.testing.assert_allclose(kth_distances(space, space, 1, exclude_self=True), [0.0, 0.0, 1.0, 2.0])
