@@ -280,6 +280,8 @@ def robust_cut(scores) -> float:
     """
     scores = np.asarray(scores, dtype=float)
     median = float(np.median(scores))
+    if np.isinf(median):  # most rows beyond any measure: they are the bulk, and no cut lies above it
+        return median
     spread = MAD_TO_SD * float(np.median(np.abs(scores - median)))
     return median + ROBUST_CUT_MADS * spread
 

@@ -80,8 +80,6 @@ SINGLE_WEIGHT = 0.5
 JOINT_MARGIN = 3.0
 # Rows of a large batch the joint test runs on, at most: its strongest.
 JOINT_ROWS = 5_000
-# The log of the smallest positive float: a concentration p-value never goes below it.
-LOG_SMALLEST_P = float(np.log(np.finfo(float).tiny))
 
 
 def _within(sorted_values: np.ndarray, x: np.ndarray, half_width: float) -> np.ndarray:
@@ -115,24 +113,33 @@ def _concentration_log_sf(own_narrow, own_wide, other_narrow, other_wide, share)
     counts = (own_narrow, own_wide, other_narrow, other_wide)
     base = max(int(c.max(initial=0)) for c in counts) + 1
     if base**4 >= 2**63 or min(int(c.min(initial=0)) for c in counts) < 0:
-        return _at_least_smallest(binom.logsf(own_narrow - 1, own_wide, share))
+        return _log_tail(own_narrow, own_wide, share)
     key = np.zeros(len(share), dtype=np.int64)
     for c in counts:
         key = key * base + c
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    return _at_least_smallest(binom.logsf(own_narrow[first] - 1, own_wide[first], share[first]))[inverse]
+    return _log_tail(own_narrow[first], own_wide[first], share[first])[inverse]
 
 
-def _at_least_smallest(log_p: np.ndarray) -> np.ndarray:
-    """``log_p``, with a tail too small for a float (``-inf``) as the smallest one there is.
+def _log_tail(k, n, share) -> np.ndarray:
+    """``binom.logsf(k - 1, n, share)``, finite where the tail is too small for a float.
 
-    A label that a feature's values define (dplyr's storms: the status is a
-    band of wind speeds, so no other status shares a wind value) puts
-    thousands of rows beyond it. As ``inf`` their scores left no bulk to
-    calibrate on and the run stopped; tied at one finite score, they are as
-    common as they are (``contamination_floor``).
+    There ``log P(X = k)`` stands in, which is within ``log(1 / (1 - q))``
+    of the tail (``q = (n - k) share / ((k + 1)(1 - share))``, the ratio of
+    consecutive terms, far below 1 there): larger groups still score higher.
+    One feature's values concentrate in one label that far naturally, and
+    by the thousand: where a feature's bands define the label (dplyr's
+    storms: the status is a band of wind speeds, so no other status shares a
+    wind value), or where a common value belongs to one label (openintro's
+    email: 278 rows of one label share one value of ``cc``). As ``inf``
+    their scores got p = 0 (7 % of email's clean rows flagged), or left no
+    bulk to calibrate on and the run stopped (storms).
     """
-    return np.maximum(log_p, LOG_SMALLEST_P)
+    log_p = binom.logsf(k - 1, n, share)
+    beyond = np.isneginf(log_p)
+    if np.any(beyond):
+        log_p = np.where(beyond, binom.logpmf(k, n, share), log_p)
+    return log_p
 
 
 class _SortedColumns:
@@ -497,7 +504,11 @@ class BackdoorTriggerDetector(Detector):
                     null_narrow = np.all(other_narrow[:, :size], axis=1).sum() - other_self
                     null_wide = np.all(other_wide[:, :size], axis=1).sum() - other_self
                     share = (null_narrow + PRIOR_ROWS / WIDE_FACTOR**size) / (null_wide + PRIOR_ROWS)
-                    score = -float(_at_least_smallest(binom.logsf(k - 1, n, share))) - float(np.log(comb(n_checked, size)))
+                    # Not ``_log_tail``: several features shared at once beyond
+                    # a float stay infinite evidence, as a stamped trigger's
+                    # rows all are. The known cost: a coded feature whose level
+                    # defines the label, with a second one (DAAG's nassCDS).
+                    score = -float(binom.logsf(k - 1, n, share)) - float(np.log(comb(n_checked, size)))
                     if score > scores[row]:
                         scores[row] = score
                         best[row] = -1

@@ -116,3 +116,12 @@ def test_knn_does_not_read_a_distance_below_the_datas_spacing_as_evidence(seed):
     table, labels = survey_like_table(seed)
     findings = KNNLabelDetector(alpha=0.01).self_findings(table, labels)
     assert findings["flagged"].mean() <= 0.01
+
+
+def test_a_batch_whose_most_scores_are_infinite_is_calibrated_not_refused():
+    # Most rows beyond any measure (a backdoor group test beyond a float on
+    # most of a batch): their median is inf, and the cut above it left no
+    # bulk ("cannot calibrate: no trusted calibration scores").
+    scores = np.r_[np.random.default_rng(0).exponential(size=400), np.full(600, np.inf)]
+    p_values, _ = single_fold_p_values(scores, scores, self_referential=True)
+    assert np.all((p_values > 0.5) & (p_values <= 1.0))
