@@ -142,6 +142,33 @@ def _log_tail(k, n, share) -> np.ndarray:
     return log_p
 
 
+def _label_owned(beyond, best, queries, query_labels) -> np.ndarray:
+    """Rows ``beyond`` a float whose features show that on more than one set of values.
+
+    A trigger stamps one set of values on its features. Where the same
+    features reach beyond a float on two or more sets of values, a label owns
+    those features' values (openintro's nycflights: a route's distance and
+    destination belong to one airport, 19 routes beyond a float; DAAG's
+    nassCDS: the top injury severity means 'dead', with each of six accident
+    years): structure, not a trigger. Without a reference nothing else can
+    tell them apart, and 7.8 and 10.1 % of those clean tables were flagged.
+    """
+    owned = np.zeros(len(beyond), dtype=bool)
+    rows = np.flatnonzero(beyond)
+    if not rows.size:
+        return owned
+    value_sets: dict[tuple, set] = {}
+    feature_sets = []
+    for row in rows:
+        features = tuple(sorted(int(c) for c in best[row] if c >= 0))
+        value_sets.setdefault(features, set()).add(
+            (query_labels[row], tuple(np.round(queries[row, list(features)], 9)))
+        )
+        feature_sets.append(features)
+    owned[rows] = [len(value_sets[features]) > 1 for features in feature_sets]
+    return owned
+
+
 class _SortedColumns:
     """A population's rows with, per column, their order by value (sorted on first use)."""
 
@@ -337,10 +364,15 @@ class BackdoorTriggerDetector(Detector):
         second = _second_largest(per_feature) if per_feature.shape[1] > 1 else None
         if joint_threshold is None:
             joint_threshold = self._joint_threshold(second, int(windows[1].sum()))
-        scores, best = self._row_scores(
+        scores, best, beyond = self._row_scores(
             windows, per_feature, second, joint_threshold, batch, batch_labels, queries, query_labels,
             in_population, trusted_queries,
         )
+        if self.self_referential_:
+            beyond &= ~_label_owned(beyond, best, queries, query_labels)
+        # Several features shared at once beyond a float are infinite
+        # evidence, as a stamped trigger's rows all are.
+        scores = np.where(beyond, np.inf, scores)
         best_counts = np.take_along_axis(counts, np.maximum(best, 0), axis=1) if best.size else best
         return scores, (best, best_counts), joint_threshold
 
@@ -460,8 +492,9 @@ class BackdoorTriggerDetector(Detector):
         n_checked = max(int(checked.sum()), 1)
         top = min(self.top_features, per_feature.shape[1])
         best = np.full((len(queries), max(top, 1)), -1)
+        beyond = np.zeros(len(queries), dtype=bool)
         if not per_feature.shape[1]:
-            return np.zeros(len(queries)), best
+            return np.zeros(len(queries)), best, beyond
         # One feature alone counts half (on the -log p scale): a value shared
         # within a label on a single feature is as often rounding as a
         # trigger. It still gives every row a score, so the calibration sees
@@ -470,7 +503,7 @@ class BackdoorTriggerDetector(Detector):
         scores = SINGLE_WEIGHT * np.maximum(single, 0.0)
         best[:, 0] = np.argmax(per_feature, axis=1)
         if top < 2:
-            return scores, best
+            return scores, best, beyond
         joint = second >= joint_threshold
         trusted = None if self.self_referential_ else self.reference_
         other_self = 1 if (trusted_queries and trusted is not None) else 0
@@ -504,16 +537,14 @@ class BackdoorTriggerDetector(Detector):
                     null_narrow = np.all(other_narrow[:, :size], axis=1).sum() - other_self
                     null_wide = np.all(other_wide[:, :size], axis=1).sum() - other_self
                     share = (null_narrow + PRIOR_ROWS / WIDE_FACTOR**size) / (null_wide + PRIOR_ROWS)
-                    # Not ``_log_tail``: several features shared at once beyond
-                    # a float stay infinite evidence, as a stamped trigger's
-                    # rows all are. The known cost: a coded feature whose level
-                    # defines the label, with a second one (DAAG's nassCDS).
-                    score = -float(binom.logsf(k - 1, n, share)) - float(np.log(comb(n_checked, size)))
+                    log_tail = float(_log_tail(np.array([k]), np.array([n]), np.array([share]))[0])
+                    score = -log_tail - float(np.log(comb(n_checked, size)))
                     if score > scores[row]:
                         scores[row] = score
                         best[row] = -1
                         best[row, :size] = order[:size]
-        return scores, best
+                        beyond[row] = bool(np.isneginf(binom.logsf(k - 1, n, share)))
+        return scores, best, beyond
 
     def _findings(self, labels, evidence, scores, p_values, extrapolated, row_ids) -> pd.DataFrame:
         population = "rows of the batch" if self.self_referential_ else "trusted rows"
