@@ -72,7 +72,7 @@ TABLES = {
     "HealthInsurance": ("AER", "HealthInsurance", "insurance"),
     "HI": ("Ecdat", "HI", "hhi"),
     "star": ("mlmRev", "star", "cltype"),
-    "nycflights": ("openintro", "nycflights", "origin"),
+    "nycflights*": ("openintro", "nycflights", "origin"),
 }
 FLIGHTS = {"flights*": ("nycflights13", "flights", "origin")}
 POISONGUARD = Path(sys.executable).with_name("poisonguard")
