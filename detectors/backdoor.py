@@ -537,13 +537,16 @@ class BackdoorTriggerDetector(Detector):
                     null_narrow = np.all(other_narrow[:, :size], axis=1).sum() - other_self
                     null_wide = np.all(other_wide[:, :size], axis=1).sum() - other_self
                     share = (null_narrow + PRIOR_ROWS / WIDE_FACTOR**size) / (null_wide + PRIOR_ROWS)
-                    log_tail = float(_log_tail(np.array([k]), np.array([n]), np.array([share]))[0])
-                    score = -log_tail - float(np.log(comb(n_checked, size)))
+                    log_p = float(binom.logsf(k - 1, n, share))
+                    infinite = np.isneginf(log_p)  # kept as infinite evidence by ``_scores``
+                    if infinite:  # as ``_log_tail``
+                        log_p = float(binom.logpmf(k, n, share))
+                    score = -log_p - float(np.log(comb(n_checked, size)))
                     if score > scores[row]:
                         scores[row] = score
                         best[row] = -1
                         best[row, :size] = order[:size]
-                        beyond[row] = bool(np.isneginf(binom.logsf(k - 1, n, share)))
+                        beyond[row] = infinite
         return scores, best, beyond
 
     def _findings(self, labels, evidence, scores, p_values, extrapolated, row_ids) -> pd.DataFrame:

@@ -505,7 +505,9 @@ def category_text(value) -> str:
     to pandas' own reader.
     """
     if isinstance(value, str):
-        if not _NUMBER_TEXT.fullmatch(value):
+        # Past 40 characters digits are an identifier, not a number (and
+        # Python refuses to read over 4,300 of them as one).
+        if len(value) > 40 or not _NUMBER_TEXT.fullmatch(value):
             return value
         if not any(mark in value for mark in ".eE"):
             return str(int(value))

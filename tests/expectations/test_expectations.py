@@ -427,6 +427,7 @@ def test_validation_leaves_no_batch_in_the_shared_engine(suite):
     ("2.0", "2"), ("2", "2"), (2.0, "2"), (2, "2"), (np.float64(2.0), "2"), ("1.50", "1.5"), (1.5, "1.5"),
     ("-0.0", "0"), ("1e3", "1000"), ("+7", "7"), ("02139", "2139"), (".5", "0.5"),
     ("abc", "abc"), ("", ""), (" 1.0", " 1.0"), ("nan", "nan"), ("1.0.0", "1.0.0"), ("0x10", "0x10"), (True, "True"),
+    ("7" * 5000, "7" * 5000),
 ])
 def test_category_text_reads_a_number_by_its_value_whatever_its_form(value, text):
     assert category_text(value) == text
