@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from poisonguard.detectors._unique import distinct_objects
 from poisonguard.detectors.base import empty_findings, make_findings
 from poisonguard.expectations.infer import CATEGORICAL, as_text, category_text, column_kinds
 from poisonguard.expectations.errors import FrameError
@@ -250,11 +251,7 @@ def _as_gx_frame(frame: pd.DataFrame, suite) -> pd.DataFrame:
 def _category_texts(series: pd.Series) -> np.ndarray:
     """``category_text`` of each cell, None for missing ones; once per distinct value when all are text."""
     if pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty"):
-        codes, uniques = pd.factorize(series, use_na_sentinel=True)
-        table = np.empty(len(uniques) + 1, dtype=object)
-        table[:-1] = [category_text(value) for value in uniques]
-        table[-1] = None  # code -1: missing
-        return table[codes]
+        return distinct_objects(series, convert=category_text)
     texts = np.empty(len(series), dtype=object)
     texts[:] = [None if _is_missing(v) else category_text(v) for v in series]
     return texts

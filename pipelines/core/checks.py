@@ -23,7 +23,7 @@ from poisonguard.detectors.features import FeatureEncoder
 from poisonguard.expectations import validate_frame
 from poisonguard.pipelines.core.inputs import RunInputs
 from poisonguard.pipelines.core.settings import RunSettings
-from poisonguard.pipelines.core.tables import distinct_objects
+from poisonguard.detectors._unique import distinct_objects
 
 EXPECTATION_PREFIX = "expectation."
 # Characters of a label the detectors compare (see label_texts).

@@ -21,6 +21,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from poisonguard.detectors._unique import distinct_objects
 from poisonguard.detectors.base import empty_findings, make_findings
 from poisonguard.expectations.infer import category_text
 from poisonguard.pipelines.core.errors import InputError
@@ -570,37 +571,6 @@ def _as_texts(series: pd.Series, missing: np.ndarray) -> pd.Series:
         texts = pd.Series(distinct_objects(series, convert=category_text), index=series.index, dtype=object)
         return texts.where(~missing, None)
     return series.map(category_text).where(~missing, None).astype(object)
-
-
-def distinct_objects(series: pd.Series, convert=None, missing=None) -> np.ndarray:
-    """``series``' values as an object array holding one Python object per distinct value.
-
-    Equal cells share one object, so a column of few distinct values costs
-    8 bytes a row rather than a string object a row.
-
-    Parameters
-    ----------
-    series : pandas.Series
-    convert : callable, optional
-        Applied once to each distinct value (not to missing ones).
-    missing : object
-        What missing cells (None, NaN, pandas' NA) hold.
-
-    Raises
-    ------
-    TypeError
-        A present value is not text. Hashing calls 1, 1.0 and True (or 0.0
-        and -0.0) one value, which ``convert`` would then read alike; and a
-        list read from JSON Lines cannot be hashed. Callers read such a
-        column cell by cell.
-    """
-    if pd.api.types.infer_dtype(series, skipna=True) not in ("string", "empty"):
-        raise TypeError("distinct_objects shares text values only")
-    codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    table = np.empty(len(uniques) + 1, dtype=object)
-    table[:-1] = [convert(value) for value in uniques] if convert is not None else np.asarray(uniques, dtype=object)
-    table[-1] = missing  # code -1
-    return table[codes]
 
 
 def _list(names, most: int = 20) -> str:
