@@ -19,6 +19,7 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.neighbors import NearestNeighbors
+from sklearn.pipeline import Pipeline
 
 from poisonguard.detectors._row_blocks import row_blocks
 from poisonguard.detectors._threads import map_in_threads, one_blas_thread
@@ -173,6 +174,13 @@ def label_probabilities(classifier, matrix: np.ndarray, codes: np.ndarray, n_cla
     return chosen
 
 
+def fit_weighted(classifier, matrix: np.ndarray, codes: np.ndarray, weights: np.ndarray):
+    """``classifier.fit`` with row weights; a pipeline's go to its last step (the model)."""
+    if isinstance(classifier, Pipeline):
+        return classifier.fit(matrix, codes, **{f"{classifier.steps[-1][0]}__sample_weight": weights})
+    return classifier.fit(matrix, codes, sample_weight=weights)
+
+
 def cross_fit_classifiers(
     matrix: np.ndarray, codes: np.ndarray, *, make_classifier, n_folds: int, random_state, classes=None,
     sample_weight=None, abandon=None,
@@ -216,7 +224,7 @@ def cross_fit_classifiers(
             train, weights = train[weights > 0], weights[weights > 0]
             if np.all(weights == 1.0):
                 return make_classifier().fit(matrix[train], codes[train])
-            return make_classifier().fit(matrix[train], codes[train], sample_weight=weights)
+            return fit_weighted(make_classifier(), matrix[train], codes[train], weights)
 
     return cross_fit(
         splits,

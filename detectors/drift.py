@@ -30,9 +30,9 @@ import pandas as pd
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
+from poisonguard.detectors._classifiers import logistic_regression
 from poisonguard.detectors._sampling import population_mask
 from poisonguard.detectors._threads import map_in_threads, one_blas_thread
 
@@ -377,7 +377,7 @@ def column_drift(
 def make_classifier(model: str, random_state: int = 0):
     """A fresh scikit-learn classifier of kind ``model`` (see ``IMPACT_MODELS``)."""
     if model == "logistic":
-        return LogisticRegression(max_iter=2000)
+        return logistic_regression(max_iter=2000)
     if model == "gradient_boosting":
         return HistGradientBoostingClassifier(random_state=random_state)
     if model == "random_forest":

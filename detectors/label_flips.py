@@ -96,11 +96,11 @@ import numpy as np
 import pandas as pd
 from cleanlab.rank import get_label_quality_scores
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.preprocessing import LabelEncoder
 from threadpoolctl import threadpool_limits
 
+from poisonguard.detectors._classifiers import logistic_regression
 from poisonguard.detectors._crossfit import (
     SELF_MONDRIAN_MIN_ROWS,
     bulk_calibrated_p_values,
@@ -150,7 +150,7 @@ BOOSTED_MAX_WORK = 1_000_000
 def classifier_factory(model: str, random_state) -> Callable[[], object]:
     """Return a function making a fresh, unfitted classifier of kind ``model``."""
     if model == "logistic":
-        return lambda: LogisticRegression(max_iter=1000)
+        return logistic_regression
     if model == "gradient_boosting":
         return lambda: HistGradientBoostingClassifier(random_state=random_state)
     raise DetectorError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
@@ -349,7 +349,7 @@ class TrustedModelLabelDetector(_LabelDetector):
         See :class:`_LabelDetector` (the refit only without a reference:
         trusted labels need no pruning).
     model : {"logistic", "gradient_boosting"}
-        ``LogisticRegression(max_iter=1000)`` or
+        ``logistic_regression()`` or
         ``HistGradientBoostingClassifier``.
 
     Attributes

@@ -63,7 +63,10 @@ EXPECTED_FLAGGED = {
     # with distances below half the data's spacing no longer read as evidence, the
     # trusted margins bunch near 0 and its margin is rare among them (p = 0.0083).
     "label.knn": {"findings": ([1, 3, 4, 5, 6, 13], [29]), "self_findings": ([5, 6, 13], [])},
-    "label.trusted_model": {"findings": ([1, 2, 3, 4, 5, 6, 13], []), "self_findings": ([1, 2, 3, 13], [])},
+    # Flip 5 is left unflagged with a reference: the logistic regression brings x0 and x1
+    # (standard deviation about 2) to unit spread (``detectors._classifiers``), so the
+    # penalty holds their weights back more than in their own units: p = 0.017, not 0.003.
+    "label.trusted_model": {"findings": ([1, 2, 3, 4, 6, 13], []), "self_findings": ([1, 2, 3, 13], [])},
     "outlier.class_conditional": {"findings": (FAR + FLIPPED + UNSEEN, []), "self_findings": (FAR + [3] + UNSEEN, [])},
     # Without a reference the batch's own 75th-90th percentile tail guards the one drawn
     # from its bulk, and clean rows 37 and 41 are no longer flagged.

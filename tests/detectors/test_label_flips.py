@@ -175,11 +175,13 @@ def test_self_findings_without_trusted_rows(poisoned_batch, cls, params):
     assert findings["flagged"].iloc[7]
     assert "occurs on no other row of the batch" in findings["reason"].iloc[7]
     flagged = set(np.flatnonzero(findings["flagged"]).tolist()) - {7}
-    # Boosted trees fit the batch's own flips more closely, so fewer stand out from its bulk.
-    # Logistic regression: 10 of the 10 against each label's bulk alone; 6 once the models'
+    # Logistic regression: 10 of the 10 against each label's bulk alone; 5 once the models'
     # own check must agree (``label_mass_p_values``): fitted with the flips, the models give
-    # four of them 1-8 % of the mass of their label, so at alpha = 0.01 they are not rare enough.
-    assert len(flagged & flipped_rows) >= (5 if params.get("model") == "gradient_boosting" else 6)
+    # the other five enough of the mass of their label that at alpha = 0.01 they are not rare
+    # enough. (6 while the blobs' coordinates, of standard deviation about 3, were fitted in
+    # their own units; ``detectors._classifiers`` brings them to unit spread.) Boosted trees
+    # fit the batch's own flips more closely, and 5 stand out from its bulk too.
+    assert len(flagged & flipped_rows) >= 5
     assert len(flagged - flipped_rows) <= 1
     assert "no trusted reference" in findings.loc[findings["flagged"], "reason"].iloc[-1]
 
@@ -351,7 +353,10 @@ def ambiguous_band(n_rows, seed):
 
 
 @pytest.mark.parametrize("name", ["label.trusted_model", "label.confident_learning"])
-@pytest.mark.parametrize("seed, expected", [(0, 7), (2, 10)])
+# 7 and 10 while x (standard deviation 4.3) was fitted in its own units; brought to unit
+# spread (``detectors._classifiers``), the penalty holds the model back on the far rows
+# too, and fewer band rows stand out from their scores' bulk.
+@pytest.mark.parametrize("seed, expected", [(0, 2), (2, 2)])
 def test_without_a_reference_a_clean_ambiguous_band_is_not_flagged(name, seed, expected):
     features, labels = ambiguous_band(1000, seed)
     flagged = get_detector(name, alpha=0.01).self_findings(features, labels)["flagged"].to_numpy()
