@@ -513,41 +513,62 @@ class BackdoorTriggerDetector(Detector):
             if trusted is not None:
                 others = np.vstack([others, trusted])
             others = _SortedColumns(others)
+            # Rows showing the same values on the same features have the same
+            # counts: on openintro's loans 5,570 rows were tested, with 1,808
+            # distinct feature sets and values (mostly 0/1 levels), each
+            # test a pass over the 4,400 rows of its label.
+            tested: dict[tuple, list] = {}
             for row in np.flatnonzero(joint & (query_labels == label)):
                 order = np.argsort(-per_feature[row])[:top]
                 order = order[per_feature[row, order] > 0]
                 if len(order) < 2:
                     continue
-                x, w = queries[row, order], narrow[order]
-                # Only rows inside the wide windows of the first two features
-                # can count, and a sorted column finds those without a pass
-                # over the population.
-                near_mine = mine.near(order[:2], x[:2], w[:2] * WIDE_FACTOR)[:, order]
-                near_others = others.near(order[:2], x[:2], w[:2] * WIDE_FACTOR)[:, order]
-                own_narrow = np.abs(near_mine - x) <= w
-                own_wide = np.abs(near_mine - x) <= w * WIDE_FACTOR
-                other_narrow = np.abs(near_others - x) <= w
-                other_wide = np.abs(near_others - x) <= w * WIDE_FACTOR
+                x = queries[row, order]
                 own_self = int(in_population[row])  # a batch row is in all its own windows
-                for size in range(2, len(order) + 1):
-                    k = int(np.all(own_narrow[:, :size], axis=1).sum()) - own_self
-                    if k < MIN_GROUP:  # a pair or a triple sharing values is chance, not a trigger
-                        break
-                    n = int(np.all(own_wide[:, :size], axis=1).sum()) - own_self
-                    null_narrow = np.all(other_narrow[:, :size], axis=1).sum() - other_self
-                    null_wide = np.all(other_wide[:, :size], axis=1).sum() - other_self
-                    share = (null_narrow + PRIOR_ROWS / WIDE_FACTOR**size) / (null_wide + PRIOR_ROWS)
-                    log_p = float(binom.logsf(k - 1, n, share))
-                    infinite = np.isneginf(log_p)  # kept as infinite evidence by ``_scores``
-                    if infinite:  # as ``_log_tail``
-                        log_p = float(binom.logpmf(k, n, share))
-                    score = -log_p - float(np.log(comb(n_checked, size)))
+                key = (order.tobytes(), x.tobytes(), own_self)
+                if key not in tested:
+                    tested[key] = self._joint_tests(
+                        mine, others, order, x, narrow[order], own_self, other_self, n_checked
+                    )
+                for size, score, infinite in tested[key]:
                     if score > scores[row]:
                         scores[row] = score
                         best[row] = -1
                         best[row, :size] = order[:size]
                         beyond[row] = infinite
         return scores, best, beyond
+
+    @staticmethod
+    def _joint_tests(mine, others, order, x, w, own_self, other_self, n_checked) -> list[tuple[int, float, bool]]:
+        """(size, score, beyond a float) of the joint test on ``order[:size]``, size 2, 3, ...
+
+        Up to the first size at which fewer than ``MIN_GROUP`` other rows of
+        the label share the values.
+        """
+        # Only rows inside the wide windows of the first two features can
+        # count, and a sorted column finds those without a pass over the
+        # population. Then, per size, the rows inside every window so far.
+        near_mine = mine.near(order[:2], x[:2], w[:2] * WIDE_FACTOR)[:, order]
+        near_others = others.near(order[:2], x[:2], w[:2] * WIDE_FACTOR)[:, order]
+
+        def inside_all(rows, width):
+            return np.logical_and.accumulate(np.abs(rows - x) <= width, axis=1).sum(axis=0)
+
+        own_narrow, own_wide = inside_all(near_mine, w) - own_self, inside_all(near_mine, w * WIDE_FACTOR) - own_self
+        null_narrow = inside_all(near_others, w) - other_self
+        null_wide = inside_all(near_others, w * WIDE_FACTOR) - other_self
+        tests = []
+        for size in range(2, len(order) + 1):
+            k, n = int(own_narrow[size - 1]), int(own_wide[size - 1])
+            if k < MIN_GROUP:  # a pair or a triple sharing values is chance, not a trigger
+                break
+            share = (null_narrow[size - 1] + PRIOR_ROWS / WIDE_FACTOR**size) / (null_wide[size - 1] + PRIOR_ROWS)
+            log_p = float(binom.logsf(k - 1, n, share))
+            infinite = bool(np.isneginf(log_p))  # kept as infinite evidence by ``_scores``
+            if infinite:  # as ``_log_tail``
+                log_p = float(binom.logpmf(k, n, share))
+            tests.append((size, -log_p - float(np.log(comb(n_checked, size))), infinite))
+        return tests
 
     def _findings(self, labels, evidence, scores, p_values, extrapolated, row_ids) -> pd.DataFrame:
         population = "rows of the batch" if self.self_referential_ else "trusted rows"
