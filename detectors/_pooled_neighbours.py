@@ -35,7 +35,7 @@ import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
 from poisonguard.detectors._row_blocks import row_blocks
-from poisonguard.detectors._sampling import neighbour_population_rows, population_mask
+from poisonguard.detectors._sampling import calibration_rows, neighbour_population_rows, population_mask
 from poisonguard.detectors._unique import unique_values
 
 
@@ -80,12 +80,15 @@ class PooledNeighbours:
     in_batch : numpy.ndarray of bool, shape (n_batch,)
         The batch's sample, every label included.
     in_trusted : numpy.ndarray of bool, shape (n_trusted,)
+    scored_trusted : numpy.ndarray of bool, shape (n_trusted,)
+        The trusted rows summarised (``detectors._sampling.calibration_rows``).
     batch, trusted : NeighbourSummary
-        Of every batch row and every trusted row.
+        Of every batch row, and of the ``scored_trusted`` rows in order.
     """
 
     in_batch: np.ndarray
     in_trusted: np.ndarray
+    scored_trusted: np.ndarray
     batch: NeighbourSummary
     trusted: NeighbourSummary
 
@@ -127,12 +130,15 @@ def pooled_neighbours(trusted, trusted_labels, batch, batch_labels, k: int, rand
     in_batch, in_trusted = pooled_samples(len(batch), batch_labels, len(trusted), trusted_labels, random_state)
     groups = _Groups(trusted[in_trusted], trusted_labels[in_trusted], batch[in_batch], batch_labels[in_batch],
                      unique_values(trusted_labels), k)
+    scored = calibration_rows(in_trusted, random_state, trusted_labels)
     result = PooledNeighbours(
         in_batch=in_batch,
         in_trusted=in_trusted,
+        scored_trusted=scored,
         batch=groups.summarise(batch, batch_labels, np.where(in_batch, np.cumsum(in_batch) - 1, -1), source=1),
         trusted=groups.summarise(
-            trusted, trusted_labels, np.where(in_trusted, np.cumsum(in_trusted) - 1, -1), source=0
+            trusted[scored], trusted_labels[scored], np.where(in_trusted, np.cumsum(in_trusted) - 1, -1)[scored],
+            source=0,
         ),
     )
     _CACHE.put(batch, batch_labels, trusted, trusted_labels, key, result)

@@ -75,3 +75,15 @@ def population_mask(n_rows: int, random_state, labels=None, max_rows: Optional[i
         wanted = max(min(len(members), MIN_LABEL_ROWS), round(len(members) * max_rows / n_rows))
         mask[rng.choice(members, min(wanted, len(members)), replace=False)] = True
     return mask
+
+
+def calibration_rows(in_trusted: np.ndarray, random_state, trusted_labels=None) -> np.ndarray:
+    """The trusted rows a neighbour detector scores to calibrate: its sample's, and at most ``POPULATION_ROWS`` more.
+
+    Each trusted row is scored against the pooled samples; past the sample,
+    a reference of 200,000 rows cost ten times the batch's own search
+    (100,000 rows), where 20,000 calibration scores pin a p-value of 0.01
+    as well. ``in_trusted`` is the trusted rows' sample (``population_mask``);
+    a reference of at most ``POPULATION_ROWS`` rows is scored whole.
+    """
+    return in_trusted | population_mask(len(in_trusted), random_state, trusted_labels)

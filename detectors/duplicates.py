@@ -53,7 +53,7 @@ from sklearn.neighbors import NearestNeighbors
 from poisonguard.detectors._crossfit import check_calibration, single_fold_p_values
 from poisonguard.detectors._pooled_neighbours import pooled_neighbours, shares_search
 from poisonguard.detectors._row_blocks import row_blocks
-from poisonguard.detectors._sampling import neighbour_population_rows, population_mask
+from poisonguard.detectors._sampling import calibration_rows, neighbour_population_rows, population_mask
 from poisonguard.detectors._unique import unique_values
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorError, DetectorTags
 from poisonguard.detectors.errors import NotEnoughData
@@ -358,7 +358,7 @@ class DuplicateFloodDetector(Detector):
         trusted_labels = self.reference_labels_ if labels is not None else None
         if trusted_labels is not None and shares_search(len(unique_values(trusted_labels))):
             pooled = pooled_neighbours(reference, trusted_labels, matrix, labels, k, self.random_state)
-            # r_B and r_T of batch rows and of trusted rows (neither counts itself).
+            # r_B and r_T of batch rows and of the scored trusted rows (neither counts itself).
             batch_to_batch, batch_to_trusted = pooled.batch.batch_kth, pooled.batch.trusted_kth
             trusted_to_batch, trusted_to_trusted = pooled.trusted.batch_kth, pooled.trusted.trusted_kth
         else:
@@ -368,10 +368,11 @@ class DuplicateFloodDetector(Detector):
                 len(reference), self.random_state, trusted_labels, max_rows=neighbour_population_rows(len(matrix))
             )
             trusted_space = reference[in_trusted]
+            scored = calibration_rows(in_trusted, self.random_state, trusted_labels)
             batch_to_batch = population_kth_distances(population, in_population, matrix, k)
             batch_to_trusted = kth_distances(trusted_space, matrix, k, exclude_self=False)
-            trusted_to_batch = kth_distances(population, reference, k, exclude_self=False)
-            trusted_to_trusted = population_kth_distances(trusted_space, in_trusted, reference, k)
+            trusted_to_batch = kth_distances(population, reference[scored], k, exclude_self=False)
+            trusted_to_trusted = population_kth_distances(trusted_space, in_trusted[scored], reference[scored], k)
         floor = self._floor(np.concatenate([trusted_to_trusted, batch_to_trusted]))
         scores = np.log(batch_to_trusted + floor) - np.log(batch_to_batch + floor)
         calibration = np.log(trusted_to_trusted + floor) - np.log(trusted_to_batch + floor)

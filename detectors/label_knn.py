@@ -22,7 +22,7 @@ from poisonguard.detectors._crossfit import (
     single_fold_p_values,
 )
 from poisonguard.detectors._pooled_neighbours import pooled_neighbours, pooled_samples, shares_search
-from poisonguard.detectors._sampling import neighbour_population_rows, population_mask
+from poisonguard.detectors._sampling import calibration_rows, neighbour_population_rows, population_mask
 from poisonguard.detectors._unique import isin_values, unique_values
 from poisonguard.detectors.base import NOT_EXPLAINED, DetectorError, DetectorTags
 from poisonguard.detectors.label_flips import _LabelDetector, _quoted
@@ -90,8 +90,11 @@ class KNNLabelDetector(_LabelDetector):
         Neighbours per label actually used.
     floor_ : float
         Added to both distances of the score (``KNN_DISTANCE_FLOOR`` times the
-        median distance from a reference row to its nearest other row).
+        median distance from a reference row to its nearest other row, among
+        a seeded sample of ``POPULATION_ROWS`` of them when there are more).
     calibration_scores_ : numpy.ndarray, shape (n_trusted,)
+        Without ``pool_batch`` (with it, the trusted rows are scored against
+        each batch's pool in ``findings``), and after ``self_findings``.
     self_referential_ : bool
     feature_names_in_, n_features_in_
     """
@@ -123,8 +126,12 @@ class KNNLabelDetector(_LabelDetector):
         matrix, labels, _ = self._store_reference(X, y)
         self._prepare(matrix, labels)
         check_calibration(len(matrix), self.alpha, self.name, conformal=False)
-        distances = self._distances(matrix, exclude_self=True)
-        self.calibration_scores_ = self._margin(distances, self.reference_labels_)[0]
+        if not self.pool_batch:
+            # Pooled, the trusted rows are scored against each batch's pool
+            # instead: a search of every trusted row among all the others
+            # would cost the square of the reference (200,000 rows: 137 s).
+            distances = self._distances(matrix, exclude_self=True)
+            self.calibration_scores_ = self._margin(distances, self.reference_labels_)[0]
         return self
 
     def score(self, X, y=None) -> np.ndarray:
@@ -154,36 +161,42 @@ class KNNLabelDetector(_LabelDetector):
                 self.reference_, self.reference_labels_, matrix, labels, self.k_, self.random_state
             )
             trusted_distances, distances = pooled.trusted.label_means, pooled.batch.label_means.copy()
+            scored = pooled.scored_trusted
         else:
-            trusted_distances, distances = self._own_search(matrix, labels, usable)
-        calibration = self._margin(trusted_distances, self.reference_labels_)[0]
+            trusted_distances, distances, scored = self._own_search(matrix, labels, usable)
+        calibration = self._margin(trusted_distances, self.reference_labels_[scored])[0]
         distances[~usable] = np.inf
         return self._judge(labels, distances, ids, "trusted and batch rows", calibration)
 
     def _own_search(self, matrix, labels, usable):
-        """Distances of trusted and batch rows to each label's pooled rows, searched label by label.
+        """Distances of scored trusted and of batch rows to each label's pooled rows, searched label by label.
 
-        The samples are ``pooled_samples``' (the batch's usable rows of it).
+        The samples are ``pooled_samples``' (the batch's usable rows of it),
+        the scored trusted rows ``calibration_rows``'; returns the trusted
+        rows' distances, the batch rows', and which trusted rows were scored.
         """
         in_batch, in_space = pooled_samples(
             len(matrix), labels, len(self.reference_), self.reference_labels_, self.random_state
         )
+        scored = calibration_rows(in_space, self.random_state, self.reference_labels_)
         pooled_rows = usable & in_batch
         trusted, trusted_labels = self.reference_, self.reference_labels_
         space = np.vstack([trusted[in_space], matrix[pooled_rows]])
         space_labels = np.concatenate([trusted_labels[in_space], labels[pooled_rows]])
         pooled = class_neighbour_distances(space, space_labels, space, self.classes_, self.k_, exclude_self=True)
         n_space_trusted = int(in_space.sum())
-        trusted_distances = np.empty((len(trusted), len(self.classes_)))
-        trusted_distances[in_space] = pooled[:n_space_trusted]
-        trusted_distances[~in_space] = class_neighbour_distances(
-            space, space_labels, trusted[~in_space], self.classes_, self.k_, exclude_self=False
+        # The sample's rows are among the scored ones, in the same order.
+        in_space_scored = in_space[scored]
+        trusted_distances = np.empty((len(in_space_scored), len(self.classes_)))
+        trusted_distances[in_space_scored] = pooled[:n_space_trusted]
+        trusted_distances[~in_space_scored] = class_neighbour_distances(
+            space, space_labels, trusted[scored & ~in_space], self.classes_, self.k_, exclude_self=False
         )
         # Every row against the space, then the pooled rows without
         # themselves: cheaper than copying the million rows outside the pool.
         distances = class_neighbour_distances(space, space_labels, matrix, self.classes_, self.k_, exclude_self=False)
         distances[pooled_rows] = pooled[n_space_trusted:]
-        return trusted_distances, distances
+        return trusted_distances, distances, scored
 
     def self_findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
         """Judge batch labels by their nearest other batch rows (no trusted reference).
@@ -213,7 +226,12 @@ class KNNLabelDetector(_LabelDetector):
         self.k_ = int(max(1, min(self.n_neighbors, counts.min() - 1)))
         self.reference_ = matrix
         self.reference_labels_ = labels
-        nearest = class_neighbour_distances(matrix, labels, matrix, values, 1, exclude_self=True).min(axis=1)
+        # The data's spacing, measured among at most POPULATION_ROWS of its
+        # rows (per label, seeded), the most any pooled search holds of them.
+        spaced = population_mask(len(matrix), self.random_state, labels)
+        nearest = class_neighbour_distances(
+            matrix[spaced], labels[spaced], matrix[spaced], values, 1, exclude_self=True
+        ).min(axis=1)
         positive = nearest[np.isfinite(nearest) & (nearest > 0)]
         self.floor_ = KNN_DISTANCE_FLOOR * (float(np.median(positive)) if positive.size else 1.0)
 

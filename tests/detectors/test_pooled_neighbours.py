@@ -12,6 +12,7 @@ import pytest
 
 from poisonguard.detectors import _pooled_neighbours, _sampling
 from poisonguard.detectors._pooled_neighbours import pooled_neighbours, pooled_samples
+from poisonguard.detectors._sampling import calibration_rows
 from poisonguard.detectors.registry import get_detector
 
 
@@ -67,9 +68,16 @@ def test_one_search_gives_what_each_detector_searched_for(monkeypatch, populatio
     assert in_batch.sum() < len(batch) if population_rows == 150 else in_batch.all()
     shared = pooled_neighbours(trusted, trusted_labels, batch, batch_labels, k, 0)
     assert np.array_equal(shared.in_batch, in_batch) and np.array_equal(shared.in_trusted, in_trusted)
+    # The trusted rows summarised: the sample's and at most POPULATION_ROWS more (all 300 here
+    # unless the population is 150).
+    scored = shared.scored_trusted
+    assert np.array_equal(scored, calibration_rows(in_trusted, 0, trusted_labels))
+    assert scored.all() if population_rows == 10_000 else (in_trusted & ~scored).sum() == 0 and scored.sum() < 300
     expected = brute_force(trusted, trusted_labels, batch, batch_labels, k, in_batch, in_trusted)
     for name, values in expected.items():
         source, field = name.split(".")
+        if source == "trusted":
+            values = values[scored]
         np.testing.assert_allclose(getattr(getattr(shared, source), field), values, rtol=1e-12, atol=1e-12,
                                    err_msg=name)
 

@@ -83,8 +83,9 @@ def flip_case(name):
 # 2,950 clean rows is about 30).
 CASES = {
     # Clean: the 3 copied rows too. Sampled, the 500 trusted rows are cut to
-    # 400 as well; 48 is one draw (12 seeded clean batches: 0.9 % flagged).
-    "duplicates.flood": (flood_case, (240, 22), (240, 48)),
+    # 400 as well, and those 400 calibrate (``_sampling.calibration_rows``);
+    # 35 is one draw (48 while all 500 were scored against the sample).
+    "duplicates.flood": (flood_case, (240, 22), (240, 35)),
     "backdoor.trigger": (trigger_case, (60, 24), (60, 29)),
     # Flips between overlapping classes: few are plain to any label check.
     "label.knn": (flip_case("label.knn"), (7, 40), (7, 27)),
@@ -158,3 +159,16 @@ def test_without_a_reference_class_conditional_measures_quartiles_on_a_sample(mo
     # rare level's four rows were flagged too, at p = 0.00005.
     assert counts == [(30, 0), (30, 1)]
     assert found["reason"].iloc[0].endswith("(medians and quartiles of a seeded sample of 400 batch rows)")
+
+
+def test_calibration_rows_are_the_sample_and_at_most_population_rows_more(monkeypatch):
+    monkeypatch.setattr(_sampling, "POPULATION_ROWS", 100)
+    labels = np.repeat(["a", "b"], [300, 60])
+    in_trusted = _sampling.population_mask(len(labels), 0, labels, max_rows=40)
+    scored = _sampling.calibration_rows(in_trusted, 0, labels)
+    assert (scored & in_trusted).sum() == in_trusted.sum()  # the sample is scored
+    # Per label: 100 * 300/360 = 83 of 'a', and 'b' keeps its MIN_LABEL_ROWS (50), with the sample's.
+    extra = _sampling.population_mask(len(labels), 0, labels)
+    assert extra.sum() == 133 and np.array_equal(scored, in_trusted | extra)
+    # A reference of at most POPULATION_ROWS rows is scored whole.
+    assert _sampling.calibration_rows(np.zeros(100, dtype=bool), 0).all()
