@@ -3,7 +3,8 @@
 For each size (100,000, 1,000,000 and 3,000,000 rows by default) one batch
 is generated: 20 numeric features, 5 classes (Gaussian clusters), 1 % of
 the rows with a flipped label and 1 % moved far out on every feature, plus a
-5,000-row trusted reference of the same distribution. Each tool runs in a
+5,000-row trusted reference of the same distribution (``--reference-rows``
+for a larger one). Each tool runs in a
 process of its own on that batch, and the parent reads its wall time and
 peak resident memory (``os.wait4``):
 
@@ -67,13 +68,13 @@ def _poison(rng, matrix: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.sort(chosen)
 
 
-def make_numeric(folder: Path, n_rows: int, seed: int = 0) -> None:
+def make_numeric(folder: Path, n_rows: int, seed: int = 0, reference_rows: int = REFERENCE_ROWS) -> None:
     """Batch, reference, truth and config of the numeric case, in ``folder``."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(0.0, 3.0, (CLASSES, FEATURES))
     names = [f"f{i}" for i in range(FEATURES)]
     folder.mkdir(parents=True, exist_ok=True)
-    for name, rows, start in (("reference", REFERENCE_ROWS, 10**10), ("batch", n_rows, 0)):
+    for name, rows, start in (("reference", reference_rows, 10**10), ("batch", n_rows, 0)):
         matrix, labels = _clusters(rng, rows, centres)
         poisoned = _poison(rng, matrix, labels) if name == "batch" else None
         frame = pd.DataFrame(matrix, columns=names)
@@ -217,6 +218,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,1000000,3000000")
     parser.add_argument("--tools", default=",".join(TOOLS))
     parser.add_argument("--mixed", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--reference-rows", type=int, default=REFERENCE_ROWS,
+                        help="Trusted rows of the numeric cases (a large reference: 200000).")
     parser.add_argument("--worker", choices=TOOLS, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -231,8 +234,10 @@ def main() -> None:
             make_mixed(Path(root) / "mixed")
             cases.append(("10k x 55 mixed", Path(root) / "mixed", ["poisonguard"]))
         for size in (int(s) for s in args.sizes.split(",") if s):
-            make_numeric(Path(root) / f"n{size}", size)
-            cases.append((f"{size:,} x 20", Path(root) / f"n{size}", args.tools.split(",")))
+            make_numeric(Path(root) / f"n{size}", size, reference_rows=args.reference_rows)
+            name = f"{size:,} x 20" + ("" if args.reference_rows == REFERENCE_ROWS
+                                      else f", {args.reference_rows:,}-row reference")
+            cases.append((name, Path(root) / f"n{size}", args.tools.split(",")))
         for name, folder, tools in cases:
             for tool in tools:
                 measured = measure(tool, folder)
