@@ -354,17 +354,19 @@ class TrustedModelLabelDetector(_LabelDetector):
 
     Attributes
     ----------
-    model_ : classifier fitted on all trusted rows (labels encoded 0..K-1);
-        gives ``score`` and the probabilities in reasons.
+    model_ : classifier fitted on all trusted rows (labels encoded 0..K-1),
+        or on a seeded sample of ``POPULATION_ROWS`` of them, per label, when
+        there are more (``detectors._sampling``); gives ``score`` and the
+        probabilities in reasons.
     fold_models_ : list of classifiers, shape (n_used_folds,)
-        Classifier ``k`` was fitted on the trusted rows outside fold ``k``;
+        Classifier ``k`` was fitted on those rows outside fold ``k``;
         they give the p-values.
     encoder_ : sklearn.preprocessing.LabelEncoder of the trusted labels.
     classes_ : numpy.ndarray, shape (K,), trusted labels.
-    calibration_scores_ : numpy.ndarray, shape (n_trusted,)
-        Out-of-fold scores of the trusted rows.
-    calibration_folds_ : numpy.ndarray of int, shape (n_trusted,)
-        Which fold classifier scored each trusted row.
+    calibration_scores_ : numpy.ndarray, shape (n_fitted,)
+        Out-of-fold scores of the trusted rows fitted on.
+    calibration_folds_ : numpy.ndarray of int, shape (n_fitted,)
+        Which fold classifier scored each of them.
     feature_names_in_ : numpy.ndarray of str, shape (n_features,)
     n_features_in_ : int
     """
@@ -399,6 +401,13 @@ class TrustedModelLabelDetector(_LabelDetector):
         """
         make_classifier = classifier_factory(self.model, self.random_state)
         matrix, _, codes = self._store_reference(X, y)
+        # A reference larger than a batch's population is fitted on a seeded
+        # sample of it, per label (``detectors._sampling``): 200,000 trusted
+        # rows are not 10 times better calibration than 20,000, and six fits
+        # on them cost 10 times as much.
+        sample = population_mask(len(codes), self.random_state, codes)
+        if not sample.all():
+            matrix, codes = matrix[sample], codes[sample]
         fitted = cross_fit_classifiers(
             matrix, codes, make_classifier=make_classifier, n_folds=self.n_folds,
             random_state=self.random_state, classes=self.classes_,
@@ -467,7 +476,10 @@ class ConfidentLearningLabelDetector(_LabelDetector):
 
     Registered as ``label.confident_learning``. Score:
     ``1 - cleanlab self-confidence`` = ``1 - P(given label | x)`` from a
-    classifier cross-fitted on the pool.
+    classifier cross-fitted on the pool. Of a batch, and of a reference,
+    larger than ``POPULATION_ROWS`` a seeded sample per label is pooled
+    (``detectors._sampling``); their other rows are predicted by fold
+    models that never saw them.
 
     Parameters
     ----------
@@ -596,14 +608,19 @@ class ConfidentLearningLabelDetector(_LabelDetector):
         n_trusted = len(self.reference_labels_)
         pool = StackedRows(self.reference_, rows_where(matrix, known))
         codes = self.encoder_.transform(np.concatenate([self.reference_labels_, labels[known]]))
+        # Of a reference larger than the batch's sample, a sample is pooled
+        # too; the trusted rows outside it are predicted by fold models that
+        # never saw them, as the batch's are, and calibrate with the others.
+        in_trusted_sample = population_mask(n_trusted, self.random_state, self.reference_labels_)
         in_sample = np.concatenate([
-            np.ones(n_trusted, dtype=bool), population_mask(int(known.sum()), self.random_state, labels[known]),
+            in_trusted_sample, population_mask(int(known.sum()), self.random_state, labels[known]),
         ])
         weights = np.ones(len(pool))
         if self.trusted_weight == "balanced":
             # The trusted rows weigh as much as the batch in every fit, so a
             # poisoned minority of the batch cannot outvote them.
-            weights[:n_trusted] = max(1.0, (int(in_sample.sum()) - n_trusted) / n_trusted)
+            n_pooled_trusted = int(in_trusted_sample.sum())
+            weights[:n_trusted] = max(1.0, (int(in_sample.sum()) - n_pooled_trusted) / n_pooled_trusted)
         else:
             weights[:n_trusted] = float(self.trusted_weight)
         options = dict(n_folds=self.n_folds, random_state=self.random_state, classes=self.classes_,
@@ -625,7 +642,9 @@ class ConfidentLearningLabelDetector(_LabelDetector):
                 best = min(losses.values(), default=None)
                 fitted = sampled_cross_fitted_probabilities(
                     pool, codes, in_sample, make_classifier=classifier_factory(kind, self.random_state),
-                    abandon=None if best is None else losing_to(best, codes[:n_trusted], len(self.classes_)),
+                    abandon=None if best is None else losing_to(
+                        best, codes[:n_trusted][in_trusted_sample], len(self.classes_)
+                    ),
                     **options,
                 )
                 if fitted is not None:

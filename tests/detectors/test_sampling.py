@@ -90,7 +90,9 @@ CASES = {
     # Flips between overlapping classes: few are plain to any label check.
     "label.knn": (flip_case("label.knn"), (7, 40), (7, 27)),
     # Fitted again without cleanlab's marked rows; one sampled draw flags fewer clean rows.
-    "label.confident_learning": (flip_case("label.confident_learning"), (7, 22), (8, 13)),
+    # Sampled, 400 of the 600 trusted rows are pooled too (the other 200 are predicted
+    # by fold models, as the batch's are): (8, 13) while all 600 were.
+    "label.confident_learning": (flip_case("label.confident_learning"), (7, 22), (9, 16)),
     # Sampled, the 600 trusted rows' quartiles are measured on 400 of them too.
     "outlier.class_conditional": (flip_case("outlier.class_conditional"), (3, 34), (3, 27)),
 }
@@ -172,3 +174,20 @@ def test_calibration_rows_are_the_sample_and_at_most_population_rows_more(monkey
     assert extra.sum() == 133 and np.array_equal(scored, in_trusted | extra)
     # A reference of at most POPULATION_ROWS rows is scored whole.
     assert _sampling.calibration_rows(np.zeros(100, dtype=bool), 0).all()
+
+
+def test_a_large_reference_is_fitted_on_a_sample_of_it(monkeypatch):
+    monkeypatch.setattr(_sampling, "POPULATION_ROWS", 400)
+    detector, features, labels, flipped = flip_case("label.trusted_model")()
+    # 400 of the 600 trusted rows, each label in proportion, calibrate and fit.
+    assert detector.calibration_scores_.shape == (400,)
+    flagged = detector.findings(features, labels)["flagged"].to_numpy()
+    counts = (int(flagged[flipped].sum()), int(flagged.sum() - flagged[flipped].sum()))
+    monkeypatch.setattr(_sampling, "POPULATION_ROWS", 10_000)
+    whole, _, _, _ = flip_case("label.trusted_model")()
+    assert whole.calibration_scores_.shape == (600,)
+    whole_flagged = whole.findings(features, labels)["flagged"].to_numpy()
+    whole_counts = (int(whole_flagged[flipped].sum()), int(whole_flagged.sum() - whole_flagged[flipped].sum()))
+    # Flips between overlapping classes, few plain to any check (as above); clean rows flagged
+    # within alpha (29 of the 2,940) either way.
+    assert counts == (3, 11) and whole_counts == (4, 14)
