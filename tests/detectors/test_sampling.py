@@ -191,3 +191,14 @@ def test_a_large_reference_is_fitted_on_a_sample_of_it(monkeypatch):
     # Flips between overlapping classes, few plain to any check (as above); clean rows flagged
     # within alpha (29 of the 2,940) either way.
     assert counts == (3, 11) and whole_counts == (4, 14)
+
+
+def test_a_large_reference_is_the_trigger_nulls_sample_too(monkeypatch):
+    monkeypatch.setattr(_sampling, "POPULATION_ROWS", 200)
+    detector, features, labels, stamped_rows = trigger_case()
+    # 200 of the 300 trusted rows, each label in proportion, are the null's rows and calibrate.
+    assert detector.reference_.shape == (200, features.shape[1]) and len(detector.reference_labels_) == 200
+    flagged = detector.findings(features, labels)["flagged"].to_numpy()
+    counts = (int(flagged[stamped_rows].sum()), int(flagged.sum() - flagged[stamped_rows].sum()))
+    # Every stamped row, and clean rows within alpha (about 29 of the 2,940).
+    assert counts == (60, 15)
