@@ -278,6 +278,10 @@ class ClassConditionalOutlierDetector(Detector):
         self
         """
         matrix, labels, _ = self._validate_reference(X, y)
+        # A reference larger than a batch's population: a seeded sample of it, per label (``detectors._sampling``).
+        sample = population_mask(len(labels), self.random_state, labels)
+        if not sample.all():
+            matrix, labels = matrix[sample], labels[sample]
         self._fit_reference(matrix, labels)
         return self
 

@@ -177,6 +177,11 @@ class _CrossFittedOutlierDetector(Detector):
         self
         """
         matrix, _, _ = self._validate_reference(X, y)
+        # A reference larger than a batch's population is fitted on a seeded
+        # sample of it, as the batch would be (``detectors._sampling``).
+        sample = population_mask(len(matrix), self.random_state)
+        if not sample.all():
+            matrix = matrix[sample]
         self._prepare(matrix)
         self._fit_reference(matrix)
         return self

@@ -202,3 +202,16 @@ def test_a_large_reference_is_the_trigger_nulls_sample_too(monkeypatch):
     counts = (int(flagged[stamped_rows].sum()), int(flagged.sum() - flagged[stamped_rows].sum()))
     # Every stamped row, and clean rows within alpha (about 29 of the 2,940).
     assert counts == (60, 15)
+
+
+@pytest.mark.parametrize("name", ["outlier.ecod", "outlier.iforest", "outlier.class_conditional"])
+def test_the_outlier_detectors_fit_a_sample_of_a_large_reference(monkeypatch, name):
+    monkeypatch.setattr(_sampling, "POPULATION_ROWS", 400)
+    features, labels = three_classes(600, seed=0)
+    detector = get_detector(name, alpha=0.01).fit(features, labels)
+    # Cross-fitted on 400 of the 600 rows (each label in proportion, where labels count).
+    assert detector.calibration_scores_.shape == (400,)
+    batch = features.iloc[:50].copy()
+    batch.iloc[:5] += 12.0  # far on every feature
+    flagged = detector.findings(batch, labels[:50])["flagged"].to_numpy()
+    assert flagged[:5].all() and not flagged[5:].any()
