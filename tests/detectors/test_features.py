@@ -212,3 +212,17 @@ def test_many_levels_become_one_rarity_column_and_free_text_is_left_out():
     assert encoded["merchant__rarity"].tolist() == pytest.approx(
         [-np.log10(5 / 1001), -np.log10(1 / 1001), np.log10(1001)]
     )
+
+
+@pytest.mark.parametrize("rows", [1_000, 4_000, 20_000])
+def test_an_unseen_value_is_exactly_as_rare_as_one_seen_once(rows):
+    # To the bit: not "above the range" of the trusted rows, whose rarest values were seen once
+    # (ECOD's tails and the reasons compare exactly). As -log10(1 / (n + 1)) against
+    # log10(n + 1) the two differed in the last bit at 4,000 rows (not at 1,000 or 20,000).
+    merchants = [f"m{i % (rows // 5)}" for i in range(rows)]
+    merchants[0] = "m_once"
+    frame = pd.DataFrame({"merchant": merchants})
+    encoder = FeatureEncoder(categorical=["merchant"], max_levels=50).fit(frame)
+    trusted = encoder.transform(frame)["merchant__rarity"]
+    never = encoder.transform(pd.DataFrame({"merchant": ["never_seen"]}))["merchant__rarity"].iloc[0]
+    assert trusted.iloc[0] == never == trusted.max()
