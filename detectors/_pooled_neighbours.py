@@ -93,9 +93,9 @@ class PooledNeighbours:
     trusted: NeighbourSummary
 
 
-def pooled_samples(n_batch: int, batch_labels, n_trusted: int, trusted_labels, random_state):
+def pooled_samples(n_batch: int, batch_labels, n_trusted: int, trusted_labels, random_state, n_features: int):
     """The batch's and the trusted rows' samples, per label, sized for a batch of ``n_batch`` rows."""
-    max_rows = neighbour_population_rows(n_batch)
+    max_rows = neighbour_population_rows(n_batch, n_features)
     return (
         population_mask(n_batch, random_state, batch_labels, max_rows=max_rows),
         population_mask(n_trusted, random_state, trusted_labels, max_rows=max_rows),
@@ -123,11 +123,13 @@ def pooled_neighbours(trusted, trusted_labels, batch, batch_labels, k: int, rand
         Its classes (``label_means``' columns) are the trusted rows'
         distinct labels, sorted.
     """
-    key = (k, random_state, neighbour_population_rows(len(batch)))
+    key = (k, random_state, neighbour_population_rows(len(batch), batch.shape[1]))
     cached = _CACHE.get(batch, batch_labels, trusted, trusted_labels, key)
     if cached is not None:
         return cached
-    in_batch, in_trusted = pooled_samples(len(batch), batch_labels, len(trusted), trusted_labels, random_state)
+    in_batch, in_trusted = pooled_samples(
+        len(batch), batch_labels, len(trusted), trusted_labels, random_state, batch.shape[1]
+    )
     groups = _Groups(trusted[in_trusted], trusted_labels[in_trusted], batch[in_batch], batch_labels[in_batch],
                      unique_values(trusted_labels), k)
     scored = calibration_rows(in_trusted, random_state, trusted_labels)

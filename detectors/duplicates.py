@@ -344,7 +344,7 @@ class DuplicateFloodDetector(Detector):
         if not self.self_referential_ and self.reference_labels_ is None:
             labels = None
         return population_mask(len(matrix), self.random_state, labels,
-                               max_rows=neighbour_population_rows(len(matrix)))
+                               max_rows=neighbour_population_rows(*matrix.shape))
 
     def _trusted_scores(self, matrix: np.ndarray, labels) -> tuple[np.ndarray, np.ndarray]:
         """Scores of batch rows and of trusted rows, both against this batch (its population)."""
@@ -365,7 +365,7 @@ class DuplicateFloodDetector(Detector):
             in_population = self._population(matrix, labels)
             population = matrix[in_population]
             in_trusted = population_mask(
-                len(reference), self.random_state, trusted_labels, max_rows=neighbour_population_rows(len(matrix))
+                len(reference), self.random_state, trusted_labels, max_rows=neighbour_population_rows(*matrix.shape)
             )
             trusted_space = reference[in_trusted]
             scored = calibration_rows(in_trusted, self.random_state, trusted_labels)

@@ -176,7 +176,7 @@ class KNNLabelDetector(_LabelDetector):
         rows' distances, the batch rows', and which trusted rows were scored.
         """
         in_batch, in_space = pooled_samples(
-            len(matrix), labels, len(self.reference_), self.reference_labels_, self.random_state
+            len(matrix), labels, len(self.reference_), self.reference_labels_, self.random_state, matrix.shape[1]
         )
         scored = calibration_rows(in_space, self.random_state, self.reference_labels_)
         pooled_rows = usable & in_batch
@@ -208,7 +208,7 @@ class KNNLabelDetector(_LabelDetector):
         self.classes_ = self.encoder_.classes_
         # Neighbours of a large batch are searched in a sample of it (``detectors._sampling``).
         in_population = population_mask(
-            len(matrix), self.random_state, labels, max_rows=neighbour_population_rows(len(matrix))
+            len(matrix), self.random_state, labels, max_rows=neighbour_population_rows(*matrix.shape)
         )
         self._prepare(matrix[in_population], labels[in_population])
         distances = self._distances(matrix, exclude_self=False)

@@ -64,7 +64,7 @@ def test_one_search_gives_what_each_detector_searched_for(monkeypatch, populatio
     batch_labels[:7] = "unknown"  # in the batch's sample and densities, in no class
     batch[20:40] = batch[20]  # exact copies
     k = 5
-    in_batch, in_trusted = pooled_samples(len(batch), batch_labels, len(trusted), trusted_labels, 0)
+    in_batch, in_trusted = pooled_samples(len(batch), batch_labels, len(trusted), trusted_labels, 0, batch.shape[1])
     assert in_batch.sum() < len(batch) if population_rows == 150 else in_batch.all()
     shared = pooled_neighbours(trusted, trusted_labels, batch, batch_labels, k, 0)
     assert np.array_equal(shared.in_batch, in_batch) and np.array_equal(shared.in_trusted, in_trusted)

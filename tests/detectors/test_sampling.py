@@ -25,6 +25,12 @@ def test_a_neighbour_search_population_shrinks_past_100_000_rows():
     # Whole batches up to 20,000 rows, 20,000 rows up to 100,000; then 2e9 distances in all, at least 2,000 rows.
     sizes = [50, 20_000, 100_000, 200_000, 1_000_000, 10_000_000]
     assert [neighbour_population_rows(n) for n in sizes] == [20_000, 20_000, 20_000, 10_000, 2_000, 2_000]
+    # Up to 20 features a distance counts once; past 20,000 rows a wider table's count for features / 20.
+    assert [neighbour_population_rows(n, 5) for n in sizes] == [20_000, 20_000, 20_000, 10_000, 2_000, 2_000]
+    assert [neighbour_population_rows(n, 190) for n in sizes] == [20_000, 20_000, 2_105, 2_000, 2_000, 2_000]
+    assert neighbour_population_rows(20_001, 190) == 10_525
+    assert neighbour_population_rows(10_000, 167) == 20_000  # openintro's loans: the whole batch
+    assert neighbour_population_rows(50_000, 60) == 13_333
 
 
 def test_the_sample_is_seeded_and_bounded():
