@@ -34,10 +34,10 @@ NEIGHBOUR_PAIRS = 2_000_000_000
 MIN_NEIGHBOUR_ROWS = 2_000
 # A distance costs its dimension, and NEIGHBOUR_PAIRS was set on tables of up
 # to this many encoded features: past POPULATION_ROWS rows, a wider table's
-# pairs count for more. A
-# 100,000 x 55 mixed table (190 encoded features, a 20,000-row reference)
-# spent 18 s of a 52 s run in label.knn's search at 20,000 rows; at 2,100,
-# 4 s, with the same recall (1.0) at 0.97 % of clean rows against 0.89 %.
+# pairs count for more. A 100,000 x 55 mixed table (190 encoded features, a
+# 20,000-row reference) spent 21.9 s of a 55.0 s run in label.knn at 20,000
+# rows; at 2,105, 4.0 s of 34.1 s, with the same recall (1.0) at 0.92 % of
+# clean rows against 0.88 %.
 NEIGHBOUR_FEATURES = 20
 # With labels, every label keeps at least this many rows (all, if it has
 # fewer): a rare label missing from the sample would leave its rows without
