@@ -87,6 +87,24 @@ def population_mask(n_rows: int, random_state, labels=None, max_rows: Optional[i
     return mask
 
 
+def reference_sample(random_state, matrix: np.ndarray, labels=None):
+    """A large reference as a detector fits on it: a seeded sample of ``POPULATION_ROWS`` rows, per label.
+
+    What every detector takes of a large batch (``population_mask``); a
+    reference of at most that many rows is returned as it is, not copied.
+    200,000 trusted rows cost a fit ten times what 20,000 do, and calibrate
+    a p-value of 0.01 no better.
+
+    Returns
+    -------
+    ``(matrix, labels)`` of the sample; ``labels`` None when none were given.
+    """
+    sample = population_mask(len(matrix), random_state, labels)
+    if sample.all():
+        return matrix, labels
+    return matrix[sample], (None if labels is None else labels[sample])
+
+
 def calibration_rows(in_trusted: np.ndarray, random_state, trusted_labels=None) -> np.ndarray:
     """The trusted rows a neighbour detector scores to calibrate: its sample's, and at most ``POPULATION_ROWS`` more.
 

@@ -56,7 +56,7 @@ from scipy.stats import binom
 
 from poisonguard.detectors._crossfit import check_calibration, single_fold_p_values
 from poisonguard.detectors._row_blocks import row_blocks
-from poisonguard.detectors._sampling import population_mask
+from poisonguard.detectors._sampling import population_mask, reference_sample
 from poisonguard.detectors._threads import map_in_threads
 from poisonguard.detectors._unique import unique_values
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorError, DetectorTags
@@ -278,13 +278,10 @@ class BackdoorTriggerDetector(Detector):
             # Fail now, not on the first batch, which would find no trusted scores to calibrate on.
             raise NotEnoughData(f"{self.name}: need at least one trusted row, got 0")
         check_calibration(len(matrix), self.alpha, self.name, conformal=False)
-        # Trusted rows are the null's rows and the calibration's queries: of a
-        # reference larger than a batch's population, a seeded sample of it,
-        # per label (``detectors._sampling``). 200,000 trusted rows, sorted
-        # and scored for every batch, took 8 s beside a 100,000-row batch.
-        sample = population_mask(len(labels), self.random_state, labels)
-        self.reference_labels_ = labels if sample.all() else labels[sample]
-        self.reference_ = matrix if sample.all() else matrix[sample]
+        # Trusted rows are the null's rows and the calibration's queries, sorted
+        # and scored for every batch: 200,000 of them took 8 s beside a
+        # 100,000-row batch, a sample of 20,000 2 s.
+        self.reference_, self.reference_labels_ = reference_sample(self.random_state, matrix, labels)
         return self
 
     def score(self, X, y=None) -> np.ndarray:

@@ -24,7 +24,7 @@ from poisonguard.detectors._crossfit import (
     single_fold_p_values,
     tail_extrapolated_p_values,
 )
-from poisonguard.detectors._sampling import population_mask
+from poisonguard.detectors._sampling import population_mask, reference_sample
 from poisonguard.detectors._unique import isin_values, unique_values
 from poisonguard.detectors.calibration import MONDRIAN_MIN_ROWS
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorTags
@@ -278,10 +278,7 @@ class ClassConditionalOutlierDetector(Detector):
         self
         """
         matrix, labels, _ = self._validate_reference(X, y)
-        # A reference larger than a batch's population: a seeded sample of it, per label (``detectors._sampling``).
-        sample = population_mask(len(labels), self.random_state, labels)
-        if not sample.all():
-            matrix, labels = matrix[sample], labels[sample]
+        matrix, labels = reference_sample(self.random_state, matrix, labels)
         self._fit_reference(matrix, labels)
         return self
 

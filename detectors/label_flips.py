@@ -116,7 +116,7 @@ from poisonguard.detectors._crossfit import (
 )
 from poisonguard.detectors._label_pruning import label_issues, refit_without_issues
 from poisonguard.detectors._row_blocks import StackedRows, rows_where
-from poisonguard.detectors._sampling import population_mask
+from poisonguard.detectors._sampling import population_mask, reference_sample
 from poisonguard.detectors._threads import one_blas_thread
 from poisonguard.detectors._unique import isin_values, unique_values
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorError, DetectorTags
@@ -401,13 +401,7 @@ class TrustedModelLabelDetector(_LabelDetector):
         """
         make_classifier = classifier_factory(self.model, self.random_state)
         matrix, _, codes = self._store_reference(X, y)
-        # A reference larger than a batch's population is fitted on a seeded
-        # sample of it, per label (``detectors._sampling``): 200,000 trusted
-        # rows are not 10 times better calibration than 20,000, and six fits
-        # on them cost 10 times as much.
-        sample = population_mask(len(codes), self.random_state, codes)
-        if not sample.all():
-            matrix, codes = matrix[sample], codes[sample]
+        matrix, codes = reference_sample(self.random_state, matrix, codes)
         fitted = cross_fit_classifiers(
             matrix, codes, make_classifier=make_classifier, n_folds=self.n_folds,
             random_state=self.random_state, classes=self.classes_,

@@ -59,7 +59,7 @@ from poisonguard.detectors._crossfit import (
     tail_extrapolated_p_values,
 )
 from poisonguard.detectors._row_blocks import BLOCK_ROWS, row_blocks
-from poisonguard.detectors._sampling import population_mask
+from poisonguard.detectors._sampling import population_mask, reference_sample
 from poisonguard.detectors._threads import map_in_threads
 from poisonguard.detectors._unique import unique_values
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorTags
@@ -177,11 +177,7 @@ class _CrossFittedOutlierDetector(Detector):
         self
         """
         matrix, _, _ = self._validate_reference(X, y)
-        # A reference larger than a batch's population is fitted on a seeded
-        # sample of it, as the batch would be (``detectors._sampling``).
-        sample = population_mask(len(matrix), self.random_state)
-        if not sample.all():
-            matrix = matrix[sample]
+        matrix, _ = reference_sample(self.random_state, matrix)
         self._prepare(matrix)
         self._fit_reference(matrix)
         return self

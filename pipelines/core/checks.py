@@ -16,6 +16,7 @@ from typing import Iterator, Optional
 import numpy as np
 import pandas as pd
 
+from poisonguard.detectors._unique import distinct_objects
 from poisonguard.detectors.base import FINDING_COLUMNS, empty_findings, make_findings
 from poisonguard.detectors.errors import NotEnoughData
 from poisonguard.detectors.registry import get_detector
@@ -23,7 +24,6 @@ from poisonguard.detectors.features import FeatureEncoder
 from poisonguard.expectations import validate_frame
 from poisonguard.pipelines.core.inputs import RunInputs
 from poisonguard.pipelines.core.settings import RunSettings
-from poisonguard.detectors._unique import distinct_objects
 
 EXPECTATION_PREFIX = "expectation."
 # Characters of a label the detectors compare (see label_texts).

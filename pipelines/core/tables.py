@@ -562,9 +562,10 @@ def _is_missing(value) -> bool:
 
 def _as_texts(series: pd.Series, missing: np.ndarray) -> pd.Series:
     """``category_text`` of every present cell, None for the missing ones; text without a per-cell call."""
-    if pd.api.types.is_string_dtype(series) and series.dtype != object or (
+    all_text = (pd.api.types.is_string_dtype(series) and series.dtype != object) or (
         series.dtype == object and not missing.all() and pd.api.types.infer_dtype(series[~missing]) == "string"
-    ):
+    )
+    if all_text:
         # Every present cell is text. One Python string per distinct value,
         # not per cell: a million labels of five values took 64 MB as a
         # string each, for the whole run.

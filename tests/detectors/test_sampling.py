@@ -221,3 +221,16 @@ def test_the_outlier_detectors_fit_a_sample_of_a_large_reference(monkeypatch, na
     batch.iloc[:5] += 12.0  # far on every feature
     flagged = detector.findings(batch, labels[:50])["flagged"].to_numpy()
     assert flagged[:5].all() and not flagged[5:].any()
+
+
+def test_a_reference_sample_is_the_population_sample_and_a_small_reference_is_not_copied(monkeypatch):
+    monkeypatch.setattr(_sampling, "POPULATION_ROWS", 100)
+    matrix = np.arange(600.0).reshape(300, 2)
+    labels = np.repeat(["a", "b"], [240, 60])
+    sampled, sampled_labels = _sampling.reference_sample(0, matrix, labels)
+    kept = population_mask(300, 0, labels)
+    np.testing.assert_array_equal(sampled, matrix[kept])
+    np.testing.assert_array_equal(sampled_labels, labels[kept])
+    assert _sampling.reference_sample(0, matrix)[1] is None
+    small = matrix[:100]
+    assert _sampling.reference_sample(0, small)[0] is small
