@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, List, Optional
@@ -36,6 +37,9 @@ review_app = typer.Typer(
 console = Console(highlight=False)
 
 REASON_WIDTH = 70
+# Decisions a release or reject lists one by one; a bulk decision of 17,000
+# entries printed 17,000 lines, burying the summary.
+SHOWN_DECISIONS = 20
 
 
 def store_option():
@@ -311,16 +315,24 @@ def _decide_command(status: str):
                 return
             made = decide(opened, chosen, status=status, note=note, reviewer=reviewer, force=force)
             row_ids = opened.row_ids_of(d["quarantine_id"] for d in made)
-        console.print(f"{status} {len(made)} entr{'y' if len(made) == 1 else 'ies'}:")
+        was = Counter(decision["status_before"] for decision in made)
+        console.print(
+            f"{status} {len(made)} entr{'y' if len(made) == 1 else 'ies'} "
+            f"(were {', '.join(f'{count} {before}' for before, count in sorted(was.items()))}):"
+        )
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
         for name in ("id", "row_id", "was", "now"):
             table.add_column(name, no_wrap=True)
-        for decision in made:
+        for decision in made[:SHOWN_DECISIONS]:
             table.add_row(
                 str(decision["quarantine_id"]), escape(row_ids.get(decision["quarantine_id"], "?")),
                 decision["status_before"], decision["status_after"],
             )
         console.print(table)
+        if len(made) > SHOWN_DECISIONS:
+            console.print(
+                f"and {len(made) - SHOWN_DECISIONS} more (poisonguard review list --status {status} lists every {status} entry)"
+            )
         console.print(
             f"reviewer {escape(made[0]['reviewer'])}, note: {escape(made[0]['note'])}; "
             f"at {made[0]['decided_at'].isoformat(timespec='seconds')}"

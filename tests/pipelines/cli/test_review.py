@@ -1,10 +1,12 @@
 """`poisonguard review` on a store filled by a real tiny run: list, show, release, reject, serve."""
 import json
+import re
 import sys
 import types
 
 import pytest
 
+from poisonguard.pipelines.cli import review as review_cli
 from tests.cli_helpers import entry_id, invoke, listing, shown
 from tests.tiny_data import BROKEN_NUMBER, FAR_AWAY, FLIPPED, POISONED, UNKNOWN_COLOUR
 
@@ -120,13 +122,21 @@ def test_deciding_again_needs_force_and_is_recorded_as_a_change(tiny_run):
     ]
 
 
-def test_bulk_decisions_by_check_take_pending_entries_unless_forced(tiny_run):
+def test_bulk_decisions_by_check_take_pending_entries_unless_forced(tiny_run, monkeypatch):
     label_entries = listing("--check", "label.trusted_model")
+    assert len(label_entries) > 3
     first = entry_id(FLIPPED[0])
     assert invoke("review", "reject", first, "--note", "flipped", "--reviewer", "ann").exit_code == 0
+    # A bulk decision lists its first entries and counts the rest.
+    monkeypatch.setattr(review_cli, "SHOWN_DECISIONS", 2)
     bulk = invoke("review", "release", "--check", "label.trusted_model", "--note", "model was wrong", "--reviewer", "cy")
     assert bulk.exit_code == 0, bulk.output
-    assert f"released {len(label_entries) - 1} entries" in bulk.output
+    released = len(label_entries) - 1
+    assert f"released {released} entries (were {released} pending):" in bulk.output
+    assert len(re.findall(r"^ *\d+ +\S+ +pending +released *$", bulk.output, flags=re.MULTILINE)) == 2
+    assert f"and {released - 2} more (poisonguard review list --status released lists every released entry)" in (
+        " ".join(bulk.output.split())
+    )
     statuses = {e["row_id"]: e["status"] for e in listing("--check", "label.trusted_model")}
     assert statuses.pop(FLIPPED[0]) == "rejected"  # decided already: left alone
     assert set(statuses.values()) == {"released"}
@@ -134,7 +144,8 @@ def test_bulk_decisions_by_check_take_pending_entries_unless_forced(tiny_run):
     assert others and not any("label.trusted_model" in e["checks"] for e in others)
     forced = invoke("review", "reject", "--check", "label.trusted_model", "--note", "all poison", "--force")
     assert forced.exit_code == 0, forced.output
-    assert f"rejected {len(label_entries) - 1} entries" in forced.output  # the rejected one needs no change
+    # The rejected one needs no change.
+    assert f"rejected {len(label_entries) - 1} entries (were {len(label_entries) - 1} released)" in forced.output
     assert {e["status"] for e in listing("--check", "label.trusted_model")} == {"rejected"}
 
 
