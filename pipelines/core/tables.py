@@ -9,7 +9,6 @@ row-level finding rather than failing the whole batch.
 """
 from __future__ import annotations
 
-import csv
 import gzip
 import hashlib
 import json
@@ -24,6 +23,7 @@ import pandas as pd
 from poisonguard.detectors._unique import distinct_objects
 from poisonguard.detectors.base import empty_findings, make_findings
 from poisonguard.expectations.infer import category_text
+from poisonguard.pipelines.core.csv_files import read_csv
 from poisonguard.pipelines.core.errors import InputError
 from poisonguard.pipelines.core.text import display, shorten
 
@@ -90,6 +90,8 @@ class TypedTable:
     findings: pd.DataFrame = field(default_factory=empty_findings)
     batch_failures: list[str] = field(default_factory=list)
     broken_cells: list[tuple[str, str]] = field(default_factory=list)  # (row_id, column)
+    # Of each numeric column with a non-empty cell: the share of its non-empty cells that are finite numbers.
+    parsed_shares: dict[str, float] = field(default_factory=dict)
 
 
 def file_format(path: Path) -> str:
@@ -135,18 +137,7 @@ def read_file(path: Path, *, native: bool = False, separator: str = ",") -> pd.D
     compression = "gzip" if path.suffix.lower() == ".gz" else None
     try:
         if kind == "csv":
-            blank = _check_csv_records(path, compression, separator)
-            # Text cells keep the values exactly as written for quarantine;
-            # conversion to numbers happens later, cell by cell. pandas would
-            # drop a record holding one empty field ('""') as if blank: read
-            # every line and drop the blank ones found above instead.
-            frame = pd.read_csv(
-                path, sep=separator, dtype=None if native else str, compression=compression, skipinitialspace=False,
-                skip_blank_lines=False,
-            )
-            if len(frame) != len(blank):
-                raise InputError(f"{path}: read {len(frame)} rows from {len(blank)} records; the file is malformed")
-            frame = frame[~np.asarray(blank, dtype=bool)].reset_index(drop=True)
+            frame = read_csv(path, compression=compression, separator=separator, native=native)
         elif kind == "parquet":
             if compression:
                 with gzip.open(path, "rb") as handle:
@@ -169,61 +160,6 @@ def read_file(path: Path, *, native: bool = False, separator: str = ",") -> pd.D
     if duplicated:
         raise InputError(f"{path}: column {display(duplicated[0])} appears more than once in the header")
     return frame
-
-
-def _check_csv_records(path: Path, compression: Optional[str], separator: str = ",") -> list[bool]:
-    """Refuse a CSV whose header repeats a name or whose records differ in width.
-
-    pandas renames a repeated header (``island``, ``island.1``), which then
-    looks like a new column, and pads a short record with empty cells while
-    refusing a long one. Both are the same damage, named here by line.
-
-    Returns
-    -------
-    list of bool, one per line after the header: whether it is blank (no
-    record at all, as opposed to one empty field).
-    """
-    opener = gzip.open if compression == "gzip" else open
-    # The csv module refuses fields over 128 KiB by default; pandas reads them.
-    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
-    with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
-        records = csv.reader(handle, delimiter=separator)
-        header = next(records, None)
-        if header is None:
-            return []  # an empty file: pandas says so
-        if not header:
-            raise InputError(f"{path} line 1: blank; expected the header (the column names)")
-        if len(header) == 1:
-            _refuse_another_separator(path, header[0], separator)
-        seen = set()
-        for name in header:
-            if name in seen:
-                raise InputError(f"{path}: column {display(name)} appears more than once in the header")
-            seen.add(name)
-        blank = []
-        for record in records:
-            if record and len(record) != len(header):
-                raise InputError(
-                    f"{path} line {records.line_num}: {len(record)} fields where the header has {len(header)}; "
-                    "every record needs one value (possibly empty) per column"
-                )
-            blank.append(not record)
-    return blank
-
-
-# Separators people export CSV with, besides the comma.
-OTHER_SEPARATORS = {";": "';'", "\t": "a tab", "|": "'|'"}
-
-
-def _refuse_another_separator(path: Path, header: str, separator: str) -> None:
-    """A one-column header that holds another common separator is a file read with the wrong one."""
-    for candidate, name in OTHER_SEPARATORS.items():
-        if candidate != separator and header.count(candidate) >= 1:
-            flag = "$'\\t'" if candidate == "\t" else f"'{candidate}'"
-            raise InputError(
-                f"{path}: the header reads as one column, but its fields look separated by {name}: "
-                f"pass --sep {flag} (or set dataset.separator in the config)"
-            )
 
 
 def expand_batches(paths: Sequence[Path]) -> list[Path]:
@@ -440,6 +376,7 @@ def coerce_types(
     typed = frame.copy(deep=False)
     row_ids = frame[id_column].astype(str).to_numpy()
     found_rows, found_reasons, found_columns, failures = [], [], [], []
+    parsed_shares: dict[str, float] = {}
     for column, kind in kinds.items():
         if column not in frame.columns or column == id_column:
             continue
@@ -455,6 +392,9 @@ def coerce_types(
             # inf, -Infinity and 1e400 parse, but no model or range can use them.
             infinite = (~missing) & np.isinf(values)
             broken = not_number | infinite
+            present = int((~missing).sum())
+            if present:
+                parsed_shares[column] = 1.0 - int(broken.sum()) / present
             if (~missing).sum() and broken.sum() / (~missing).sum() > max_unparsable:
                 examples = ", ".join(repr(shorten(str(v), 40)) for v in series[broken].unique()[:3])
                 failures.append(
@@ -488,6 +428,7 @@ def coerce_types(
         findings=findings,
         batch_failures=failures,
         broken_cells=list(zip(found_rows, found_columns)),
+        parsed_shares=parsed_shares,
     )
 
 

@@ -140,6 +140,24 @@ def test_a_drifted_batch_is_rejected_whole_with_the_drift_table_in_the_report(ti
     assert "Batch-level checks" in report and "fails the batch" in report
 
 
+@pytest.mark.parametrize("texts, changed", [(23, True), (22, False)])
+def test_a_numeric_column_mostly_text_in_the_batch_changed_kind(tiny, tmp_path, texts, changed):
+    # The kind is read from the cells' parsed share: numbers when at least half parse (of 45 rows, 22 may not).
+    batch = pd.read_csv(tiny["batch"], dtype=str)
+    assert len(batch) == 45 and batch["y"].notna().all()
+    batch.loc[: texts - 1, "y"] = "n/a?"
+    retyped = tmp_path / "retyped.csv"
+    batch.to_csv(retyped, index=False)
+    summary = execute(make_settings([retyped], out=tmp_path / "out", config_path=tiny["config"]))
+    changes = [row for row in summary.batch_checks if row["test"] == "type change"]
+    assert [row["column"] for row in changes] == (["y"] if changed else [])
+    if changed:
+        assert summary.status == "rejected"
+        assert "batch.schema: column 'y' was numeric in the trusted data but is categorical in the batch" in (
+            summary.batch_failures
+        )
+
+
 @pytest.mark.parametrize("rows, rejected", [(45, True), (2, True), (1, False)])
 def test_a_numeric_column_emptied_in_every_row_rejects_a_large_enough_batch(tiny, tmp_path, rows, rejected):
     batch = pd.read_csv(tiny["batch"], dtype=str).iloc[:rows]

@@ -112,6 +112,7 @@ def test_infinite_numbers_are_broken_cells_not_a_crash():
     ]
     np.testing.assert_array_equal(typed.typed["x"].to_numpy(), [np.nan, np.nan, np.nan, 2.5, -0.0, 1, 2, 3])
     assert typed.batch_failures == [] and typed.broken_cells == [("1", "x"), ("2", "x"), ("3", "x")]
+    assert typed.parsed_shares == {"x": 5 / 8}  # what the batch-level schema check reads the column's kind from
 
 
 def test_missing_and_corrupt_files(tmp_path):
