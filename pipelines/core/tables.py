@@ -29,6 +29,8 @@ from poisonguard.pipelines.core.text import display, shorten
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 CONTENT_ID_COLUMN = "row_id"
+# Lines of a JSON Lines file parsed at once (``_read_json_lines``).
+JSON_LINES_BLOCK = 50_000
 TYPE_CHECK = "expectation.parsable_type"
 # A column whose non-empty cells mostly fail to convert has changed type as a
 # whole: that is a batch-level failure, not a handful of broken rows.
@@ -145,7 +147,7 @@ def read_file(path: Path, *, native: bool = False, separator: str = ",") -> pd.D
             else:
                 frame = pd.read_parquet(path)
         else:
-            frame = pd.read_json(path, lines=True, dtype=False, compression=compression)
+            frame = _read_json_lines(path, compression)
     except pd.errors.EmptyDataError:
         raise InputError(f"{path}: the file is empty; expected a header and at least one row") from None
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError, EOFError) as error:
@@ -160,6 +162,34 @@ def read_file(path: Path, *, native: bool = False, separator: str = ",") -> pd.D
     if duplicated:
         raise InputError(f"{path}: column {display(duplicated[0])} appears more than once in the header")
     return frame
+
+
+def _read_json_lines(path: Path, compression: Optional[str]) -> pd.DataFrame:
+    """A JSON Lines file, ``JSON_LINES_BLOCK`` lines at a time, numbers exactly as written.
+
+    Read whole, pandas held every line's Python objects at once: 1.5 GB for
+    300,000 lines of 22 fields, 0.36 GB in blocks (and 5.4 s against 2.6 s).
+    ``precise_float``: pandas' default parser is a bit off for about one
+    number in eight (``0.1416278731`` the neighbour of the file's float).
+    It refuses a subnormal number (below 2.2e-308) as out of range, so a
+    file holding one is read with the default parser.
+    """
+    try:
+        blocks = _json_blocks(path, compression, precise=True)
+    except ValueError as error:
+        if "Range error" not in str(error):
+            raise
+        blocks = _json_blocks(path, compression, precise=False)
+    if not blocks:
+        return pd.DataFrame()
+    return pd.concat(blocks, ignore_index=True) if len(blocks) > 1 else blocks[0].reset_index(drop=True)
+
+
+def _json_blocks(path: Path, compression: Optional[str], *, precise: bool) -> list[pd.DataFrame]:
+    with pd.read_json(
+        path, lines=True, dtype=False, precise_float=precise, compression=compression, chunksize=JSON_LINES_BLOCK
+    ) as reader:
+        return list(reader)
 
 
 def expand_batches(paths: Sequence[Path]) -> list[Path]:
