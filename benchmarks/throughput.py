@@ -18,7 +18,9 @@ peak resident memory (``os.wait4``):
   probabilities of ``HistGradientBoostingClassifier`` and
   ``cleanlab.filter.find_label_issues``;
 * ``ecod`` and ``iforest``: PyOD with ``contamination=0.01``, fitted on the
-  batch and flagging its ``labels_``.
+  batch and flagging its ``labels_``;
+* ``poisonguard-csv`` and ``poisonguard-jsonl`` (only when named in
+  ``--tools``): ``poisonguard`` on the same batch written as CSV or JSON Lines.
 
 The wide mixed case is 10,000 rows x 55 columns (30 numeric, 20 categorical
 of 3 to 12 levels, one of 5,000 levels, two free-text columns, an id and a
@@ -50,6 +52,8 @@ REFERENCE_ROWS = 5_000
 POISON_SHARE = 0.01
 MIXED_ROWS = 10_000
 TOOLS = ("poisonguard", "poisonguard-noref", "cleanlab", "ecod", "iforest")
+# The same run on the batch written as CSV or JSON Lines (not in the default tools).
+TEXT_FORMATS = {"poisonguard-csv": "csv", "poisonguard-jsonl": "jsonl"}
 # The same batch without the trusted reference (``poisonguard-noref``).
 NO_REFERENCE_CONFIG = "poisonguard-noref.toml"
 
@@ -114,7 +118,7 @@ def make_mixed(folder: Path, n_rows: int = MIXED_ROWS, seed: int = 0) -> None:
     _write_config(folder, "reference.parquet")
 
 
-def generate(kind: str, folder: Path, n_rows: int, reference_rows: int = REFERENCE_ROWS) -> None:
+def generate(kind: str, folder: Path, n_rows: int, reference_rows: int = REFERENCE_ROWS, text_formats: bool = False) -> None:
     """``make_numeric`` or ``make_mixed`` in a child process, so that this one stays small.
 
     A child's peak memory (``ru_maxrss``) starts from its parent's: the
@@ -124,7 +128,7 @@ def generate(kind: str, folder: Path, n_rows: int, reference_rows: int = REFEREN
     """
     subprocess.run(
         [sys.executable, __file__, "--generate", kind, "--data", str(folder), "--rows", str(n_rows),
-         "--reference-rows", str(reference_rows)],
+         "--reference-rows", str(reference_rows), *(["--text-formats"] if text_formats else [])],
         check=True,
     )
 
@@ -142,14 +146,14 @@ def _write_config(folder: Path, reference: str) -> None:
 # --- one tool, in its own process -------------------------------------------------------------
 
 
-def run_poisonguard(folder: Path, workdir: Path, config: str = "poisonguard.toml") -> list[str]:
+def run_poisonguard(folder: Path, workdir: Path, config: str = "poisonguard.toml", batch: str = "batch.parquet") -> list[str]:
     out = workdir / "out"
     beside = Path(sys.executable).with_name("poisonguard")
     command = [str(beside)] if beside.exists() else [sys.executable, "-m", "poisonguard.pipelines.cli.app"]
     env = {**os.environ, "POISONGUARD_HOME": str(workdir / "state"), "PREFECT_HOME": str(workdir / "prefect")}
     env.pop("PREFECT_API_URL", None)
     done = subprocess.run(
-        [*command, "run", str(folder / "batch.parquet"), "--config", str(folder / config),
+        [*command, "run", str(folder / batch), "--config", str(folder / config),
          "--out", str(out)],
         env=env, capture_output=True, text=True,
     )
@@ -188,12 +192,21 @@ def run_pyod(model_name: str):
     return run
 
 
+def write_text_formats(folder: Path) -> None:
+    """The batch also as ``batch.csv`` (the same numbers) and ``batch.jsonl`` (numbers to 15 digits, as pandas writes at most)."""
+    batch = pd.read_parquet(folder / "batch.parquet")
+    batch.to_csv(folder / "batch.csv", index=False)
+    batch.to_json(folder / "batch.jsonl", orient="records", lines=True, double_precision=15)
+
+
 RUNNERS = {
     "poisonguard": run_poisonguard,
     "poisonguard-noref": lambda folder, workdir: run_poisonguard(folder, workdir, NO_REFERENCE_CONFIG),
     "cleanlab": run_cleanlab,
     "ecod": run_pyod("ecod"),
     "iforest": run_pyod("iforest"),
+    **{tool: (lambda fmt: lambda folder, workdir: run_poisonguard(folder, workdir, batch=f"batch.{fmt}"))(fmt)
+       for tool, fmt in TEXT_FORMATS.items()},
 }
 
 
@@ -236,7 +249,8 @@ def main() -> None:
     parser.add_argument("--mixed", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--reference-rows", type=int, default=REFERENCE_ROWS,
                         help="Trusted rows of the numeric cases (a large reference: 200000).")
-    parser.add_argument("--worker", choices=TOOLS, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=tuple(RUNNERS), help=argparse.SUPPRESS)
+    parser.add_argument("--text-formats", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--generate", choices=("numeric", "mixed"), help=argparse.SUPPRESS)
     parser.add_argument("--rows", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -247,6 +261,8 @@ def main() -> None:
         return
     if args.generate == "numeric":
         make_numeric(args.data, args.rows, reference_rows=args.reference_rows)
+        if args.text_formats:
+            write_text_formats(args.data)
         return
     if args.generate == "mixed":
         make_mixed(args.data, args.rows)
@@ -258,7 +274,8 @@ def main() -> None:
             generate("mixed", Path(root) / "mixed", MIXED_ROWS)
             cases.append(("10k x 55 mixed", Path(root) / "mixed", ["poisonguard"]))
         for size in (int(s) for s in args.sizes.split(",") if s):
-            generate("numeric", Path(root) / f"n{size}", size, args.reference_rows)
+            generate("numeric", Path(root) / f"n{size}", size, args.reference_rows,
+                     text_formats=any(tool in TEXT_FORMATS for tool in args.tools.split(",")))
             name = f"{size:,} x 20" + ("" if args.reference_rows == REFERENCE_ROWS
                                       else f", {args.reference_rows:,}-row reference")
             cases.append((name, Path(root) / f"n{size}", args.tools.split(",")))
