@@ -306,3 +306,28 @@ def test_json_lines_read_in_blocks_equal_the_whole_file(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(blocks, whole)
     assert list(blocks.columns) == ["id", "x", "flag", "label", "late", "nested"]
     assert blocks["nested"].iloc[6] == {"k": [1, 2]} and blocks["late"].iloc[4] == "new"
+
+
+NUMBER_TEXTS = st.one_of(
+    st.floats(allow_nan=False).map(repr),
+    st.floats(allow_nan=False, allow_infinity=False).map(lambda x: f"{x:.10g}"),
+    st.floats(allow_nan=False, allow_infinity=False).map(lambda x: f"{x:.25g}"),
+    st.integers(-(2**70), 2**70).map(str),
+    st.sampled_from(["1e5", "+1.5", ".5", "5.", "007", "-0", "1E-5", "Infinity", "-inf", "1e400", "4.9e-324", "9007199254740993"]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(cells=st.lists(st.one_of(NUMBER_TEXTS, st.sampled_from(["", "  "]), st.none()), min_size=1, max_size=30),
+       junk=st.lists(st.sampled_from(["n/a?", " 1.5", "1_000", "0x10", "1.5.2"]), max_size=2))
+def test_arrow_reads_numbers_as_pandas_does(cells, junk):
+    series = pd.Series(cells + junk, dtype=pd.StringDtype("pyarrow", na_value=np.nan))
+    missing = missing_mask(series)
+    expected = pd.to_numeric(series.astype(object).where(~missing), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    np.testing.assert_array_equal(tables.numbers(series, missing), expected)  # -0.0 equals 0.0 here
+
+
+def test_a_column_of_numbers_held_by_arrow_never_reaches_pandas_parser(monkeypatch):
+    series = pd.Series(["1.5", "", "-2", "1e3", None], dtype=pd.StringDtype("pyarrow", na_value=np.nan))
+    monkeypatch.setattr(pd, "to_numeric", lambda *args, **kwargs: pytest.fail("parsed by pandas"))
+    np.testing.assert_array_equal(tables.numbers(series, missing_mask(series)), [1.5, np.nan, -2.0, 1000.0, np.nan])
