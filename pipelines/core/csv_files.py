@@ -62,7 +62,9 @@ def read_csv(path: Path, *, compression: Optional[str], separator: str = ",", na
     return _read_with_pandas(path, compression, separator, native, blank)
 
 
-def _read_with_pandas(path: Path, compression: Optional[str], separator: str, native: bool, blank: list[bool]):
+def _read_with_pandas(
+    path: Path, compression: Optional[str], separator: str, native: bool, blank: list[bool]
+) -> pd.DataFrame:
     """pandas' parser, every line read and the ``blank`` ones dropped after.
 
     pandas would drop a record holding one empty field (``""``) as if blank.

@@ -423,11 +423,11 @@ def coerce_types(
             present = int((~missing).sum())
             if present:
                 parsed_shares[column] = 1.0 - int(broken.sum()) / present
-            if (~missing).sum() and broken.sum() / (~missing).sum() > max_unparsable:
+            if present and broken.sum() / present > max_unparsable:
                 examples = ", ".join(repr(shorten(str(v), 40)) for v in series[broken].unique()[:3])
                 failures.append(
                     f"{source}: column {display(column)} should be numeric but {int(broken.sum())} of "
-                    f"{int((~missing).sum())} values are not {'finite numbers' if infinite.any() else 'numbers'} (e.g. {examples})"
+                    f"{present} values are not {'finite numbers' if infinite.any() else 'numbers'} (e.g. {examples})"
                 )
             for position in np.flatnonzero(broken):
                 found_rows.append(row_ids[position])
