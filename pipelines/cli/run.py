@@ -77,7 +77,8 @@ def run(
         separator=separator,
     )
     check_ready(settings)  # a wrong key or store URL fails here, not after the work
-    inputs = preload_inputs(settings)  # bad input fails here, before Prefect starts
+    with console.status(_reading(settings)):
+        inputs = preload_inputs(settings)  # bad input fails here, before Prefect starts
     from poisonguard.pipelines.cli.progress import StageProgress
     from poisonguard.pipelines.core.stages import detector_run_order, stage_listener
     from poisonguard.pipelines.flows.api import prefect_api_configured
@@ -105,6 +106,13 @@ def run(
     _print_summary(summary, inputs.batch.raw.shape[0], startup, time.perf_counter() - STARTED)
     if summary.status == "rejected":
         raise summary.rejection()
+
+
+def _reading(settings) -> str:
+    """The spinner's words while the inputs load: a million CSV rows take seconds, before any stage."""
+    files = len(settings.batches)
+    reference = " and the trusted reference" if settings.config.dataset.reference is not None else ""
+    return f"reading {files} batch file{'' if files == 1 else 's'}{reference}…"
 
 
 @reports_errors

@@ -120,3 +120,15 @@ def test_expectations_infer_writes_a_reviewable_suite(tiny, tmp_path, monkeypatc
     assert '"expect_column_values_to_be_between"' in text and '"red"' in text
     again = invoke("expectations", "infer", "--reference", tiny["reference"], "--label", "label", "--name", "tiny")
     assert again.exit_code == 2 and "--force" in again.output
+
+
+def test_the_spinner_says_what_it_reads_before_the_first_stage(tiny, tmp_path, monkeypatch):
+    # A million CSV rows take seconds to read and type, before any stage is announced.
+    from poisonguard.pipelines.cli import common
+
+    shown = []
+    real_status = common.console.status
+    monkeypatch.setattr(common.console, "status", lambda text, **options: shown.append(text) or real_status(text, **options))
+    result = invoke("run", tiny["batch"], "--config", tiny["config"], "--out", tmp_path / "out")
+    assert result.exit_code in (0, 1), result.output
+    assert shown[:2] == ["reading 1 batch file and the trusted reference…", "working…"]
