@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -205,8 +206,7 @@ RUNNERS = {
     "cleanlab": run_cleanlab,
     "ecod": run_pyod("ecod"),
     "iforest": run_pyod("iforest"),
-    **{tool: (lambda fmt: lambda folder, workdir: run_poisonguard(folder, workdir, batch=f"batch.{fmt}"))(fmt)
-       for tool, fmt in TEXT_FORMATS.items()},
+    **{tool: partial(run_poisonguard, batch=f"batch.{fmt}") for tool, fmt in TEXT_FORMATS.items()},
 }
 
 
