@@ -14,6 +14,11 @@ from typing import Iterator, Optional
 import numpy as np
 
 BLOCK_ROWS = 65_536
+# A block's temporaries of a score per row and feature are sized for this many
+# features; a wider table takes proportionally fewer rows at a time
+# (``rows_per_block``). 65,536 rows of 190 encoded features, a wide mixed
+# table's, were 100 MB an array, and ECOD held eight such arrays per block.
+BLOCK_FEATURES = 20
 
 
 def row_blocks(n_rows: int, block_rows: Optional[int] = None) -> Iterator[slice]:
@@ -21,6 +26,16 @@ def row_blocks(n_rows: int, block_rows: Optional[int] = None) -> Iterator[slice]
     block_rows = block_rows or BLOCK_ROWS
     for start in range(0, n_rows, block_rows):
         yield slice(start, min(start + block_rows, n_rows))
+
+
+def rows_per_block(n_features: int, block_rows: Optional[int] = None) -> int:
+    """Rows a block of ``n_features`` columns takes: ``block_rows`` (``BLOCK_ROWS``) up to ``BLOCK_FEATURES`` features, fewer beyond.
+
+    For passes whose temporaries hold a value per row and feature, so that a
+    block holds about as many cells however wide the table is.
+    """
+    block_rows = block_rows or BLOCK_ROWS
+    return max(1, block_rows * BLOCK_FEATURES // max(int(n_features), BLOCK_FEATURES))
 
 
 def rows_where(matrix: np.ndarray, mask: np.ndarray) -> np.ndarray:

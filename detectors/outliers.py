@@ -58,7 +58,7 @@ from poisonguard.detectors._crossfit import (
     robust_cut,
     tail_extrapolated_p_values,
 )
-from poisonguard.detectors._row_blocks import BLOCK_ROWS, row_blocks
+from poisonguard.detectors._row_blocks import BLOCK_ROWS, row_blocks, rows_per_block
 from poisonguard.detectors._sampling import population_mask, reference_sample
 from poisonguard.detectors._threads import map_in_threads
 from poisonguard.detectors._unique import unique_values
@@ -515,7 +515,8 @@ class ECODOutlierDetector(_CrossFittedOutlierDetector):
         )
 
 
-# Rows scored at a time by ``fold_tail_scores`` (bounds its temporary arrays).
+# Rows of up to ``BLOCK_FEATURES`` features scored at a time by
+# ``fold_tail_scores`` (bounds its temporary arrays; fewer rows of a wider table).
 SCORE_CHUNK_ROWS = BLOCK_ROWS
 # Running counts ``fold_tail_scores`` may hold (4 bytes each): 25 million is
 # 100 MB, a 250,000-row reference of 20 features in 5 folds.
@@ -627,7 +628,7 @@ def fold_tail_scores(
             per_fold[rows, fold] = weighted_tail_scores(tails, weights)
 
     # Chunks at once (detectors._threads): each writes only its own rows.
-    map_in_threads(score_chunk, row_blocks(len(X), SCORE_CHUNK_ROWS))
+    map_in_threads(score_chunk, row_blocks(len(X), rows_per_block(n_features, SCORE_CHUNK_ROWS)))
     return scores, per_fold
 
 

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poisonguard.detectors import _row_blocks, _sampling
-from poisonguard.detectors._row_blocks import StackedRows, row_blocks, rows_where
+from poisonguard.detectors import _row_blocks, _sampling, outliers
+from poisonguard.detectors._row_blocks import StackedRows, row_blocks, rows_per_block, rows_where
 from poisonguard.detectors.registry import get_detector
 from tests.detectors.test_backdoor import three_classes
 
@@ -14,6 +14,43 @@ from tests.detectors.test_backdoor import three_classes
 def test_blocks_cover_every_row_once():
     assert [(b.start, b.stop) for b in row_blocks(10, 4)] == [(0, 4), (4, 8), (8, 10)]
     assert list(row_blocks(0, 4)) == []
+
+
+def test_a_wider_table_takes_fewer_rows_a_block():
+    assert rows_per_block(5) == rows_per_block(20) == _row_blocks.BLOCK_ROWS
+    assert rows_per_block(190) == 65_536 * 20 // 190  # about as many cells as 65,536 rows of 20 features
+    assert rows_per_block(40, 64) == 32
+    assert rows_per_block(10**9, 64) == 1
+
+
+def _wide_batch(n_rows, seed):
+    """Three labels in 6 numeric features and 40 one-hot columns (a wide mixed table, encoded)."""
+    features, labels = three_classes(n_rows, seed=seed)
+    rng = np.random.default_rng(seed + 10)
+    codes = np.searchsorted(np.unique(labels), labels)
+    levels = (codes[:, None] + rng.integers(0, 3, (n_rows, 8))) % 5  # 8 categories of 5 levels, tied to the label
+    one_hot = (levels[:, :, None] == np.arange(5)).reshape(n_rows, 40).astype(float)
+    return pd.concat([features, pd.DataFrame(one_hot, columns=[f"level_{i}" for i in range(40)])], axis=1), labels
+
+
+@pytest.mark.parametrize("name", ["outlier.ecod", "outlier.class_conditional"])
+@pytest.mark.parametrize("with_reference", [True, False])
+def test_wide_findings_do_not_depend_on_the_block_size(monkeypatch, name, with_reference):
+    trusted, trusted_labels = _wide_batch(600, seed=0)
+    batch, labels = _wide_batch(1_500, seed=1)
+    batch.iloc[:20, :6] += 6.0  # far rows, so that some are flagged
+    ids = [f"row {i}" for i in range(len(batch))]
+    runs = []
+    for block_rows in (10**9, 64):  # one block; 28 rows of 46 features
+        monkeypatch.setattr(_row_blocks, "BLOCK_ROWS", block_rows)
+        monkeypatch.setattr(outliers, "SCORE_CHUNK_ROWS", block_rows)
+        detector = get_detector(name, alpha=0.01)
+        if with_reference:
+            runs.append(detector.fit(trusted, trusted_labels).findings(batch, labels, ids))
+        else:
+            runs.append(detector.self_findings(batch, labels, ids))
+    pd.testing.assert_frame_equal(runs[0], runs[1])
+    assert runs[0]["flagged"].sum() >= 10
 
 
 def test_rows_where_copies_only_when_a_row_is_left_out():
