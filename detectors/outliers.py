@@ -64,6 +64,7 @@ from poisonguard.detectors._threads import map_in_threads
 from poisonguard.detectors._unique import unique_values
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorTags
 from poisonguard.detectors.calibration import peaks_over_threshold
+from poisonguard.detectors.features import RARITY_SUFFIX
 from poisonguard.detectors.registry import register
 
 # A feature is named in a reason when at most this share of reference rows is
@@ -467,15 +468,22 @@ class ECODOutlierDetector(_CrossFittedOutlierDetector):
         ECOD alone flagged 4.9 % of the batch at ``alpha = 0.007`` (1.8 % with
         this). A level is a share of the batch, not a distance, so a one-hot or
         missing-value column keeps the whole sample's shares (a seeded draw of
-        as many values as the bulk has rows). Other columns keep the bulk's,
-        which is what unmasks a tight cluster of poisoned rows; columns of a
-        few more levels stay so too (drawing those from the sample as well
-        flagged more clean rows of caravan's 0-9 codes, 1.8 % at p <= 0.01).
+        as many values as the bulk has rows). So does a column that
+        ``FeatureEncoder`` made of a many-level category's rarity (its name
+        ends in ``RARITY_SUFFIX``): a share too, whose rarest values the rows
+        above the cut took with them (a synthetic 200,000-row mixed batch
+        with a 5,000-level merchant: 1.1 % of clean rows flagged by ECOD
+        alone at ``alpha = 0.0014``, "merchant__rarity above the range").
+        Other columns keep the bulk's, which is what unmasks a tight cluster
+        of poisoned rows; columns of a few more levels stay so too (drawing
+        those from the sample as well flagged more clean rows of caravan's
+        0-9 codes, 1.8 % at p <= 0.01).
         """
         reference = matrix[bulk]
         pool = matrix[sample]
         rng = np.random.default_rng(self.random_state)
-        for column in np.flatnonzero(two_valued_columns(pool)):
+        rarity = np.array([str(name).endswith(RARITY_SUFFIX) for name in self.feature_names_in_], dtype=bool)
+        for column in np.flatnonzero(two_valued_columns(pool) | rarity):
             reference[:, column] = rng.choice(pool[:, column], size=len(reference), replace=False)
         return reference
 
