@@ -362,22 +362,27 @@ class BackdoorTriggerDetector(Detector):
         joint_threshold : float
         """
         windows = self._windows(batch)
+        # Concentrations of the checked features only (every other one is 0):
+        # a wide table's one-hot levels are most of its columns, and a row by
+        # feature table of them all was 250 MB at 200,000 rows of 159 features.
+        checked_columns = np.flatnonzero(windows[1])
         per_feature, counts = self._concentration(
             windows, batch, batch_labels, queries, query_labels, in_population, trusted_queries
         )
         second = _second_largest(per_feature) if per_feature.shape[1] > 1 else None
         if joint_threshold is None:
-            joint_threshold = self._joint_threshold(second, int(windows[1].sum()))
+            joint_threshold = self._joint_threshold(second, len(checked_columns))
         scores, best, beyond = self._row_scores(
             windows, per_feature, second, joint_threshold, batch, batch_labels, queries, query_labels,
             in_population, trusted_queries,
         )
+        best_counts = np.take_along_axis(counts, np.maximum(best, 0), axis=1) if best.size else best
+        best = np.where(best >= 0, checked_columns[np.maximum(best, 0)] if len(checked_columns) else -1, -1)
         if self.self_referential_:
             beyond &= ~_label_owned(beyond, best, queries, query_labels)
         # Several features shared at once beyond a float are infinite
         # evidence, as a stamped trigger's rows all are.
         scores = np.where(beyond, np.inf, scores)
-        best_counts = np.take_along_axis(counts, np.maximum(best, 0), axis=1) if best.size else best
         return scores, (best, best_counts), joint_threshold
 
     @staticmethod
@@ -410,41 +415,44 @@ class BackdoorTriggerDetector(Detector):
         return narrow, checked, pooled.min(axis=0), pooled.max(axis=0)
 
     def _concentration(self, windows, batch, batch_labels, queries, query_labels, in_population, trusted_queries):
-        """Per-(query, feature) ``-log p`` of concentration, and the narrow counts.
+        """Per-(query, checked feature) ``-log p`` of concentration, and the narrow counts.
 
         Returns
         -------
-        scores : numpy.ndarray, shape (n_queries, n_features)
-        narrow_counts : numpy.ndarray of int, shape (n_queries, n_features)
+        scores : numpy.ndarray, shape (n_queries, n_checked)
+            Column ``i`` is feature ``np.flatnonzero(checked)[i]``.
+        narrow_counts : numpy.ndarray of int, shape (n_queries, n_checked)
         """
         narrow, checked, lowest, highest = windows
-        scores = np.zeros(queries.shape)
-        narrow_counts = np.zeros(queries.shape, dtype=np.int32)  # at most the population's rows
+        checked_columns = np.flatnonzero(checked)
+        scores = np.zeros((len(queries), len(checked_columns)))
+        narrow_counts = np.zeros(scores.shape, dtype=np.int32)  # at most the population's rows
         trusted = None if self.self_referential_ else self.reference_
         other_self = 1 if (trusted_queries and trusted is not None) else 0
         for label in unique_values(query_labels):
-            mine = np.sort(batch[batch_labels == label], axis=0)
+            mine = np.sort(batch[batch_labels == label][:, checked_columns], axis=0)
             # The null: how values bunch up where this label is not involved
             # (other labels of the batch, and every trusted row).
-            others = batch[batch_labels != label]
+            others = batch[batch_labels != label][:, checked_columns]
             if trusted is not None:
-                others = np.vstack([others, trusted])
+                others = np.vstack([others, trusted[:, checked_columns]])
             others = np.sort(others, axis=0)
             rows = np.flatnonzero(query_labels == label)
             if not len(mine) or not len(rows):
                 continue
 
-            def count_column(column, rows=rows, mine=mine, others=others):
+            def count_column(position, rows=rows, mine=mine, others=others):
+                column = checked_columns[position]
                 # Rows in value order, as ``_within`` counts them (rows with
                 # equal values get equal counts, in whichever order they come).
                 by_value = rows[np.argsort(queries[rows, column])]
                 x = queries[by_value, column]
                 own_self = in_population[by_value].astype(int)  # such a row is in both of its own windows
                 w = narrow[column]
-                own_narrow = _within(mine[:, column], x, w) - own_self
-                own_wide = _within(mine[:, column], x, w * WIDE_FACTOR) - own_self
-                other_narrow = _within(others[:, column], x, w) - other_self
-                other_wide = _within(others[:, column], x, w * WIDE_FACTOR) - other_self
+                own_narrow = _within(mine[:, position], x, w) - own_self
+                own_wide = _within(mine[:, position], x, w * WIDE_FACTOR) - own_self
+                other_narrow = _within(others[:, position], x, w) - other_self
+                other_wide = _within(others[:, position], x, w * WIDE_FACTOR) - other_self
                 # Share of the wide window's rows that fall in the narrow one
                 # elsewhere, shrunk towards the smooth-density share.
                 share = (other_narrow + PRIOR_ROWS / WIDE_FACTOR) / (other_wide + PRIOR_ROWS)
@@ -458,11 +466,11 @@ class BackdoorTriggerDetector(Detector):
                 column_scores[tested] = -_concentration_log_sf(
                     own_narrow[tested], own_wide[tested], other_narrow[tested], other_wide[tested], share[tested]
                 )
-                scores[by_value, column] = column_scores
-                narrow_counts[by_value, column] = own_narrow
+                scores[by_value, position] = column_scores
+                narrow_counts[by_value, position] = own_narrow
 
             # Columns at once (detectors._threads): each writes only its own.
-            map_in_threads(count_column, np.flatnonzero(checked))
+            map_in_threads(count_column, range(len(checked_columns)))
         return scores, narrow_counts
 
     def _row_scores(self, windows, per_feature, second, joint_threshold, batch, batch_labels, queries, query_labels,
@@ -487,9 +495,11 @@ class BackdoorTriggerDetector(Detector):
         -------
         scores : numpy.ndarray, shape (n_queries,)
         best : numpy.ndarray of int, shape (n_queries, top_features)
-            Per query, the features of its strongest evidence (-1 pads).
+            Per query, the features of its strongest evidence (-1 pads), as
+            columns of ``per_feature`` (the checked features).
         """
         narrow, checked = windows[:2]
+        checked_columns = np.flatnonzero(checked)
         # Each -log p is reduced by the log of how many feature sets of its
         # size the row could have shown it on (Bonferroni): the best pair of
         # 30 features repeats values by chance far more often than a given one.
@@ -523,16 +533,18 @@ class BackdoorTriggerDetector(Detector):
             # test a pass over the 4,400 rows of its label.
             tested: dict[tuple, list] = {}
             for row in np.flatnonzero(joint & (query_labels == label)):
-                order = np.argsort(-per_feature[row])[:top]
+                # Stable: equally concentrated features in column order.
+                order = np.argsort(-per_feature[row], kind="stable")[:top]
                 order = order[per_feature[row, order] > 0]
                 if len(order) < 2:
                     continue
-                x = queries[row, order]
+                columns = checked_columns[order]
+                x = queries[row, columns]
                 own_self = int(in_population[row])  # a batch row is in all its own windows
-                key = (order.tobytes(), x.tobytes(), own_self)
+                key = (columns.tobytes(), x.tobytes(), own_self)
                 if key not in tested:
                     tested[key] = self._joint_tests(
-                        mine, others, order, x, narrow[order], own_self, other_self, n_checked
+                        mine, others, columns, x, narrow[columns], own_self, other_self, n_checked
                     )
                 for size, score, infinite in tested[key]:
                     if score > scores[row]:
