@@ -124,11 +124,13 @@ def test_gapless_indicators_are_left_out_unwritten(reference):
     encoder = FeatureEncoder().fit(reference)
     batch = pd.DataFrame({"body_mass_g": [3100.0, 5000.0], "island": ["Dream", "Mars"],
                           "sex": ["f", None], "count": [1, np.nan]})
-    # body_mass_g has a gap in the reference, count one in the batch: only
-    # frames without any gap in a column leave its indicator out.
+    # body_mass_g and island have a gap in the reference, count and sex one
+    # in the batch: only frames without any gap in a column leave its
+    # indicator (or missing level) out.
     assert encoder.gapless_indicators(batch, reference) == []
-    assert encoder.gapless_indicators(reference) == ["count__missing"]
-    assert encoder.gapless_indicators(batch.iloc[:1]) == ["body_mass_g__missing", "count__missing"]
+    assert encoder.gapless_indicators(reference) == ["count__missing", "sex=<missing>"]
+    assert encoder.gapless_indicators(batch.iloc[:1]) == [
+        "body_mass_g__missing", "count__missing", "island=<missing>", "sex=<missing>"]
     left_out = ["body_mass_g__missing", "count__missing", "island=Dream"]
     whole = encoder.transform(batch)
     partial = encoder.transform(batch, without=left_out)
