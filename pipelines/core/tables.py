@@ -344,9 +344,30 @@ def infer_kinds(
             if pd.api.types.is_numeric_dtype(present):
                 kinds[column] = "numeric"  # every present cell is a number already
                 continue
-            parsed = pd.to_numeric(present, errors="coerce")
-            kinds[column] = "numeric" if parsed.notna().mean() >= threshold else "categorical"
+            kinds[column] = "numeric" if _parses_as_numbers(present, threshold) else "categorical"
     return kinds
+
+
+# Cells ``_parses_as_numbers`` parses at once.
+KIND_BLOCK = 20_000
+
+
+def _parses_as_numbers(present: pd.Series, threshold: float) -> bool:
+    """Whether at least ``threshold`` of the cells ``present`` parse as numbers (``pd.to_numeric``).
+
+    A block of cells at a time, stopping as soon as more have failed than
+    the share allows: a text column is known after a twentieth of its cells,
+    not all of them (23 text columns of a 200,000-row table took 3.7 s to
+    parse whole). The answer is the whole column's.
+    """
+    allowed_failures = (1.0 - threshold) * len(present) + 1  # past it, the share is surely below
+    parsed = 0
+    for start in range(0, len(present), KIND_BLOCK):
+        stop = min(start + KIND_BLOCK, len(present))
+        parsed += int(pd.to_numeric(present.iloc[start:stop], errors="coerce").notna().sum())
+        if stop - parsed > allowed_failures:
+            return False
+    return parsed / len(present) >= threshold
 
 
 def row_number_columns(frames: Sequence[pd.DataFrame], columns: Iterable[str]) -> list[str]:
