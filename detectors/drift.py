@@ -35,6 +35,7 @@ from sklearn.model_selection import StratifiedKFold
 from poisonguard.detectors._classifiers import logistic_regression
 from poisonguard.detectors._sampling import population_mask
 from poisonguard.detectors._threads import map_in_threads, one_blas_thread
+from poisonguard.detectors._unique import distinct_objects
 
 NUMERIC_TESTS = ("ks", "wasserstein")
 CATEGORICAL_TESTS = ("psi", "jensen_shannon")
@@ -203,9 +204,16 @@ def category_counts(trusted, batch) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 
 def _as_categories(values) -> pd.Series:
+    """Each value as text, ``MISSING`` for an empty or blank one."""
     series = pd.Series(values, dtype=object)
-    missing = series.isna() | series.map(lambda v: isinstance(v, str) and not v.strip())
-    return series.where(~missing, MISSING).map(str)
+    try:
+        # Once per distinct text, not cell by cell: a mixed table's 23 text
+        # columns of 240,000 rows took 2.8 s.
+        return pd.Series(distinct_objects(series, convert=lambda v: v if v.strip() else MISSING, missing=MISSING),
+                         index=series.index)
+    except TypeError:  # not all text (numbers, JSON Lines' lists): cell by cell
+        missing = series.isna() | series.map(lambda v: isinstance(v, str) and not v.strip())
+        return series.where(~missing, MISSING).map(str)
 
 
 def categorical_drift(
