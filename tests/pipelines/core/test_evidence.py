@@ -45,6 +45,40 @@ def test_summary_of_a_typical_column_is_short_and_exact_where_it_matters():
     assert fact["trusted_range"] == [-11.699, 9.772] and fact["value"] == 9.5
 
 
+def test_a_large_reference_gives_neighbours_from_a_seeded_sample(monkeypatch):
+    from poisonguard.pipelines.core import evidence
+
+    rng = np.random.default_rng(1)
+    trusted = pd.DataFrame({"x": rng.normal(size=400), "label": np.where(rng.random(400) < 0.5, "a", "b")})
+    ids = pd.Series(["r0", "r1"])
+    batch = pd.DataFrame({"x": [0.1, 5.0], "label": ["a", "b"]})
+    inputs = SimpleNamespace(
+        reference_typed=SimpleNamespace(typed=trusted), batch_typed=SimpleNamespace(typed=batch),
+        batch=SimpleNamespace(row_ids=ids), feature_columns=["x"], kinds={"x": "numeric"}, label="label",
+    )
+    features = SimpleNamespace(
+        trusted_features=trusted[["x"]], trusted_labels=trusted["label"].to_numpy(dtype=object),
+        batch_features=batch[["x"]], batch_labels=batch["label"].to_numpy(dtype=object),
+        batch_row_ids=ids.to_numpy(dtype=object),
+    )
+    decision = SimpleNamespace(quarantined_ids=["r0", "r1"])
+
+    whole = evidence.collect_evidence(inputs, features, decision)
+    monkeypatch.setattr(evidence, "EVIDENCE_POPULATION_ROWS", 100)
+    sampled = evidence.collect_evidence(inputs, features, decision)
+
+    assert json.loads(whole["r0"])["population"] == "trusted reference"
+    for row_id in ("r0", "r1"):
+        found = json.loads(sampled[row_id])
+        assert found["population"] == "trusted reference (a seeded sample of 100 of its rows)"
+        assert len(found["nearest"]) == evidence.NEIGHBOURS
+        # The trusted rows themselves, not the row: a distance of 0 is possible only by chance.
+        nearest_of_all = json.loads(whole[row_id])["nearest"]
+        assert found["nearest"][0]["distance"] >= nearest_of_all[0]["distance"]
+        # The trusted distribution shown is still every trusted row's.
+        assert found["features"] == json.loads(whole[row_id])["features"]
+
+
 def test_without_a_reference_a_large_batch_finds_neighbours_in_a_seeded_sample(monkeypatch):
     from poisonguard.pipelines.core import evidence
 
