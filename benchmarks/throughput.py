@@ -24,7 +24,9 @@ peak resident memory (``os.wait4``):
 
 The wide mixed case is 10,000 rows x 55 columns (30 numeric, 20 categorical
 of 3 to 12 levels, one of 5,000 levels, two free-text columns, an id and a
-label) with the same poisons, run through poisonguard only.
+label) with the same poisons and a reference of a fifth of its rows, run
+through poisonguard only (``--mixed-rows 10000,200000`` for larger ones;
+``--mixed-tools poisonguard,poisonguard-noref`` without the reference too).
 
 Prints one markdown table: rows, tool, wall seconds, peak RSS, recall over
 the poisoned rows, and the share of clean rows flagged.
@@ -247,6 +249,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,1000000,3000000")
     parser.add_argument("--tools", default=",".join(TOOLS))
     parser.add_argument("--mixed", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--mixed-rows", default=str(MIXED_ROWS), help="Rows of the wide mixed cases (comma-separated).")
+    parser.add_argument("--mixed-tools", default="poisonguard",
+                        help="Tools run on the mixed cases: poisonguard and/or poisonguard-noref.")
     parser.add_argument("--reference-rows", type=int, default=REFERENCE_ROWS,
                         help="Trusted rows of the numeric cases (a large reference: 200000).")
     parser.add_argument("--worker", choices=tuple(RUNNERS), help=argparse.SUPPRESS)
@@ -271,8 +276,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="poisonguard-throughput-data-") as root:
         cases = []
         if args.mixed:
-            generate("mixed", Path(root) / "mixed", MIXED_ROWS)
-            cases.append(("10k x 55 mixed", Path(root) / "mixed", ["poisonguard"]))
+            for size in (int(s) for s in args.mixed_rows.split(",") if s):
+                generate("mixed", Path(root) / f"mixed{size}", size)
+                name = "10k x 55 mixed" if size == MIXED_ROWS else f"{size:,} x 55 mixed"
+                cases.append((name, Path(root) / f"mixed{size}", args.mixed_tools.split(",")))
         for size in (int(s) for s in args.sizes.split(",") if s):
             generate("numeric", Path(root) / f"n{size}", size, args.reference_rows,
                      text_formats=any(tool in TEXT_FORMATS for tool in args.tools.split(",")))
