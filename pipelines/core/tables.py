@@ -348,8 +348,10 @@ def infer_kinds(
     return kinds
 
 
-# Cells ``_parses_as_numbers`` parses at once.
+# Cells ``_parses_as_numbers`` parses at once; it parses each distinct text
+# once instead when a column has at most one per DISTINCT_SHARE cells.
 KIND_BLOCK = 20_000
+DISTINCT_SHARE = 10
 
 
 def _parses_as_numbers(present: pd.Series, threshold: float) -> bool:
@@ -358,8 +360,17 @@ def _parses_as_numbers(present: pd.Series, threshold: float) -> bool:
     A block of cells at a time, stopping as soon as more have failed than
     the share allows: a text column is known after a twentieth of its cells,
     not all of them (23 text columns of a 200,000-row table took 3.7 s to
-    parse whole). The answer is the whole column's.
+    parse whole). The batch's schema check asks at a share of a half, where
+    that is half of them: a category column's distinct texts are parsed
+    once each instead. The answer is the whole column's.
     """
+    if pd.api.types.infer_dtype(present, skipna=True) == "string":
+        # A category repeats a few values a million times: each is parsed once.
+        codes, values = pd.factorize(present)
+        if len(values) <= len(present) // DISTINCT_SHARE:
+            parses = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").notna().to_numpy()
+            parsed = int(np.bincount(codes, minlength=len(values))[parses].sum())
+            return parsed / len(present) >= threshold
     allowed_failures = (1.0 - threshold) * len(present) + 1  # past it, the share is surely below
     parsed = 0
     for start in range(0, len(present), KIND_BLOCK):

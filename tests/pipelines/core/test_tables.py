@@ -180,15 +180,18 @@ def test_infer_kinds_tolerates_a_few_broken_cells():
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     numbers=st.integers(0, 60), texts=st.integers(0, 8), block=st.integers(1, 9), seed=st.integers(0, 2**16),
-    dtype=st.sampled_from([object, "string[pyarrow]"]),
+    dtype=st.sampled_from([object, "string[pyarrow]"]), repeats=st.integers(1, 12),
+    threshold=st.sampled_from([tables.NUMERIC_INFERENCE_FRACTION, 0.5]),
 )
-def test_kinds_parsed_in_blocks_are_the_whole_columns(monkeypatch, numbers, texts, block, seed, dtype):
-    # Around the 95 % threshold, text anywhere: stopping early never changes the answer.
-    cells = [str(i) for i in range(numbers)] + [f"t{i}" for i in range(texts)] or ["x"]
+def test_kinds_parsed_in_blocks_are_the_whole_columns(monkeypatch, numbers, texts, block, seed, dtype, repeats,
+                                                      threshold):
+    # Around either threshold, text anywhere, values repeated or not (each
+    # distinct text parsed once): stopping early never changes the answer.
+    cells = ([str(i % 7) for i in range(numbers)] + [f"t{i % 3}" for i in range(texts)] or ["x"]) * repeats
     frame = pd.DataFrame({"c": pd.Series(np.random.default_rng(seed).permutation(cells), dtype=dtype)})
-    whole = pd.to_numeric(frame["c"], errors="coerce").notna().mean() >= tables.NUMERIC_INFERENCE_FRACTION
+    whole = pd.to_numeric(frame["c"], errors="coerce").notna().mean() >= threshold
     monkeypatch.setattr(tables, "KIND_BLOCK", block)
-    assert infer_kinds(frame, ["c"]) == {"c": "numeric" if whole else "categorical"}
+    assert infer_kinds(frame, ["c"], threshold=threshold) == {"c": "numeric" if whole else "categorical"}
 
 
 cell = st.one_of(
