@@ -24,7 +24,7 @@ from poisonguard.detectors._crossfit import (
     single_fold_p_values,
     tail_extrapolated_p_values,
 )
-from poisonguard.detectors._row_blocks import row_blocks, rows_per_block
+from poisonguard.detectors._row_blocks import row_blocks, rows_per_block, rows_where
 from poisonguard.detectors._sampling import population_mask, reference_sample
 from poisonguard.detectors._unique import isin_values, unique_values
 from poisonguard.detectors.calibration import MONDRIAN_MIN_ROWS
@@ -55,7 +55,7 @@ class _LabelProfile(NamedTuple):
     seen: np.ndarray  # (K, n_features, 2) whether the label's rows show 0 / 1 there
 
 
-def label_profile(matrix: np.ndarray, labels: np.ndarray, robust_rows=None) -> _LabelProfile:
+def label_profile(matrix: np.ndarray, labels: np.ndarray, robust_rows=None, rows=None) -> _LabelProfile:
     """Medians and floored interquartile ranges of each feature within each label.
 
     For 0/1 columns an interquartile range says little (it jumps from 0 to 1
@@ -71,41 +71,57 @@ def label_profile(matrix: np.ndarray, labels: np.ndarray, robust_rows=None) -> _
         a large batch, ``detectors._sampling``); which 0/1 values a label
         shows is still read from all its rows, so a rare level is not unseen
         because the sample missed it.
+    rows : numpy.ndarray of int, optional
+        Profile these rows of ``matrix`` (``labels`` and ``robust_rows`` are
+        theirs); all by default. They are read a block at a time, not
+        copied: a fold's rows of a batch judged against itself are most of
+        it (a million rows of 159 features: 1 GB a fold, and the 0/1
+        columns copied again).
     """
-    values = unique_values(labels)
-    binary = np.flatnonzero(np.all((matrix == 0.0) | (matrix == 1.0), axis=0))
-    is_binary = np.zeros(matrix.shape[1], dtype=bool)
-    is_binary[binary] = True
-    robust, robust_labels = (matrix, labels) if robust_rows is None else (matrix[robust_rows], labels[robust_rows])
+    positions = np.arange(len(matrix)) if rows is None else np.asarray(rows)
+    values, codes = unique_values(labels, return_inverse=True)
+    n_features = matrix.shape[1]
+    blocks = list(row_blocks(len(positions), rows_per_block(n_features)))
+    is_binary = np.ones(n_features, dtype=bool)
+    for block in blocks:
+        part = matrix[positions[block]]
+        is_binary &= np.all((part == 0.0) | (part == 1.0), axis=0)
+    binary = np.flatnonzero(is_binary)
+    robust = matrix[positions if robust_rows is None else positions[robust_rows]]
+    robust_labels = labels if robust_rows is None else labels[robust_rows]
     overall = np.subtract(*np.percentile(robust, [75, 25], axis=0))
     floor = np.maximum(SCALE_FLOOR_SHARE * overall, MIN_SCALE)
-    medians = np.empty((len(values), matrix.shape[1]))
+    medians = np.empty((len(values), n_features))
     scales = np.empty_like(medians)
-    # Only 0/1 columns are judged by the levels seen (``feature_distances``).
-    seen = np.zeros((len(values), matrix.shape[1], 2), dtype=bool)
-    levels = matrix[:, binary]
     for index, value in enumerate(values):
-        rows = robust[robust_labels == value]
-        medians[index] = np.median(rows, axis=0)
-        scales[index] = np.maximum(np.subtract(*np.percentile(rows, [75, 25], axis=0)), floor)
-        shown = levels[labels == value]
-        seen[index, binary, 0] = np.any(shown == 0.0, axis=0)
-        seen[index, binary, 1] = np.any(shown == 1.0, axis=0)
+        measured = robust[robust_labels == value]
+        medians[index] = np.median(measured, axis=0)
+        scales[index] = np.maximum(np.subtract(*np.percentile(measured, [75, 25], axis=0)), floor)
+    # Only 0/1 columns are judged by the levels seen (``feature_distances``).
+    seen = np.zeros((len(values), n_features, 2), dtype=bool)
+    for block in blocks:
+        levels, block_codes = matrix[positions[block]][:, binary], codes[block]
+        for index in np.unique(block_codes):
+            shown = levels[block_codes == index]
+            seen[index, binary, 0] |= np.any(shown == 0.0, axis=0)
+            seen[index, binary, 1] |= np.any(shown == 1.0, axis=0)
     return _LabelProfile(values, medians, scales, is_binary, seen)
 
 
-def pooled_profile(trusted, trusted_labels, batch, batch_labels, robust_trusted=None) -> _LabelProfile:
+def pooled_profile(trusted, trusted_labels, batch, batch_labels, robust_trusted=None, rows=None) -> _LabelProfile:
     """Medians and scales from trusted and batch rows, for each label.
 
     A 0/1 level (a category, a missing value) counts as seen for a label when
     a trusted row of that label shows it, or at least ``MIN_SEEN_BATCH_ROWS``
     batch rows do: one poisoned row must not make its own level ordinary,
     and a small reference misses levels that clean rows show now and then.
-    ``robust_trusted``: as ``label_profile``'s ``robust_rows``, for the
-    trusted rows (every batch row given is measured).
+    ``robust_trusted`` and ``rows``: as ``label_profile``'s ``robust_rows``
+    and ``rows``, for the trusted rows (every batch row given is measured).
     """
     if not len(batch):
-        return label_profile(trusted, trusted_labels, robust_trusted)
+        return label_profile(trusted, trusted_labels, robust_trusted, rows)
+    if rows is not None:
+        trusted = trusted[rows]
     robust = None if robust_trusted is None else np.concatenate([robust_trusted, np.ones(len(batch), dtype=bool)])
     pooled = label_profile(np.vstack([trusted, batch]), np.concatenate([trusted_labels, batch_labels]), robust)
     alone = label_profile(trusted, trusted_labels, robust_trusted)
@@ -319,7 +335,8 @@ class ClassConditionalOutlierDetector(Detector):
         matrix, labels, ids = self._validate_reference(X, y, row_ids, self_referential=True)
         values, counts = unique_values(labels, return_counts=True)
         lone = isin_values(labels, values[counts < 2])
-        self._fit_reference(matrix[~lone], labels[~lone])
+        profiled = rows_where(matrix, ~lone)  # the batch itself, unless a label is alone
+        self._fit_reference(profiled, labels[~lone])
         scores = np.full(len(matrix), np.inf)
         p_values = np.full(len(matrix), np.finfo(float).tiny)
         extrapolated = np.zeros(len(matrix), dtype=bool)
@@ -336,7 +353,7 @@ class ClassConditionalOutlierDetector(Detector):
         )
         # Every row under every fold's profile, to count the rows that share its score.
         per_fold = fold_scores(
-            self.fold_models_, lambda profile, rows: self._own(profile, rows, labels[~lone]), matrix[~lone]
+            self.fold_models_, lambda profile, rows: self._own(profile, rows, labels[~lone]), profiled
         )
         floor = tie_floor(per_fold, labels[~lone], self.calibration_folds_)
         extrapolated[kept] &= p_values[kept] >= floor
@@ -357,9 +374,9 @@ class ClassConditionalOutlierDetector(Detector):
         return cross_fit(
             splits,
             lambda train: pooled_profile(
-                matrix[train], labels[train], extra_matrix, extra_labels, None if robust is None else robust[train]
+                matrix, labels[train], extra_matrix, extra_labels, None if robust is None else robust[train], train
             ),
-            lambda profile, test: self._own(profile, matrix[test], labels[test]),
+            lambda profile, test: self._own(profile, matrix, labels[test], test),
             len(matrix),
         )
 
@@ -388,17 +405,21 @@ class ClassConditionalOutlierDetector(Detector):
         return None if sample.all() else sample
 
     @staticmethod
-    def _own(profile: _LabelProfile, matrix: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """Each row's largest robust distance from its own label (inf for a label the profile lacks)."""
-        own = np.full(len(matrix), np.inf)
+    def _own(profile: _LabelProfile, matrix: np.ndarray, labels: np.ndarray, rows=None) -> np.ndarray:
+        """Each row's largest robust distance from its own label (inf for a label the profile lacks).
+
+        ``rows``: the rows of ``matrix`` to judge (``labels`` are theirs), all by default.
+        """
+        positions = np.arange(len(matrix)) if rows is None else np.asarray(rows)
+        own = np.full(len(positions), np.inf)
         # A block of a label's rows at a time: their row-by-feature distances
         # are several temporaries each (a wide table's 40,000 rows of 190
         # encoded features: 60 MB apiece).
         block_rows = rows_per_block(matrix.shape[1])
         for code, label in enumerate(profile.labels):
-            rows = np.flatnonzero(labels == label)
-            for block in row_blocks(rows.size, block_rows):
-                own[rows[block]] = feature_distances(profile, matrix[rows[block]], code).max(axis=1)
+            mine = np.flatnonzero(labels == label)
+            for block in row_blocks(mine.size, block_rows):
+                own[mine[block]] = feature_distances(profile, matrix[positions[mine[block]]], code).max(axis=1)
         return own
 
     def _p_values(self, matrix, labels, fold_models, calibration_scores, calibration_folds):
