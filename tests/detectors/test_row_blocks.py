@@ -41,7 +41,7 @@ def test_wide_findings_do_not_depend_on_the_block_size(monkeypatch, name, with_r
     batch.iloc[:20, :6] += 6.0  # far rows, so that some are flagged
     ids = [f"row {i}" for i in range(len(batch))]
     runs = []
-    for block_rows in (10**9, 64):  # one block; 28 rows of 46 features
+    for block_rows in (10**9, 16):  # one block; 16 rows (6 of 46 features)
         monkeypatch.setattr(_row_blocks, "BLOCK_ROWS", block_rows)
         monkeypatch.setattr(outliers, "SCORE_CHUNK_ROWS", block_rows)
         detector = get_detector(name, alpha=0.01)
