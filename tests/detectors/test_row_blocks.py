@@ -39,18 +39,26 @@ def test_wide_findings_do_not_depend_on_the_block_size(monkeypatch, name, with_r
     trusted, trusted_labels = _wide_batch(600, seed=0)
     batch, labels = _wide_batch(1_500, seed=1)
     batch.iloc[:20, :6] += 6.0  # far rows, so that some are flagged
-    ids = [f"row {i}" for i in range(len(batch))]
-    runs = []
-    for block_rows in (10**9, 16):  # one block; 16 rows (6 of 46 features)
-        monkeypatch.setattr(_row_blocks, "BLOCK_ROWS", block_rows)
-        monkeypatch.setattr(outliers, "SCORE_CHUNK_ROWS", block_rows)
-        detector = get_detector(name, alpha=0.01)
-        if with_reference:
-            runs.append(detector.fit(trusted, trusted_labels).findings(batch, labels, ids))
-        else:
-            runs.append(detector.self_findings(batch, labels, ids))
+    monkeypatch.setattr(outliers, "SCORE_CHUNK_ROWS", 16)
+    # One block; 16 rows (6 of 46 features).
+    runs = _findings_by_block_size(monkeypatch, name, (trusted, trusted_labels) if with_reference else None,
+                                   batch, labels, (10**9, 16))
     pd.testing.assert_frame_equal(runs[0], runs[1])
     assert runs[0]["flagged"].sum() >= 10
+
+
+def _findings_by_block_size(monkeypatch, name, reference, batch, labels, block_sizes) -> list:
+    """Detector ``name``'s findings on the batch (against ``reference``, a (rows, labels) pair, or itself) per block size."""
+    ids = [f"row {i}" for i in range(len(batch))]
+    runs = []
+    for block_rows in block_sizes:
+        monkeypatch.setattr(_row_blocks, "BLOCK_ROWS", block_rows)
+        detector = get_detector(name, alpha=0.01)
+        if reference is not None:
+            runs.append(detector.fit(*reference).findings(batch, labels, ids))
+        else:
+            runs.append(detector.self_findings(batch, labels, ids))
+    return runs
 
 
 def test_rows_where_copies_only_when_a_row_is_left_out():
@@ -78,17 +86,10 @@ def _flooded_batch():
 def test_findings_do_not_depend_on_the_block_size(monkeypatch, name, with_reference):
     trusted, trusted_labels = three_classes(600, seed=0)
     batch, labels = _flooded_batch()
-    ids = [f"row {i}" for i in range(len(batch))]
     # A sampled population, as a batch past 100,000 rows gets: rows in and out of it take different paths.
     monkeypatch.setattr(_sampling, "POPULATION_ROWS", 700)
-    runs = []
-    for block_rows in (10**9, 64):
-        monkeypatch.setattr(_row_blocks, "BLOCK_ROWS", block_rows)
-        detector = get_detector(name, alpha=0.01)
-        if with_reference:
-            runs.append(detector.fit(trusted, trusted_labels).findings(batch, labels, ids))
-        else:
-            runs.append(detector.self_findings(batch, labels, ids))
+    runs = _findings_by_block_size(monkeypatch, name, (trusted, trusted_labels) if with_reference else None,
+                                   batch, labels, (10**9, 64))
     pd.testing.assert_frame_equal(runs[0], runs[1])
     # A real comparison, not two empty verdicts (without a reference the label
     # detectors flag none of these 40 flips, but they do single rows out).

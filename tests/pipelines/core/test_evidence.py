@@ -61,22 +61,28 @@ def test_a_large_reference_gives_neighbours_from_a_seeded_sample(monkeypatch):
         batch_features=batch[["x"]], batch_labels=batch["label"].to_numpy(dtype=object),
         batch_row_ids=ids.to_numpy(dtype=object),
     )
-    decision = SimpleNamespace(quarantined_ids=["r0", "r1"])
+    whole, sampled = _whole_and_sampled(monkeypatch, inputs, features, ["r0", "r1"])
 
+    assert whole["r0"]["population"] == "trusted reference"
+    for row_id in ("r0", "r1"):
+        found = sampled[row_id]
+        assert found["population"] == "trusted reference (a seeded sample of 100 of its rows)"
+        assert len(found["nearest"]) == evidence.NEIGHBOURS
+        assert found["nearest"][0]["distance"] >= whole[row_id]["nearest"][0]["distance"]
+        # The trusted distribution shown is still every trusted row's.
+        assert found["features"] == whole[row_id]["features"]
+
+
+def _whole_and_sampled(monkeypatch, inputs, features, quarantined) -> tuple[dict, dict]:
+    """Each quarantined row's evidence (as parsed JSON) among every row, then among a sample of at most 100."""
+    from poisonguard.pipelines.core import evidence
+
+    decision = SimpleNamespace(quarantined_ids=quarantined)
     whole = evidence.collect_evidence(inputs, features, decision)
     monkeypatch.setattr(evidence, "EVIDENCE_POPULATION_ROWS", 100)
     sampled = evidence.collect_evidence(inputs, features, decision)
-
-    assert json.loads(whole["r0"])["population"] == "trusted reference"
-    for row_id in ("r0", "r1"):
-        found = json.loads(sampled[row_id])
-        assert found["population"] == "trusted reference (a seeded sample of 100 of its rows)"
-        assert len(found["nearest"]) == evidence.NEIGHBOURS
-        # The trusted rows themselves, not the row: a distance of 0 is possible only by chance.
-        nearest_of_all = json.loads(whole[row_id])["nearest"]
-        assert found["nearest"][0]["distance"] >= nearest_of_all[0]["distance"]
-        # The trusted distribution shown is still every trusted row's.
-        assert found["features"] == json.loads(whole[row_id])["features"]
+    return ({row_id: json.loads(text) for row_id, text in whole.items()},
+            {row_id: json.loads(text) for row_id, text in sampled.items()})
 
 
 def test_without_a_reference_a_large_batch_finds_neighbours_in_a_seeded_sample(monkeypatch):
@@ -94,19 +100,14 @@ def test_without_a_reference_a_large_batch_finds_neighbours_in_a_seeded_sample(m
         trusted_features=None, trusted_labels=None, batch_features=typed[["x"]],
         batch_labels=typed["label"].to_numpy(dtype=object), batch_row_ids=ids.to_numpy(dtype=object),
     )
-    decision = SimpleNamespace(quarantined_ids=["r0", "r7"])
+    whole, sampled = _whole_and_sampled(monkeypatch, inputs, features, ["r0", "r7"])
 
-    whole = evidence.collect_evidence(inputs, features, decision)
-    monkeypatch.setattr(evidence, "EVIDENCE_POPULATION_ROWS", 100)
-    sampled = evidence.collect_evidence(inputs, features, decision)
-
-    assert json.loads(whole["r0"])["population"] == "batch (no trusted reference)"
+    assert whole["r0"]["population"] == "batch (no trusted reference)"
     for row_id in ("r0", "r7"):
-        found = json.loads(sampled[row_id])
+        found = sampled[row_id]
         # Sampled per label, each keeping at least 50 rows: 104, not 100.
         assert found["population"] == "batch (no trusted reference; a seeded sample of 104 of its rows)"
         assert len(found["nearest"]) == evidence.NEIGHBOURS
         assert all(neighbour["distance"] > 0 for neighbour in found["nearest"])
         # Neighbours among fewer rows are never nearer than among all of them.
-        nearest_of_all = json.loads(whole[row_id])["nearest"]
-        assert found["nearest"][0]["distance"] >= nearest_of_all[0]["distance"]
+        assert found["nearest"][0]["distance"] >= whole[row_id]["nearest"][0]["distance"]
