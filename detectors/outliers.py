@@ -272,7 +272,8 @@ class _CrossFittedOutlierDetector(Detector):
             # (1.3 GB at a million rows of 159 encoded features).
             rest = np.flatnonzero(~bulk)
             per_fold = np.empty((len(rest), len(self.fold_models_)))
-            for block in row_blocks(len(rest)):
+            # Several scoring chunks a block, so that they still run on every core.
+            for block in row_blocks(len(rest), rows_per_block(matrix.shape[1], REST_BLOCK_CHUNKS * SCORE_CHUNK_ROWS)):
                 scores[rest[block]], per_fold[block] = self._scores_and_fold_scores(matrix[rest[block]])
             p_values[~bulk], extrapolated[~bulk] = self._p_values(per_fold)
         guard = batch_tail(scores) if self._guard_self_tail and len(scores) >= GUARD_MIN_ROWS else None
@@ -533,6 +534,10 @@ class ECODOutlierDetector(_CrossFittedOutlierDetector):
 # Rows of up to ``BLOCK_FEATURES`` features scored at a time by
 # ``fold_tail_scores`` (bounds its temporary arrays; fewer rows of a wider table).
 SCORE_CHUNK_ROWS = BLOCK_ROWS
+# Without a reference, the rows outside the sample are scored this many
+# chunks of ``SCORE_CHUNK_ROWS`` at a time: one chunk a block left a core idle
+# (ECOD 4.0 -> 7.4 s at a million rows).
+REST_BLOCK_CHUNKS = 4
 # Running counts ``fold_tail_scores`` may hold (4 bytes each): 25 million is
 # 100 MB, a 250,000-row reference of 20 features in 5 folds.
 MAX_RUNNING_COUNTS = 25_000_000
