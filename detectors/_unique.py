@@ -103,6 +103,10 @@ def distinct_objects(series: pd.Series, convert=None, missing=None) -> np.ndarra
         list read from JSON Lines cannot be hashed. Callers read such a
         column cell by cell.
     """
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        # A Parquet dictionary column (pandas' ``category``): its categories'
+        # own objects, one pointer a row, judged by what they hold.
+        series = series.astype(object)
     if pd.api.types.infer_dtype(series, skipna=True) not in ("string", "empty"):
         raise TypeError("distinct_objects shares text values only")
     codes, uniques = pd.factorize(series, use_na_sentinel=True)

@@ -15,6 +15,7 @@ import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 
 from poisonguard.detectors import population_mask
+from poisonguard.pipelines.core.histograms import histogram
 from poisonguard.pipelines.core.jsonable import evidence_json
 from poisonguard.pipelines.core.tables import rows_in
 
@@ -144,7 +145,7 @@ def _numeric_summary(values: pd.Series) -> Optional[dict]:
     if finite.size == 0:
         return None
     q05, q25, median, q75, q95 = np.quantile(finite, [0.05, 0.25, 0.5, 0.75, 0.95])
-    counts, edges = np.histogram(finite, bins=HISTOGRAM_BINS)
+    counts, edges = histogram(finite, HISTOGRAM_BINS)
     # Shown to a person, stored with every quarantined row: to a thousandth
     # of a bin, not to 17 digits (a third of each stored row at a million rows).
     decimals = _display_decimals(float(edges[1] - edges[0]))

@@ -569,7 +569,7 @@ def missing_mask(series: pd.Series) -> np.ndarray:
         try:
             # Cells that are not text give NaN, i.e. not blank.
             missing |= series.str.strip().eq("").to_numpy(dtype=bool, na_value=False)
-        except AttributeError:  # no text cell at all
+        except (AttributeError, TypeError):  # no text cell at all, or bytes (a Parquet binary column)
             pass
     return missing
 

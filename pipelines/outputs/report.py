@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from poisonguard.pipelines.core.histograms import histogram_edges
 from poisonguard.pipelines.core.text import shorten
 
 # Characters of one cell shown in the report (the whole value is in quarantine.parquet).
@@ -314,10 +315,8 @@ def histogram_geometry(scores: np.ndarray, flagged: np.ndarray, bins: int = HIST
     values, marks = scores[finite], flagged[finite]
     if values.size == 0:
         return chart
-    low, high = float(values.min()), float(values.max())
-    if high <= low:  # every score equal: give the one bar some width
-        low, high = low - 0.5, high + 0.5
-    edges = np.linspace(low, high, bins + 1)
+    edges = histogram_edges(float(values.min()), float(values.max()), bins)
+    low, high = float(edges[0]), float(edges[-1])
     clean_counts, _ = np.histogram(values[~marks], bins=edges)
     flagged_counts, _ = np.histogram(values[marks], bins=edges)
     top_count = max(int((clean_counts + flagged_counts).max()), 1)

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from poisonguard.detectors._unique import text_values, unique_values
+from poisonguard.detectors._unique import distinct_objects, text_values, unique_values
 
 labels = st.lists(st.one_of(st.text(max_size=3), st.sampled_from(["a", "b", "setosa"])), max_size=40)
 
@@ -68,3 +69,12 @@ def test_text_labels_are_not_copied():
     labels = np.array(["spam", "ham", "spam"], dtype=object)
     assert text_values(labels) is labels
     assert text_values(np.array([], dtype=object)).shape == (0,)
+
+
+def test_distinct_objects_reads_a_category_column_by_its_categories():
+    column = pd.Series(pd.Categorical(["b", "a", None, "b"]))
+    texts = distinct_objects(column, convert=str.upper, missing=None)
+    assert texts.tolist() == ["B", "A", None, "B"]
+    assert texts[0] is texts[3]  # one object per distinct value
+    with pytest.raises(TypeError):  # numbers are read cell by cell by the callers
+        distinct_objects(pd.Series(pd.Categorical([1, 2, 1])))
