@@ -256,9 +256,20 @@ def typed_rows(inputs) -> pd.DataFrame:
     typed = inputs.batch_typed.typed
     frame = raw.copy(deep=False)  # copy-on-write: the columns replaced below never reach ``raw``
     for column, kind in inputs.kinds.items():
-        if kind == "numeric" and not pd.api.types.is_numeric_dtype(raw[column]):
+        if kind == "numeric" and not pd.api.types.is_numeric_dtype(raw[column]) and not _typed_at_source(raw[column]):
             frame[column] = typed[column]
     return frame
+
+
+# Values a file's own types hold (Parquet timestamps, durations, decimals),
+# which the checks read as numbers: a training job gets them as they came,
+# not as nanoseconds since 1970 or as rounded floats.
+SOURCE_TYPES = frozenset({"datetime64", "datetime", "date", "timedelta64", "timedelta", "time", "period", "decimal"})
+
+
+def _typed_at_source(column: pd.Series) -> bool:
+    """``column`` holds temporal or decimal values of its file's own type, not text to read as numbers."""
+    return pd.api.types.infer_dtype(column, skipna=True) in SOURCE_TYPES
 
 
 def clean_frame(inputs, kept_ids: list[str]) -> pd.DataFrame:

@@ -1,0 +1,81 @@
+"""Parquet files as pandas and Arrow users write them: their own types go in, and come out unchanged.
+
+A pandas ``category`` column is stored as an Arrow dictionary, and timestamps,
+durations, decimals, bytes and unsigned 64-bit integers have Parquet types of
+their own. Each of these once stopped a run with a traceback (a category
+label, a bytes column, a uint64 column whose values a float cannot tell
+apart) or came out of it as another type (timestamps and durations as
+integers, decimals as floats), which a training job reading the clean file
+would not expect.
+"""
+from __future__ import annotations
+
+import datetime
+import decimal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from poisonguard.pipelines.core.settings import make_settings
+from poisonguard.pipelines.runner import execute
+
+FAR_AWAY = "b-007"
+
+
+def typed_rows(rng: np.random.Generator, n_rows: int, prefix: str) -> pd.DataFrame:
+    labels = rng.choice(["red", "green"], n_rows)
+    return pd.DataFrame({
+        "id": [f"{prefix}-{i:03d}" for i in range(n_rows)],
+        "x": np.round(rng.normal(0, 1, n_rows) + (labels == "green") * 4, 3),
+        "shade": pd.Categorical(rng.choice(["light", "dark"], n_rows)),
+        "when": pd.Timestamp("2026-01-01", tz="Europe/Paris") + pd.to_timedelta(rng.integers(0, 90, n_rows), unit="D"),
+        "wait": pd.to_timedelta(rng.integers(1, 600, n_rows), unit="s"),
+        "price": [decimal.Decimal(int(cents)) / 100 for cents in rng.integers(100, 5000, n_rows)],
+        "blob": [bytes([int(b)]) for b in rng.integers(0, 4, n_rows)],
+        # 64-bit codes near 2**63: floats an integer apart cannot tell them apart.
+        "code": (np.uint64(2**63) + rng.integers(0, 40, n_rows).astype(np.uint64)),
+        "label": pd.Categorical(labels),
+    })
+
+
+@pytest.fixture
+def typed_parquet(tmp_path):
+    rng = np.random.default_rng(3)
+    reference, batch = typed_rows(rng, 200, "r"), typed_rows(rng, 80, "b")
+    batch.loc[batch["id"] == FAR_AWAY, "x"] = 80.0
+    reference.to_parquet(tmp_path / "reference.parquet", index=False)
+    batch.to_parquet(tmp_path / "batch.parquet", index=False)
+    (tmp_path / "typed.toml").write_text(
+        '[dataset]\nname = "typed"\nlabel = "label"\nid = "id"\nreference = "reference.parquet"\n', encoding="utf-8"
+    )
+    return tmp_path
+
+
+@pytest.mark.parametrize("with_reference", [True, False], ids=["reference", "no-reference"])
+def test_parquet_types_are_judged_and_published_as_they_came(typed_parquet, tmp_path, with_reference):
+    batch = typed_parquet / "batch.parquet"
+    if with_reference:
+        settings = make_settings([batch], out=tmp_path / "out", config_path=typed_parquet / "typed.toml")
+    else:
+        settings = make_settings([batch], out=tmp_path / "out", label="label", id_column="id")
+    summary = execute(settings)
+
+    assert summary.status == "succeeded"
+    source = pq.read_schema(batch)
+    clean = pq.read_table(summary.out / "clean.parquet")
+    quarantine = pq.read_table(summary.out / "quarantine.parquet")
+    assert FAR_AWAY in quarantine.column("id").to_pylist()
+    assert clean.num_rows + quarantine.num_rows == 80
+    for table in (clean, quarantine):
+        for name in ("id", "x", "shade", "when", "wait", "blob", "code", "label"):
+            assert table.schema.field(name).type == source.field(name).type, name
+        # Arrow reads the decimals back at the precision their values need: the same numbers, still decimals.
+        assert pa.types.is_decimal(table.schema.field("price").type)
+    original = pd.read_parquet(batch).set_index("id")
+    published = pd.concat([clean.to_pandas(), quarantine.to_pandas()]).set_index("id").loc[original.index]
+    for name in ("when", "wait", "price", "blob", "code"):
+        assert published[name].tolist() == original[name].tolist(), name
+    assert isinstance(published.loc[FAR_AWAY, "when"], datetime.datetime)
