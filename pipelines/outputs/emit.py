@@ -21,6 +21,7 @@ added or edited there cannot slip into a signed dataset.
 """
 from __future__ import annotations
 
+import decimal
 import hashlib
 import io
 import json
@@ -394,7 +395,10 @@ def _cast_row(entry: dict, signed: dict, dtypes: dict, source: _Source) -> dict:
     """A released row's signed values as the clean data's column types (``dtypes``: column -> dtype)."""
     values = {}
     for column, dtype in dtypes.items():
-        value = to_jsonable(signed.get(column))
+        value = signed.get(column)
+        # Decimals and bytes stay themselves: as JSON text they made the
+        # column mixed, and the whole clean file's column was written as text.
+        value = value if isinstance(value, (decimal.Decimal, bytes)) else to_jsonable(value)
         try:
             values[column] = _cast(value, dtype)
         except (TypeError, ValueError, OverflowError):

@@ -187,10 +187,19 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         frame = frame.copy()
         for column in frame.columns:
-            if frame[column].dtype == object and column not in FINDING_LIST_COLUMNS:
+            if frame[column].dtype == object and column not in FINDING_LIST_COLUMNS and not _arrow_reads(frame[column]):
                 frame[column] = frame[column].map(lambda v: None if v is None or v is pd.NA else str(v))
         table = pa.Table.from_pandas(frame, preserve_index=False)
     pq.write_table(table, path)
+
+
+def _arrow_reads(column: pd.Series) -> bool:
+    """Arrow can store ``column`` as one type: only the mixed columns are written as text."""
+    try:
+        pa.array(column, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return False
+    return True
 
 
 def read_verified_files(folder: Path, public_key: Path, names: tuple[str, ...]) -> dict[str, bytes]:

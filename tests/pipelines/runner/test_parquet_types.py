@@ -20,7 +20,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from poisonguard.pipelines.core.settings import make_settings
+from poisonguard.pipelines.outputs.signed_folder import write_parquet
 from poisonguard.pipelines.runner import execute
+from tests.cli_helpers import entry_id, invoke
 
 FAR_AWAY = "b-007"
 
@@ -79,3 +81,39 @@ def test_parquet_types_are_judged_and_published_as_they_came(typed_parquet, tmp_
     for name in ("when", "wait", "price", "blob", "code"):
         assert published[name].tolist() == original[name].tolist(), name
     assert isinstance(published.loc[FAR_AWAY, "when"], datetime.datetime)
+
+
+def test_a_released_row_joins_the_emitted_dataset_in_the_clean_files_types(typed_parquet, tmp_path, monkeypatch):
+    monkeypatch.setenv("POISONGUARD_HOME", str(tmp_path / "state"))
+    settings = make_settings([typed_parquet / "batch.parquet"], out=tmp_path / "out", config_path=typed_parquet / "typed.toml")
+    assert execute(settings).status == "succeeded"
+    released = invoke("review", "release", entry_id(FAR_AWAY), "--note", "a real outlier", "--reviewer", "ann")
+    assert released.exit_code == 0, released.output
+
+    emitted = invoke("emit", "--out", tmp_path / "emitted")
+
+    assert emitted.exit_code == 0, emitted.output
+    run_schema = pq.read_schema(tmp_path / "out" / "clean.parquet")
+    clean = pq.read_table(tmp_path / "emitted" / "clean.parquet")
+    # Once a JSON text among decimals, the released row's price turned both
+    # columns of objects (price, blob) into text for every row.
+    assert clean.schema.field("price").type == run_schema.field("price").type
+    assert clean.schema.field("blob").type == run_schema.field("blob").type == pa.binary()
+    row = clean.to_pandas().set_index("id").loc[FAR_AWAY]
+    original = pd.read_parquet(typed_parquet / "batch.parquet").set_index("id").loc[FAR_AWAY]
+    assert (row["price"], row["blob"], row["when"], row["x"]) == (original["price"], original["blob"], original["when"], 80.0)
+
+
+def test_only_a_column_arrow_cannot_type_is_written_as_text(tmp_path):
+    frame = pd.DataFrame({
+        "mixed": pd.Series([1, "two", None], dtype=object),  # JSON Lines can mix numbers and text
+        "price": [decimal.Decimal("1.50"), decimal.Decimal("2.25"), None],
+        "blob": [b"\x00", b"\x01", None],
+    })
+
+    write_parquet(frame, tmp_path / "rows.parquet")
+
+    table = pq.read_table(tmp_path / "rows.parquet")
+    assert table.column("mixed").to_pylist() == ["1", "two", None]
+    assert pa.types.is_decimal(table.schema.field("price").type) and table.schema.field("blob").type == pa.binary()
+    assert table.column("price").to_pylist() == frame["price"].tolist()
