@@ -28,6 +28,7 @@ from poisonguard.expectations.infer import category_text
 from poisonguard.pipelines.core.csv_files import read_csv
 from poisonguard.pipelines.core.errors import InputError
 from poisonguard.pipelines.core.text import display, shorten
+from poisonguard.pipelines.core.written_columns import WRITTEN_COLUMNS
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 CONTENT_ID_COLUMN = "row_id"
@@ -284,6 +285,7 @@ def load_table(
             raise InputError(f"{path}: no label column {display(label)}; columns are {_list(frame.columns)}")
         if id_column is not None and id_column not in frame.columns:
             raise InputError(f"{path}: no id column {display(id_column)}; columns are {_list(frame.columns)}")
+        _refuse_written_columns(path, frame.columns)
         if first_columns is None:
             first_columns = list(frame.columns)
         elif set(frame.columns) != set(first_columns):
@@ -310,6 +312,17 @@ def load_table(
         generated = False
         _check_ids(raw, id_column, files)
     return LoadedTable(raw=raw, id_column=id_column, id_generated=generated, files=files, source_digest=source_digest)
+
+
+def _refuse_written_columns(path: Path, columns) -> None:
+    """A column of a name poisonguard writes beside the batch's own would be overwritten in its outputs."""
+    taken = [column for column in columns if column in WRITTEN_COLUMNS]
+    if taken:
+        raise InputError(
+            f"{path}: column {display(taken[0])} has a name poisonguard gives its own columns in quarantine.parquet, "
+            f"where this one would be lost; rename it, or, to check a quarantine file's rows again, drop "
+            f"{_list(taken)} first"
+        )
 
 
 def infer_kinds(

@@ -43,8 +43,11 @@ from poisonguard.pipelines.core.errors import InputError, SigningError, Verifica
 from poisonguard.pipelines.outputs.publish import library_versions
 from poisonguard.pipelines.outputs.report import TEMPLATES
 from poisonguard.pipelines.outputs.signed_folder import (
-    CLEAN_FILE, FINDING_LIST_COLUMNS, ORIGINAL_COLUMN, PROVENANCE_FILE, QUARANTINE_FILE, REPORT_FILE, SIGNATURE_FILE,
+    CLEAN_FILE, PROVENANCE_FILE, QUARANTINE_FILE, REPORT_FILE, SIGNATURE_FILE,
     read_verified_files, require_new_output, write_parquet, write_signed_folder,
+)
+from poisonguard.pipelines.core.written_columns import (
+    ENTRY_COLUMN, FINDING_LIST_COLUMNS, ORIGINAL_COLUMN, RUN_COLUMN, STATUS_COLUMN,
 )
 from poisonguard.pipelines.core.jsonable import cut_cell, to_jsonable
 from poisonguard.pipelines.core.state import default_public_key, state_dir
@@ -52,12 +55,8 @@ from poisonguard.pipelines.core.text import shorten
 from poisonguard.pipelines.outputs.signing import ensure_state_key, public_key_for
 from poisonguard.pipelines.store import EntryFilter, QuarantineStore, utc_now
 
-STATUS_COLUMN = "poisonguard_status"
-ENTRY_COLUMN = "poisonguard_entry_id"
-RUN_COLUMN = "poisonguard_run_id"
 WITHHELD = ("pending", "rejected")
 _WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
-
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,11 @@ from poisonguard.pipelines.core.decision import decide
 from poisonguard.pipelines.core.errors import BatchRejected
 from poisonguard.pipelines.core.jsonable import to_jsonable
 from poisonguard.pipelines.core.tables import file_digest, rows_in
+from poisonguard.pipelines.core.written_columns import FINDING_LIST_COLUMNS, ORIGINAL_COLUMN
 from poisonguard.pipelines.outputs.datasets import finish_chain
 from poisonguard.pipelines.outputs.report import render_report, score_arrays
 from poisonguard.pipelines.outputs.signed_folder import (  # noqa: F401 - the layout's names are also used as publish.X
     CLEAN_FILE,
-    FINDING_LIST_COLUMNS,
-    ORIGINAL_COLUMN,
     PROVENANCE_FILE,
     QUARANTINE_FILE,
     REPORT_FILE,

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from poisonguard.pipelines.core.errors import InputError, VerificationError
+from poisonguard.pipelines.core.written_columns import FINDING_LIST_COLUMNS
 from poisonguard.pipelines.outputs.signing import sign_folder, verify_folder
 
 CLEAN_FILE = "clean.parquet"
@@ -31,10 +32,6 @@ QUARANTINE_FILE = "quarantine.parquet"
 PROVENANCE_FILE = "provenance.json"
 REPORT_FILE = "report.html"
 SIGNATURE_FILE = "signature.sig"
-# Per-row lists of the findings that quarantined a row (quarantine.parquet).
-FINDING_LIST_COLUMNS = ("poisonguard_checks", "poisonguard_scores", "poisonguard_p_values", "poisonguard_reasons")
-# quarantine.parquet: the text of cells that did not parse as their column's type (JSON object, or null).
-ORIGINAL_COLUMN = "poisonguard_original"
 
 
 def require_new_output(out: os.PathLike | str) -> Path:

@@ -106,6 +106,15 @@ def test_a_huge_column_name_is_cut_in_messages(tmp_path):
     assert len(str(raised.value)) < 400 and "(+99" in str(raised.value)
 
 
+@pytest.mark.parametrize("column", ["poisonguard_checks", "poisonguard_original", "poisonguard_status"])
+def test_a_column_named_like_poisonguards_own_is_refused_before_it_is_overwritten(tmp_path, column):
+    # A quarantine.parquet checked again would have its user's column of this name replaced by the findings.
+    path = write(tmp_path / "b.csv", f"id,x,{column},y\n1,0.5,kept,a\n")
+    with pytest.raises(InputError) as raised:
+        load_table([path], label="y", id_column="id")
+    assert str(path) in str(raised.value) and repr(column) in str(raised.value) and "rename it" in str(raised.value)
+
+
 def test_infinite_numbers_are_broken_cells_not_a_crash():
     values = ["inf", "-Infinity", "1e400", "2.5", "-1e-400", "1", "2", "3"]
     frame = pd.DataFrame({"id": [str(i) for i in range(1, 9)], "x": values})
