@@ -34,6 +34,8 @@ FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "js
 CONTENT_ID_COLUMN = "row_id"
 # Lines of a JSON Lines file parsed at once (``_read_json_lines``).
 JSON_LINES_BLOCK = 50_000
+# Levels of nesting a cell may have (a JSON Lines array of objects, a Parquet list of lists).
+MAX_NESTING = 100
 TYPE_CHECK = "expectation.parsable_type"
 # A column whose non-empty cells mostly fail to convert has changed type as a
 # whole: that is a batch-level failure, not a handful of broken rows.
@@ -164,6 +166,8 @@ def read_file(path: Path, *, native: bool = False, separator: str = ",") -> pd.D
     duplicated = frame.columns[frame.columns.duplicated()].tolist()
     if duplicated:
         raise InputError(f"{path}: column {display(duplicated[0])} appears more than once in the header")
+    if kind != "csv":
+        _refuse_deep_values(path, frame)
     return frame
 
 
@@ -178,21 +182,85 @@ def _read_json_lines(path: Path, compression: Optional[str]) -> pd.DataFrame:
     file holding one is read with the default parser.
     """
     try:
-        blocks = _json_blocks(path, compression, precise=True)
-    except ValueError as error:
-        if "Range error" not in str(error):
+        try:
+            blocks = _json_blocks(path, compression, precise=True)
+        except ValueError as error:
+            if "Range error" not in str(error):
+                raise
+            blocks = _json_blocks(path, compression, precise=False)
+    except (ValueError, TypeError) as error:
+        # pandas says "'int' object is not iterable" or a byte position; the line tells a person what to fix.
+        bad_line = _first_bad_line(path, compression)
+        if bad_line is None:
             raise
-        blocks = _json_blocks(path, compression, precise=False)
+        raise InputError(f"{path}: {bad_line}") from error
     if not blocks:
         return pd.DataFrame()
     return pd.concat(blocks, ignore_index=True) if len(blocks) > 1 else blocks[0].reset_index(drop=True)
 
 
 def _json_blocks(path: Path, compression: Optional[str], *, precise: bool) -> list[pd.DataFrame]:
+    # utf-8-sig: a byte-order mark before the first line (Windows tools write one) is not part of the JSON.
     with pd.read_json(
-        path, lines=True, dtype=False, precise_float=precise, compression=compression, chunksize=JSON_LINES_BLOCK
+        path, lines=True, dtype=False, precise_float=precise, compression=compression, chunksize=JSON_LINES_BLOCK,
+        encoding="utf-8-sig",
     ) as reader:
         return list(reader)
+
+
+def _first_bad_line(path: Path, compression: Optional[str]) -> Optional[str]:
+    """Where a JSON Lines file breaks: its first line that is not a JSON object, said for a person; None if none is."""
+    opener = gzip.open if compression == "gzip" else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig") as lines:
+            for number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as error:
+                    return f"line {number} is not valid JSON ({error.msg} at character {error.colno})"
+                if not isinstance(value, dict):
+                    kind = "null" if value is None else {list: "an array", str: "a string", bool: "a boolean"}.get(
+                        type(value), "a number")
+                    return (f"line {number} is {kind} ({shorten(line.strip(), 40)!r}); each line must be one "
+                            "JSON object of column: value")
+    except (OSError, UnicodeDecodeError, EOFError, RecursionError):
+        return None
+    return None
+
+
+def _refuse_deep_values(path: Path, frame: pd.DataFrame) -> None:
+    """Refuse a cell nested deeper than ``MAX_NESTING`` levels (lists in lists, objects in objects).
+
+    The report, the store and the evidence each walk a cell's levels, and a
+    few hundred overflowed Python's stack mid-run.
+    """
+    for column in frame.columns:
+        if frame[column].dtype != object:  # numbers, or text pandas holds as text: nothing nested
+            continue
+        values = frame[column].to_numpy()
+        if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+            continue
+        for row in np.flatnonzero([isinstance(value, _NESTED) for value in values]):
+            if _nesting(values[row]) > MAX_NESTING:
+                raise InputError(
+                    f"{path}: row {row + 1}, column {display(column)}: a value nested more than {MAX_NESTING} "
+                    "levels deep (lists in lists or objects in objects); flatten it or leave the column out"
+                )
+
+
+_NESTED = (list, tuple, dict, np.ndarray)
+
+
+def _nesting(value) -> int:
+    """Levels of ``value``, counted without recursion, stopping past ``MAX_NESTING``."""
+    depth, level = 0, [value]
+    while level and depth <= MAX_NESTING:
+        depth += 1
+        level = [child for item in level for child in (item.values() if isinstance(item, dict) else item)
+                 if isinstance(child, _NESTED)]
+    return depth
 
 
 def expand_batches(paths: Sequence[Path]) -> list[Path]:

@@ -115,6 +115,48 @@ def test_a_column_named_like_poisonguards_own_is_refused_before_it_is_overwritte
     assert str(path) in str(raised.value) and repr(column) in str(raised.value) and "rename it" in str(raised.value)
 
 
+JSON_ROWS = "".join(json.dumps({"id": i, "x": i / 10, "y": "ab"[i % 2]}) + "\n" for i in range(6))
+
+
+@pytest.mark.parametrize("line, said", [
+    ("7", "line 4 is a number ('7')"),
+    ("[1, 2]", "line 4 is an array ('[1, 2]')"),
+    ("null", "line 4 is null"),
+    ('{"id": 9, "x": 1.', "line 4 is not valid JSON"),
+])
+def test_a_json_lines_file_names_its_first_line_that_is_not_an_object(tmp_path, line, said):
+    lines = JSON_ROWS.splitlines(keepends=True)
+    path = write(tmp_path / "b.jsonl", "".join([*lines[:3], line + "\n", *lines[3:]]))
+    with pytest.raises(InputError) as raised:
+        load_table([path], label="y", id_column="id")
+    assert str(raised.value).startswith(f"{path}: {said}"), str(raised.value)
+
+
+def test_a_json_lines_file_may_start_with_a_byte_order_mark(tmp_path):
+    path = tmp_path / "b.jsonl"
+    path.write_text("\ufeff" + JSON_ROWS, encoding="utf-8")
+    assert load_table([path], label="y", id_column="id").raw["x"].tolist() == [i / 10 for i in range(6)]
+
+
+def nested(depth):
+    value = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def test_a_value_nested_past_the_limit_is_refused_naming_its_row_and_column(tmp_path):
+    rows = [{"id": i, "x": 0.5, "meta": nested(3), "y": "a"} for i in range(4)]
+    rows[2]["meta"] = nested(tables.MAX_NESTING + 1)
+    path = write(tmp_path / "b.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(InputError) as raised:
+        load_table([path], label="y", id_column="id")
+    assert f"{path}: row 3, column 'meta'" in str(raised.value)
+    rows[2]["meta"] = {"a": nested(tables.MAX_NESTING - 1)}  # an object holding lists: as deep as allowed
+    write(path, "".join(json.dumps(row) + "\n" for row in rows))
+    assert len(load_table([path], label="y", id_column="id").raw) == 4
+
+
 def test_infinite_numbers_are_broken_cells_not_a_crash():
     values = ["inf", "-Infinity", "1e400", "2.5", "-1e-400", "1", "2", "3"]
     frame = pd.DataFrame({"id": [str(i) for i in range(1, 9)], "x": values})
