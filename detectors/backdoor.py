@@ -376,8 +376,11 @@ class BackdoorTriggerDetector(Detector):
             windows, per_feature, second, joint_threshold, batch, batch_labels, queries, query_labels,
             in_population, trusted_queries,
         )
-        best_counts = np.take_along_axis(counts, np.maximum(best, 0), axis=1) if best.size else best
-        best = np.where(best >= 0, checked_columns[np.maximum(best, 0)] if len(checked_columns) else -1, -1)
+        if len(checked_columns):
+            best_counts = np.take_along_axis(counts, np.maximum(best, 0), axis=1) if best.size else best
+            best = np.where(best >= 0, checked_columns[np.maximum(best, 0)], -1)
+        else:  # no feature has the values a trigger could stand out in: no evidence (best is all -1)
+            best_counts = np.zeros_like(best)
         if self.self_referential_:
             beyond &= ~_label_owned(beyond, best, queries, query_labels)
         # Several features shared at once beyond a float are infinite

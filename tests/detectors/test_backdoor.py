@@ -108,11 +108,22 @@ def test_a_natural_floor_is_not_a_trigger():
     assert findings["flagged"].mean() <= 0.02
 
 
+@pytest.mark.parametrize("self_referential", [True, False])
+def test_features_of_too_few_values_to_hold_a_trigger_give_no_evidence_and_no_error(self_referential):
+    # Every feature of fewer than MIN_LEVELS values: once an IndexError on the empty table of checked features.
+    features = pd.DataFrame({"a": [0.0, 1.0, 0.0, 1.0, 2.0, 0.0] * 5, "b": [1.0, 1.0, 2.0, 2.0, 1.0, 2.0] * 5})
+    labels = np.array(["x", "y", "x", "y", "x", "y"] * 5, dtype=object)
+    detector = BackdoorTriggerDetector(alpha=0.01)
+    findings = detector.self_findings(features, labels) if self_referential else (
+        detector.fit(features, labels).findings(features.iloc[:7], labels[:7]))
+    assert not findings["flagged"].any() and (findings["score"] == 0).all()
+
+
 def test_a_label_that_bands_of_a_feature_define_is_not_a_trigger():
     # Found on dplyr's storms: the status is a band of wind speeds (5-knot
     # steps), so no other status shares any wind value. The tails were too
     # small for a float, scores inf on most rows, and the run stopped
-    # ("cannot calibrate: no trusted calibration scores").
+    # ("cannot calibrate: no calibration scores").
     rng = np.random.default_rng(0)
     wind = rng.choice(np.arange(20.0, 165.0, 5.0), 6000)
     labels = np.where(wind < 35, "depression", np.where(wind < 65, "storm", "hurricane")).astype(object)
