@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 from poisonguard.detectors._row_blocks import row_blocks
-from poisonguard.detectors.errors import DetectorError
+from poisonguard.detectors.errors import DetectorError, NotEnoughData
 
 # Peaks over threshold: the exponential tail is fitted to the calibration
 # scores above the k-th largest, k = max(TAIL_MIN_ROWS, ceil(TAIL_SHARE * n)):
@@ -57,7 +57,8 @@ def conformal_p_values(calibration_scores, scores) -> np.ndarray:
     calibration = np.sort(np.asarray(calibration_scores, dtype=float))
     scores = np.asarray(scores, dtype=float)
     if calibration.size == 0:
-        raise DetectorError("cannot calibrate: no trusted calibration scores")
+        # Too few rows left a detector nothing to judge against: a fact about the data (the pipeline skips it).
+        raise NotEnoughData("cannot calibrate: no calibration scores (too few rows to judge against)")
     at_least = calibration.size - np.searchsorted(calibration, scores, side="left")
     return (1.0 + at_least) / (calibration.size + 1.0)
 
@@ -212,7 +213,7 @@ def cross_conformal_p_values(
     folds = np.asarray(calibration_folds, dtype=int).ravel()
     fold_scores = np.asarray(fold_scores, dtype=float)
     if calibration.size == 0:
-        raise DetectorError("cannot calibrate: no trusted calibration scores")
+        raise NotEnoughData("cannot calibrate: no calibration scores (too few rows to judge against)")
     if fold_scores.ndim != 2:
         raise DetectorError(f"fold scores must be a (rows, folds) table, got shape {fold_scores.shape}")
     n_folds = fold_scores.shape[1]

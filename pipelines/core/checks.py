@@ -177,9 +177,11 @@ def run_detector(name: str, features: FeatureMatrices, settings: RunSettings) ->
     trusted_features, trusted_labels = features.trusted_features, features.trusted_labels
     duplicate = _same_test_as(detector, settings) if trusted_features is None else None
     if duplicate is not None:
-        details.update(mode=f"skipped: {duplicate}", skipped=duplicate)
-        return CheckOutcome(name=name, kind="detector", findings=empty_findings(), rows_checked=0,
-                            details=details, seconds=time.perf_counter() - started)
+        return _skipped(name, details, duplicate, started)
+    if features.batch_features.shape[1] == 0:
+        # Every column was one value on every row (a batch of one row, say), so none was kept as a feature.
+        return _skipped(name, details, "no feature column holds more than one value across the rows, so there is "
+                        "nothing to tell rows apart by", started)
     if tags.needs_labels and trusted_labels is not None:
         # A label with a single trusted row cannot be cross-fitted (one row
         # cannot be both trained on and held out): leave that label out of
@@ -210,9 +212,7 @@ def run_detector(name: str, features: FeatureMatrices, settings: RunSettings) ->
     except NotEnoughData as error:
         # Too few rows (or labels) to judge anything is a fact about this
         # batch, not a failure: the check is skipped, and the report says so.
-        details.update(mode=f"skipped: {error}", skipped=str(error))
-        return CheckOutcome(name=name, kind="detector", findings=empty_findings(), rows_checked=0,
-                            details=details, seconds=time.perf_counter() - started)
+        return _skipped(name, details, str(error), started)
     return CheckOutcome(
         name=name,
         kind="detector",
@@ -221,6 +221,13 @@ def run_detector(name: str, features: FeatureMatrices, settings: RunSettings) ->
         details=details,
         seconds=time.perf_counter() - started,
     )
+
+
+def _skipped(name: str, details: dict, reason: str, started: float) -> CheckOutcome:
+    """A detector that judged nothing on this batch, and why (the report says so)."""
+    details.update(mode=f"skipped: {reason}", skipped=reason)
+    return CheckOutcome(name=name, kind="detector", findings=empty_findings(), rows_checked=0,
+                        details=details, seconds=time.perf_counter() - started)
 
 
 def _same_test_as(detector, settings: RunSettings) -> Optional[str]:

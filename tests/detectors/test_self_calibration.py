@@ -10,6 +10,8 @@ from poisonguard.detectors._crossfit import (
     single_fold_p_values,
     tied_bulk_p_values,
 )
+from poisonguard.detectors.calibration import conformal_p_values, cross_conformal_p_values
+from poisonguard.detectors.errors import NotEnoughData
 from poisonguard.detectors.label_knn import KNNLabelDetector
 
 
@@ -121,7 +123,15 @@ def test_knn_does_not_read_a_distance_below_the_datas_spacing_as_evidence(seed):
 def test_a_batch_whose_most_scores_are_infinite_is_calibrated_not_refused():
     # Most rows beyond any measure (a backdoor group test beyond a float on
     # most of a batch): their median is inf, and the cut above it left no
-    # bulk ("cannot calibrate: no trusted calibration scores").
+    # bulk ("cannot calibrate: no calibration scores").
     scores = np.r_[np.random.default_rng(0).exponential(size=400), np.full(600, np.inf)]
     p_values, _ = single_fold_p_values(scores, scores, self_referential=True)
     assert np.all((p_values > 0.5) & (p_values <= 1.0))
+
+
+def test_nothing_to_calibrate_on_is_too_little_data_not_a_misuse():
+    # The pipeline skips a detector for NotEnoughData, and names it in the report; a bare DetectorError stopped the run.
+    with pytest.raises(NotEnoughData):
+        conformal_p_values([], [0.5])
+    with pytest.raises(NotEnoughData):
+        cross_conformal_p_values([], [], np.zeros((1, 1)))
