@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -155,7 +156,9 @@ def read_file(path: Path, *, native: bool = False, separator: str = ",") -> pd.D
             frame = _read_json_lines(path, compression)
     except pd.errors.EmptyDataError:
         raise InputError(f"{path}: the file is empty; expected a header and at least one row") from None
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError, EOFError) as error:
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: {_not_utf8(path, compression) or error}") from None
+    except (OSError, ValueError, pd.errors.ParserError, EOFError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(f"{path}: cannot read as {kind} ({message})") from None
     except InputError:
@@ -169,6 +172,26 @@ def read_file(path: Path, *, native: bool = False, separator: str = ",") -> pd.D
     if kind != "csv":
         _refuse_deep_values(path, frame)
     return frame
+
+
+def _not_utf8(path: Path, compression: Optional[str]) -> Optional[str]:
+    """Where a text file stops being UTF-8, said for a person (Excel's CSV is often Windows-1252); None if it does not."""
+    opener = gzip.open if compression == "gzip" else open
+    try:
+        with opener(path, "rb") as handle:
+            start = handle.read(2)
+            if start in (b"\xff\xfe", b"\xfe\xff"):
+                return "the file is UTF-16 text; poisonguard reads UTF-8: save it as UTF-8"
+            for number, line in enumerate(itertools.chain([start + handle.readline()], handle), start=1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    return (f"line {number} is not UTF-8 text (byte 0x{line[error.start]:02x} at byte {error.start + 1} "
+                            "of the line); poisonguard reads UTF-8: save the file as UTF-8 (for example "
+                            "iconv -f WINDOWS-1252 -t UTF-8, naming the encoding it was written in)")
+    except (OSError, EOFError):
+        return None
+    return None
 
 
 def _read_json_lines(path: Path, compression: Optional[str]) -> pd.DataFrame:

@@ -1,3 +1,4 @@
+import gzip
 import json
 import sys
 
@@ -130,6 +131,22 @@ def test_a_json_lines_file_names_its_first_line_that_is_not_an_object(tmp_path, 
     with pytest.raises(InputError) as raised:
         load_table([path], label="y", id_column="id")
     assert str(raised.value).startswith(f"{path}: {said}"), str(raised.value)
+
+
+@pytest.mark.parametrize("name", ["b.csv", "b.jsonl", "b.csv.gz"])
+def test_a_file_that_is_not_utf8_names_the_line_and_what_to_do(tmp_path, name):
+    text = "id,x,y\n1,0.5,a\n2,0.7,café\n" if ".csv" in name else '{"id": 1, "x": 0.5, "y": "a"}\n{"id": 2, "x": 0.7, "y": "café"}\n'
+    path = tmp_path / name
+    data = text.encode("windows-1252")  # what Excel writes
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    with pytest.raises(InputError) as raised:
+        load_table([path], label="y", id_column="id")
+    line = 3 if ".csv" in name else 2
+    assert str(raised.value).startswith(f"{path}: line {line} is not UTF-8 text (byte 0xe9"), str(raised.value)
+    data = text.encode("utf-16")
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    with pytest.raises(InputError, match="the file is UTF-16 text"):
+        load_table([path], label="y", id_column="id")
 
 
 def test_a_json_lines_file_may_start_with_a_byte_order_mark(tmp_path):
