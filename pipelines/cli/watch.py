@@ -6,6 +6,7 @@ Prefect starts, so a typo answers at once.
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from rich.table import Table
 
 from poisonguard.pipelines.cli.common import console, quiet_services, reports_errors
 from poisonguard.pipelines.core.config import load_config
-from poisonguard.pipelines.core.errors import ConfigError
+from poisonguard.pipelines.core.errors import USER_ERRORS, ConfigError
 from poisonguard.pipelines.core.state import state_dir
 
 
@@ -40,6 +41,8 @@ def watch_command(
     """Process every new batch in INBOX once, oldest first, into signed dataset versions."""
     if verbose:
         os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
+    else:
+        hide_expected_failures()
     quiet_services()
     from poisonguard.pipelines.watch.request import make_request
 
@@ -56,6 +59,38 @@ def watch_command(
         if once:
             return
         time.sleep(every)
+
+
+class _ExpectedFailures(logging.Filter):
+    """Drop Prefect's log of a task that stopped on bad input (an empty or unreadable batch file).
+
+    The pass's table names each such file and why; Prefect logs it too, as a
+    failed task with a traceback, which read like a crash. A failure of any
+    other kind (a bug) is still logged with its traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], USER_ERRORS):
+            return False
+        message = record.getMessage()
+        return not any(f"exception {name}:" in message or f"exception: {name}(" in message for name in _user_error_names())
+
+
+def _user_error_names() -> set[str]:
+    names, classes = set(), list(USER_ERRORS)
+    while classes:
+        kind = classes.pop()
+        names.add(kind.__name__)
+        classes.extend(kind.__subclasses__())
+    return names
+
+
+def hide_expected_failures() -> None:
+    """Keep Prefect from logging, traceback and all, a batch the watcher rejects as bad input (see ``_ExpectedFailures``)."""
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, _ExpectedFailures) for existing in logger.filters):
+            logger.addFilter(_ExpectedFailures())
 
 
 def flow_parameters(request) -> dict:

@@ -172,12 +172,14 @@ def process_file(context: WatchContext, entry: InboxFile, lease: DatasetLease) -
             # The file itself is bad (unreadable, no label column, duplicate
             # ids...): retrying cannot help. Other errors (a key, a parent
             # that does not verify) are the operator's: they stop the pass.
-            run_id = _record_unreadable(context, entry, digest, error)
-            store.update_claim(dataset, digest, status="rejected", run_id=run_id, message=str(error)[:2000])
+            # Named as the user put it in the inbox, not as the spool copy the run read.
+            message = str(error).replace(str(local), f"{context.request.inbox.rstrip('/')}/{entry.name}")
+            run_id = _record_unreadable(context, entry, digest, message)
+            store.update_claim(dataset, digest, status="rejected", run_id=run_id, message=message[:2000])
             checkpoint("recorded")
             moved = _move(context, entry, digest, REJECTED)
-            context.say(f"{entry.name}: rejected: {error}")
-            return BatchResult(entry.name, digest, "rejected", run_id=run_id, message=str(error), moved_to=moved)
+            context.say(f"{entry.name}: rejected: {message}")
+            return BatchResult(entry.name, digest, "rejected", run_id=run_id, message=message, moved_to=moved)
         except Exception as error:
             store.update_claim(dataset, digest, message=f"attempt {claim['attempts']} failed: {error}"[:2000])
             raise
@@ -188,13 +190,13 @@ def process_file(context: WatchContext, entry: InboxFile, lease: DatasetLease) -
         shutil.rmtree(local.parent, ignore_errors=True)
 
 
-def _record_unreadable(context: WatchContext, entry: InboxFile, digest: str, error: Exception) -> Optional[str]:
+def _record_unreadable(context: WatchContext, entry: InboxFile, digest: str, error: str) -> Optional[str]:
     """A run record for a batch rejected before its run could start (it could not be read)."""
     run_id = context.store.start_run(
         dataset=context.dataset, config={"watch": context.request.model_dump(mode="json")}, tool_version=__version__
     )
     context.store.record_batch(run_id, path=f"{context.request.inbox}/{entry.name}", digest=digest, rows=0)
-    context.store.finish_run(run_id, status="rejected", counts={"batch_failures": [str(error)], "rows_in": 0})
+    context.store.finish_run(run_id, status="rejected", counts={"batch_failures": [error], "rows_in": 0})
     return run_id
 
 

@@ -1,5 +1,6 @@
 """`poisonguard watch`: an inbox processed once per batch, crash-safe, into a chain of signed versions."""
 import json
+import logging
 import os
 import shutil
 import threading
@@ -9,6 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from poisonguard.pipelines.cli.watch import hide_expected_failures
+from poisonguard.pipelines.core.errors import InputError
 from poisonguard.pipelines.watch import watcher as watch_module
 from poisonguard.pipelines.outputs.datasets import list_versions, staging_folders, verify_chain
 from poisonguard.pipelines.watch.request import make_request
@@ -78,6 +81,8 @@ def test_an_unreadable_batch_is_rejected_and_a_failing_one_given_up_after_max_at
     drop(inbox, "no-label.csv", setup["batch"].drop(columns=["label"]), 1000)
     summary = one_pass(setup)
     assert summary.results[0].status == "rejected" and "no label column 'label'" in summary.results[0].message
+    # Named as it sat in the inbox, not as the spool copy the run read.
+    assert summary.results[0].message.startswith(f"{inbox}/no-label.csv: "), summary.results[0].message
     assert store_rows(setup, f"SELECT status FROM runs WHERE id = '{summary.results[0].run_id}'") == [("rejected",)]
     assert (inbox / "rejected" / "no-label.csv").exists()
 
@@ -275,3 +280,20 @@ def test_watch_options_are_checked_before_anything_starts(setup, tmp_path):
     assert bad_name.exit_code == 2 and "plain name" in bad_name.output
     no_schedule = invoke("serve", "--dataset", "tiny", "--config", setup["config"], "--inbox", setup["inbox"])
     assert no_schedule.exit_code == 2 and "--interval SECONDS or --cron" in no_schedule.output
+
+
+def test_without_verbose_prefect_does_not_log_a_rejected_file_as_a_crash():
+    hide_expected_failures()
+    logger = logging.getLogger("prefect.task_runs")
+
+    def logged(message, error=None):
+        info = (type(error), error, None) if error is not None else None  # as Prefect's record carries it
+        record = logger.makeRecord(logger.name, logging.ERROR, __file__, 1, message, (), info)
+        return all(f.filter(record) for f in logger.filters)
+
+    empty = InputError("inbox/empty.csv: the file is empty")
+    assert not logged("Task run failed with exception: InputError('inbox/empty.csv: ...')", empty)
+    assert not logged("Finished in state Failed('Task run encountered an exception InputError: inbox/empty.csv')")
+    # Anything else is a bug or the operator's: still logged, traceback and all.
+    assert logged("Task run failed with exception: RuntimeError('disk on fire')", RuntimeError("disk on fire"))
+    assert logged("Finished in state Failed('Task run encountered an exception RuntimeError: disk on fire')")
