@@ -150,6 +150,9 @@ def _schema(inputs) -> list[drift.BatchCheck]:
     trusted_columns = [c for c in trusted_raw.columns if c != inputs.reference.id_column]
     batch_columns = [c for c in batch_raw.columns if not (inputs.batch.id_generated and c == inputs.id_column)]
     common = [c for c in batch_columns if c in trusted_columns and c not in ignore and _has_values(batch_raw[c])]
+    # Empty in every trusted row: the reference says nothing of its kind or values, as of a new column.
+    filled = [c for c in common if not _has_values(trusted_raw[c])]
+    common = [c for c in common if c not in filled]
     # The same rule as cell typing: a column changed type when most of its
     # values no longer parse, not when a few cells are broken (row findings).
     threshold = 1.0 - MAX_UNPARSABLE_FRACTION
@@ -164,9 +167,20 @@ def _schema(inputs) -> list[drift.BatchCheck]:
         batch_kinds=batch_kinds,
         ignore=ignore,
     )
-    emptied = [c for c in batch_columns if c in trusted_columns and c not in ignore and c not in common]
+    emptied = [c for c in batch_columns if c in trusted_columns and c not in ignore and c not in common + filled]
     p_value = inputs.settings.config.batch.p_value
-    return problems + _emptied_columns(trusted_raw, len(batch_raw), emptied, p_value)
+    return problems + _filled_columns(batch_raw, filled) + _emptied_columns(trusted_raw, len(batch_raw), emptied, p_value)
+
+
+def _filled_columns(batch_raw: pd.DataFrame, columns: list[str]) -> list[drift.BatchCheck]:
+    """Columns with values in the batch that no trusted row has: new to the reference, as a new column is."""
+    found = []
+    for column in columns:
+        share = float((~missing_mask(batch_raw[column])).mean())
+        reason = (f"column {display(column)} is empty in every trusted row but has a value in {share:.0%} of batch "
+                  "rows: as for a new column, the reference shows nothing to check them against")
+        found.append(drift.BatchCheck("batch.schema", column, "filled column", 1.0, 0.0, 0.0, True, reason))
+    return found
 
 
 def _emptied_columns(trusted_raw: pd.DataFrame, batch_rows: int, columns: list[str], p_value: float):

@@ -19,9 +19,11 @@ from poisonguard.pipelines.core.tables import (
     coerce_types,
     infer_kinds,
     load_table,
+    missing_mask,
     read_file,
     row_number_columns,
 )
+from poisonguard.pipelines.core.text import display
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,11 @@ def load_inputs(settings: RunSettings) -> RunInputs:
         reference = load_table(
             [dataset.reference], label=label, id_column=None, role="reference", separator=dataset.separator
         )
+        if not (~missing_mask(reference.raw[label])).any():
+            raise InputError(
+                f"{dataset.reference}: the trusted reference has no label: column {display(label)} is empty in all "
+                f"{len(reference.raw)} rows"
+            )
         unexpected = [c for c in _data_columns(batch) if c not in reference.raw.columns and c != dataset.id]
         # A new column is schema drift: the batch-level schema check rejects
         # the batch with the evidence. Without that check it is an input error.

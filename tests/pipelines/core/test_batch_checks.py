@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from poisonguard.detectors import drift
+from poisonguard.pipelines.core.errors import InputError
 from poisonguard.pipelines.runner import execute
 from poisonguard.pipelines.core.settings import make_settings
 from tests.tiny_data import write_tiny_dataset
@@ -174,6 +175,28 @@ def test_a_numeric_column_emptied_in_every_row_rejects_a_large_enough_batch(tiny
     if rejected:
         assert summary.status == "rejected"
         assert f"batch.schema: column 'y' is empty in all {rows} batch rows, but 100% of trusted rows" in summary.batch_failures[0]
+
+
+def test_a_column_empty_in_every_trusted_row_but_filled_in_the_batch_is_called_that(tiny, tmp_path):
+    # Once read as 'y was categorical in the trusted data but is numeric in the batch'.
+    reference = pd.read_csv(tiny["reference"])
+    reference["y"] = np.nan
+    reference.to_csv(tiny["reference"], index=False)
+    summary = execute(make_settings([tiny["batch"]], out=tmp_path / "out", config_path=tiny["config"]))
+    assert summary.status == "rejected"
+    [row] = [row for row in summary.batch_checks if row["check"] == "batch.schema"]
+    assert (row["column"], row["test"], row["failed"]) == ("y", "filled column", True)
+    assert "batch.schema: column 'y' is empty in every trusted row but has a value in 100% of batch rows" in (
+        summary.batch_failures[0])
+
+
+def test_a_reference_without_a_single_label_is_bad_input_not_a_shifted_batch(tiny, tmp_path):
+    reference = pd.read_csv(tiny["reference"])
+    reference["label"] = ""
+    reference.to_csv(tiny["reference"], index=False)
+    with pytest.raises(InputError, match=r"reference.csv: the trusted reference has no label: column 'label' is empty"):
+        execute(make_settings([tiny["batch"]], out=tmp_path / "out", config_path=tiny["config"]))
+    assert not (tmp_path / "out").exists()
 
 
 def test_checks_can_be_switched_off_in_the_config(tiny, tmp_path):
