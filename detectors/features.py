@@ -43,6 +43,12 @@ MISSING_SUFFIX = "__missing"
 RARITY_SUFFIX = "__rarity"
 # More distinct values than this share of the present ones: free text, not categories.
 TEXT_DISTINCT_SHARE = 0.5
+# Scaled values are cut to this many spreads from the median. A finite cell
+# of 1.7e308 in a column whose spread is 1 scaled to inf, which every
+# detector refuses (the run stopped); beyond a billion spreads a value is as
+# far out as a value can be, and its square, summed over a thousand features,
+# is still a finite distance.
+MAX_SCALED = 1e9
 
 
 def _as_frame(frame) -> pd.DataFrame:
@@ -279,7 +285,9 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             values = _numeric_values(frame, column)
             missing = np.isnan(values)
             filled = np.where(missing, self.medians_[column], values)
-            write((filled - self.medians_[column]) / self.scales_[column])
+            with np.errstate(over="ignore"):
+                scaled = (filled - self.medians_[column]) / self.scales_[column]
+            write(np.clip(scaled, -MAX_SCALED, MAX_SCALED))
             write(missing)
         for column in self.categorical_columns_:
             strings = _category_strings(frame[column])

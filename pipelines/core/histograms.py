@@ -19,8 +19,19 @@ def histogram_edges(low: float, high: float, bins: int) -> np.ndarray:
     """
     if not high > low:
         pad = 0.5 if low - 0.5 < low < low + 0.5 else abs(low) * 1e-9
-        low, high = low - pad, high + pad
-    return np.unique(np.linspace(low, high, bins + 1))
+        # At the largest float one side cannot widen; the other still gives the bin its width.
+        low, high = (value if np.isfinite(value) else edge for value, edge in ((low - pad, low), (high + pad, high)))
+    try:
+        with np.errstate(over="raise", invalid="raise"):
+            return np.unique(np.linspace(low, high, bins + 1))
+    except FloatingPointError:
+        pass
+    # Near the largest floats (-1.7e308 to 1.7e308) the span is no float: each edge as a mix of the two ends.
+    share = np.arange(bins + 1) / bins
+    with np.errstate(over="ignore"):
+        edges = low * (1.0 - share) + high * share
+    edges[0], edges[-1] = low, high
+    return np.unique(np.clip(edges, low, high))
 
 
 def histogram(values: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ from sklearn.base import clone
 from sklearn.utils.estimator_checks import check_estimator
 
 from poisonguard.detectors.base import DetectorError
-from poisonguard.detectors.features import FeatureEncoder
+from poisonguard.detectors.features import MAX_SCALED, FeatureEncoder
 
 
 @pytest.fixture
@@ -228,3 +228,12 @@ def test_an_unseen_value_is_exactly_as_rare_as_one_seen_once(rows):
     trusted = encoder.transform(frame)["merchant__rarity"]
     never = encoder.transform(pd.DataFrame({"merchant": ["never_seen"]}))["merchant__rarity"].iloc[0]
     assert trusted.iloc[0] == never == trusted.max()
+
+
+def test_the_largest_finite_values_encode_as_finite_features_still_the_farthest():
+    values = np.array([0.0, 0.1, 0.2, 0.3, 1.7e308, -1.7e308, 1e6])
+    encoder = FeatureEncoder(numeric=["x"], categorical=[]).fit(pd.DataFrame({"x": values[:4]}))
+    scaled = encoder.transform(pd.DataFrame({"x": values}))["x"].to_numpy()
+    assert np.isfinite(scaled).all()  # 1.7e308 over a spread of 0.15 was inf, which every detector refuses
+    assert scaled[4] == MAX_SCALED and scaled[5] == -MAX_SCALED
+    assert scaled[6] == pytest.approx((1e6 - 0.15) / 0.15)  # values short of the cut are as before

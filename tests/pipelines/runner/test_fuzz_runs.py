@@ -23,7 +23,8 @@ from tests.tiny_data import write_tiny_dataset
 
 pytestmark = pytest.mark.slow
 
-CELLS = st.sampled_from(["", "inf", "-Infinity", "1e400", "n/a?", "NaN", "0", "-1e9", "ultraviolet", " ", "x" * 300])
+CELLS = st.sampled_from(["", "inf", "-Infinity", "1e400", "n/a?", "NaN", "0", "-1e9", "1.7e308", "-1.7e308", "ultraviolet",
+                         " ", "x" * 300])
 
 
 @st.composite
