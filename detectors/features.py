@@ -44,7 +44,7 @@ RARITY_SUFFIX = "__rarity"
 # More distinct values than this share of the present ones: free text, not categories.
 TEXT_DISTINCT_SHARE = 0.5
 # Scaled values are cut to this many spreads from the median. A finite cell
-# of 1.7e308 in a column whose spread is 1 scaled to inf, which every
+# of 1.7e308 in a column whose spread is below 1 scaled to inf, which every
 # detector refuses (the run stopped); beyond a billion spreads a value is as
 # far out as a value can be, and its square, summed over a thousand features,
 # is still a finite distance.

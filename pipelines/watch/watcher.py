@@ -190,13 +190,13 @@ def process_file(context: WatchContext, entry: InboxFile, lease: DatasetLease) -
         shutil.rmtree(local.parent, ignore_errors=True)
 
 
-def _record_unreadable(context: WatchContext, entry: InboxFile, digest: str, error: str) -> Optional[str]:
+def _record_unreadable(context: WatchContext, entry: InboxFile, digest: str, message: str) -> Optional[str]:
     """A run record for a batch rejected before its run could start (it could not be read)."""
     run_id = context.store.start_run(
         dataset=context.dataset, config={"watch": context.request.model_dump(mode="json")}, tool_version=__version__
     )
     context.store.record_batch(run_id, path=f"{context.request.inbox}/{entry.name}", digest=digest, rows=0)
-    context.store.finish_run(run_id, status="rejected", counts={"batch_failures": [error], "rows_in": 0})
+    context.store.finish_run(run_id, status="rejected", counts={"batch_failures": [message], "rows_in": 0})
     return run_id
 
 
