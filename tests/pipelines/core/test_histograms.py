@@ -15,7 +15,7 @@ finite = st.floats(allow_nan=False, allow_infinity=False)  # up to the largest f
 def test_edges_increase_and_count_every_value(values, bins):
     values = np.asarray(values)
     counts, edges = histogram(values, bins)
-    assert np.all(np.diff(edges) > 0)
+    assert np.all(edges[1:] > edges[:-1])  # not np.diff: the span of the largest floats overflows it
     assert 1 <= len(counts) <= bins
     assert counts.sum() == len(values)
     assert edges[0] <= values.min() and values.max() <= edges[-1]
