@@ -71,6 +71,7 @@ def load_inputs(settings: RunSettings) -> RunInputs:
     dataset = settings.config.dataset
     label = settings.label
     batch = load_table(settings.batches, label=label, id_column=dataset.id, role="batch", separator=dataset.separator)
+    _require_classes(batch.raw[label], label, _names(settings.batches))
     reference = None
     unexpected: list[str] = []
     if dataset.reference is not None:
@@ -174,6 +175,24 @@ def _suite(settings, reference, reference_typed, feature_columns, kinds, numbere
 
 def _data_columns(table: LoadedTable) -> list[str]:
     return [c for c in table.raw.columns if not (table.id_generated and c == table.id_column)]
+
+
+# Labels are classes: a few values, each on many rows. Past this share of
+# distinct values (and MIN_REFUSED_LABELS of them) a label column is a
+# continuous target or an id: judged as classes, a price column of 20,000
+# rows took 214 s and 6.5 GB and quarantined 97.5 % of them.
+MAX_DISTINCT_LABEL_SHARE = 0.5
+MIN_REFUSED_LABELS = 100
+
+
+def _require_classes(labels, label: str, source: str) -> None:
+    distinct = int(labels.nunique(dropna=True))
+    if distinct > MIN_REFUSED_LABELS and distinct > MAX_DISTINCT_LABEL_SHARE * len(labels):
+        raise InputError(
+            f"{source}: label column {display(label)} has {distinct:,} distinct values in {len(labels):,} rows; "
+            "poisonguard checks class labels (a few values, each on many rows), and a continuous target or an id "
+            "is not one: name the class column with --label (or dataset.label)"
+        )
 
 
 def _names(paths) -> str:
