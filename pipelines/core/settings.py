@@ -89,6 +89,12 @@ def make_settings(
         where = f" or set dataset.label in {config_path}" if config_path else " (or set dataset.label in a --config file)"
         raise ConfigError(f"no label column given: pass --label COLUMN{where}")
     check_detection(config, source=str(config_path) if config_path else "the default config")
+    if not config.detection.detectors and config.dataset.reference is None and config.dataset.suite is None:
+        # Otherwise every row would be kept and signed as clean without a single check.
+        raise ConfigError(
+            f"{config_path or 'the config'}: detection.detectors is empty and there is no reference or suite, so "
+            "nothing would check the batch's rows; list detectors, or give --reference or dataset.suite"
+        )
     out = Path(out).resolve()
     if out.exists():
         raise InputError(f"{out}: output folder already exists; choose a new one (a signed output is never overwritten)")

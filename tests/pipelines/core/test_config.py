@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from poisonguard.pipelines.core.config import DEFAULT_DETECTORS, RunConfig, load_config, parse_config
 from poisonguard.pipelines.core.errors import ConfigError
+from poisonguard.pipelines.core.settings import make_settings
 
 
 def test_defaults_work_without_a_file():
@@ -81,3 +82,15 @@ def test_any_text_gives_a_config_or_a_config_error(text):
 def test_valid_values_round_trip(alpha, label):
     config = parse_config(f'[dataset]\nlabel = "{label}"\n[detection]\nalpha = {alpha!r}\n')
     assert config.dataset.label == label and config.detection.alpha == alpha
+
+
+def test_no_detectors_and_nothing_else_to_check_with_is_refused(tmp_path):
+    # It published every row, signed as clean, without one check.
+    config = tmp_path / "none.toml"
+    config.write_text('[dataset]\nlabel = "y"\n[detection]\ndetectors = []\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"none.toml: detection.detectors is empty and there is no reference or suite"):
+        make_settings([tmp_path / "b.csv"], out=tmp_path / "out", config_path=config)
+    (tmp_path / "trusted.csv").write_text("x,y\n1,a\n", encoding="utf-8")
+    with_reference = make_settings([tmp_path / "b.csv"], out=tmp_path / "out", config_path=config,
+                                   reference=tmp_path / "trusted.csv")
+    assert with_reference.config.detection.detectors == []  # the expectations alone may judge the rows
