@@ -386,6 +386,10 @@ def load_table(
                 f"{path}: columns differ from {paths[0]} (missing: {_list(missing)}; extra: {_list(extra)})"
             )
         digest = file_digest(path)
+        twin = next((f["path"] for f in files if f["digest"] == digest), None)
+        if twin is not None:
+            # Every row twice: with content ids the copies would pass as rows of their own.
+            raise InputError(f"{path}: the same content as {twin}; give each {role} file once")
         files.append({"path": str(path), "digest": digest, "rows": int(len(frame)), "format": file_format(path)})
         digests.append(pd.Series(digest, index=range(len(frame)), dtype=object))
         frames.append(frame[first_columns])

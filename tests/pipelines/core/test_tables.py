@@ -199,6 +199,15 @@ def test_missing_and_corrupt_files(tmp_path):
         load_table([tmp_path / "bad.csv.gz"], label="y", id_column=None)
 
 
+def test_a_file_given_twice_or_a_copy_of_it_is_refused(tmp_path):
+    # Without --id its rows got content ids told apart by their repeat: every row twice, as rows of their own.
+    first = write(tmp_path / "a.csv", "x,y\n1,a\n2,b\n")
+    copy = write(tmp_path / "copy.csv", "x,y\n1,a\n2,b\n")
+    for files in ([first, first], [first, copy]):
+        with pytest.raises(InputError, match=f"{files[1]}: the same content as {first}; give each batch file once"):
+            load_table(files, label="y", id_column=None, role="batch")
+
+
 def test_mismatched_columns_across_files(tmp_path):
     first = write(tmp_path / "1.csv", "id,y,x\na,p,1\n")
     second = write(tmp_path / "2.csv", "id,y\nb,q\n")
