@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from poisonguard.expectations import column_kinds, infer_suite, load_suite
-from poisonguard.pipelines.core.errors import InputError
+from poisonguard.pipelines.core.errors import ConfigError, InputError
 from poisonguard.pipelines.core.settings import RunSettings
 from poisonguard.pipelines.core.tables import (
     LoadedTable,
@@ -23,7 +23,7 @@ from poisonguard.pipelines.core.tables import (
     read_file,
     row_number_columns,
 )
-from poisonguard.pipelines.core.text import display
+from poisonguard.pipelines.core.text import display, display_list
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,7 @@ def load_inputs(settings: RunSettings) -> RunInputs:
             raise InputError(
                 f"{dataset.reference}: reference lacks the batch's column(s) {', '.join(map(repr, unexpected))}"
             )
+    _require_named_columns(settings, batch, reference)
     ignored = set(dataset.ignore) | {label, batch.id_column} | set(unexpected)
     if dataset.id:
         ignored.add(dataset.id)
@@ -193,6 +194,19 @@ def _require_classes(labels, label: str, source: str) -> None:
             "poisonguard checks class labels (a few values, each on many rows), and a continuous target or an id "
             "is not one: name the class column with --label (or dataset.label)"
         )
+
+
+def _require_named_columns(settings: RunSettings, batch: LoadedTable, reference: Optional[LoadedTable]) -> None:
+    """Each column the config lists by kind or to ignore is a column of the batch or the reference (a typo is not)."""
+    dataset = settings.config.dataset
+    known = set(batch.raw.columns) | (set(reference.raw.columns) if reference is not None else set())
+    for key in ("numeric", "categorical", "ignore"):
+        missing = [name for name in getattr(dataset, key) or () if name not in known]
+        if missing:
+            raise ConfigError(
+                f"{settings.config_path or 'the config'}: dataset.{key} names {display_list(missing)}, which "
+                f"neither the batch nor the reference has; its columns are {display_list(sorted(known))}"
+            )
 
 
 def _names(paths) -> str:

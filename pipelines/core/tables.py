@@ -28,7 +28,7 @@ from poisonguard.detectors.base import empty_findings, make_findings
 from poisonguard.expectations.infer import category_text
 from poisonguard.pipelines.core.csv_files import read_csv
 from poisonguard.pipelines.core.errors import InputError
-from poisonguard.pipelines.core.text import display, shorten
+from poisonguard.pipelines.core.text import display, display_list, shorten
 from poisonguard.pipelines.core.written_columns import WRITTEN_COLUMNS
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -373,9 +373,9 @@ def load_table(
     for path in map(Path, paths):
         frame = read_file(path, separator=separator)
         if label is not None and label not in frame.columns:
-            raise InputError(f"{path}: no label column {display(label)}; columns are {_list(frame.columns)}")
+            raise InputError(f"{path}: no label column {display(label)}; columns are {display_list(frame.columns)}")
         if id_column is not None and id_column not in frame.columns:
-            raise InputError(f"{path}: no id column {display(id_column)}; columns are {_list(frame.columns)}")
+            raise InputError(f"{path}: no id column {display(id_column)}; columns are {display_list(frame.columns)}")
         _refuse_written_columns(path, frame.columns)
         if first_columns is None:
             first_columns = list(frame.columns)
@@ -383,7 +383,8 @@ def load_table(
             missing = sorted(set(first_columns) - set(frame.columns))
             extra = sorted(set(frame.columns) - set(first_columns))
             raise InputError(
-                f"{path}: columns differ from {paths[0]} (missing: {_list(missing)}; extra: {_list(extra)})"
+                f"{path}: columns differ from {paths[0]} "
+                f"(missing: {display_list(missing)}; extra: {display_list(extra)})"
             )
         digest = file_digest(path)
         twin = next((f["path"] for f in files if f["digest"] == digest), None)
@@ -416,7 +417,7 @@ def _refuse_written_columns(path: Path, columns) -> None:
         raise InputError(
             f"{path}: column {display(taken[0])} has a name poisonguard gives its own columns in quarantine.parquet, "
             f"where this one would be lost; rename it, or, to check a quarantine file's rows again, drop "
-            f"{_list(taken)} first"
+            f"{display_list(taken)} first"
         )
 
 
@@ -705,14 +706,6 @@ def _as_texts(series: pd.Series, missing: np.ndarray) -> pd.Series:
         texts = pd.Series(distinct_objects(series, convert=category_text), index=series.index, dtype=object)
         return texts.where(~missing, None)
     return series.map(category_text).where(~missing, None).astype(object)
-
-
-def _list(names, most: int = 20) -> str:
-    names = list(names)
-    if not names:
-        return "none"
-    shown = ", ".join(display(name) for name in names[:most])
-    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def rows_in(row_ids, wanted) -> np.ndarray:

@@ -26,3 +26,12 @@ def shorten(text: str, width: int = NAME_WIDTH) -> str:
 def display(name) -> str:
     """A name quoted for a message (``'island'``), cut when long."""
     return repr(shorten(str(name)))
+
+
+def display_list(names, most: int = 20) -> str:
+    """Names quoted for a message (``'a', 'b' and 3 more``); ``none`` for none."""
+    names = list(names)
+    if not names:
+        return "none"
+    shown = ", ".join(display(name) for name in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")

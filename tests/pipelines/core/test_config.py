@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from poisonguard.pipelines.core.config import DEFAULT_DETECTORS, RunConfig, load_config, parse_config
 from poisonguard.pipelines.core.errors import ConfigError
 from poisonguard.pipelines.core.settings import make_settings
+from poisonguard.pipelines.runner import execute
 
 
 def test_defaults_work_without_a_file():
@@ -94,3 +95,14 @@ def test_no_detectors_and_nothing_else_to_check_with_is_refused(tmp_path):
     with_reference = make_settings([tmp_path / "b.csv"], out=tmp_path / "out", config_path=config,
                                    reference=tmp_path / "trusted.csv")
     assert with_reference.config.detection.detectors == []  # the expectations alone may judge the rows
+
+
+@pytest.mark.parametrize("key", ["numeric", "categorical", "ignore"])
+def test_a_column_the_config_names_must_exist(tmp_path, key):
+    # A typo ('nope') was silently dropped: the column it meant was then typed by inference.
+    (tmp_path / "b.csv").write_text("id,x,y\n" + "".join(f"{i},{i % 5},{'ab'[i % 2]}\n" for i in range(40)), encoding="utf-8")
+    config = tmp_path / "typo.toml"
+    config.write_text(f'[dataset]\nlabel = "y"\nid = "id"\n{key} = ["x", "nope"]\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"typo.toml: dataset.{key} names 'nope', which neither the batch nor"):
+        execute(make_settings([tmp_path / "b.csv"], out=tmp_path / "out", config_path=config))
+    assert not (tmp_path / "out").exists()
