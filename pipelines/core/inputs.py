@@ -187,7 +187,10 @@ MIN_REFUSED_LABELS = 100
 
 
 def _require_classes(labels, label: str, source: str) -> None:
-    distinct = int(labels.nunique(dropna=True))
+    try:
+        distinct = int(labels.nunique(dropna=True))
+    except TypeError:  # a JSON Lines label holding lists or objects: counted by their text
+        distinct = int(labels.dropna().astype(str).nunique())
     if distinct > MIN_REFUSED_LABELS and distinct > MAX_DISTINCT_LABEL_SHARE * len(labels):
         raise InputError(
             f"{source}: label column {display(label)} has {distinct:,} distinct values in {len(labels):,} rows; "

@@ -232,3 +232,13 @@ def test_a_label_column_of_nearly_distinct_values_is_refused_as_no_class_labels(
         assert not (tmp_path / "out").exists()
     else:  # 100 classes of 1-2 rows: few rows a class, but classes
         assert execute(settings).status in ("succeeded", "rejected")
+
+
+def test_a_label_holding_a_list_is_counted_by_its_text(tmp_path):
+    # JSON Lines can put a list in the label: counting distinct labels raised "unhashable type: 'list'".
+    rows = [{"id": i, "x": i % 7 / 10, "label": [1, 2] if i == 3 else "ab"[i % 2]} for i in range(40)]
+    path = tmp_path / "batch.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    summary = execute(make_settings([path], out=tmp_path / "out", label="label", id_column="id"))
+    assert summary.status == "succeeded"
+    assert "3" in set(pd.read_parquet(summary.out / "quarantine.parquet")["id"].astype(str))
