@@ -55,16 +55,7 @@ def test_a_large_reference_gives_neighbours_from_a_seeded_sample(monkeypatch):
     trusted = pd.DataFrame({"x": rng.normal(size=400), "label": np.where(rng.random(400) < 0.5, "a", "b")})
     ids = pd.Series(["r0", "r1"])
     batch = pd.DataFrame({"x": [0.1, 5.0], "label": ["a", "b"]})
-    inputs = SimpleNamespace(
-        reference_typed=SimpleNamespace(typed=trusted), batch_typed=SimpleNamespace(typed=batch),
-        batch=SimpleNamespace(row_ids=ids), feature_columns=["x"], kinds={"x": "numeric"}, label="label",
-    )
-    features = SimpleNamespace(
-        trusted_features=trusted[["x"]], trusted_labels=trusted["label"].to_numpy(dtype=object),
-        batch_features=batch[["x"]], batch_labels=batch["label"].to_numpy(dtype=object),
-        batch_row_ids=ids.to_numpy(dtype=object),
-    )
-    whole, sampled = _whole_and_sampled(monkeypatch, inputs, features, ["r0", "r1"])
+    whole, sampled = _whole_and_sampled(monkeypatch, *_one_feature_run(batch, ids, trusted), ["r0", "r1"])
 
     assert whole["r0"]["population"] == "trusted reference"
     for row_id in ("r0", "r1"):
@@ -74,6 +65,22 @@ def test_a_large_reference_gives_neighbours_from_a_seeded_sample(monkeypatch):
         assert found["nearest"][0]["distance"] >= whole[row_id]["nearest"][0]["distance"]
         # The trusted distribution shown is still every trusted row's.
         assert found["features"] == whole[row_id]["features"]
+
+
+def _one_feature_run(batch: pd.DataFrame, ids: pd.Series, trusted: pd.DataFrame = None):
+    """The inputs and features ``collect_evidence`` reads, for frames of one numeric feature ``x`` and a label."""
+    inputs = SimpleNamespace(
+        reference_typed=SimpleNamespace(typed=trusted) if trusted is not None else None,
+        batch_typed=SimpleNamespace(typed=batch), batch=SimpleNamespace(row_ids=ids),
+        feature_columns=["x"], kinds={"x": "numeric"}, label="label",
+    )
+    features = SimpleNamespace(
+        trusted_features=trusted[["x"]] if trusted is not None else None,
+        trusted_labels=trusted["label"].to_numpy(dtype=object) if trusted is not None else None,
+        batch_features=batch[["x"]], batch_labels=batch["label"].to_numpy(dtype=object),
+        batch_row_ids=ids.to_numpy(dtype=object),
+    )
+    return inputs, features
 
 
 def _whole_and_sampled(monkeypatch, inputs, features, quarantined) -> tuple[dict, dict]:
@@ -95,15 +102,7 @@ def test_without_a_reference_a_large_batch_finds_neighbours_in_a_seeded_sample(m
     n_rows = 300
     ids = pd.Series([f"r{i}" for i in range(n_rows)])
     typed = pd.DataFrame({"x": rng.normal(size=n_rows), "label": np.where(rng.random(n_rows) < 0.5, "a", "b")})
-    inputs = SimpleNamespace(
-        reference_typed=None, batch_typed=SimpleNamespace(typed=typed), batch=SimpleNamespace(row_ids=ids),
-        feature_columns=["x"], kinds={"x": "numeric"}, label="label",
-    )
-    features = SimpleNamespace(
-        trusted_features=None, trusted_labels=None, batch_features=typed[["x"]],
-        batch_labels=typed["label"].to_numpy(dtype=object), batch_row_ids=ids.to_numpy(dtype=object),
-    )
-    whole, sampled = _whole_and_sampled(monkeypatch, inputs, features, ["r0", "r7"])
+    whole, sampled = _whole_and_sampled(monkeypatch, *_one_feature_run(typed, ids), ["r0", "r7"])
 
     assert whole["r0"]["population"] == "batch (no trusted reference)"
     for row_id in ("r0", "r7"):
