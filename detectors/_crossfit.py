@@ -7,9 +7,8 @@ fold model and compared with that fold's held-out scores
 (``detectors.calibration.cross_conformal_p_values``), so calibration and
 scoring use models fitted on the same number of rows. This module holds that
 loop (and its classifier form), the robust cut and tail-extrapolated p-values
-of the self-referential mode, the batch's guard on extrapolated tails, and
-per-class nearest-neighbour distances, so the detectors do not each carry a
-copy. Input checks live in ``detectors.validation``.
+of the self-referential mode and the batch's guard on extrapolated tails, so
+the detectors do not each carry a copy. Input checks live in ``detectors.validation``.
 """
 from __future__ import annotations
 
@@ -18,7 +17,6 @@ from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold
-from sklearn.neighbors import NearestNeighbors
 from sklearn.pipeline import Pipeline
 
 from poisonguard.detectors._row_blocks import row_blocks
@@ -606,49 +604,6 @@ def contamination_floor(batch_scores, scores, contamination: float = MAX_CONTAMI
     ordered = np.sort(np.asarray(batch_scores, dtype=float))
     at_least = (len(ordered) - np.searchsorted(ordered, np.asarray(scores, dtype=float), side="left")) / (len(ordered) + 1.0)
     return np.clip((at_least - contamination) / (1.0 - contamination), 0.0, 1.0)
-
-
-def class_neighbour_distances(space, space_labels, queries, classes, k: int, *, exclude_self: bool) -> np.ndarray:
-    """Mean distance from each query to its ``k`` nearest rows of each class.
-
-    Parameters
-    ----------
-    space : numpy.ndarray, shape (n_space, n_features)
-    space_labels : numpy.ndarray, shape (n_space,)
-    queries : numpy.ndarray, shape (n_queries, n_features)
-    classes : sequence, shape (n_classes,)
-    k : int
-        Neighbours per class (fewer when a class has fewer rows).
-    exclude_self : bool
-        ``queries`` are ``space``: a row is not its own neighbour.
-
-    Returns
-    -------
-    numpy.ndarray of float, shape (n_queries, n_classes); ``inf`` for a
-    class with no (other) rows.
-    """
-    distances = np.full((len(queries), len(classes)), np.inf)
-    if not len(queries):
-        return distances
-    for column, value in enumerate(classes):
-        members = np.flatnonzero(space_labels == value)
-        available = len(members) - (1 if exclude_self else 0)
-        wanted = min(k, available)
-        if wanted < 1:
-            continue
-        index = NearestNeighbors(n_neighbors=wanted + (1 if exclude_self else 0)).fit(space[members])
-        for block in row_blocks(len(queries)):
-            found, positions = index.kneighbors(queries[block])
-            if exclude_self:
-                # Drop each query's own entry (not always column 0 among ties).
-                own = members[positions] == np.arange(block.start, block.stop)[:, None]
-                keep = ~own
-                # Queries of another class have no own entry: drop their farthest instead.
-                none = ~own.any(axis=1)
-                keep[none, -1] = False
-                found = found[keep].reshape(len(found), wanted)
-            distances[block, column] = found.mean(axis=1)
-    return distances
 
 
 def label_conditional_p_values(calibrate, calibration_labels, labels, *, min_rows: int):

@@ -16,11 +16,11 @@ from poisonguard.detectors._crossfit import (
     SELF_MONDRIAN_MIN_ROWS,
     bulk_calibrated_p_values,
     check_calibration,
-    class_neighbour_distances,
     label_conditional_p_values,
     label_contamination,
     single_fold_p_values,
 )
+from poisonguard.detectors._class_neighbours import ClassMargins, class_margins, margins_from_means, nearest_other_row
 from poisonguard.detectors._pooled_neighbours import pooled_neighbours, pooled_samples, shares_search
 from poisonguard.detectors._sampling import calibration_rows, neighbour_population_rows, population_mask
 from poisonguard.detectors._unique import isin_values, unique_values
@@ -130,14 +130,14 @@ class KNNLabelDetector(_LabelDetector):
             # Pooled, the trusted rows are scored against each batch's pool
             # instead: a search of every trusted row among all the others
             # would cost the square of the reference (200,000 rows: most of 92 s).
-            distances = self._distances(matrix, exclude_self=True)
-            self.calibration_scores_ = self._margin(distances, self.reference_labels_)[0]
+            margins = self._margins(matrix, self.reference_labels_, exclude_self=True)
+            self.calibration_scores_ = self._margin(margins, self.reference_labels_)[0]
         return self
 
     def score(self, X, y=None) -> np.ndarray:
         """``log(d_own) - log(d_nearest_other)`` per row, shape (n_rows,); inf for unseen labels."""
         matrix, labels, _ = self._validate_fitted(X, y)
-        return self._margin(self._distances(matrix, exclude_self=False), labels)[0]
+        return self._margin(self._margins(matrix, labels, exclude_self=False), labels)[0]
 
     def findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
         """Judge batch labels by their nearest trusted neighbours.
@@ -148,8 +148,8 @@ class KNNLabelDetector(_LabelDetector):
         """
         matrix, labels, ids = self._validate_fitted(X, y, row_ids)
         if not self.pool_batch:
-            distances = self._distances(matrix, exclude_self=False)
-            return self._judge(labels, distances, ids, "trusted rows", self.calibration_scores_)
+            margins = self._margins(matrix, labels, exclude_self=False)
+            return self._judge(labels, margins, ids, "trusted rows", self.calibration_scores_)
         # Rows of a label the trusted rows lack are flagged anyway; they are
         # nobody's neighbours. Of a large batch and of a reference larger than
         # its sample, a sample per label is: a million batch rows are searched
@@ -160,20 +160,21 @@ class KNNLabelDetector(_LabelDetector):
             pooled = pooled_neighbours(
                 self.reference_, self.reference_labels_, matrix, labels, self.k_, self.random_state
             )
-            trusted_distances, distances = pooled.trusted.label_means, pooled.batch.label_means.copy()
             scored = pooled.scored_trusted
+            trusted_codes = self._codes(self.reference_labels_[scored])
+            trusted_margins = margins_from_means(pooled.trusted.label_means, trusted_codes)
+            margins = margins_from_means(pooled.batch.label_means, self._codes(labels))
         else:
-            trusted_distances, distances, scored = self._own_search(matrix, labels, usable)
-        calibration = self._margin(trusted_distances, self.reference_labels_[scored])[0]
-        distances[~usable] = np.inf
-        return self._judge(labels, distances, ids, "trusted and batch rows", calibration)
+            trusted_margins, margins, scored = self._own_search(matrix, labels, usable)
+        calibration = self._margin(trusted_margins, self.reference_labels_[scored])[0]
+        return self._judge(labels, margins, ids, "trusted and batch rows", calibration)
 
     def _own_search(self, matrix, labels, usable):
-        """Distances of scored trusted and of batch rows to each label's pooled rows, searched label by label.
+        """Margins of scored trusted and of batch rows among the pooled rows (``detectors._class_neighbours``).
 
         The samples are ``pooled_samples``' (the batch's usable rows of it),
         the scored trusted rows ``calibration_rows``'; returns the trusted
-        rows' distances, the batch rows', and which trusted rows were scored.
+        rows' margins, the batch rows', and which trusted rows were scored.
         """
         in_batch, in_space = pooled_samples(
             len(matrix), labels, len(self.reference_), self.reference_labels_, self.random_state, matrix.shape[1]
@@ -182,21 +183,27 @@ class KNNLabelDetector(_LabelDetector):
         pooled_rows = usable & in_batch
         trusted, trusted_labels = self.reference_, self.reference_labels_
         space = np.vstack([trusted[in_space], matrix[pooled_rows]])
-        space_labels = np.concatenate([trusted_labels[in_space], labels[pooled_rows]])
-        pooled = class_neighbour_distances(space, space_labels, space, self.classes_, self.k_, exclude_self=True)
+        space_codes = self._codes(np.concatenate([trusted_labels[in_space], labels[pooled_rows]]))
+        n_classes = len(self.classes_)
+        pooled = class_margins(space, space_codes, space, space_codes, n_classes, self.k_, exclude_self=True)
         n_space_trusted = int(in_space.sum())
         # The sample's rows are among the scored ones, in the same order.
         in_space_scored = in_space[scored]
-        trusted_distances = np.empty((len(in_space_scored), len(self.classes_)))
-        trusted_distances[in_space_scored] = pooled[:n_space_trusted]
-        trusted_distances[~in_space_scored] = class_neighbour_distances(
-            space, space_labels, trusted[scored & ~in_space], self.classes_, self.k_, exclude_self=False
-        )
-        # Every row against the space, then the pooled rows without
-        # themselves: cheaper than copying the million rows outside the pool.
-        distances = class_neighbour_distances(space, space_labels, matrix, self.classes_, self.k_, exclude_self=False)
-        distances[pooled_rows] = pooled[n_space_trusted:]
-        return trusted_distances, distances, scored
+        unpooled_scored = scored & ~in_space
+        trusted_margins = ClassMargins.unknown(len(in_space_scored)).with_rows(
+            in_space_scored, pooled.rows(slice(0, n_space_trusted))
+        ).with_rows(~in_space_scored, class_margins(
+            space, space_codes, trusted[unpooled_scored], self._codes(trusted_labels[unpooled_scored]), n_classes,
+            self.k_, exclude_self=False,
+        ))
+        # The pooled rows without themselves, every other row against the space.
+        outside = ~pooled_rows
+        margins = ClassMargins.unknown(len(matrix)).with_rows(
+            pooled_rows, pooled.rows(slice(n_space_trusted, None))
+        ).with_rows(outside, class_margins(
+            space, space_codes, matrix, self._codes(labels), n_classes, self.k_, exclude_self=False, rows=outside,
+        ))
+        return trusted_margins, margins, scored
 
     def self_findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
         """Judge batch labels by their nearest other batch rows (no trusted reference).
@@ -211,10 +218,12 @@ class KNNLabelDetector(_LabelDetector):
             len(matrix), self.random_state, labels, max_rows=neighbour_population_rows(*matrix.shape)
         )
         self._prepare(matrix[in_population], labels[in_population])
-        distances = self._distances(matrix, exclude_self=False)
-        distances[in_population] = self._distances(self.reference_, exclude_self=True)
-        self.calibration_scores_ = self._margin(distances, labels)[0]
-        return self._judge(labels, distances, ids, "other rows of the batch", self.calibration_scores_)
+        outside = ~in_population
+        margins = ClassMargins.unknown(len(matrix)).with_rows(
+            in_population, self._margins(self.reference_, self.reference_labels_, exclude_self=True)
+        ).with_rows(outside, self._margins(matrix, labels, exclude_self=False, rows=outside))
+        self.calibration_scores_ = self._margin(margins, labels)[0]
+        return self._judge(labels, margins, ids, "other rows of the batch", self.calibration_scores_)
 
     def _prepare(self, matrix, labels) -> None:
         if not isinstance(self.n_neighbors, (int, np.integer)) or self.n_neighbors < 1:
@@ -229,37 +238,37 @@ class KNNLabelDetector(_LabelDetector):
         # The data's spacing, measured among at most POPULATION_ROWS of its
         # rows (per label, seeded), the most any pooled search holds of them.
         spaced = population_mask(len(matrix), self.random_state, labels)
-        nearest = class_neighbour_distances(
-            matrix[spaced], labels[spaced], matrix[spaced], values, 1, exclude_self=True
-        ).min(axis=1)
+        nearest = nearest_other_row(matrix[spaced])
         positive = nearest[np.isfinite(nearest) & (nearest > 0)]
         self.floor_ = KNN_DISTANCE_FLOOR * (float(np.median(positive)) if positive.size else 1.0)
 
-    def _distances(self, matrix, *, exclude_self: bool) -> np.ndarray:
-        return class_neighbour_distances(
-            self.reference_, self.reference_labels_, matrix, self.classes_, self.k_, exclude_self=exclude_self
+    def _codes(self, labels) -> np.ndarray:
+        """Each label's position in ``classes_``, -1 for a label not among them."""
+        known = isin_values(labels, self.classes_)
+        codes = np.full(len(labels), -1, dtype=np.intp)
+        codes[known] = self.encoder_.transform(labels[known])
+        return codes
+
+    def _margins(self, matrix, labels, *, exclude_self: bool, rows=None) -> ClassMargins:
+        """Margins of ``matrix``'s rows (``rows`` of them) among the fitted reference's."""
+        return class_margins(
+            self.reference_, self._codes(self.reference_labels_), matrix, self._codes(labels), len(self.classes_),
+            self.k_, exclude_self=exclude_self, rows=rows,
         )
 
-    def _margin(self, distances, labels):
+    def _margin(self, margins: ClassMargins, labels):
         """Scores, which rows have a known label, and the label believed."""
         known = isin_values(labels, self.classes_)
-        codes = np.zeros(len(labels), dtype=int)
-        codes[known] = self.encoder_.transform(labels[known])
-        rows = np.arange(len(labels))
-        own = distances[rows, codes]
-        others = distances.copy()
-        others[rows, codes] = np.inf
-        believed = others.argmin(axis=1)
-        nearest_other = others[rows, believed]
+        own, nearest_other = margins.own, margins.other
         # A label with no other rows and no nearest other label leaves inf - inf:
         # NaN, judged below like an unseen label. Say nothing about it here.
         with np.errstate(invalid="ignore"):
             scores = np.log(own + self.floor_) - np.log(nearest_other + self.floor_)
         scores = np.where(known, scores, np.inf)
-        return scores, known, codes, believed, own, nearest_other
+        return scores, known, margins.believed, own, nearest_other
 
-    def _judge(self, labels, distances, ids, population: str, calibration) -> pd.DataFrame:
-        scores, known, codes, believed, own, other = self._margin(distances, labels)
+    def _judge(self, labels, margins: ClassMargins, ids, population: str, calibration) -> pd.DataFrame:
+        scores, known, believed, own, other = self._margin(margins, labels)
         finite = np.where(np.isfinite(scores), scores, np.finfo(float).max)
         usable = np.isfinite(calibration)
         if self.self_referential_:
