@@ -1,10 +1,10 @@
 """Throughput: poisonguard beside cleanlab's label check and PyOD on the same generated rows.
 
 For each size (100,000, 1,000,000 and 3,000,000 rows by default) one batch
-is generated: 20 numeric features, 5 classes (Gaussian clusters), 1 % of
-the rows with a flipped label and 1 % moved far out on every feature, plus a
-5,000-row trusted reference of the same distribution (``--reference-rows``
-for a larger one). Each tool runs in a
+is generated: 20 numeric features, 5 classes (Gaussian clusters; ``--classes``
+for more, as a product-category label has), 1 % of the rows with a flipped
+label and 1 % moved far out on every feature, plus a 5,000-row trusted
+reference of the same distribution (``--reference-rows`` for a larger one). Each tool runs in a
 process of its own on that batch, and the parent reads its wall time and
 peak resident memory (``os.wait4``):
 
@@ -66,28 +66,29 @@ def _clusters(rng, n_rows: int, centres: np.ndarray) -> tuple[np.ndarray, np.nda
     return centres[labels] + rng.normal(0.0, 1.0, (n_rows, centres.shape[1])), labels
 
 
-def _poison(rng, matrix: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def _poison(rng, matrix: np.ndarray, labels: np.ndarray, classes: int = CLASSES) -> np.ndarray:
     """Flip the labels of 1 % of the rows and move another 1 % far out; the poisoned positions."""
     n_rows = len(labels)
     chosen = rng.choice(n_rows, 2 * int(POISON_SHARE * n_rows), replace=False)
     flipped, far = chosen[: len(chosen) // 2], chosen[len(chosen) // 2:]
-    labels[flipped] = (labels[flipped] + rng.integers(1, CLASSES, len(flipped))) % CLASSES
+    labels[flipped] = (labels[flipped] + rng.integers(1, classes, len(flipped))) % classes
     matrix[far] += rng.choice([-1.0, 1.0], (len(far), matrix.shape[1])) * 8.0
     return np.sort(chosen)
 
 
-def make_numeric(folder: Path, n_rows: int, seed: int = 0, reference_rows: int = REFERENCE_ROWS) -> None:
+def make_numeric(folder: Path, n_rows: int, seed: int = 0, reference_rows: int = REFERENCE_ROWS,
+                 classes: int = CLASSES) -> None:
     """Batch, reference, truth and config of the numeric case, in ``folder``."""
     rng = np.random.default_rng(seed)
-    centres = rng.normal(0.0, 3.0, (CLASSES, FEATURES))
+    centres = rng.normal(0.0, 3.0, (classes, FEATURES))
     names = [f"f{i}" for i in range(FEATURES)]
     folder.mkdir(parents=True, exist_ok=True)
     for name, rows, start in (("reference", reference_rows, 10**10), ("batch", n_rows, 0)):
         matrix, labels = _clusters(rng, rows, centres)
-        poisoned = _poison(rng, matrix, labels) if name == "batch" else None
+        poisoned = _poison(rng, matrix, labels, classes) if name == "batch" else None
         frame = pd.DataFrame(matrix, columns=names)
         frame.insert(0, "row_id", np.arange(start, start + rows))
-        frame["label"] = np.array([f"class_{c}" for c in range(CLASSES)])[labels]
+        frame["label"] = np.array([f"class_{c}" for c in range(classes)])[labels]
         frame.to_parquet(folder / f"{name}.parquet", index=False)
         if poisoned is not None:
             pd.DataFrame({"row_id": poisoned}).to_csv(folder / "truth.csv", index=False)
@@ -121,7 +122,8 @@ def make_mixed(folder: Path, n_rows: int = MIXED_ROWS, seed: int = 0) -> None:
     _write_config(folder, "reference.parquet")
 
 
-def generate(kind: str, folder: Path, n_rows: int, reference_rows: int = REFERENCE_ROWS, text_formats: bool = False) -> None:
+def generate(kind: str, folder: Path, n_rows: int, reference_rows: int = REFERENCE_ROWS, text_formats: bool = False,
+             classes: int = CLASSES) -> None:
     """``make_numeric`` or ``make_mixed`` in a child process, so that this one stays small.
 
     A child's peak memory (``ru_maxrss``) starts from its parent's: the
@@ -131,7 +133,8 @@ def generate(kind: str, folder: Path, n_rows: int, reference_rows: int = REFEREN
     """
     subprocess.run(
         [sys.executable, __file__, "--generate", kind, "--data", str(folder), "--rows", str(n_rows),
-         "--reference-rows", str(reference_rows), *(["--text-formats"] if text_formats else [])],
+         "--reference-rows", str(reference_rows), "--classes", str(classes),
+         *(["--text-formats"] if text_formats else [])],
         check=True,
     )
 
@@ -254,6 +257,8 @@ def main() -> None:
                         help="Tools run on the mixed cases: poisonguard and/or poisonguard-noref.")
     parser.add_argument("--reference-rows", type=int, default=REFERENCE_ROWS,
                         help="Trusted rows of the numeric cases (a large reference: 200000).")
+    parser.add_argument("--classes", type=int, default=CLASSES,
+                        help="Labels of the numeric cases (a product-category label: 1000).")
     parser.add_argument("--worker", choices=tuple(RUNNERS), help=argparse.SUPPRESS)
     parser.add_argument("--text-formats", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--generate", choices=("numeric", "mixed"), help=argparse.SUPPRESS)
@@ -265,7 +270,7 @@ def main() -> None:
         worker(args.worker, args.data, args.result)
         return
     if args.generate == "numeric":
-        make_numeric(args.data, args.rows, reference_rows=args.reference_rows)
+        make_numeric(args.data, args.rows, reference_rows=args.reference_rows, classes=args.classes)
         if args.text_formats:
             write_text_formats(args.data)
         return
@@ -282,9 +287,10 @@ def main() -> None:
                 cases.append((name, Path(root) / f"mixed{size}", args.mixed_tools.split(",")))
         for size in (int(s) for s in args.sizes.split(",") if s):
             generate("numeric", Path(root) / f"n{size}", size, args.reference_rows,
-                     text_formats=any(tool in TEXT_FORMATS for tool in args.tools.split(",")))
+                     text_formats=any(tool in TEXT_FORMATS for tool in args.tools.split(",")), classes=args.classes)
             name = f"{size:,} x 20" + ("" if args.reference_rows == REFERENCE_ROWS
                                       else f", {args.reference_rows:,}-row reference")
+            name += "" if args.classes == CLASSES else f", {args.classes:,} labels"
             cases.append((name, Path(root) / f"n{size}", args.tools.split(",")))
         for name, folder, tools in cases:
             for tool in tools:
