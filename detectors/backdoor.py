@@ -85,15 +85,21 @@ JOINT_ROWS = 5_000
 def _within(sorted_values: np.ndarray, x: np.ndarray, half_width: float) -> np.ndarray:
     """How many of ``sorted_values`` lie within ``x +- half_width``, per x; ``x`` sorted too.
 
-    The same counts as ``searchsorted(sorted_values, x + half_width, "right")
-    - searchsorted(sorted_values, x - half_width, "left")``, found the other
-    way round: each of the (few thousand) population values is placed among
-    the (up to a million) sorted queries, and a running count of placements
-    gives every query's count. ``x +- half_width`` stays sorted (rounding is
-    monotone), so a value lies at or below ``x[i] + half_width`` exactly when
-    it is placed at ``i`` or before.
+    ``searchsorted(sorted_values, x + half_width, "right") -
+    searchsorted(sorted_values, x - half_width, "left")``. With more queries
+    than values the same counts are found the other way round: each of the
+    (few thousand) population values is placed among the (up to a million)
+    sorted queries, and a running count of placements gives every query's
+    count. ``x +- half_width`` stays sorted (rounding is monotone), so a
+    value lies at or below ``x[i] + half_width`` exactly when it is placed at
+    ``i`` or before. (The queries of one label of many are few: placing
+    20,000 values among 100 queries, per label and feature, was most of a
+    1,000-label batch's 79 s.)
     """
     n_queries = len(x)
+    if n_queries <= len(sorted_values):
+        return (np.searchsorted(sorted_values, x + half_width, side="right")
+                - np.searchsorted(sorted_values, x - half_width, side="left"))
 
     def placed_at_or_before(positions):
         return np.cumsum(np.bincount(positions, minlength=n_queries + 1)[:n_queries])
@@ -198,6 +204,24 @@ class _SortedColumns:
             order = np.argsort(self.rows[:, column], kind="stable")
             self._sorted[column] = order, self.rows[order, column]
         return self._sorted[column]
+
+
+def _label_groups(batch_labels, query_labels):
+    """``(label, its batch rows, its query rows)`` for each label of ``query_labels``, positions sorted.
+
+    Grouped once: comparing a batch's labels with each of 1,000 labels is
+    1,000 passes over its strings.
+    """
+    values, query_codes = unique_values(query_labels, return_inverse=True)
+    query_codes = np.asarray(query_codes).ravel()
+    batch_codes = pd.Index(values).get_indexer(batch_labels)  # -1: a label no query has
+    batch_order = np.argsort(batch_codes, kind="stable")
+    batch_bounds = np.searchsorted(batch_codes[batch_order], np.arange(len(values) + 1))
+    query_order = np.argsort(query_codes, kind="stable")
+    query_bounds = np.searchsorted(query_codes[query_order], np.arange(len(values) + 1))
+    for code, label in enumerate(values):
+        yield (label, batch_order[batch_bounds[code]:batch_bounds[code + 1]],
+               query_order[query_bounds[code]:query_bounds[code + 1]])
 
 
 def _second_largest(scores: np.ndarray) -> np.ndarray:
@@ -432,19 +456,20 @@ class BackdoorTriggerDetector(Detector):
         narrow_counts = np.zeros(scores.shape, dtype=np.int32)  # at most the population's rows
         trusted = None if self.self_referential_ else self.reference_
         other_self = 1 if (trusted_queries and trusted is not None) else 0
-        for label in unique_values(query_labels):
-            mine = np.sort(batch[batch_labels == label][:, checked_columns], axis=0)
-            # The null: how values bunch up where this label is not involved
-            # (other labels of the batch, and every trusted row).
-            others = batch[batch_labels != label][:, checked_columns]
-            if trusted is not None:
-                others = np.vstack([others, trusted[:, checked_columns]])
-            others = np.sort(others, axis=0)
-            rows = np.flatnonzero(query_labels == label)
+        # The null is how values bunch up where a label is not involved (the
+        # batch's other labels, and every trusted row): every row's counts
+        # less the label's own. Sorting the others afresh for each label cost
+        # a sort of the population per label (1,000 labels: 17 of 79 s).
+        everyone = batch[:, checked_columns]
+        if trusted is not None:
+            everyone = np.vstack([everyone, trusted[:, checked_columns]])
+        everyone = np.sort(everyone, axis=0)
+        for label, members, rows in _label_groups(batch_labels, query_labels):
+            mine = np.sort(batch[members][:, checked_columns], axis=0)
             if not len(mine) or not len(rows):
                 continue
 
-            def count_column(position, rows=rows, mine=mine, others=others):
+            def count_column(position, rows=rows, mine=mine):
                 column = checked_columns[position]
                 # Rows in value order, as ``_within`` counts them (rows with
                 # equal values get equal counts, in whichever order they come).
@@ -452,10 +477,11 @@ class BackdoorTriggerDetector(Detector):
                 x = queries[by_value, column]
                 own_self = in_population[by_value].astype(int)  # such a row is in both of its own windows
                 w = narrow[column]
-                own_narrow = _within(mine[:, position], x, w) - own_self
-                own_wide = _within(mine[:, position], x, w * WIDE_FACTOR) - own_self
-                other_narrow = _within(others[:, position], x, w) - other_self
-                other_wide = _within(others[:, position], x, w * WIDE_FACTOR) - other_self
+                mine_narrow = _within(mine[:, position], x, w)
+                mine_wide = _within(mine[:, position], x, w * WIDE_FACTOR)
+                own_narrow, own_wide = mine_narrow - own_self, mine_wide - own_self
+                other_narrow = _within(everyone[:, position], x, w) - mine_narrow - other_self
+                other_wide = _within(everyone[:, position], x, w * WIDE_FACTOR) - mine_wide - other_self
                 # Share of the wide window's rows that fall in the narrow one
                 # elsewhere, shrunk towards the smooth-density share.
                 share = (other_narrow + PRIOR_ROWS / WIDE_FACTOR) / (other_wide + PRIOR_ROWS)
@@ -524,18 +550,17 @@ class BackdoorTriggerDetector(Detector):
         joint = second >= joint_threshold
         trusted = None if self.self_referential_ else self.reference_
         other_self = 1 if (trusted_queries and trusted is not None) else 0
-        for label in unique_values(query_labels[joint]):
-            mine = _SortedColumns(batch[batch_labels == label])
-            others = batch[batch_labels != label]
-            if trusted is not None:
-                others = np.vstack([others, trusted])
-            others = _SortedColumns(others)
+        # The null's rows are every row less the label's own (see ``_concentration``).
+        everyone = _SortedColumns(batch if trusted is None else np.vstack([batch, trusted]))
+        joint_rows = np.flatnonzero(joint)
+        for label, members, positions in _label_groups(batch_labels, query_labels[joint_rows]):
+            mine = _SortedColumns(batch[members])
             # Rows showing the same values on the same features have the same
             # counts: on openintro's loans 5,570 rows were tested, with 1,808
             # distinct feature sets and values (mostly 0/1 levels), each
             # test a pass over the 4,400 rows of its label.
             tested: dict[tuple, list] = {}
-            for row in np.flatnonzero(joint & (query_labels == label)):
+            for row in joint_rows[positions]:
                 # Stable: equally concentrated features in column order.
                 order = np.argsort(-per_feature[row], kind="stable")[:top]
                 order = order[per_feature[row, order] > 0]
@@ -547,7 +572,7 @@ class BackdoorTriggerDetector(Detector):
                 key = (columns.tobytes(), x.tobytes(), own_self)
                 if key not in tested:
                     tested[key] = self._joint_tests(
-                        mine, others, columns, x, narrow[columns], own_self, other_self, n_checked
+                        mine, everyone, columns, x, narrow[columns], own_self, other_self, n_checked
                     )
                 for size, score, infinite in tested[key]:
                     if score > scores[row]:
@@ -558,7 +583,7 @@ class BackdoorTriggerDetector(Detector):
         return scores, best, beyond
 
     @staticmethod
-    def _joint_tests(mine, others, order, x, w, own_self, other_self, n_checked) -> list[tuple[int, float, bool]]:
+    def _joint_tests(mine, everyone, order, x, w, own_self, other_self, n_checked) -> list[tuple[int, float, bool]]:
         """(size, score, beyond a float) of the joint test on ``order[:size]``, size 2, 3, ...
 
         Up to the first size at which fewer than ``MIN_GROUP`` other rows of
@@ -568,14 +593,15 @@ class BackdoorTriggerDetector(Detector):
         # count, and a sorted column finds those without a pass over the
         # population. Then, per size, the rows inside every window so far.
         near_mine = mine.near(order[:2], x[:2], w[:2] * WIDE_FACTOR)[:, order]
-        near_others = others.near(order[:2], x[:2], w[:2] * WIDE_FACTOR)[:, order]
+        near_everyone = everyone.near(order[:2], x[:2], w[:2] * WIDE_FACTOR)[:, order]
 
         def inside_all(rows, width):
             return np.logical_and.accumulate(np.abs(rows - x) <= width, axis=1).sum(axis=0)
 
-        own_narrow, own_wide = inside_all(near_mine, w) - own_self, inside_all(near_mine, w * WIDE_FACTOR) - own_self
-        null_narrow = inside_all(near_others, w) - other_self
-        null_wide = inside_all(near_others, w * WIDE_FACTOR) - other_self
+        mine_narrow, mine_wide = inside_all(near_mine, w), inside_all(near_mine, w * WIDE_FACTOR)
+        own_narrow, own_wide = mine_narrow - own_self, mine_wide - own_self
+        null_narrow = inside_all(near_everyone, w) - mine_narrow - other_self
+        null_wide = inside_all(near_everyone, w * WIDE_FACTOR) - mine_wide - other_self
         tests = []
         for size in range(2, len(order) + 1):
             k, n = int(own_narrow[size - 1]), int(own_wide[size - 1])

@@ -194,12 +194,11 @@ grid_values = st.lists(st.integers(-20, 20).map(lambda v: v / 4), max_size=60)
 
 @settings(max_examples=300, deadline=None)
 @given(values=grid_values, queries=grid_values, half_width=st.sampled_from([0.0, 0.25, 0.3, 1.0, 100.0]))
-def test_window_counts_are_what_searching_each_query_gives(values, queries, half_width):
+def test_window_counts_are_what_comparing_every_pair_gives(values, queries, half_width):
+    # Both ways of counting: more queries than values, and fewer.
     values, x = np.sort(np.array(values, dtype=float)), np.sort(np.array(queries, dtype=float))
-    expected = np.searchsorted(values, x + half_width, side="right") - np.searchsorted(
-        values, x - half_width, side="left"
-    )
-    np.testing.assert_array_equal(backdoor._within(values, x, half_width), expected)
+    inside = (values[None, :] >= (x - half_width)[:, None]) & (values[None, :] <= (x + half_width)[:, None])
+    np.testing.assert_array_equal(backdoor._within(values, x, half_width), inside.sum(axis=1))
 
 
 @settings(max_examples=100, deadline=None)
@@ -218,3 +217,14 @@ def test_concentration_tail_is_scipys_for_every_row(counts, large):
         backdoor._concentration_log_sf(own_narrow, own_wide, other_narrow, other_wide, share),
         binom.logsf(own_narrow - 1, own_wide, share),
     )
+
+
+def test_label_groups_are_each_labels_rows_in_order():
+    rng = np.random.default_rng(0)
+    batch_labels = rng.choice(np.array(["a", "b", "c", "d"], dtype=object), 50)
+    query_labels = rng.choice(np.array(["b", "c", "e"], dtype=object), 30)  # "e": no batch row, "a", "d": no query
+    groups = list(backdoor._label_groups(batch_labels, query_labels))
+    assert [label for label, _, _ in groups] == ["b", "c", "e"]
+    for label, members, rows in groups:
+        assert members.tolist() == np.flatnonzero(batch_labels == label).tolist()
+        assert rows.tolist() == np.flatnonzero(query_labels == label).tolist()
