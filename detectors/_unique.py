@@ -55,6 +55,29 @@ def isin_values(values, test_values) -> np.ndarray:
     return np.isin(distinct, test_values)[inverse]
 
 
+def rows_of_each(values, distinct) -> list:
+    """The positions of ``values`` equal to each of ``distinct`` (its distinct values), ascending.
+
+    What ``numpy.flatnonzero(values == value)`` gives for each value, in one
+    hashing pass rather than a pass over every row per value: 1,000 labels
+    of a 100,000-row batch were 100 million string comparisons per use.
+    Values not among ``distinct`` are in no list.
+
+    Parameters
+    ----------
+    values : array-like, shape (n,)
+    distinct : array-like, shape (n_distinct,), no value twice
+
+    Returns
+    -------
+    list of numpy.ndarray of int, one per value of ``distinct``.
+    """
+    codes = pd.Index(np.asarray(distinct, dtype=object)).get_indexer(np.asarray(values, dtype=object))
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(distinct) + 1))
+    return [order[bounds[code]:bounds[code + 1]] for code in range(len(distinct))]
+
+
 def text_values(values) -> np.ndarray:
     """``str(value)`` of each value, as an object array.
 

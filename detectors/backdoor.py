@@ -58,7 +58,7 @@ from poisonguard.detectors._crossfit import check_calibration, single_fold_p_val
 from poisonguard.detectors._row_blocks import row_blocks
 from poisonguard.detectors._sampling import population_mask, reference_sample
 from poisonguard.detectors._threads import map_in_threads
-from poisonguard.detectors._unique import unique_values
+from poisonguard.detectors._unique import rows_of_each, unique_values
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorError, DetectorTags
 from poisonguard.detectors.errors import NotEnoughData
 from poisonguard.detectors.registry import register
@@ -207,21 +207,9 @@ class _SortedColumns:
 
 
 def _label_groups(batch_labels, query_labels):
-    """``(label, its batch rows, its query rows)`` for each label of ``query_labels``, positions sorted.
-
-    Grouped once: comparing a batch's labels with each of 1,000 labels is
-    1,000 passes over its strings.
-    """
-    values, query_codes = unique_values(query_labels, return_inverse=True)
-    query_codes = np.asarray(query_codes).ravel()
-    batch_codes = pd.Index(values).get_indexer(batch_labels)  # -1: a label no query has
-    batch_order = np.argsort(batch_codes, kind="stable")
-    batch_bounds = np.searchsorted(batch_codes[batch_order], np.arange(len(values) + 1))
-    query_order = np.argsort(query_codes, kind="stable")
-    query_bounds = np.searchsorted(query_codes[query_order], np.arange(len(values) + 1))
-    for code, label in enumerate(values):
-        yield (label, batch_order[batch_bounds[code]:batch_bounds[code + 1]],
-               query_order[query_bounds[code]:query_bounds[code + 1]])
+    """``(label, its batch rows, its query rows)`` for each label of ``query_labels``, positions sorted."""
+    values = unique_values(query_labels)
+    yield from zip(values, rows_of_each(batch_labels, values), rows_of_each(query_labels, values))
 
 
 def _second_largest(scores: np.ndarray) -> np.ndarray:

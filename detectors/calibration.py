@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+import pandas as pd
 
 from poisonguard.detectors._row_blocks import row_blocks
 from poisonguard.detectors.errors import DetectorError, NotEnoughData
@@ -462,12 +463,15 @@ def mondrian_groups(calibration_groups, groups, *, min_rows: int = MONDRIAN_MIN_
     groups = np.asarray(groups, dtype=object).astype(str)
     values, counts = np.unique(calibration_groups, return_counts=True)
     own = values[counts >= min_rows]
+    # Codes compared, not strings: with 1,000 labels each mask was a pass over every row's text.
+    index = pd.Index(own)
+    codes, calibration_codes = index.get_indexer(groups), index.get_indexer(calibration_groups)
     pairs = []
-    for value in own:
-        rows = groups == value
+    for code in range(len(own)):
+        rows = codes == code
         if rows.any():
-            pairs.append((calibration_groups == value, rows))
-    rest = ~np.isin(groups, own)
+            pairs.append((calibration_codes == code, rows))
+    rest = codes < 0
     if rest.any():
         pairs.append((np.ones(len(calibration_groups), dtype=bool), rest))
     return pairs

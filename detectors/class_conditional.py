@@ -26,7 +26,7 @@ from poisonguard.detectors._crossfit import (
 )
 from poisonguard.detectors._row_blocks import row_blocks, rows_per_block, rows_where
 from poisonguard.detectors._sampling import population_mask, reference_sample
-from poisonguard.detectors._unique import isin_values, unique_values
+from poisonguard.detectors._unique import isin_values, rows_of_each, unique_values
 from poisonguard.detectors.calibration import MONDRIAN_MIN_ROWS
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorTags
 from poisonguard.detectors.outliers import MAX_NAMED_FEATURES
@@ -93,8 +93,8 @@ def label_profile(matrix: np.ndarray, labels: np.ndarray, robust_rows=None, rows
     floor = np.maximum(SCALE_FLOOR_SHARE * overall, MIN_SCALE)
     medians = np.empty((len(values), n_features))
     scales = np.empty_like(medians)
-    for index, value in enumerate(values):
-        measured = robust[robust_labels == value]
+    for index, rows in enumerate(rows_of_each(robust_labels, values)):
+        measured = robust[rows]
         medians[index] = np.median(measured, axis=0)
         scales[index] = np.maximum(np.subtract(*np.percentile(measured, [75, 25], axis=0)), floor)
     # Only 0/1 columns are judged by the levels seen (``feature_distances``).
@@ -126,11 +126,11 @@ def pooled_profile(trusted, trusted_labels, batch, batch_labels, robust_trusted=
     pooled = label_profile(np.vstack([trusted, batch]), np.concatenate([trusted_labels, batch_labels]), robust)
     alone = label_profile(trusted, trusted_labels, robust_trusted)
     seen = np.zeros_like(pooled.seen)
-    for index, label in enumerate(pooled.labels):
-        match = np.flatnonzero(alone.labels == label)
-        if match.size:
-            seen[index] = alone.seen[match[0]]
-        rows = batch[batch_labels == label]
+    in_alone = pd.Index(np.asarray(alone.labels, dtype=object)).get_indexer(np.asarray(pooled.labels, dtype=object))
+    for index, members in enumerate(rows_of_each(batch_labels, pooled.labels)):
+        if in_alone[index] >= 0:
+            seen[index] = alone.seen[in_alone[index]]
+        rows = batch[members]
         seen[index, :, 0] |= np.sum(rows == 0.0, axis=0) >= MIN_SEEN_BATCH_ROWS
         seen[index, :, 1] |= np.sum(rows == 1.0, axis=0) >= MIN_SEEN_BATCH_ROWS
     return pooled._replace(seen=seen)
@@ -203,10 +203,9 @@ def tie_floor(fold_scores, labels, folds) -> np.ndarray:
     folds = np.asarray(folds, dtype=int)
     own = fold_scores[np.arange(len(folds)), folds]
     floor = np.zeros(len(folds))
-    for label in unique_values(labels):
-        members = labels == label
+    for members in rows_of_each(labels, unique_values(labels)):
         for fold in np.unique(folds[members]):
-            rows = np.flatnonzero(members & (folds == fold))
+            rows = members[folds[members] == fold]
             ordered = np.sort(fold_scores[members, fold])
             tied = np.searchsorted(ordered, own[rows], side="right") - np.searchsorted(ordered, own[rows], side="left")
             floor[rows] = (tied - 1) / (len(ordered) + 1.0)
@@ -416,8 +415,7 @@ class ClassConditionalOutlierDetector(Detector):
         # are several temporaries each (a wide table's 40,000 rows of 190
         # encoded features: 60 MB apiece).
         block_rows = rows_per_block(matrix.shape[1])
-        for code, label in enumerate(profile.labels):
-            mine = np.flatnonzero(labels == label)
+        for code, mine in enumerate(rows_of_each(labels, profile.labels)):
             for block in row_blocks(mine.size, block_rows):
                 own[mine[block]] = feature_distances(profile, matrix[positions[mine[block]]], code).max(axis=1)
         return own

@@ -1,4 +1,5 @@
-"""unique_values must give numpy.unique's answer on every label array; text_values numpy's text conversion."""
+"""unique_values must give numpy.unique's answer on every label array; text_values numpy's text conversion;
+rows_of_each what comparing every row with each value gives."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from poisonguard.detectors._unique import distinct_objects, text_values, unique_values
+from poisonguard.detectors._unique import distinct_objects, rows_of_each, text_values, unique_values
 
 labels = st.lists(st.one_of(st.text(max_size=3), st.sampled_from(["a", "b", "setosa"])), max_size=40)
 
@@ -78,3 +79,15 @@ def test_distinct_objects_reads_a_category_column_by_its_categories():
     assert texts[0] is texts[3]  # one object per distinct value
     with pytest.raises(TypeError):  # numbers are read cell by cell by the callers
         distinct_objects(pd.Series(pd.Categorical([1, 2, 1])))
+
+
+@settings(max_examples=200, deadline=None)
+@given(labels, st.lists(st.sampled_from(["a", "b", "setosa", "", "zz"]), unique=True))
+def test_rows_of_each_are_the_rows_equal_to_each_value(values, distinct):
+    array = np.asarray(values, dtype=object)
+    found = rows_of_each(array, np.asarray(distinct, dtype=object))
+    assert [rows.tolist() for rows in found] == [np.flatnonzero(array == value).tolist() for value in distinct]
+
+
+def test_rows_of_each_reads_integer_labels():
+    assert [rows.tolist() for rows in rows_of_each(np.array([3, 1, 3, 2]), np.array([1, 3, 5]))] == [[1], [0, 2], []]
