@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-import pandas as pd
 
 from poisonguard.detectors._row_blocks import row_blocks
+from poisonguard.detectors._unique import value_codes
 from poisonguard.detectors.errors import DetectorError, NotEnoughData
 
 # Peaks over threshold: the exponential tail is fitted to the calibration
@@ -464,8 +464,7 @@ def mondrian_groups(calibration_groups, groups, *, min_rows: int = MONDRIAN_MIN_
     values, counts = np.unique(calibration_groups, return_counts=True)
     own = values[counts >= min_rows]
     # Codes compared, not strings: with 1,000 labels each mask was a pass over every row's text.
-    index = pd.Index(own)
-    codes, calibration_codes = index.get_indexer(groups), index.get_indexer(calibration_groups)
+    codes, calibration_codes = value_codes(groups, own), value_codes(calibration_groups, own)
     pairs = []
     for code in range(len(own)):
         rows = codes == code

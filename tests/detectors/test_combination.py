@@ -7,7 +7,7 @@ row shows, and the label-by-label (Mondrian) calibration groups.
 import numpy as np
 import pytest
 
-from poisonguard.detectors import _row_blocks
+from poisonguard.detectors import _row_blocks, _unique
 from poisonguard.detectors.calibration import (
     combine_p_values,
     combined_contributors,
@@ -100,7 +100,9 @@ def test_unseen_property_p_value_and_its_rate():
     assert np.max(rates * (1 - rates) ** n) <= unseen_property_p_value(n)
 
 
-def test_mondrian_groups_pool_labels_with_few_trusted_rows():
+@pytest.mark.parametrize("compared_max", [8, 0])  # labels compared one by one, or hashed
+def test_mondrian_groups_pool_labels_with_few_trusted_rows(monkeypatch, compared_max):
+    monkeypatch.setattr(_unique, "COMPARED_VALUES_MAX", compared_max)
     trusted = np.array(["a"] * 10 + ["b"] * 3)
     batch = np.array(["a", "b", "c", "a"])
     pairs = mondrian_groups(trusted, batch, min_rows=8)

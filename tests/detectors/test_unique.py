@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from poisonguard.detectors import _unique
 from poisonguard.detectors._unique import distinct_objects, rows_of_each, text_values, unique_values
 
 labels = st.lists(st.one_of(st.text(max_size=3), st.sampled_from(["a", "b", "setosa"])), max_size=40)
@@ -82,12 +83,19 @@ def test_distinct_objects_reads_a_category_column_by_its_categories():
 
 
 @settings(max_examples=200, deadline=None)
-@given(labels, st.lists(st.sampled_from(["a", "b", "setosa", "", "zz"]), unique=True))
-def test_rows_of_each_are_the_rows_equal_to_each_value(values, distinct):
+@given(labels, st.lists(st.sampled_from(["a", "b", "setosa", "", "zz"]), unique=True), st.sampled_from([8, 0]))
+def test_rows_of_each_are_the_rows_equal_to_each_value(values, distinct, compared_max):
+    # Both ways: comparing each value (few values) and hashing every row.
     array = np.asarray(values, dtype=object)
-    found = rows_of_each(array, np.asarray(distinct, dtype=object))
+    original, _unique.COMPARED_VALUES_MAX = _unique.COMPARED_VALUES_MAX, compared_max
+    try:
+        found = rows_of_each(array, np.asarray(distinct, dtype=object))
+    finally:
+        _unique.COMPARED_VALUES_MAX = original
     assert [rows.tolist() for rows in found] == [np.flatnonzero(array == value).tolist() for value in distinct]
 
 
-def test_rows_of_each_reads_integer_labels():
+@pytest.mark.parametrize("compared_max", [8, 0])
+def test_rows_of_each_reads_integer_labels(monkeypatch, compared_max):
+    monkeypatch.setattr(_unique, "COMPARED_VALUES_MAX", compared_max)
     assert [rows.tolist() for rows in rows_of_each(np.array([3, 1, 3, 2]), np.array([1, 3, 5]))] == [[1], [0, 2], []]
