@@ -446,8 +446,8 @@ class BackdoorTriggerDetector(Detector):
         other_self = 1 if (trusted_queries and trusted is not None) else 0
         # The null is how values bunch up where a label is not involved (the
         # batch's other labels, and every trusted row): every row's counts
-        # less the label's own. Sorting the others afresh for each label cost
-        # a sort of the population per label (1,000 labels: 17 of 79 s).
+        # less the label's own, so the population is sorted once, not once
+        # per label with every other label's rows copied out.
         everyone = batch[:, checked_columns]
         if trusted is not None:
             everyone = np.vstack([everyone, trusted[:, checked_columns]])
