@@ -422,7 +422,7 @@ def batch_tail(scores, *, at_least_from_median: bool = False) -> ExponentialTail
     return ExponentialTail(threshold=float(upper), probability=high_share, scale=scale)
 
 
-def guarded_p_values(calibration_scores, calibration_folds, fold_scores):
+def guarded_p_values(calibration_scores, calibration_folds, fold_scores, *, confidence=None):
     """Cross-conformal p-values whose extrapolated tail the batch must confirm.
 
     Below the trusted scores the p-value is the cross-conformal count
@@ -442,6 +442,9 @@ def guarded_p_values(calibration_scores, calibration_folds, fold_scores):
     calibration_folds : array-like of int, shape (n_calibration,)
     fold_scores : array-like of float, shape (n_rows, K)
         Scores of the batch rows under each fold model.
+    confidence : float, optional
+        Calibration-conditional counts and trusted tail (see
+        ``detectors.calibration.cross_conformal_p_values``).
 
     Returns
     -------
@@ -449,8 +452,9 @@ def guarded_p_values(calibration_scores, calibration_folds, fold_scores):
     extrapolated : numpy.ndarray of bool, shape (n_rows,)
     """
     fold_scores = np.asarray(fold_scores, dtype=float)
-    counts = cross_conformal_p_values(calibration_scores, calibration_folds, fold_scores, extrapolate=False)
-    p_values = cross_conformal_p_values(calibration_scores, calibration_folds, fold_scores)
+    counts = cross_conformal_p_values(calibration_scores, calibration_folds, fold_scores, extrapolate=False,
+                                      confidence=confidence)
+    p_values = cross_conformal_p_values(calibration_scores, calibration_folds, fold_scores, confidence=confidence)
     tail = batch_tail(fold_scores) if len(fold_scores) >= GUARD_MIN_ROWS else None
     if tail is not None:
         folds = np.asarray(calibration_folds, dtype=int)
@@ -459,7 +463,8 @@ def guarded_p_values(calibration_scores, calibration_folds, fold_scores):
     return p_values, p_values < counts
 
 
-def single_fold_p_values(calibration_scores, scores, *, self_referential: bool, guard: bool = True):
+def single_fold_p_values(calibration_scores, scores, *, self_referential: bool, guard: bool = True,
+                         confidence=None):
     """Calibrated p-values for scores that come from one model (no fold models).
 
     For detectors whose score of a trusted row is computed exactly as that of
@@ -480,6 +485,10 @@ def single_fold_p_values(calibration_scores, scores, *, self_referential: bool, 
     guard : bool
         With a trusted reference, check the extrapolated tail against the
         batch's (``guarded_p_values``); without, the trusted tail alone.
+    confidence : float, optional
+        With a trusted reference, calibration-conditional p-values (see
+        ``detectors.calibration.cross_conformal_p_values``). Without one the
+        batch calibrates itself and this does not apply.
 
     Returns
     -------
@@ -503,8 +512,9 @@ def single_fold_p_values(calibration_scores, scores, *, self_referential: bool, 
         return np.maximum(p_values, contamination_floor(calibration, scores)), upper
     folds = np.zeros(len(calibration), dtype=int)
     if not guard:
-        return cross_conformal_p_values(calibration, folds, scores[:, None], return_extrapolated=True)
-    return guarded_p_values(calibration, folds, scores[:, None])
+        return cross_conformal_p_values(calibration, folds, scores[:, None], return_extrapolated=True,
+                                        confidence=confidence)
+    return guarded_p_values(calibration, folds, scores[:, None], confidence=confidence)
 
 
 def bulk_calibrated_p_values(batch_scores, scores=None, *, contamination: float = MAX_CONTAMINATION):

@@ -246,6 +246,12 @@ class BackdoorTriggerDetector(Detector):
     random_state : int or None
         Seeds the sample of batch rows counts are taken over when the batch
         is large (``detectors._sampling``).
+    confidence : float or None
+        With a trusted reference, the share of clean rows flagged is at most
+        ``alpha`` for all but ``1 - confidence`` of the references it could
+        have been given (calibration-conditional p-values,
+        ``detectors.calibration.conformal_upper_bounds``); None holds it on
+        average over references. Without a reference it does not apply.
 
     Attributes
     ----------
@@ -267,10 +273,11 @@ class BackdoorTriggerDetector(Detector):
     tags = DetectorTags(needs_labels=True, uses_batch=True, accepts_empty_labels=True)
     _fitted_attribute = "reference_"
 
-    def __init__(self, alpha=0.01, top_features=TOP_FEATURES, random_state=0):
+    def __init__(self, alpha=0.01, top_features=TOP_FEATURES, random_state=0, confidence=None):
         self.alpha = alpha
         self.top_features = top_features
         self.random_state = random_state
+        self.confidence = confidence
 
     def fit(self, X, y=None):
         """Keep the trusted rows and labels; calibration happens against each batch.
@@ -330,7 +337,7 @@ class BackdoorTriggerDetector(Detector):
             joint_threshold=joint_threshold,
         )[0]
         p_values, extrapolated = single_fold_p_values(
-            np.log1p(self.calibration_scores_), np.log1p(scores), self_referential=False
+            np.log1p(self.calibration_scores_), np.log1p(scores), self_referential=False, confidence=self.confidence
         )
         return self._findings(labels, evidence, scores, p_values, extrapolated, ids)
 

@@ -254,6 +254,12 @@ class ClassConditionalOutlierDetector(Detector):
     n_folds : int
     random_state : int or None
         Seeds the fold split and the sample of a large batch that is pooled.
+    confidence : float or None
+        With a trusted reference, the share of clean rows flagged is at most
+        ``alpha`` for all but ``1 - confidence`` of the references it could
+        have been given (calibration-conditional p-values,
+        ``detectors.calibration.conformal_upper_bounds``); None holds it on
+        average over references. Without a reference it does not apply.
     pool_batch : bool
         Fit the profiles on the batch rows too (see above).
 
@@ -275,11 +281,12 @@ class ClassConditionalOutlierDetector(Detector):
     tags = DetectorTags(needs_labels=True, uses_batch=True, accepts_empty_labels=True)
     _fitted_attribute = "profile_"
 
-    def __init__(self, alpha=0.01, n_folds=5, random_state=0, pool_batch=True):
+    def __init__(self, alpha=0.01, n_folds=5, random_state=0, pool_batch=True, confidence=None):
         self.alpha = alpha
         self.n_folds = n_folds
         self.random_state = random_state
         self.pool_batch = pool_batch
+        self.confidence = confidence
 
     def fit(self, X, y=None):
         """Fit per-label profiles on trusted rows and calibrate by cross-fitting.
@@ -431,7 +438,7 @@ class ClassConditionalOutlierDetector(Detector):
             return tail_extrapolated_p_values(
                 calibration, per_fold, calibration_folds=calibration_folds, return_extrapolated=True,
             )
-        return guarded_p_values(calibration, calibration_folds, per_fold)
+        return guarded_p_values(calibration, calibration_folds, per_fold, confidence=self.confidence)
 
     def _describe(self, profile, column: int, value: float, z: float, code: int, population: str, seen_in: str) -> str:
         name = str(self.feature_names_in_[column])

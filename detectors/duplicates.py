@@ -194,6 +194,12 @@ class DuplicateFloodDetector(Detector):
     random_state : int or None
         Seeds the sample of a large batch whose neighbours are searched
         (``detectors._sampling``).
+    confidence : float or None
+        With a trusted reference, the share of clean rows flagged is at most
+        ``alpha`` for all but ``1 - confidence`` of the references it could
+        have been given (calibration-conditional p-values,
+        ``detectors.calibration.conformal_upper_bounds``); None holds it on
+        average over references. Without a reference it does not apply.
 
     Attributes
     ----------
@@ -212,11 +218,12 @@ class DuplicateFloodDetector(Detector):
     tags = DetectorTags(needs_labels=False, uses_batch=True)
     _fitted_attribute = "reference_"
 
-    def __init__(self, alpha=0.01, n_neighbors=5, context_neighbors=None, random_state=0):
+    def __init__(self, alpha=0.01, n_neighbors=5, context_neighbors=None, random_state=0, confidence=None):
         self.alpha = alpha
         self.n_neighbors = n_neighbors
         self.context_neighbors = context_neighbors
         self.random_state = random_state
+        self.confidence = confidence
 
     def fit(self, X, y=None):
         """Keep the trusted rows; calibration happens against each batch.
@@ -261,7 +268,8 @@ class DuplicateFloodDetector(Detector):
         matrix, labels, ids = self._validate_fitted(X, y, row_ids)
         scores, calibration = self._trusted_scores(matrix, labels)
         self.calibration_scores_ = calibration
-        p_values, extrapolated = single_fold_p_values(calibration, scores, self_referential=False)
+        p_values, extrapolated = single_fold_p_values(calibration, scores, self_referential=False,
+                                                      confidence=self.confidence)
         return self._findings(matrix, labels, scores, p_values, extrapolated, ids)
 
     def self_findings(self, X, y=None, row_ids=None) -> pd.DataFrame:

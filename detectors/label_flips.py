@@ -228,6 +228,12 @@ class _LabelDetector(Detector):
         label has fewer rows).
     random_state : int or None
         Seeds the fold split and randomised models.
+    confidence : float or None
+        With a trusted reference, the share of clean rows flagged is at most
+        ``alpha`` for all but ``1 - confidence`` of the references it could
+        have been given (calibration-conditional p-values,
+        ``detectors.calibration.conformal_upper_bounds``); None holds it on
+        average over references. Without a reference it does not apply.
     refit_without_issues : bool
         Where the models are fitted on batch rows, fit them again without the
         rows cleanlab marks as label issues (see the module docstring).
@@ -345,7 +351,7 @@ class TrustedModelLabelDetector(_LabelDetector):
 
     Parameters
     ----------
-    alpha, n_folds, random_state, refit_without_issues
+    alpha, n_folds, random_state, confidence, refit_without_issues
         See :class:`_LabelDetector` (the refit only without a reference:
         trusted labels need no pruning).
     model : {"logistic", "gradient_boosting"}
@@ -377,12 +383,14 @@ class TrustedModelLabelDetector(_LabelDetector):
     # ``_LabelDetector``'s, cross-fitted on the batch as confident learning's.
     tags = DetectorTags(needs_labels=True, uses_batch=False, self_findings_of="label.confident_learning")
 
-    def __init__(self, alpha=0.01, n_folds=5, random_state=0, model="logistic", refit_without_issues=True):
+    def __init__(self, alpha=0.01, n_folds=5, random_state=0, model="logistic", refit_without_issues=True,
+                 confidence=None):
         self.alpha = alpha
         self.n_folds = n_folds
         self.random_state = random_state
         self.model = model
         self.refit_without_issues = refit_without_issues
+        self.confidence = confidence
 
     def _model_kind(self) -> str:
         return self.model
@@ -445,7 +453,8 @@ class TrustedModelLabelDetector(_LabelDetector):
             rows_where(matrix, known),
         )
         p_values, extrapolated = cross_conformal_p_values(
-            log_odds(self.calibration_scores_), self.calibration_folds_, log_odds(per_fold), return_extrapolated=True
+            log_odds(self.calibration_scores_), self.calibration_folds_, log_odds(per_fold), return_extrapolated=True,
+            confidence=self.confidence,
         )
         position = np.cumsum(known) - 1  # a known row's place among the known rows
 
@@ -512,13 +521,14 @@ class ConfidentLearningLabelDetector(_LabelDetector):
     tags = DetectorTags(needs_labels=True, uses_batch=True)
 
     def __init__(self, alpha=0.01, n_folds=5, random_state=0, model=AUTO, trusted_weight=1.0,
-                 refit_without_issues=True):
+                 refit_without_issues=True, confidence=None):
         self.alpha = alpha
         self.n_folds = n_folds
         self.random_state = random_state
         self.model = model
         self.trusted_weight = trusted_weight
         self.refit_without_issues = refit_without_issues
+        self.confidence = confidence
 
     def _model_kind(self) -> str:
         # Without a reference (``self_findings``), "auto" is logistic: see ``model``.
@@ -576,7 +586,7 @@ class ConfidentLearningLabelDetector(_LabelDetector):
         # fitted on equally many rows; only the tail is added.
         p_values, extrapolated = cross_conformal_p_values(
             log_odds(pooled["calibration"]), np.zeros(len(pooled["calibration"]), dtype=int),
-            log_odds(scores)[:, None], return_extrapolated=True,
+            log_odds(scores)[:, None], return_extrapolated=True, confidence=self.confidence,
         )
         flagged = self._flagged(p_values)
         source = f"{MODEL_NAMES[pooled['model']]} models cross-fitted on trusted and batch rows"

@@ -78,6 +78,12 @@ class KNNLabelDetector(_LabelDetector):
     random_state : int or None
         Seeds the sample of a large batch that is pooled with the trusted
         rows as neighbours (``detectors._sampling``).
+    confidence : float or None
+        With a trusted reference, the share of clean rows flagged is at most
+        ``alpha`` for all but ``1 - confidence`` of the references it could
+        have been given (calibration-conditional p-values,
+        ``detectors.calibration.conformal_upper_bounds``); None holds it on
+        average over references. Without a reference it does not apply.
     pool_batch : bool
         Look for neighbours among the batch rows too (see above).
 
@@ -105,11 +111,12 @@ class KNNLabelDetector(_LabelDetector):
     # Neighbours are found per label, compared as text.
     _labels_as_text = True
 
-    def __init__(self, alpha=0.01, n_neighbors=5, random_state=0, pool_batch=True):
+    def __init__(self, alpha=0.01, n_neighbors=5, random_state=0, pool_batch=True, confidence=None):
         self.alpha = alpha
         self.n_neighbors = n_neighbors
         self.random_state = random_state
         self.pool_batch = pool_batch
+        self.confidence = confidence
 
     def fit(self, X, y=None):
         """Keep the trusted rows and score each against the others.
@@ -289,7 +296,9 @@ class KNNLabelDetector(_LabelDetector):
             # of a clean batch's rows; guarded, 1.0 %. (The classifier label
             # detectors go without: there the batch's tail is far heavier than
             # the trusted rows', see ``detectors.label_flips``.)
-            p_values, extrapolated = single_fold_p_values(calibration[usable], finite, self_referential=False)
+            p_values, extrapolated = single_fold_p_values(
+                calibration[usable], finite, self_referential=False, confidence=self.confidence,
+            )
 
         def describe(rows):
             sentences = []

@@ -123,6 +123,12 @@ class _CrossFittedOutlierDetector(Detector):
         Folds for cross-fitted calibration (at least 2).
     random_state : int or None
         Seeds the fold split and any randomised model.
+    confidence : float or None
+        With a trusted reference, the share of clean rows flagged is at most
+        ``alpha`` for all but ``1 - confidence`` of the references it could
+        have been given (calibration-conditional p-values,
+        ``detectors.calibration.conformal_upper_bounds``); None holds it on
+        average over references. Without a reference it does not apply.
 
     Attributes
     ----------
@@ -153,10 +159,11 @@ class _CrossFittedOutlierDetector(Detector):
     # trusted tail (``guarded_p_values``).
     _guard_self_tail = False
 
-    def __init__(self, alpha=0.01, n_folds=5, random_state=0):
+    def __init__(self, alpha=0.01, n_folds=5, random_state=0, confidence=None):
         self.alpha = alpha
         self.n_folds = n_folds
         self.random_state = random_state
+        self.confidence = confidence
 
     def _fit_model(self, matrix: np.ndarray):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -325,7 +332,7 @@ class _CrossFittedOutlierDetector(Detector):
                 self.calibration_scores_, per_fold, calibration_folds=self.calibration_folds_,
                 return_extrapolated=True,
             )
-        return guarded_p_values(self.calibration_scores_, self.calibration_folds_, per_fold)
+        return guarded_p_values(self.calibration_scores_, self.calibration_folds_, per_fold, confidence=self.confidence)
 
     def _findings(self, matrix, scores, p_values, extrapolated, row_ids) -> pd.DataFrame:
         bulk = "the bulk of this batch" if self.self_referential_ else "the trusted distribution"
@@ -453,8 +460,8 @@ class ECODOutlierDetector(_CrossFittedOutlierDetector):
     # lengths have a light tail; guarded, it no longer found a tight 5 % cluster.)
     _guard_self_tail = True
 
-    def __init__(self, alpha=0.01, n_folds=5, random_state=0, discount_correlated=None):
-        super().__init__(alpha=alpha, n_folds=n_folds, random_state=random_state)
+    def __init__(self, alpha=0.01, n_folds=5, random_state=0, discount_correlated=None, confidence=None):
+        super().__init__(alpha=alpha, n_folds=n_folds, random_state=random_state, confidence=confidence)
         self.discount_correlated = discount_correlated
 
     def _prepare(self, matrix: np.ndarray) -> None:

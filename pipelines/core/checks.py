@@ -160,11 +160,16 @@ def _without_columns(features: pd.DataFrame, dropped: list[str]) -> pd.DataFrame
     return pd.DataFrame(matrix, columns=features.columns[keep], index=features.index, copy=False)
 
 
+def _shared_params(detection) -> dict:
+    """The parameters every detector takes from ``[detection]`` (``alpha`` aside)."""
+    return {"random_state": detection.random_state, "confidence": detection.calibration_confidence}
+
+
 def run_detector(name: str, features: FeatureMatrices, settings: RunSettings) -> CheckOutcome:
     """Fit one registered detector on trusted rows (or the batch) and score the batch."""
     started = time.perf_counter()
     detection = settings.config.detection
-    params = {"alpha": detection.detector_alpha, "random_state": detection.random_state, **detection.params.get(name, {})}
+    params = {"alpha": detection.detector_alpha, **_shared_params(detection), **detection.params.get(name, {})}
     # Only a row flagged here or with p at most the rate can be quarantined
     # (``decision.apply_decision_rule``): the others need no sentence.
     detector = get_detector(name, **params).set_reasons(p_value_at_most=detection.max_false_positive_rate)
@@ -241,7 +246,7 @@ def _same_test_as(detector, settings: RunSettings) -> Optional[str]:
     if other is None or other not in detection.detectors:
         return None
     other_params = get_detector(
-        other, **{"random_state": detection.random_state, **detection.params.get(other, {})}).self_findings_params()
+        other, **{**_shared_params(detection), **detection.params.get(other, {})}).self_findings_params()
     mine = detector.self_findings_params()
     if any(mine[key] != other_params[key] for key in (mine.keys() & other_params.keys()) - {"alpha"}):
         return None

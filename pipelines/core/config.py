@@ -81,6 +81,11 @@ class DetectionConfig(_Strict):
     finding and are outside the rate. ``alpha`` is the level of each
     detector's own flag (lowered to ``max_false_positive_rate / detectors``):
     what a detector says alone, and never more than the decision quarantines.
+    With a reference the rate holds on average over the references a batch
+    could have been judged against; ``calibration_confidence`` (e.g. 0.9)
+    holds each detector's level for all but that share of them instead
+    (calibration-conditional p-values, ``detectors.calibration``), at the
+    cost of recall on small references.
     """
 
     alpha: float = Field(0.01, gt=0.0, lt=0.5, description="Each detector's own flag level (capped, see above).")
@@ -89,6 +94,11 @@ class DetectionConfig(_Strict):
     )
     combine: Literal["simes", "bonferroni"] = Field(
         "simes", description="How a row's detector p-values become one: simes (positive dependence) or bonferroni (any).",
+    )
+    calibration_confidence: Optional[float] = Field(
+        None, ge=0.5, lt=1.0,
+        description=("With a reference, each detector holds its level for all but 1 - this share of the "
+                     "references it could have been given, not only on average over them."),
     )
     detectors: list[str] = Field(default_factory=lambda: list(DEFAULT_DETECTORS))
     params: dict[str, dict] = Field(default_factory=dict, description="Per-detector parameters.")

@@ -282,7 +282,7 @@ def test_unknown_names_and_parameters_are_named():
     with pytest.raises(DetectorError, match="unknown detector 'outlier.lof'"):
         get_detector("outlier.lof")
     with pytest.raises(
-        DetectorError, match=r"detector 'outlier.ecod' has no parameter 'n_trees'; its parameters: alpha, discount_correlated, n_folds, random_state$"
+        DetectorError, match=r"detector 'outlier.ecod' has no parameter 'n_trees'; its parameters: alpha, confidence, discount_correlated, n_folds, random_state$"
     ):
         get_detector("outlier.ecod", n_trees=3)
 
@@ -322,3 +322,23 @@ def test_a_declared_self_findings_twin_gives_the_same_p_values(name):
     assert all(mine_params[key] == their_params[key] for key in (mine_params.keys() & their_params.keys()) - {"alpha"})
     mine, theirs = judge(name, "self_findings"), judge(twin, "self_findings")
     np.testing.assert_array_equal(mine["p_value"].to_numpy(), theirs["p_value"].to_numpy())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_calibration_confidence_only_raises_p_values_and_only_with_a_reference(name):
+    plain = judge(name, "findings")
+    detector = DETECTORS[name](confidence=0.9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        conditional = detector.fit(TRUSTED, TRUSTED_LABELS).findings(BATCH, BATCH_LABELS, ROW_IDS)
+        self_judged = DETECTORS[name](confidence=0.9).self_findings(BATCH, BATCH_LABELS, ROW_IDS)
+    p_plain, p_conditional = plain["p_value"].to_numpy(), conditional["p_value"].to_numpy()
+    assert np.array_equal(np.isnan(p_plain), np.isnan(p_conditional))
+    known = ~np.isnan(p_plain)
+    assert np.all(p_conditional[known] >= p_plain[known])
+    # 120 trusted rows: every p-value that was not already 1 moves.
+    assert np.any(p_conditional[known] > p_plain[known])
+    assert not np.any(conditional["flagged"] & ~plain["flagged"])
+    np.testing.assert_array_equal(conditional["score"], plain["score"])
+    # Without a reference the batch calibrates itself: nothing to hold conditionally.
+    pd.testing.assert_frame_equal(self_judged, judge(name, "self_findings"))

@@ -87,3 +87,30 @@ def test_a_column_that_numbers_the_rows_is_kept_but_not_a_feature(tmp_path):
                       encoding="utf-8")
     inputs = load_inputs(make_settings([tmp_path / "batch.csv"], out=tmp_path / "out", config_path=config))
     assert inputs.row_number_columns == [] and "Unnamed: 0" in inputs.feature_columns
+
+
+@pytest.mark.parametrize("reference", [True, False])
+def test_the_calibration_confidence_reaches_every_detector(tmp_path, reference):
+    detectors = ["outlier.ecod", "label.knn", *LABEL_DETECTORS]
+    plain = judged(tmp_path / "plain", reference=reference, detectors=detectors)
+    held = judged(tmp_path / "held", reference=reference, detectors=detectors, params="calibration_confidence = 0.9")
+    for name in detectors:
+        assert held[name].details["params"]["confidence"] == 0.9
+        if "skipped" in plain[name].details:
+            # Without a reference the twin is still recognised: the confidence does not tell them apart.
+            assert "skipped" in held[name].details
+            continue
+        p_plain, p_held = (outcome.findings["p_value"].to_numpy() for outcome in (plain[name], held[name]))
+        if reference:
+            assert np.all(p_held >= p_plain) and np.any(p_held > p_plain)
+        else:
+            np.testing.assert_array_equal(p_held, p_plain)
+
+
+@pytest.mark.parametrize("value", ["0", "0.3", "1", "1.5", "-0.1", '"high"'])
+def test_the_calibration_confidence_is_a_probability(value):
+    from poisonguard.pipelines.core.config import parse_config
+    from poisonguard.pipelines.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="calibration_confidence"):
+        parse_config(f"[detection]\ncalibration_confidence = {value}\n")
