@@ -22,6 +22,8 @@ level is the spread from one reference to the next.
 
 ``--max-rows 50000`` judges the tables whole (up to 10,000 rows, with
 references of up to 1,000 rows) instead of subsampled to 3,000 rows.
+``--confidence 0.9`` sets ``detection.calibration_confidence``: the rate
+held for all but a tenth of references, not on average.
 """
 from __future__ import annotations
 
@@ -59,7 +61,7 @@ P_LEVELS = (0.001, 0.003, 0.01, 0.03)
 
 def clean_share(task) -> dict:
     """One clean batch judged as ``run`` would: the share of its rows quarantined, and each detector's p-values."""
-    name, dataset, mode, seed, rate = task
+    name, dataset, mode, seed, rate, confidence = task
     os.environ.setdefault("POISONGUARD_HOME", tempfile.mkdtemp(prefix="poisonguard-bench-"))
     warnings.simplefilter("ignore")
     import importlib
@@ -74,8 +76,9 @@ def clean_share(task) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="poisonguard-clean-rate-") as scratch:
         config = Path(scratch) / "config.toml"
+        held = "" if confidence is None else f"calibration_confidence = {confidence}\n"
         config.write_text(dataset["config"].read_text(encoding="utf-8")
-                          + f"\n[detection]\nmax_false_positive_rate = {rate}\n", encoding="utf-8")
+                          + f"\n[detection]\nmax_false_positive_rate = {rate}\n{held}", encoding="utf-8")
         work = Path(scratch) / "work"
         try:
             evaluation = evaluate(dataset["data"], label=dataset["label"], config_path=config, attacks=[], seed=seed,
@@ -139,6 +142,8 @@ def main(argv=None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="Processes (one evaluate run each).")
     parser.add_argument("--max-rows", type=int, default=MAX_ROWS,
                         help=f"Subsample larger tables to this many rows (default {MAX_ROWS}, as detection_real.py).")
+    parser.add_argument("--confidence", type=float,
+                        help="detection.calibration_confidence (default: none, the rate held on average).")
     parser.add_argument("--save", type=Path, help="Also write every batch's share (CSV).")
     options = parser.parse_args(argv)
     halves = [h for h in options.halves.split(",") if h]
@@ -147,13 +152,14 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="poisonguard-bench-clean-") as scratch:
         datasets = prepare_real(Path(scratch), halves, options.max_rows)
-        tasks = [(n, datasets[n], m, s, options.rate) for m in modes for s in seeds for n in datasets]
+        tasks = [(n, datasets[n], m, s, options.rate, options.confidence) for m in modes for s in seeds for n in datasets]
         with ProcessPoolExecutor(max_workers=max(options.jobs, 1)) as pool:
             results = pd.DataFrame(list(pool.map(clean_share, tasks)))
     if options.save:
         results.to_csv(options.save, index=False)
     minutes = (time.perf_counter() - started) / 60
-    print(f"# Clean batches: share of clean rows quarantined\n\nmax_false_positive_rate {options.rate:.0%}; "
+    held = "" if options.confidence is None else f"calibration_confidence {options.confidence}; "
+    print(f"# Clean batches: share of clean rows quarantined\n\nmax_false_positive_rate {options.rate:.0%}; {held}"
           f"seeds {options.seeds} ({len(seeds)} references and batches per dataset and mode); tables of at most "
           f"{options.max_rows} rows; {minutes:.1f} min\n")
     print(markdown(summarise(results, options.rate)))
