@@ -185,7 +185,9 @@ class Detector(BaseEstimator):
     fitted state ends in ``_``. Each registered subclass sets ``name`` (its
     check name), ``tags`` (a :class:`DetectorTags`) and
     ``_fitted_attribute`` (the attribute whose presence means fitted), has
-    an ``alpha`` parameter, and implements the four public methods below.
+    ``alpha`` and ``random_state`` parameters (and ``confidence``, which
+    ``detection.calibration_confidence`` sets, to hold its level for the
+    reference at hand), and implements the four public methods below.
 
     ``X`` is a numeric feature matrix (see ``detectors.features``): a pandas
     DataFrame, matched to the fitted columns by name, or an array-like. ``y``

@@ -161,8 +161,15 @@ def _without_columns(features: pd.DataFrame, dropped: list[str]) -> pd.DataFrame
 
 
 def _shared_params(detection) -> dict:
-    """The parameters every detector takes from ``[detection]`` (``alpha`` aside)."""
-    return {"random_state": detection.random_state, "confidence": detection.calibration_confidence}
+    """The parameters every detector takes from ``[detection]`` (``alpha`` aside).
+
+    ``confidence`` only when configured: a detector registered without it
+    still runs by default, and is refused by name when the run asks for it.
+    """
+    shared = {"random_state": detection.random_state}
+    if detection.calibration_confidence is not None:
+        shared["confidence"] = detection.calibration_confidence
+    return shared
 
 
 def run_detector(name: str, features: FeatureMatrices, settings: RunSettings) -> CheckOutcome:

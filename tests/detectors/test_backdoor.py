@@ -173,7 +173,7 @@ def test_feature_resolution():
 def test_registry_params_and_clone(trusted):
     assert registered_detectors()["backdoor.trigger"] is BackdoorTriggerDetector
     detector = get_detector("backdoor.trigger", alpha=0.02, top_features=2)
-    assert detector.get_params() == {"alpha": 0.02, "top_features": 2, "random_state": 0}
+    assert detector.get_params() == {"alpha": 0.02, "top_features": 2, "random_state": 0, "confidence": None}
     fitted = detector.fit(*trusted)
     copy = clone(fitted)
     assert copy.get_params() == fitted.get_params() and not hasattr(copy, "reference_")

@@ -161,7 +161,8 @@ def test_context_distances_past_it_estimate_the_same_share(sampled_population, s
 def test_registry_params_and_clone(trusted):
     assert registered_detectors()["duplicates.flood"] is DuplicateFloodDetector
     detector = get_detector("duplicates.flood", alpha=0.02, n_neighbors=3)
-    assert detector.get_params() == {"alpha": 0.02, "n_neighbors": 3, "context_neighbors": None, "random_state": 0}
+    assert detector.get_params() == {"alpha": 0.02, "n_neighbors": 3, "context_neighbors": None, "random_state": 0,
+                                     "confidence": None}
     fitted = detector.fit(trusted)
     copy = clone(fitted)
     assert copy.get_params() == fitted.get_params() and not hasattr(copy, "reference_")

@@ -199,10 +199,11 @@ def test_registry_and_params():
     detector = get_detector("label.trusted_model", model="gradient_boosting")
     assert detector.get_params() == {
         "alpha": 0.01, "n_folds": 5, "random_state": 0, "model": "gradient_boosting", "refit_without_issues": True,
+        "confidence": None,
     }
     assert get_detector("label.confident_learning").get_params() == {
         "alpha": 0.01, "n_folds": 5, "random_state": 0, "model": "auto", "trusted_weight": 1.0,
-        "refit_without_issues": True,
+        "refit_without_issues": True, "confidence": None,
     }
 
 
@@ -301,7 +302,8 @@ def test_knn_params_and_clone(trusted):
 
     assert registered_detectors()["label.knn"] is KNNLabelDetector
     detector = get_detector("label.knn", n_neighbors=3)
-    assert detector.get_params() == {"alpha": 0.01, "n_neighbors": 3, "random_state": 0, "pool_batch": True}
+    assert detector.get_params() == {"alpha": 0.01, "n_neighbors": 3, "random_state": 0, "pool_batch": True,
+                                   "confidence": None}
     fitted = detector.fit(*trusted)
     assert fitted.k_ == 3
     assert not hasattr(clone(fitted), "reference_")

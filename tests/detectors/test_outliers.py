@@ -410,7 +410,7 @@ def test_registry_and_params():
     assert registered_detectors()["outlier.iforest"] is IForestOutlierDetector
     detector = get_detector("outlier.iforest", alpha=0.05, n_folds=3)
     assert isinstance(detector, IForestOutlierDetector)
-    assert detector.get_params() == {"alpha": 0.05, "n_folds": 3, "random_state": 0}
+    assert detector.get_params() == {"alpha": 0.05, "n_folds": 3, "random_state": 0, "confidence": None}
 
 
 @pytest.mark.parametrize("cls", DETECTORS)
@@ -419,10 +419,11 @@ def test_clone_round_trip(fitted, cls):
     assert copy.get_params() == fitted[cls].get_params()
     assert not hasattr(copy, "model_")
     own = {"discount_correlated": None} if cls is ECODOutlierDetector else {}
-    assert clone(cls(alpha=0.2, n_folds=4, random_state=9)).get_params() == {
+    assert clone(cls(alpha=0.2, n_folds=4, random_state=9, confidence=0.9)).get_params() == {
         "alpha": 0.2,
         "n_folds": 4,
         "random_state": 9,
+        "confidence": 0.9,
         **own,
     }
 
@@ -556,5 +557,6 @@ def test_class_conditional_params_and_clone():
 
     assert registered_detectors()["outlier.class_conditional"] is ClassConditionalOutlierDetector
     fitted = get_detector("outlier.class_conditional", n_folds=3).fit(*labelled_blobs(100, seed=5))
-    assert fitted.get_params() == {"alpha": 0.01, "n_folds": 3, "random_state": 0, "pool_batch": True}
+    assert fitted.get_params() == {"alpha": 0.01, "n_folds": 3, "random_state": 0, "pool_batch": True,
+                                   "confidence": None}
     assert not hasattr(clone(fitted), "profile_")

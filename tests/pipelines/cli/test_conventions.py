@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poisonguard.detectors.base import Detector, DetectorTags
+from poisonguard.detectors.base import Detector, DetectorError, DetectorTags
 from poisonguard.detectors.registry import register
 from poisonguard.pipelines.core.settings import make_settings
 from poisonguard.pipelines.core.version import __version__
@@ -130,3 +130,17 @@ def test_a_label_with_one_trusted_row_is_left_out_of_the_label_detectors_only(ti
 
 def test_numbers_on_the_review_page_have_no_thousands_separators():
     assert number(2007) == "2007" and number(1125.5) == "1125.5" and number(0.00001) == "1e-05"
+
+
+def test_a_detector_without_confidence_runs_unless_the_config_asks_for_it(tiny, tmp_path):
+    register(_Grumbling)
+    config = tmp_path / "grumble.toml"
+    text = (tiny["config"].read_text().replace('reference = "reference.csv"', f'reference = "{tiny["reference"]}"')
+            .replace("[detection]\n", '[detection]\ndetectors = ["test.grumbling"]\n'))
+    config.write_text(text)
+    assert execute(make_settings([tiny["batch"]], out=tmp_path / "out", config_path=config)).out.exists()
+    config.write_text(text.replace("[detection]\n", "[detection]\ncalibration_confidence = 0.9\n"))
+    # Refused by name, as an unknown detector parameter is, before anything is written.
+    with pytest.raises(DetectorError, match="detector 'test.grumbling' has no parameter 'confidence'"):
+        execute(make_settings([tiny["batch"]], out=tmp_path / "held", config_path=config))
+    assert not (tmp_path / "held").exists()

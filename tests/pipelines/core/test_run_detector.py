@@ -1,9 +1,12 @@
-"""``checks.run_detector``: a detector that would repeat another's test without a reference is skipped."""
+"""``checks.run_detector``: the parameters every detector gets from ``[detection]``, and a detector that would
+repeat another's test without a reference is skipped."""
 import numpy as np
 import pandas as pd
 import pytest
 
 from poisonguard.pipelines.core.checks import encode_features, run_detector
+from poisonguard.pipelines.core.config import parse_config
+from poisonguard.pipelines.core.errors import ConfigError
 from poisonguard.pipelines.core.inputs import load_inputs
 from poisonguard.pipelines.core.settings import make_settings
 
@@ -109,8 +112,5 @@ def test_the_calibration_confidence_reaches_every_detector(tmp_path, reference):
 
 @pytest.mark.parametrize("value", ["0", "0.3", "1", "1.5", "-0.1", '"high"'])
 def test_the_calibration_confidence_is_a_probability(value):
-    from poisonguard.pipelines.core.config import parse_config
-    from poisonguard.pipelines.core.errors import ConfigError
-
     with pytest.raises(ConfigError, match="calibration_confidence"):
         parse_config(f"[detection]\ncalibration_confidence = {value}\n")

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from poisonguard.detectors.base import make_findings
+from poisonguard.pipelines.core.config import parse_config
 from poisonguard.pipelines.core.decision import Decision
-from poisonguard.pipelines.outputs.publish import top_quarantined
+from poisonguard.pipelines.outputs.publish import _alpha_summary, top_quarantined
 
 
 def decision_of(findings: pd.DataFrame) -> Decision:
@@ -47,3 +49,13 @@ def test_most_findings_first_then_hard_rules_then_smallest_p_value_then_first_se
 
 def test_nothing_flagged_lists_nothing():
     assert top_quarantined(decision_of(findings([("a", "x", 0.1, "r")]).iloc[:0])) == []
+
+
+@pytest.mark.parametrize("extra, held", [
+    ("", "held on average over references when there is a trusted reference"),
+    ("calibration_confidence = 0.9\n", "held for 90% of references (calibration_confidence) when there is a trusted"),
+])
+def test_the_report_says_which_guarantee_the_rate_has(extra, held):
+    summary = _alpha_summary(parse_config("[detection]\nmax_false_positive_rate = 0.05\n" + extra).detection)
+    assert summary.startswith("one decision: at most 0.05 of clean rows (inferred rules and 7 detectors, simes)")
+    assert held in summary
