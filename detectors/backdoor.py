@@ -247,11 +247,8 @@ class BackdoorTriggerDetector(Detector):
         Seeds the sample of batch rows counts are taken over when the batch
         is large (``detectors._sampling``).
     confidence : float or None
-        With a trusted reference, the share of clean rows flagged is at most
-        ``alpha`` for all but ``1 - confidence`` of the references it could
-        have been given (calibration-conditional p-values,
-        ``detectors.calibration.conformal_upper_bounds``); None holds it on
-        average over references. Without a reference it does not apply.
+        Hold ``alpha`` for the reference at hand, not on average (see
+        :class:`~poisonguard.detectors.base.Detector`).
 
     Attributes
     ----------

@@ -185,9 +185,14 @@ class Detector(BaseEstimator):
     fitted state ends in ``_``. Each registered subclass sets ``name`` (its
     check name), ``tags`` (a :class:`DetectorTags`) and
     ``_fitted_attribute`` (the attribute whose presence means fitted), has
-    ``alpha`` and ``random_state`` parameters (and ``confidence``, which
-    ``detection.calibration_confidence`` sets, to hold its level for the
-    reference at hand), and implements the four public methods below.
+    ``alpha`` and ``random_state`` parameters, and implements the four
+    public methods below. The built-in detectors also take ``confidence``
+    (``detection.calibration_confidence`` sets it): with a trusted
+    reference, the share of clean rows flagged is then at most ``alpha`` for
+    all but ``1 - confidence`` of the references the detector could have
+    been given (calibration-conditional p-values,
+    ``detectors.calibration.conformal_upper_bounds``); None holds it on
+    average over references. Without a reference it does not apply.
 
     ``X`` is a numeric feature matrix (see ``detectors.features``): a pandas
     DataFrame, matched to the fitted columns by name, or an array-like. ``y``

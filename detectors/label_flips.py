@@ -229,11 +229,8 @@ class _LabelDetector(Detector):
     random_state : int or None
         Seeds the fold split and randomised models.
     confidence : float or None
-        With a trusted reference, the share of clean rows flagged is at most
-        ``alpha`` for all but ``1 - confidence`` of the references it could
-        have been given (calibration-conditional p-values,
-        ``detectors.calibration.conformal_upper_bounds``); None holds it on
-        average over references. Without a reference it does not apply.
+        Hold ``alpha`` for the reference at hand, not on average (see
+        :class:`~poisonguard.detectors.base.Detector`).
     refit_without_issues : bool
         Where the models are fitted on batch rows, fit them again without the
         rows cleanlab marks as label issues (see the module docstring).

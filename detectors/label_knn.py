@@ -79,11 +79,8 @@ class KNNLabelDetector(_LabelDetector):
         Seeds the sample of a large batch that is pooled with the trusted
         rows as neighbours (``detectors._sampling``).
     confidence : float or None
-        With a trusted reference, the share of clean rows flagged is at most
-        ``alpha`` for all but ``1 - confidence`` of the references it could
-        have been given (calibration-conditional p-values,
-        ``detectors.calibration.conformal_upper_bounds``); None holds it on
-        average over references. Without a reference it does not apply.
+        Hold ``alpha`` for the reference at hand, not on average (see
+        :class:`~poisonguard.detectors.base.Detector`).
     pool_batch : bool
         Look for neighbours among the batch rows too (see above).
 

@@ -124,11 +124,8 @@ class _CrossFittedOutlierDetector(Detector):
     random_state : int or None
         Seeds the fold split and any randomised model.
     confidence : float or None
-        With a trusted reference, the share of clean rows flagged is at most
-        ``alpha`` for all but ``1 - confidence`` of the references it could
-        have been given (calibration-conditional p-values,
-        ``detectors.calibration.conformal_upper_bounds``); None holds it on
-        average over references. Without a reference it does not apply.
+        Hold ``alpha`` for the reference at hand, not on average (see
+        :class:`~poisonguard.detectors.base.Detector`).
 
     Attributes
     ----------
