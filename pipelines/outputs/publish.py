@@ -463,10 +463,9 @@ def _version(distribution: str) -> Optional[str]:
 def _alpha_summary(detection) -> str:
     each = detection.detector_alpha
     confidence = detection.calibration_confidence
-    held = ("on average over references" if confidence is None
-            else f"for {confidence:.0%} of references (calibration_confidence)")
+    # Shown whole in the report's header: under REPORT_CELL_WIDTH characters.
+    held = "on average over references" if confidence is None else f"for {confidence:.0%} of references"
     return (
         f"one decision: at most {detection.max_false_positive_rate:.2g} of clean rows (inferred rules and "
-        f"{len(detection.detectors)} detectors, {detection.combine}); each detector's own flag at {each:.2g}, "
-        f"held {held} when there is a trusted reference"
+        f"{len(detection.detectors)} detectors, {detection.combine}), held {held}; each detector's own flag at {each:.2g}"
     )

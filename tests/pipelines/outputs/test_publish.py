@@ -9,6 +9,7 @@ from poisonguard.detectors.base import make_findings
 from poisonguard.pipelines.core.config import parse_config
 from poisonguard.pipelines.core.decision import Decision
 from poisonguard.pipelines.outputs.publish import _alpha_summary, top_quarantined
+from poisonguard.pipelines.outputs.report import REPORT_CELL_WIDTH
 
 
 def decision_of(findings: pd.DataFrame) -> Decision:
@@ -51,11 +52,10 @@ def test_nothing_flagged_lists_nothing():
     assert top_quarantined(decision_of(findings([("a", "x", 0.1, "r")]).iloc[:0])) == []
 
 
-@pytest.mark.parametrize("extra, held", [
-    ("", "held on average over references when there is a trusted reference"),
-    ("calibration_confidence = 0.9\n", "held for 90% of references (calibration_confidence) when there is a trusted"),
-])
+@pytest.mark.parametrize("extra, held", [("", "on average over references"),
+                                         ("calibration_confidence = 0.9\n", "for 90% of references")])
 def test_the_report_says_which_guarantee_the_rate_has(extra, held):
     summary = _alpha_summary(parse_config("[detection]\nmax_false_positive_rate = 0.05\n" + extra).detection)
-    assert summary.startswith("one decision: at most 0.05 of clean rows (inferred rules and 7 detectors, simes)")
-    assert held in summary
+    assert summary == (f"one decision: at most 0.05 of clean rows (inferred rules and 7 detectors, simes), held {held}; "
+                       "each detector's own flag at 0.0071")
+    assert len(summary) <= REPORT_CELL_WIDTH  # shown whole
