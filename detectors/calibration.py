@@ -82,8 +82,9 @@ def conformal_upper_bounds(at_least, n_calibration: int, confidence: float) -> n
     draw of the calibration rows. Its mean is the conformal p-value
     ``(j + 1) / (n + 1)``, which holds ``alpha`` on average over references;
     its ``confidence`` quantile holds it for all but ``1 - confidence`` of
-    them (Bates et al. 2023 bound every level at once; a detector flags at
-    one level, so the pointwise bound is the one it needs).
+    them. (Bates et al. 2023 bound every level at once; a detector's flag
+    and the decision's Simes levels are a few fixed levels, each held by
+    the pointwise bound.)
 
     Parameters
     ----------
@@ -165,8 +166,8 @@ class ExponentialTail:
         and on exponential scores, where the model is exact, 200 draws of
         150-row references missed the level at 0.9 one time in 18 with both
         at the confidence (the draws of
-        ``tests/detectors/test_tail_validity.py``), one in 50 with each at
-        half the miss rate. Plain exponential: a bound, not a predictive tail
+        ``tests/detectors/test_tail_validity.py``), at most one in 50 with
+        each at half the miss rate. Plain exponential: a bound, not a predictive tail
         (``cross_conformal_p_values`` keeps the larger of the two).
         """
         if not self.excesses:

@@ -83,7 +83,7 @@ class DetectionConfig(_Strict):
     what a detector says alone, and never more than the decision quarantines.
     With a reference the rate holds on average over the references a batch
     could have been judged against; ``calibration_confidence`` (e.g. 0.9)
-    holds each detector's level for all but that share of them instead
+    holds each detector's level for that share of them instead
     (calibration-conditional p-values, ``detectors.calibration``), at the
     cost of recall on small references.
     """
