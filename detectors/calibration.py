@@ -98,10 +98,12 @@ def conformal_upper_bounds(at_least, n_calibration: int, confidence: float) -> n
     numpy.ndarray of float, the shape of ``at_least``, in ``(0, 1]``.
     """
     at_least = np.asarray(at_least, dtype=float)
+    # At most n + 1 distinct counts: one quantile each, not one per row (0.7 s for a million rows).
+    counts, positions = np.unique(at_least, return_inverse=True)
     # j = n (every calibration score as high): Beta(n + 1, 0) is a point mass at 1.
-    below = np.maximum(n_calibration - at_least, 1.0)
-    bounds = stats.beta.ppf(confidence, at_least + 1.0, below)
-    return np.where(at_least >= n_calibration, 1.0, bounds)
+    below = np.maximum(n_calibration - counts, 1.0)
+    bounds = np.where(counts >= n_calibration, 1.0, stats.beta.ppf(confidence, counts + 1.0, below))
+    return bounds[positions.reshape(at_least.shape)]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import pandas as pd
 from poisonguard.detectors._unique import distinct_objects
 from poisonguard.detectors.base import FINDING_COLUMNS, empty_findings, make_findings
 from poisonguard.detectors.errors import NotEnoughData
-from poisonguard.detectors.registry import get_detector
+from poisonguard.detectors.registry import detector_parameters, get_detector
 from poisonguard.detectors.features import FeatureEncoder
 from poisonguard.expectations import validate_frame
 from poisonguard.pipelines.core.inputs import RunInputs
@@ -160,15 +160,19 @@ def _without_columns(features: pd.DataFrame, dropped: list[str]) -> pd.DataFrame
     return pd.DataFrame(matrix, columns=features.columns[keep], index=features.index, copy=False)
 
 
-def _shared_params(detection) -> dict:
+def _shared_params(detection, name: str) -> dict:
     """The parameters every detector takes from ``[detection]`` (``alpha`` aside).
 
-    ``confidence`` only when configured: a detector registered without it
-    still runs by default, and is refused by name when the run asks for it.
+    A detector registered without ``confidence`` (one written before it
+    existed) still runs at the default, on average over references, and its
+    details say so; when the config asks for a confidence by name it is
+    refused by name, like any parameter it does not take.
     """
     shared = {"random_state": detection.random_state}
-    if detection.calibration_confidence is not None:
-        shared["confidence"] = detection.calibration_confidence
+    confidence = detection.detector_confidence
+    asked = "calibration_confidence" in detection.model_fields_set
+    if confidence is not None and (asked or "confidence" in detector_parameters(name)):
+        shared["confidence"] = confidence
     return shared
 
 
@@ -176,7 +180,7 @@ def run_detector(name: str, features: FeatureMatrices, settings: RunSettings) ->
     """Fit one registered detector on trusted rows (or the batch) and score the batch."""
     started = time.perf_counter()
     detection = settings.config.detection
-    params = {"alpha": detection.detector_alpha, **_shared_params(detection), **detection.params.get(name, {})}
+    params = {"alpha": detection.detector_alpha, **_shared_params(detection, name), **detection.params.get(name, {})}
     # Only a row flagged here or with p at most the rate can be quarantined
     # (``decision.apply_decision_rule``): the others need no sentence.
     detector = get_detector(name, **params).set_reasons(p_value_at_most=detection.max_false_positive_rate)
@@ -186,6 +190,8 @@ def run_detector(name: str, features: FeatureMatrices, settings: RunSettings) ->
     skip_unlabelled = tags.needs_labels and not tags.accepts_empty_labels
     rows = features.batch_labels != "" if skip_unlabelled else np.ones(len(features.batch_labels), dtype=bool)
     details = {"class": type(detector).__name__, "params": _jsonable(detector.get_params())}
+    if detection.detector_confidence is not None and "confidence" not in details["params"]:
+        details["calibration"] = "takes no confidence: its level holds on average over references"
     trusted_features, trusted_labels = features.trusted_features, features.trusted_labels
     duplicate = _same_test_as(detector, settings) if trusted_features is None else None
     if duplicate is not None:
@@ -253,7 +259,7 @@ def _same_test_as(detector, settings: RunSettings) -> Optional[str]:
     if other is None or other not in detection.detectors:
         return None
     other_params = get_detector(
-        other, **{**_shared_params(detection), **detection.params.get(other, {})}).self_findings_params()
+        other, **{**_shared_params(detection, other), **detection.params.get(other, {})}).self_findings_params()
     mine = detector.self_findings_params()
     if any(mine[key] != other_params[key] for key in (mine.keys() & other_params.keys()) - {"alpha"}):
         return None

@@ -462,7 +462,7 @@ def _version(distribution: str) -> Optional[str]:
 
 def _alpha_summary(detection) -> str:
     each = detection.detector_alpha
-    confidence = detection.calibration_confidence
+    confidence = detection.detector_confidence
     # Shown whole in the report's header: under REPORT_CELL_WIDTH characters.
     held = "on average over references" if confidence is None else f"for {confidence:.0%} of references"
     return (

@@ -1,6 +1,7 @@
 """The command line as its neighbours behave: -h, --version, conventional help, errors first and in one line."""
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -138,7 +139,11 @@ def test_a_detector_without_confidence_runs_unless_the_config_asks_for_it(tiny, 
     text = (tiny["config"].read_text().replace('reference = "reference.csv"', f'reference = "{tiny["reference"]}"')
             .replace("[detection]\n", '[detection]\ndetectors = ["test.grumbling"]\n'))
     config.write_text(text)
-    assert execute(make_settings([tiny["batch"]], out=tmp_path / "out", config_path=config)).out.exists()
+    # The default confidence is not forced on it: it runs, and the run records what its level holds.
+    out = execute(make_settings([tiny["batch"]], out=tmp_path / "out", config_path=config)).out
+    checks = json.loads((out / "provenance.json").read_text())["checks"]
+    assert [check["calibration"] for check in checks if check["name"] == "test.grumbling"] == [
+        "takes no confidence: its level holds on average over references"]
     config.write_text(text.replace("[detection]\n", "[detection]\ncalibration_confidence = 0.9\n"))
     # Refused by name, as an unknown detector parameter is, before anything is written.
     with pytest.raises(DetectorError, match="detector 'test.grumbling' has no parameter 'confidence'"):

@@ -95,10 +95,14 @@ def test_a_column_that_numbers_the_rows_is_kept_but_not_a_feature(tmp_path):
 @pytest.mark.parametrize("reference", [True, False])
 def test_the_calibration_confidence_reaches_every_detector(tmp_path, reference):
     detectors = ["outlier.ecod", "label.knn", *LABEL_DETECTORS]
-    plain = judged(tmp_path / "plain", reference=reference, detectors=detectors)
+    plain = judged(tmp_path / "plain", reference=reference, detectors=detectors, params="calibration_confidence = 0.5")
     held = judged(tmp_path / "held", reference=reference, detectors=detectors, params="calibration_confidence = 0.9")
+    default = judged(tmp_path / "default", reference=reference, detectors=detectors)
     for name in detectors:
+        # 0.5 is the plain conformal p-value, and is passed on as no confidence at all.
+        assert plain[name].details["params"]["confidence"] is None
         assert held[name].details["params"]["confidence"] == 0.9
+        assert default[name].details["params"]["confidence"] == 0.75
         if "skipped" in plain[name].details:
             # Without a reference the twin is still recognised: the confidence does not tell them apart.
             assert "skipped" in held[name].details

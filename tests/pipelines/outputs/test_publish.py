@@ -52,8 +52,9 @@ def test_nothing_flagged_lists_nothing():
     assert top_quarantined(decision_of(findings([("a", "x", 0.1, "r")]).iloc[:0])) == []
 
 
-@pytest.mark.parametrize("extra, held", [("", "on average over references"),
-                                         ("calibration_confidence = 0.9\n", "for 90% of references")])
+@pytest.mark.parametrize("extra, held", [("", "for 75% of references"),
+                                         ("calibration_confidence = 0.9\n", "for 90% of references"),
+                                         ("calibration_confidence = 0.5\n", "on average over references")])
 def test_the_report_says_which_guarantee_the_rate_has(extra, held):
     summary = _alpha_summary(parse_config("[detection]\nmax_false_positive_rate = 0.05\n" + extra).detection)
     assert summary == (f"one decision: at most 0.05 of clean rows (inferred rules and 7 detectors, simes), held {held}; "
