@@ -22,8 +22,9 @@ level is the spread from one reference to the next.
 
 ``--max-rows 50000`` judges the tables whole (up to 10,000 rows, with
 references of up to 1,000 rows) instead of subsampled to 3,000 rows.
-``--confidence 0.9`` sets ``detection.calibration_confidence``: the rate
-held for all but a tenth of references, not on average.
+``--confidence 0.9`` sets ``detection.calibration_confidence``: each
+detector's level held for all but a tenth of references (the default,
+0.75: a quarter); ``--confidence 0.5``: on average over references.
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ import pandas as pd  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from detection import MODES, POISONGUARD, markdown  # noqa: E402
 from detection_real import MAX_ROWS, prepare_real  # noqa: E402
+from poisonguard.pipelines.core.config import DEFAULT_CALIBRATION_CONFIDENCE  # noqa: E402
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -143,7 +145,8 @@ def main(argv=None) -> None:
     parser.add_argument("--max-rows", type=int, default=MAX_ROWS,
                         help=f"Subsample larger tables to this many rows (default {MAX_ROWS}, as detection_real.py).")
     parser.add_argument("--confidence", type=float,
-                        help="detection.calibration_confidence (default: none, the rate held on average).")
+                        help=f"detection.calibration_confidence (default: the config's, {DEFAULT_CALIBRATION_CONFIDENCE}; "
+                             "0.5: the rate held on average over references).")
     parser.add_argument("--save", type=Path, help="Also write every batch's share (CSV).")
     options = parser.parse_args(argv)
     halves = [h for h in options.halves.split(",") if h]
@@ -158,7 +161,7 @@ def main(argv=None) -> None:
     if options.save:
         results.to_csv(options.save, index=False)
     minutes = (time.perf_counter() - started) / 60
-    held = "" if options.confidence is None else f"calibration_confidence {options.confidence}; "
+    held = f"calibration_confidence {options.confidence or DEFAULT_CALIBRATION_CONFIDENCE}; "
     print(f"# Clean batches: share of clean rows quarantined\n\nmax_false_positive_rate {options.rate:.0%}; {held}"
           f"seeds {options.seeds} ({len(seeds)} references and batches per dataset and mode); tables of at most "
           f"{options.max_rows} rows; {minutes:.1f} min\n")
