@@ -161,7 +161,7 @@ def main(argv=None) -> None:
     if options.save:
         results.to_csv(options.save, index=False)
     minutes = (time.perf_counter() - started) / 60
-    held = f"calibration_confidence {options.confidence or DEFAULT_CALIBRATION_CONFIDENCE}; "
+    held = f"calibration_confidence {options.confidence or DEFAULT_CALIBRATION_CONFIDENCE} (with a reference); "
     print(f"# Clean batches: share of clean rows quarantined\n\nmax_false_positive_rate {options.rate:.0%}; {held}"
           f"seeds {options.seeds} ({len(seeds)} references and batches per dataset and mode); tables of at most "
           f"{options.max_rows} rows; {minutes:.1f} min\n")

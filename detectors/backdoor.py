@@ -156,8 +156,8 @@ def _owned_tie_floor(scores, labels, owned) -> np.ndarray:
 
     Rows of a label's own value sets (``_label_owned``) keep a finite score,
     the larger the more rows share their values, so the most common of them
-    tops the batch's scores: on fifteen synthetic routes per airport, the
-    largest (200 of 4,680 rows) was quarantined whole. A score that ``m``
+    tops the batch's scores: on fifteen synthetic routes per airport
+    (4,680 rows), the 200 rows of a largest route were flagged. A score that ``m``
     rows of one label share is that common, at least ``(m - 1) / (n + 1)``
     of the ``n`` rows (``outlier.class_conditional``'s ``tie_floor`` says
     the same of a label's brackets). Other rows keep their p-value, a
