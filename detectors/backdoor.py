@@ -151,24 +151,31 @@ def _log_tail(k, n, share) -> np.ndarray:
     return log_p
 
 
-def _owned_tie_floor(scores, labels, owned) -> np.ndarray:
-    """The smallest p-value of a row whose label owns its features' values, from the rows sharing its score.
+def _tie_floor(scores, labels, modes) -> np.ndarray:
+    """The smallest p-value of a row of a label's mode, from the rows of its label sharing its score.
 
-    Rows of a label's own value sets (``_label_owned``) keep a finite score,
-    the larger the more rows share their values, so the most common of them
-    tops the batch's scores: on fifteen synthetic routes per airport
-    (4,680 rows), the 200 rows of a largest route were flagged. A score that ``m``
-    rows of one label share is that common, at least ``(m - 1) / (n + 1)``
-    of the ``n`` rows (``outlier.class_conditional``'s ``tie_floor`` says
-    the same of a label's brackets). Other rows keep their p-value, a
-    stamped trigger's among them.
+    Without a reference two kinds of rows are a label's own values, not a
+    stamp: rows whose features' values their label owns (``_label_owned``,
+    ``_owned_by_probe``), and rows whose evidence is one feature alone. Their
+    scores are finite and the larger the more rows share their values, so
+    the most common of them top the batch's scores: on fifteen synthetic
+    routes per airport (4,680 rows) the 200 rows of a largest route were
+    flagged, and on chile's clean batches 125 rows labelled N that share one
+    exact value of the survey's ``statusquo`` scale (a clean batch lost
+    8.3 % of its rows at a rate of 5 %). A score that ``m`` rows of one label
+    share is that common, at least ``(m - 1) / (n + 1)`` of the ``n`` rows
+    (``outlier.class_conditional``'s ``tie_floor`` says the same of a
+    label's brackets). A stamped trigger's rows, on several features beyond
+    what any other set of values shows, keep their p-value. The cost: a
+    trigger on one feature alone is found without a reference only while
+    its rows are fewer than the rate's share of the batch.
 
     Returns
     -------
     numpy.ndarray of float, shape (n_rows,), in ``[0, 1)``
     """
     floor = np.zeros(len(scores))
-    rows = np.flatnonzero(owned)
+    rows = np.flatnonzero(modes & np.isfinite(scores))
     if not rows.size:
         return floor
     keys = pd.DataFrame({"label": labels, "score": scores})
@@ -382,7 +389,8 @@ class BackdoorTriggerDetector(Detector):
         )
         self.calibration_scores_ = scores
         p_values, extrapolated = single_fold_p_values(np.log1p(scores), np.log1p(scores), self_referential=True)
-        floor = _owned_tie_floor(scores, labels, owned)
+        one_feature = evidence[0][:, 1] < 0 if evidence[0].shape[1] > 1 else np.ones(len(scores), dtype=bool)
+        floor = _tie_floor(scores, labels, owned | one_feature)
         extrapolated &= floor <= p_values
         p_values = np.maximum(p_values, floor)
         return self._findings(labels, evidence, scores, p_values, extrapolated, ids)
