@@ -204,6 +204,28 @@ def test_a_labels_own_values_are_recognised_beyond_the_rows_the_joint_test_ran_o
     assert findings["flagged"].sum() == infinite.sum() == (0 if probe else 200)
 
 
+@pytest.mark.parametrize("floor", [True, False])
+def test_a_value_one_label_gives_often_is_its_mode_not_a_trigger(monkeypatch, floor):
+    # Found on chile's clean batches without a reference: 125 rows labelled
+    # N share one exact value of the survey's statusquo scale, evidence on
+    # one feature whose finite score topped the batch's tail (8.3 % of a
+    # clean batch quarantined at a rate of 5 %).
+    if not floor:
+        monkeypatch.setattr(backdoor, "_tie_floor", lambda scores, labels, modes: np.zeros(len(scores)))
+    rng = np.random.default_rng(0)
+    labels = rng.choice(np.array(["Y", "N", "A", "U"], dtype=object), 2000)
+    scale = np.round(rng.normal(0, 1, 2000), 3)
+    mode = np.flatnonzero(labels == "N")[:150]
+    scale[mode] = -1.0  # an answer only N gives
+    features = np.column_stack([scale, rng.normal(0, 1, 2000), rng.normal(0, 1, 2000)])
+    findings = BackdoorTriggerDetector(alpha=0.01).self_findings(features, labels)
+    if floor:
+        assert not findings["flagged"].to_numpy()[mode].any()
+        assert findings["p_value"].to_numpy()[mode].min() == 149 / 2001
+    else:
+        assert findings["flagged"].to_numpy()[mode].all()
+
+
 def test_feature_resolution():
     assert feature_resolution(np.array([3.0, 1.0, 2.0, 2.0])) == 1.0
     assert feature_resolution(np.array([0.25, 0.5])) == 0.25
