@@ -48,7 +48,11 @@ upper tail of clean rows' label scores, and it halved their recall. Measured
 without it (``benchmarks/detection.py``, 10 % references of 15-180 rows),
 each label detector flagged at most 0.75 % of clean rows at ``alpha = 0.01``
 on every dataset, and caught 0.75 of random and 0.88 of targeted flips
-instead of 0.61 and 0.57.
+instead of 0.61 and 0.57. The exception is ``label.confident_learning`` on a
+reference of fewer than ``SMALL_REFERENCE_ROWS`` rows: its pooled models
+score clean batch rows with a heavier tail than a few dozen trusted rows
+show, and judged on clean batches alone (``benchmarks/clean_rate.py --tables
+anchors``) one reference in ten quarantined 6-15 % of them.
 
 Batch labels never seen in trusted rows cannot be scored; such rows get the
 highest score and are flagged with a reason saying so.
@@ -109,6 +113,7 @@ from poisonguard.detectors._crossfit import (
     cross_fit_classifiers,
     fold_scores,
     fold_splits,
+    guarded_p_values,
     label_conditional_p_values,
     label_contamination,
     label_probabilities,
@@ -145,6 +150,14 @@ BOOSTED_MAX_ROWS = 50_000
 # within it; 12,000 rows x 180 columns x 5 labels of a wide mixed table cost
 # 25 s of boosting for the five folds on 2 cores, its whole run's time again.
 BOOSTED_MAX_WORK = 1_000_000
+# A reference of fewer trusted rows than this cannot show the upper tail of
+# confident learning's scores: the tail fitted to its five largest was far
+# lighter than the batch's clean rows' (clean anchors' batches, 15-57 trusted
+# rows: 0.54 % of clean rows at p <= 0.001, one batch of penguins 10 % at
+# p <= 0.007). Below it "auto" keeps to logistic regression, whose tail is
+# the lighter, and the tail beyond the trusted scores must be confirmed by
+# the batch's own (``detectors._crossfit.guarded_p_values``).
+SMALL_REFERENCE_ROWS = 100
 
 
 def classifier_factory(model: str, random_state) -> Callable[[], object]:
@@ -499,6 +512,9 @@ class ConfidentLearningLabelDetector(_LabelDetector):
         boosting caught 0.98 of fishing's targeted flips where logistic
         regression caught 0.22, and 0.08 of chile's random flips where it
         caught 0.19; the trusted labels' log-loss tells such tables apart.
+        With fewer than ``SMALL_REFERENCE_ROWS`` trusted rows, logistic
+        regression, and the tail beyond the trusted scores is guarded by the
+        batch's (see ``SMALL_REFERENCE_ROWS``).
     trusted_weight : float or "balanced"
         Training weight of every trusted row; "balanced" makes the trusted
         rows weigh as much as the pooled batch rows.
@@ -581,10 +597,15 @@ class ConfidentLearningLabelDetector(_LabelDetector):
         scores, known = pooled["scores"], pooled["known"]
         # One fold: the pooled out-of-fold scores already come from models
         # fitted on equally many rows; only the tail is added.
-        p_values, extrapolated = cross_conformal_p_values(
-            log_odds(pooled["calibration"]), np.zeros(len(pooled["calibration"]), dtype=int),
-            log_odds(scores)[:, None], return_extrapolated=True, confidence=self.confidence,
-        )
+        calibration = log_odds(pooled["calibration"])
+        folds = np.zeros(len(calibration), dtype=int)
+        if len(calibration) < SMALL_REFERENCE_ROWS:
+            p_values, extrapolated = guarded_p_values(calibration, folds, log_odds(scores)[:, None],
+                                                      confidence=self.confidence)
+        else:
+            p_values, extrapolated = cross_conformal_p_values(
+                calibration, folds, log_odds(scores)[:, None], return_extrapolated=True, confidence=self.confidence,
+            )
         flagged = self._flagged(p_values)
         source = f"{MODEL_NAMES[pooled['model']]} models cross-fitted on trusted and batch rows"
         position = np.cumsum(known) - 1  # a known row's place among the known rows
@@ -629,7 +650,8 @@ class ConfidentLearningLabelDetector(_LabelDetector):
         trees_per_round = 1 if len(self.classes_) <= 2 else len(self.classes_)
         affordable = (len(labels) <= BOOSTED_MAX_ROWS
                       and int(in_sample.sum()) * pool.shape[1] * trees_per_round <= BOOSTED_MAX_WORK)
-        candidates = [self.model] if self.model != AUTO else (list(MODELS) if affordable else ["logistic"])
+        both = affordable and n_trusted >= SMALL_REFERENCE_ROWS
+        candidates = [self.model] if self.model != AUTO else (list(MODELS) if both else ["logistic"])
         # Boosted fits within BOOSTED_MAX_WORK are small, and there OpenMP's
         # threads cost more than they gain (penguins: 2.2 s on one thread,
         # 10.3 s on two beside a busy core); the fitted models are the same.
