@@ -20,7 +20,9 @@ level is the spread from one reference to the next.
 
     OMP_NUM_THREADS=1 python benchmarks/clean_rate.py --seeds 0-9 --jobs 2
 
-``--max-rows 50000`` judges the tables whole (up to 10,000 rows, with
+``--tables anchors`` judges ``benchmarks/detection.py``'s five small
+tables instead (penguins, breast cancer, wine, iris, digits: references of
+15-180 rows). ``--max-rows 50000`` judges the tables whole (up to 10,000 rows, with
 references of up to 1,000 rows) instead of subsampled to 3,000 rows.
 ``--confidence 0.9`` sets ``detection.calibration_confidence``: each
 detector's level held for all but a tenth of references (the default,
@@ -44,7 +46,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from detection import MODES, POISONGUARD, markdown  # noqa: E402
+from detection import BUNDLED_DATASETS, MODES, POISONGUARD, SAMPLE_DATASETS, markdown, prepare_datasets  # noqa: E402
 from detection_real import MAX_ROWS, prepare_real  # noqa: E402
 from poisonguard.pipelines.core.config import DEFAULT_CALIBRATION_CONFIDENCE  # noqa: E402
 
@@ -63,7 +65,7 @@ P_LEVELS = (0.001, 0.003, 0.01, 0.03)
 
 def clean_share(task) -> dict:
     """One clean batch judged as ``run`` would: the share of its rows quarantined, and each detector's p-values."""
-    name, dataset, mode, seed, rate, confidence = task
+    name, dataset, mode, seed, rate, confidence, extra = task
     os.environ.setdefault("POISONGUARD_HOME", tempfile.mkdtemp(prefix="poisonguard-bench-"))
     warnings.simplefilter("ignore")
     import importlib
@@ -80,7 +82,7 @@ def clean_share(task) -> dict:
         config = Path(scratch) / "config.toml"
         held = "" if confidence is None else f"calibration_confidence = {confidence}\n"
         config.write_text(dataset["config"].read_text(encoding="utf-8")
-                          + f"\n[detection]\nmax_false_positive_rate = {rate}\n{held}", encoding="utf-8")
+                          + f"\n[detection]\nmax_false_positive_rate = {rate}\n{held}" + extra, encoding="utf-8")
         work = Path(scratch) / "work"
         try:
             evaluation = evaluate(dataset["data"], label=dataset["label"], config_path=config, attacks=[], seed=seed,
@@ -137,6 +139,8 @@ def summarise(results: pd.DataFrame, rate: float) -> pd.DataFrame:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tables", choices=("real", "anchors"), default="real",
+                        help="The ten real tables (two halves), or benchmarks/detection.py's five anchors.")
     parser.add_argument("--halves", default="tuning,held-out", help="tuning, held-out or both (comma-separated).")
     parser.add_argument("--seeds", default="0-9", help="e.g. 0-9 or 0,1,2")
     parser.add_argument("--rate", type=float, default=0.05, help="detection.max_false_positive_rate")
@@ -147,6 +151,9 @@ def main(argv=None) -> None:
     parser.add_argument("--confidence", type=float,
                         help=f"detection.calibration_confidence (default: the config's, {DEFAULT_CALIBRATION_CONFIDENCE}; "
                              "0.5: the rate held on average over references).")
+    parser.add_argument("--config-extra", type=Path,
+                        help="A TOML snippet appended to every dataset's config (as in detection_real.py), "
+                             "to compare settings.")
     parser.add_argument("--save", type=Path, help="Also write every batch's share (CSV).")
     options = parser.parse_args(argv)
     halves = [h for h in options.halves.split(",") if h]
@@ -154,8 +161,14 @@ def main(argv=None) -> None:
     modes = [m for m in options.modes.split(",") if m]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="poisonguard-bench-clean-") as scratch:
-        datasets = prepare_real(Path(scratch), halves, options.max_rows)
-        tasks = [(n, datasets[n], m, s, options.rate, options.confidence) for m in modes for s in seeds for n in datasets]
+        if options.tables == "anchors":
+            datasets = prepare_datasets(Path(scratch), SAMPLE_DATASETS + BUNDLED_DATASETS)
+            datasets = {n: {**d, "half": "anchors"} for n, d in datasets.items()}
+        else:
+            datasets = prepare_real(Path(scratch), halves, options.max_rows)
+        extra = "\n" + options.config_extra.read_text(encoding="utf-8") if options.config_extra else ""
+        tasks = [(n, datasets[n], m, s, options.rate, options.confidence, extra)
+                 for m in modes for s in seeds for n in datasets]
         with ProcessPoolExecutor(max_workers=max(options.jobs, 1)) as pool:
             results = pd.DataFrame(list(pool.map(clean_share, tasks)))
     if options.save:
