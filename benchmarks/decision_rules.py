@@ -58,7 +58,7 @@ def judged_batches(task) -> list[dict]:
     warnings.simplefilter("ignore")
     import importlib
 
-    from poisonguard.pipelines.core.decision import _detector_p_values, _positions
+    from poisonguard.pipelines.core.decision import _detector_p_values, _positions, hard_flags
     from poisonguard.pipelines.redteam.evaluate import NO_ATTACK, evaluate
 
     # Caught on the way through, in this worker process only (as clean_rate.py does).
@@ -84,14 +84,11 @@ def judged_batches(task) -> list[dict]:
         if not detectors:
             return result
         ids, p_values = _detector_p_values(outcomes, detectors)
-        # Flagged without reaching the detector's alpha: a hard flag, outside the rule (as in the rule).
+        # Hard flags are outside the rule, in the replay as in the rule.
         hard = np.zeros(p_values.shape, dtype=bool)
-        alpha_default = inputs.settings.config.detection.detector_alpha
+        alpha = inputs.settings.config.detection.detector_alpha
         for column, position in enumerate(detectors):
-            findings = outcomes[position].findings
-            alpha = outcomes[position].details.get("params", {}).get("alpha", alpha_default)
-            flagged = findings["flagged"].to_numpy(dtype=bool) & ~(findings["p_value"].to_numpy(dtype=float) <= alpha)
-            hard[_positions(ids, findings), column] = flagged
+            hard[_positions(ids, outcomes[position].findings), column] = hard_flags(outcomes[position], alpha)
         elsewhere = set()
         for outcome in result:
             if outcome.kind != "detector":

@@ -208,13 +208,8 @@ def apply_decision_rule(inputs: RunInputs, outcomes: list[CheckOutcome]) -> list
     for column, position in enumerate(detectors):
         outcome = result[position]
         findings = outcome.findings
-        alpha = outcome.details.get("params", {}).get("alpha", detection.detector_alpha)
-        p = findings["p_value"].to_numpy(dtype=float)
-        # Flagged without the p-value reaching the detector's own alpha: a
-        # hard flag (a label no trusted row has, a label alone in the batch).
-        hard = findings["flagged"].to_numpy(dtype=bool) & ~(p <= alpha)
         rows = _positions(ids, findings)
-        flagged = hard | carries[rows, column]
+        flagged = hard_flags(outcome, detection.detector_alpha) | carries[rows, column]
         decided = findings.assign(flagged=flagged)
         details = {**outcome.details, "decision": {
             "combine": detection.combine, "level": level, "checks_combined": len(detectors),
@@ -222,6 +217,17 @@ def apply_decision_rule(inputs: RunInputs, outcomes: list[CheckOutcome]) -> list
         }}
         result[position] = replace(outcome, findings=decided, details=details)
     return result
+
+
+def hard_flags(outcome: CheckOutcome, default_alpha: float) -> np.ndarray:
+    """Per finding of a detector, whether it is a hard flag, outside the rate.
+
+    Flagged without the p-value reaching the detector's own alpha: a label
+    no trusted row has, a label alone in the batch.
+    """
+    findings = outcome.findings
+    alpha = outcome.details.get("params", {}).get("alpha", default_alpha)
+    return findings["flagged"].to_numpy(dtype=bool) & ~(findings["p_value"].to_numpy(dtype=float) <= alpha)
 
 
 def _detector_p_values(outcomes: list[CheckOutcome], detectors: list[int]) -> tuple[pd.Index, np.ndarray]:
