@@ -391,6 +391,12 @@ MAX_CONTAMINATION = 0.1
 GUARD_MIN_ROWS = 30
 # Without a reference, a label is calibrated on its own rows when it has this many.
 SELF_MONDRIAN_MIN_ROWS = GUARD_MIN_ROWS
+# A reference of fewer trusted rows than this calibrates a detector's
+# p-values on too few scores to show their upper tail or a label's common
+# values (a few dozen rows show five scores above their 90th percentile);
+# detectors then lean on the batch as well (``label.confident_learning``,
+# ``backdoor.trigger``).
+SMALL_REFERENCE_ROWS = 100
 
 
 def batch_tail(scores, *, at_least_from_median: bool = False) -> ExponentialTail | None:

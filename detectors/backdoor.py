@@ -35,7 +35,12 @@ way against the batch rows of its label (it is not in the batch, so nothing
 is left out), which on a clean batch makes trusted and batch scores
 exchangeable (``single_fold_p_values``); natural spikes (rounding, values
 clipped at 0) raise the trusted scores too, so they do not cost false
-positives. Without a reference the batch calibrates itself
+positives, as long as the reference has enough rows of the label to show
+them: below ``SMALL_REFERENCE_ROWS`` trusted rows, one feature's evidence
+is floored by how many rows of the label share it (``_tie_floor``). On a
+clean penguins batch, ten Gentoo sharing one flipper length that none of
+the twelve trusted Gentoo has lost 7.4 % of the batch at a rate of 5 %.
+Without a reference the batch calibrates itself
 (``single_fold_p_values``). P-values are computed on ``log(1 + score)``,
 on which the tail beyond the calibration scores is far less heavy.
 
@@ -54,7 +59,7 @@ import pandas as pd
 from scipy.special import comb
 from scipy.stats import binom
 
-from poisonguard.detectors._crossfit import check_calibration, single_fold_p_values
+from poisonguard.detectors._crossfit import SMALL_REFERENCE_ROWS, check_calibration, single_fold_p_values
 from poisonguard.detectors._row_blocks import row_blocks
 from poisonguard.detectors._sampling import population_mask, reference_sample
 from poisonguard.detectors._threads import map_in_threads
@@ -168,7 +173,10 @@ def _tie_floor(scores, labels, modes) -> np.ndarray:
     label's brackets). A stamped trigger's rows, on several features beyond
     what any other set of values shows, keep their p-value. The cost: a
     trigger on one feature alone is found without a reference only while
-    its rows are fewer than the rate's share of the batch.
+    its rows are fewer than the rate's share of the batch. The same holds
+    for one feature's evidence with a reference of fewer than
+    ``SMALL_REFERENCE_ROWS`` trusted rows, too few to show a label's
+    common values.
 
     Returns
     -------
@@ -182,6 +190,12 @@ def _tie_floor(scores, labels, modes) -> np.ndarray:
     shared = keys.groupby(["label", "score"], sort=False)["score"].transform("size").to_numpy()
     floor[rows] = (shared[rows] - 1) / (len(scores) + 1.0)
     return floor
+
+
+def _one_feature(evidence, n_rows: int) -> np.ndarray:
+    """Rows whose strongest evidence (``_scores``) is one feature alone."""
+    best = evidence[0]
+    return best[:, 1] < 0 if best.shape[1] > 1 else np.ones(n_rows, dtype=bool)
 
 
 def _label_owned(beyond, best, queries, query_labels) -> np.ndarray:
@@ -372,6 +386,14 @@ class BackdoorTriggerDetector(Detector):
         p_values, extrapolated = single_fold_p_values(
             np.log1p(self.calibration_scores_), np.log1p(scores), self_referential=False, confidence=self.confidence
         )
+        if len(self.reference_) < SMALL_REFERENCE_ROWS:
+            # A few dozen trusted rows miss a label's common values: a value
+            # a tenth of a label's rows share is absent from its twelve
+            # trusted rows one time in four. One feature's evidence is then
+            # floored as without a reference (``_tie_floor``).
+            floor = _tie_floor(scores, labels, _one_feature(evidence, len(scores)))
+            extrapolated &= floor <= p_values
+            p_values = np.maximum(p_values, floor)
         return self._findings(labels, evidence, scores, p_values, extrapolated, ids)
 
     def self_findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
@@ -389,8 +411,7 @@ class BackdoorTriggerDetector(Detector):
         )
         self.calibration_scores_ = scores
         p_values, extrapolated = single_fold_p_values(np.log1p(scores), np.log1p(scores), self_referential=True)
-        one_feature = evidence[0][:, 1] < 0 if evidence[0].shape[1] > 1 else np.ones(len(scores), dtype=bool)
-        floor = _tie_floor(scores, labels, owned | one_feature)
+        floor = _tie_floor(scores, labels, owned | _one_feature(evidence, len(scores)))
         extrapolated &= floor <= p_values
         p_values = np.maximum(p_values, floor)
         return self._findings(labels, evidence, scores, p_values, extrapolated, ids)

@@ -107,6 +107,7 @@ from threadpoolctl import threadpool_limits
 from poisonguard.detectors._classifiers import logistic_regression
 from poisonguard.detectors._crossfit import (
     SELF_MONDRIAN_MIN_ROWS,
+    SMALL_REFERENCE_ROWS,
     bulk_calibrated_p_values,
     check_calibration,
     class_probabilities,
@@ -150,14 +151,14 @@ BOOSTED_MAX_ROWS = 50_000
 # within it; 12,000 rows x 180 columns x 5 labels of a wide mixed table cost
 # 25 s of boosting for the five folds on 2 cores, its whole run's time again.
 BOOSTED_MAX_WORK = 1_000_000
-# A reference of fewer trusted rows than this cannot show the upper tail of
-# confident learning's scores: the tail fitted to its five largest was far
-# lighter than the batch's clean rows' (clean anchors' batches, 15-57 trusted
-# rows: 0.54 % of clean rows at p <= 0.001, one batch of penguins 10 % at
-# p <= 0.007). Below it "auto" keeps to logistic regression, whose tail is
-# the lighter, and the tail beyond the trusted scores must be confirmed by
-# the batch's own (``detectors._crossfit.guarded_p_values``).
-SMALL_REFERENCE_ROWS = 100
+# Below SMALL_REFERENCE_ROWS trusted rows (``detectors._crossfit``), the
+# upper tail of confident learning's scores is not shown by the reference:
+# the tail fitted to its five largest was far lighter than the batch's clean
+# rows' (clean anchors' batches, 15-57 trusted rows: 0.54 % of clean rows at
+# p <= 0.001, one batch of penguins 10 % at p <= 0.007). There "auto" keeps
+# to logistic regression, whose tail is the lighter, and the tail beyond the
+# trusted scores must be confirmed by the batch's own
+# (``detectors._crossfit.guarded_p_values``).
 
 
 def classifier_factory(model: str, random_state) -> Callable[[], object]:

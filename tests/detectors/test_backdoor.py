@@ -1,5 +1,6 @@
 """Tests of detectors.backdoor on seeded three-class data with a stamped trigger."""
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -224,6 +225,42 @@ def test_a_value_one_label_gives_often_is_its_mode_not_a_trigger(monkeypatch, fl
         assert findings["p_value"].to_numpy()[mode].min() == 149 / 2001
     else:
         assert findings["flagged"].to_numpy()[mode].all()
+
+
+@pytest.mark.parametrize("small", [True, False])
+def test_a_labels_common_value_a_few_dozen_trusted_rows_miss_is_no_trigger(monkeypatch, small):
+    # Found on a clean penguins batch with a 10 % reference (34 rows): ten
+    # Gentoo share one flipper length none of the twelve trusted Gentoo has,
+    # one feature's evidence, and the batch lost 7.4 % of its rows at a rate
+    # of 5 %. Here 12 of 123 Gentoo measure 215 mm; ten references of 34
+    # real penguins, none at 215 mm, each judge the 308 others.
+    if not small:
+        monkeypatch.setattr(backdoor, "SMALL_REFERENCE_ROWS", 0)
+    source = pd.read_csv(Path(__file__).resolve().parents[2] / "data_samples" / "penguins" / "source.csv")
+    measures = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
+    source = source.dropna(subset=measures).reset_index(drop=True)
+    features = source[measures].to_numpy(dtype=float)
+    species = source["species"].to_numpy(dtype=object)
+    others = np.flatnonzero(features[:, 2] != 215)
+    flagged_modes, caught = [], []
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        trusted = np.concatenate([
+            rng.choice(others[species[others] == name], count, replace=False)
+            for name, count in (("Adelie", 15), ("Gentoo", 12), ("Chinstrap", 7))
+        ])
+        batch = np.setdiff1d(np.arange(len(species)), trusted)
+        detector = BackdoorTriggerDetector(alpha=0.05 / 7, confidence=0.75).fit(features[trusted], species[trusted])
+        findings = detector.findings(features[batch], species[batch])
+        flagged_modes.append(int(findings["flagged"].to_numpy()[features[batch, 2] == 215].sum()))
+        # A trigger on three features is found either way: its evidence is joint.
+        stamped, labels = features[batch].copy(), species[batch].copy()
+        rows = np.flatnonzero(labels != "Gentoo")[:12]
+        stamped[np.ix_(rows, [0, 1, 2])] = [52.6, 14.8, 201.0]
+        labels[rows] = "Gentoo"
+        caught.append(detector.findings(stamped, labels)["flagged"].to_numpy()[rows].mean())
+    assert caught == [1.0] * 10
+    assert flagged_modes == ([0] * 10 if small else [0] * 8 + [12, 0])
 
 
 def test_feature_resolution():
