@@ -13,7 +13,7 @@ and the table shows the share quarantined, the check that flagged most
 rows (its share of all rows), and the wall time of the command. The
 default rate (``max_false_positive_rate``) is 5 %. Tables marked * showed a
 broken promise when first tried and were fixed for it, so they are no
-longer a fair test of the fix (see the README); the rest are.
+longer a fair test of the fix (see benchmarks/README.md); the rest are.
 
     OMP_NUM_THREADS=2 python benchmarks/new_tables.py            # about 13 minutes
     OMP_NUM_THREADS=2 python benchmarks/new_tables.py --tables weather,WVS --with-flights

@@ -34,7 +34,7 @@ DEFAULT_DETECTORS = [
 ]
 # On ten real tables with 10 % references, on average over references let one
 # clean batch in eleven exceed the rate (up to 7.8 % at 5 %, on 147 trusted
-# rows); 0.75 kept all 100 within it for 0.01-0.04 of recall (README,
+# rows); 0.75 kept all 100 within it for 0.01-0.04 of recall (benchmarks/README.md,
 # "The rate for every reference, not on average"). 0.9 cost 0.05-0.11.
 DEFAULT_CALIBRATION_CONFIDENCE = 0.75
 
