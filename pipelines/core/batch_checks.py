@@ -156,11 +156,12 @@ def _schema(inputs) -> list[drift.BatchCheck]:
     # The same rule as cell typing: a column changed type when most of its
     # values no longer parse, not when a few cells are broken (row findings).
     threshold = 1.0 - MAX_UNPARSABLE_FRACTION
-    # Columns typed as numbers were parsed once already: their parsed share
-    # decides (parsing a million text cells again took 5 s of a CSV run).
+    # Columns typed as numbers (or times) were parsed once already: their
+    # parsed share decides (parsing a million text cells again took 5 s of a CSV run).
     parsed = {c: share for c, share in inputs.batch_typed.parsed_shares.items() if c in common}
     batch_kinds = infer_kinds(batch_raw, [c for c in common if c not in parsed], threshold=threshold)
-    batch_kinds.update({c: "numeric" if share >= threshold else "categorical" for c, share in parsed.items()})
+    typed_kinds = inputs.batch_typed.kinds
+    batch_kinds.update({c: typed_kinds[c] if share >= threshold else "categorical" for c, share in parsed.items()})
     problems = drift.schema_drift(
         trusted_columns, batch_columns,
         trusted_kinds=infer_kinds(trusted_raw, common, threshold=threshold),

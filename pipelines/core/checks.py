@@ -126,6 +126,10 @@ def encode_features(inputs: RunInputs) -> FeatureMatrices:
         f"column {column!r} numbers the rows (a distinct whole number on every row): kept, but not checked "
         f"or used as a feature; pass --id {column} to key rows by it, or list it under dataset.numeric to check it"
         for column in inputs.row_number_columns
+    ] + [
+        f"column {column!r} holds dates or times: kept and checked to be dates or times, but not used as a feature "
+        "or held to the reference's range (a later batch comes later)"
+        for column in inputs.time_columns
     ]
     return FeatureMatrices(
         trusted_features=trusted_features,

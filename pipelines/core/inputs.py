@@ -14,6 +14,7 @@ from poisonguard.expectations import column_kinds, infer_suite, load_suite
 from poisonguard.pipelines.core.errors import ConfigError, InputError
 from poisonguard.pipelines.core.settings import RunSettings
 from poisonguard.pipelines.core.tables import (
+    TIME,
     LoadedTable,
     TypedTable,
     coerce_types,
@@ -41,6 +42,7 @@ class RunInputs:
     feature_columns: list[str]
     unexpected_columns: list[str] = field(default_factory=list)  # in the batch, not in the reference
     row_number_columns: list[str] = field(default_factory=list)  # kept, not checked (``row_number_columns``)
+    time_columns: list[str] = field(default_factory=list)  # kept, checked to parse, not features (``TIME``)
 
     @property
     def label(self) -> str:
@@ -115,9 +117,13 @@ def load_inputs(settings: RunSettings) -> RunInputs:
         [typed.typed for typed in (batch_typed, reference_typed) if typed is not None],
         [c for c in feature_columns if kinds[c] == "numeric" and c not in named],
     )
-    feature_columns = [c for c in feature_columns if c not in numbered]
-    kinds = {c: kind for c, kind in kinds.items() if c not in numbered}
-    suite, source = _suite(settings, reference, reference_typed, feature_columns, kinds, numbered)
+    # Dates and times are checked to parse (``coerce_types``) but are no
+    # feature: each batch comes later than the reference, so every row lay
+    # beyond its range and the batch was rejected as drifted.
+    timed = [c for c in feature_columns if kinds[c] == TIME]
+    feature_columns = [c for c in feature_columns if c not in numbered and c not in timed]
+    kinds = {c: kind for c, kind in kinds.items() if c not in numbered and c not in timed}
+    suite, source = _suite(settings, reference, reference_typed, feature_columns, kinds, numbered + timed)
     return RunInputs(
         settings=settings,
         batch=batch,
@@ -130,6 +136,7 @@ def load_inputs(settings: RunSettings) -> RunInputs:
         feature_columns=feature_columns,
         unexpected_columns=unexpected,
         row_number_columns=numbered,
+        time_columns=timed,
     )
 
 
@@ -153,7 +160,7 @@ def _kinds(settings, batch, reference, feature_columns) -> dict[str, str]:
     return infer_kinds(source, feature_columns, numeric=dataset.numeric, categorical=dataset.categorical)
 
 
-def _suite(settings, reference, reference_typed, feature_columns, kinds, numbered):
+def _suite(settings, reference, reference_typed, feature_columns, kinds, unchecked):
     dataset = settings.config.dataset
     if dataset.suite is not None:
         return load_suite(dataset.suite), str(dataset.suite)
@@ -169,7 +176,7 @@ def _suite(settings, reference, reference_typed, feature_columns, kinds, numbere
         id_column=dataset.id,
         numeric=[c for c in feature_columns if kinds[c] == "numeric"],
         categorical=[c for c in feature_columns if kinds[c] == "categorical"],
-        ignore=list(dataset.ignore) + numbered,
+        ignore=list(dataset.ignore) + unchecked,
     )
     return suite, f"inferred from the reference {dataset.reference}"
 

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Optional
 
 from poisonguard.expectations import infer_suite, save_suite
-from poisonguard.pipelines.core.tables import coerce_types, infer_kinds, load_table, read_file
+from poisonguard.pipelines.core.tables import TIME, coerce_types, infer_kinds, load_table, read_file
 from poisonguard.pipelines.core.config import load_config
 from poisonguard.pipelines.core.errors import ConfigError, InputError
 
@@ -58,7 +58,7 @@ def infer_suite_file(
         id_column=id_column,
         numeric=[c for c in columns if kinds[c] == "numeric"],
         categorical=[c for c in columns if kinds[c] == "categorical"],
-        ignore=list(dataset.ignore),
+        ignore=list(dataset.ignore) + [c for c in columns if kinds[c] == TIME],
     )
     folder.mkdir(parents=True, exist_ok=True)
     save_suite(suite, path)

@@ -51,6 +51,12 @@ NUMERIC_INFERENCE_FRACTION = 0.95
 # count) almost never passes; a counter, a pandas index or R's row names do.
 ROW_NUMBER_MIN_DENSITY = 0.5
 ROW_NUMBER_MIN_ROWS = 50
+# The kind of a column of dates or times (besides "numeric" and "categorical").
+TIME = "time"
+# Dates and times as text: ISO 8601 (what CSV and JSON writers emit for
+# timestamps), a date with an optional time of day and zone.
+ISO_TIME = (r"\s*\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?"
+            r"\s*(?:Z|[+-]\d{2}(?::?\d{2})?)?\s*")
 
 
 @dataclass(frozen=True)
@@ -98,7 +104,8 @@ class TypedTable:
     findings: pd.DataFrame = field(default_factory=empty_findings)
     batch_failures: list[str] = field(default_factory=list)
     broken_cells: list[tuple[str, str]] = field(default_factory=list)  # (row_id, column)
-    # Of each numeric column with a non-empty cell: the share of its non-empty cells that are finite numbers.
+    # Of each numeric or time column with a non-empty cell: the share of its
+    # non-empty cells that are finite numbers, or dates or times.
     parsed_shares: dict[str, float] = field(default_factory=dict)
 
 
@@ -453,8 +460,56 @@ def infer_kinds(
             if pd.api.types.is_numeric_dtype(present):
                 kinds[column] = "numeric"  # every present cell is a number already
                 continue
-            kinds[column] = "numeric" if _parses_as_numbers(present, threshold) else "categorical"
+            if _holds_times(present):
+                kinds[column] = TIME
+                continue
+            if _parses_as_numbers(present, threshold):
+                kinds[column] = "numeric"
+            else:
+                kinds[column] = TIME if _parses_as_times(present, threshold) else "categorical"
     return kinds
+
+
+def _holds_times(series: pd.Series) -> bool:
+    """The column holds dates or timestamps of its file's own type (Parquet, or JSON read as such)."""
+    return pd.api.types.is_datetime64_any_dtype(series) or pd.api.types.infer_dtype(series, skipna=True) in (
+        "datetime64", "datetime", "date")
+
+
+def _parses_as_times(present: pd.Series, threshold: float) -> bool:
+    """Whether at least ``threshold`` of the text cells ``present`` are ISO 8601 dates or times (``times``)."""
+    allowed_failures = (1.0 - threshold) * len(present) + 1
+    parsed = 0
+    for start in range(0, len(present), KIND_BLOCK):
+        stop = min(start + KIND_BLOCK, len(present))
+        block = present.iloc[start:stop]
+        parsed += int(times(block, np.zeros(len(block), dtype=bool)).sum())
+        if stop - parsed > allowed_failures:
+            return False
+    return parsed >= threshold * len(present)
+
+
+def times(series: pd.Series, missing: np.ndarray) -> np.ndarray:
+    """Which cells are dates or times: of a temporal type, or ISO 8601 text of a real date.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (n_rows,); False where ``missing``.
+    """
+    if _holds_times(series):
+        return ~missing
+    present = series[~missing]
+    # Each distinct text once: a date column repeats its days.
+    codes, values = pd.factorize(present.astype(str))
+    texts = pd.Series(values, dtype=object)
+    shaped = texts.str.fullmatch(ISO_TIME).fillna(False).to_numpy(dtype=bool)
+    real = np.zeros(len(values), dtype=bool)
+    if shaped.any():
+        # The shape alone lets 2024-02-30 through.
+        real[shaped] = pd.to_datetime(texts[shaped].str.strip(), format="ISO8601", errors="coerce", utc=True).notna()
+    found = np.zeros(len(series), dtype=bool)
+    found[np.flatnonzero(~missing)] = real[codes]
+    return found
 
 
 # Cells ``_parses_as_numbers`` parses at once; it parses each distinct text
@@ -537,7 +592,8 @@ def coerce_types(
     """Convert each column to its kind; report cells that do not convert.
 
     Numeric columns become float64 (int64 when every value is a whole number);
-    categorical columns become text with missing values kept missing.
+    categorical columns become text with missing values kept missing; time
+    columns are kept as they are, their cells checked to be dates or times.
 
     Returns
     -------
@@ -556,29 +612,39 @@ def coerce_types(
             continue
         series = frame[column]
         missing = missing_mask(series)
-        if kind == "numeric":
-            values = np.full(len(series), np.nan) if pd.api.types.is_bool_dtype(series) else numbers(series, missing)
-            not_number = (~missing) & np.isnan(values)
-            # inf, -Infinity and 1e400 parse, but no model or range can use them.
-            infinite = (~missing) & np.isinf(values)
-            broken = not_number | infinite
+
+        def report_broken(broken, should_be: str, not_what: str, not_one) -> None:
             present = int((~missing).sum())
             if present:
                 parsed_shares[column] = 1.0 - int(broken.sum()) / present
             if present and broken.sum() / present > max_unparsable:
                 examples = ", ".join(repr(shorten(str(v), 40)) for v in series[broken].unique()[:3])
                 failures.append(
-                    f"{source}: column {display(column)} should be numeric but {int(broken.sum())} of "
-                    f"{present} values are not {'finite numbers' if infinite.any() else 'numbers'} (e.g. {examples})"
+                    f"{source}: column {display(column)} should {should_be} but {int(broken.sum())} of "
+                    f"{present} values are not {not_what} (e.g. {examples})"
                 )
             for position in np.flatnonzero(broken):
                 found_rows.append(row_ids[position])
                 found_columns.append(column)
-                what = "a finite number" if infinite[position] else "a number"
-                found_reasons.append(f"{shorten(column, 60)} = {shorten(str(series.iloc[position]), 60)!r} is not {what}")
+                found_reasons.append(
+                    f"{shorten(column, 60)} = {shorten(str(series.iloc[position]), 60)!r} is not {not_one(position)}"
+                )
+
+        if kind == "numeric":
+            values = np.full(len(series), np.nan) if pd.api.types.is_bool_dtype(series) else numbers(series, missing)
+            not_number = (~missing) & np.isnan(values)
+            # inf, -Infinity and 1e400 parse, but no model or range can use them.
+            infinite = (~missing) & np.isinf(values)
+            broken = not_number | infinite
+            report_broken(broken, "be numeric", "finite numbers" if infinite.any() else "numbers",
+                          lambda position: "a finite number" if infinite[position] else "a number")
             converted = _narrow_numeric(pd.Series(np.where(broken, np.nan, values), index=series.index))
             if not _same_column(converted, series):
                 typed[column] = converted
+        elif kind == TIME:
+            # Kept as they came (text stays text, a timestamp a timestamp); only checked to be times.
+            report_broken((~missing) & ~times(series, missing), "hold dates or times", "dates or times",
+                          lambda position: "a date or time (ISO 8601, such as 2024-05-31 or 2024-05-31T14:05:00Z)")
         else:
             typed[column] = _as_texts(series, missing)
     findings = (

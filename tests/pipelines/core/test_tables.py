@@ -1,5 +1,6 @@
 import gzip
 import json
+import re
 import sys
 
 import numpy as np
@@ -425,3 +426,65 @@ def test_a_column_of_numbers_held_by_arrow_never_reaches_pandas_parser(monkeypat
     series = pd.Series(["1.5", "", "-2", "1e3", None], dtype=pd.StringDtype("pyarrow", na_value=np.nan))
     monkeypatch.setattr(pd, "to_numeric", lambda *args, **kwargs: pytest.fail("parsed by pandas"))
     np.testing.assert_array_equal(tables.numbers(series, missing_mask(series)), [1.5, np.nan, -2.0, 1000.0, np.nan])
+
+
+def test_dates_and_times_are_their_own_kind():
+    n = 40
+    days = pd.date_range("2024-01-30", periods=n, freq="D")
+    frame = pd.DataFrame({
+        "stamp": days,  # a Parquet timestamp
+        "zoned": days.tz_localize("Europe/Oslo"),
+        "day": [d.date() for d in days],  # a Parquet date
+        "iso_day": days.strftime("%Y-%m-%d"),
+        "iso_time": days.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "spaced": days.strftime("%Y-%m-%d %H:%M:%S.%f"),
+        "offset": days.strftime("%Y-%m-%dT%H:%M+01:00"),
+        "year": days.strftime("%Y"),  # whole numbers, not dates
+        "compact": days.strftime("%Y%m%d"),  # numbers too
+        "us_style": days.strftime("%m/%d/%Y"),  # not ISO 8601: text
+        "wait": pd.to_timedelta(np.arange(n), unit="s"),  # a duration is a measurement
+    })
+    kinds = infer_kinds(frame, frame.columns)
+    assert kinds == {
+        "stamp": "time", "zoned": "time", "day": "time", "iso_day": "time", "iso_time": "time", "spaced": "time",
+        "offset": "time", "year": "numeric", "compact": "numeric", "us_style": "categorical", "wait": "numeric",
+    }
+    # A configured kind wins.
+    assert infer_kinds(frame, ["stamp"], numeric=["stamp"]) == {"stamp": "numeric"}
+
+
+def test_time_cells_that_are_no_dates_are_found_and_the_rest_kept_as_they_came():
+    texts = ["2024-01-31", " 2024-02-29 ", "2024-02-30", "n/a?", None, "2024-03-01T12:00:00Z", "2024-13-01"]
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(len(texts))], "when": pd.Series(texts, dtype=object)})
+
+    typed = coerce_types(frame, {"when": "time"}, id_column="id", source="b.csv")
+
+    assert typed.typed["when"].tolist() == texts
+    assert typed.findings["row_id"].tolist() == ["r2", "r3", "r6"]
+    assert typed.findings["check"].unique().tolist() == [TYPE_CHECK]
+    assert typed.findings["reason"].iloc[0].startswith("when = '2024-02-30' is not a date or time (ISO 8601")
+    assert typed.parsed_shares == {"when": 3 / 6}
+    assert typed.batch_failures == []
+    mostly_broken = coerce_types(frame.iloc[1:5], {"when": "time"}, id_column="id", source="b.csv")
+    assert mostly_broken.batch_failures == [
+        "b.csv: column 'when' should hold dates or times but 2 of 3 values are not dates or times "
+        "(e.g. '2024-02-30', 'n/a?')"
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    moments=st.lists(st.datetimes(min_value=pd.Timestamp("1700-01-01").to_pydatetime(),
+                                  max_value=pd.Timestamp("2250-01-01").to_pydatetime()), min_size=1, max_size=20),
+    shape=st.sampled_from(["%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%fZ",
+                           "%Y-%m-%d %H:%M:%S+05:30"]),
+    noise=st.lists(st.text(max_size=12), max_size=5),
+)
+def test_times_are_exactly_the_iso_dates_pandas_reads(moments, shape, noise):
+    texts = [moment.strftime(shape) for moment in moments] + noise
+    found = tables.times(pd.Series(texts, dtype=object), np.zeros(len(texts), dtype=bool))
+    assert found[: len(moments)].all()
+    for text, is_time in zip(noise, found[len(moments):]):
+        expected = bool(re.fullmatch(tables.ISO_TIME, text)) and not pd.isna(
+            pd.to_datetime(text.strip(), format="ISO8601", errors="coerce", utc=True))
+        assert is_time == expected, text

@@ -1,0 +1,67 @@
+"""A column of dates or times: kept and checked to parse, never a feature.
+
+Every batch comes later than the reference it is judged against, so as a
+feature a timestamp put every row beyond the reference's range: a Parquet
+timestamp (read as a number) and a CSV column of days (read as categories
+the reference never saw) each had every clean batch rejected as drifted.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from poisonguard.pipelines.core import tables
+from poisonguard.pipelines.core.settings import make_settings
+from poisonguard.pipelines.runner import execute
+
+
+def rows(rng: np.random.Generator, n_rows: int, prefix: str, start: str) -> pd.DataFrame:
+    labels = rng.choice(["red", "green"], n_rows)
+    return pd.DataFrame({
+        "id": [f"{prefix}-{i:03d}" for i in range(n_rows)],
+        "when": pd.Timestamp(start) + pd.to_timedelta(np.sort(rng.integers(0, 60 * 24 * 60, n_rows)), unit="min"),
+        "x": np.round(rng.normal(0, 1, n_rows) + (labels == "green") * 4, 3),
+        "y": np.round(rng.normal(0, 1, n_rows), 3),
+        "label": labels,
+    })
+
+
+@pytest.fixture
+def later_batch(tmp_path):
+    rng = np.random.default_rng(5)
+    reference, batch = rows(rng, 300, "r", "2024-01-01"), rows(rng, 200, "b", "2024-04-01")
+    reference.to_parquet(tmp_path / "reference.parquet", index=False)  # timestamps of Parquet's own type
+    batch["when"] = batch["when"].dt.strftime("%Y-%m-%d %H:%M:%S")  # as a CSV export writes them
+    batch.loc[7, "when"] = "2024-04-31 08:00:00"
+    batch.to_csv(tmp_path / "batch.csv", index=False)
+    (tmp_path / "times.toml").write_text(
+        '[dataset]\nname = "times"\nlabel = "label"\nid = "id"\nreference = "reference.parquet"\n', encoding="utf-8"
+    )
+    return tmp_path
+
+
+@pytest.mark.parametrize("recognised", [True, False])
+def test_a_later_batch_is_judged_on_its_features_not_its_dates(later_batch, tmp_path, monkeypatch, recognised):
+    if not recognised:
+        monkeypatch.setattr(tables, "_holds_times", lambda series: False)
+        monkeypatch.setattr(tables, "_parses_as_times", lambda present, threshold: False)
+    settings = make_settings([later_batch / "batch.csv"], out=tmp_path / "out", config_path=later_batch / "times.toml")
+
+    summary = execute(settings)
+
+    if not recognised:
+        assert summary.status == "rejected"
+        return
+    assert summary.status == "succeeded"
+    assert any(note.startswith("column 'when' holds dates or times: kept") for note in summary.notes)
+    quarantine = pq.read_table(summary.out / "quarantine.parquet").to_pandas().set_index("id")
+    assert quarantine.loc["b-007", "poisonguard_reasons"].tolist() == [
+        "when = '2024-04-31 08:00:00' is not a date or time (ISO 8601, such as 2024-05-31 or 2024-05-31T14:05:00Z)"
+    ]
+    # Nothing else about the dates counts against a row: at most the rate's share of clean rows.
+    assert len(quarantine) <= 1 + 0.05 * 200
+    clean = pq.read_table(summary.out / "clean.parquet").to_pandas()
+    original = pd.read_csv(later_batch / "batch.csv").set_index("id")
+    assert clean["when"].tolist() == original.loc[clean["id"], "when"].tolist()  # the text as it came
