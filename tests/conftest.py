@@ -12,9 +12,13 @@ os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
 # One test process per core already (-n auto): a thread pool per process on
 # top (OpenMP, OpenBLAS) oversubscribes the cores, and OpenMP threads spin
 # while they wait. Set before numpy or scikit-learn load; runs started in
-# subprocesses inherit it.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# subprocesses inherit it. Set, not defaulted: the tests that fork a run
+# (``tests/forked.py``) fork after a warm-up run, and a child forked from a
+# process whose OpenMP pool has threads waits forever on the first parallel
+# loop (with OMP_NUM_THREADS=2 in the shell, six such tests hung 240 s each
+# in scikit-learn's neighbour search).
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["OPENBLAS_NUM_THREADS"] = "1"
 
 import shutil  # noqa: E402
 import sqlite3  # noqa: E402
