@@ -159,12 +159,16 @@ def _schema(inputs) -> list[drift.BatchCheck]:
     # Columns typed as numbers (or times) were parsed once already: their
     # parsed share decides (parsing a million text cells again took 5 s of a CSV run).
     parsed = {c: share for c, share in inputs.batch_typed.parsed_shares.items() if c in common}
-    batch_kinds = infer_kinds(batch_raw, [c for c in common if c not in parsed], threshold=threshold)
+    # Whether a column of digits holds zero-padded codes depends on which
+    # rows a batch drew (a batch of West Coast postcodes has no 0xxxx): here
+    # both sides read them as numbers, alike.
+    batch_kinds = infer_kinds(batch_raw, [c for c in common if c not in parsed], threshold=threshold,
+                              zero_padded_codes=False)
     typed_kinds = inputs.batch_typed.kinds
     batch_kinds.update({c: typed_kinds[c] if share >= threshold else "categorical" for c, share in parsed.items()})
     problems = drift.schema_drift(
         trusted_columns, batch_columns,
-        trusted_kinds=infer_kinds(trusted_raw, common, threshold=threshold),
+        trusted_kinds=infer_kinds(trusted_raw, common, threshold=threshold, zero_padded_codes=False),
         batch_kinds=batch_kinds,
         ignore=ignore,
     )

@@ -53,6 +53,12 @@ ROW_NUMBER_MIN_DENSITY = 0.5
 ROW_NUMBER_MIN_ROWS = 50
 # The kind of a column of dates or times (besides "numeric" and "categorical").
 TIME = "time"
+# A column of digits some of whose values start with a zero (a postcode
+# 02139, an account 000417) holds codes, not quantities, once this share of
+# its non-empty cells does: read as numbers they lost their zeros in the
+# clean file, and 60601 sat between 02139 and 94105.
+ZERO_PADDED_SHARE = 0.01
+ZERO_PADDED = r"\s*[+-]?0\d"
 # Dates and times as text: ISO 8601 (what CSV and JSON writers emit for
 # timestamps), a date with an optional time of day and zone.
 ISO_TIME = (r"\s*\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?"
@@ -435,11 +441,15 @@ def infer_kinds(
     numeric: Optional[Sequence[str]] = None,
     categorical: Optional[Sequence[str]] = None,
     threshold: float = NUMERIC_INFERENCE_FRACTION,
+    zero_padded_codes: bool = True,
 ) -> dict[str, str]:
-    """Decide ``"numeric"`` or ``"categorical"`` for each column.
+    """Decide ``"numeric"``, ``"categorical"`` or ``TIME`` for each column.
 
     Configured lists win; other columns are numeric when at least
-    ``threshold`` of their non-empty cells parse as numbers.
+    ``threshold`` of their non-empty cells parse as numbers, unless (with
+    ``zero_padded_codes``) they are text of which at least
+    ``ZERO_PADDED_SHARE`` has a leading zero: codes, categorical. Columns of
+    a date or time type, or of ISO 8601 text, are ``TIME``.
     """
     numeric_set, categorical_set = set(numeric or ()), set(categorical or ())
     kinds = {}
@@ -464,10 +474,21 @@ def infer_kinds(
                 kinds[column] = TIME
                 continue
             if _parses_as_numbers(present, threshold):
-                kinds[column] = "numeric"
+                kinds[column] = "categorical" if zero_padded_codes and _zero_padded(present) else "numeric"
             else:
                 kinds[column] = TIME if _parses_as_times(present, threshold) else "categorical"
     return kinds
+
+
+def _zero_padded(present: pd.Series) -> bool:
+    """Whether at least ``ZERO_PADDED_SHARE`` of the cells ``present`` are text with a leading zero (``ZERO_PADDED``)."""
+    if pd.api.types.infer_dtype(present, skipna=True) not in ("string", "mixed"):
+        return False
+    codes, values = pd.factorize(present)
+    padded = pd.Series(values, dtype=object).astype(str).str.match(ZERO_PADDED).to_numpy(dtype=bool)
+    if not padded.any():
+        return False
+    return np.bincount(codes, minlength=len(values))[padded].sum() >= ZERO_PADDED_SHARE * len(present)
 
 
 def _holds_times(series: pd.Series) -> bool:

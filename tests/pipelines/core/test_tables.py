@@ -488,3 +488,19 @@ def test_times_are_exactly_the_iso_dates_pandas_reads(moments, shape, noise):
         expected = bool(re.fullmatch(tables.ISO_TIME, text)) and not pd.isna(
             pd.to_datetime(text.strip(), format="ISO8601", errors="coerce", utc=True))
         assert is_time == expected, text
+
+
+def test_digits_with_leading_zeros_are_codes_not_quantities():
+    n = 300
+    frame = pd.DataFrame({
+        "postcode": (["02139", "10001", "94105"] * n)[:n],
+        "account": [f"{i:06d}" for i in range(n)],
+        "price": ([" 0.5", "0", "12", "-0.25"] * n)[:n],
+        "one_typo": ["017"] + [str(i + 100) for i in range(n - 1)],  # 1 of 300: a typo, not a code
+        "stored": np.arange(n),  # numbers of the file's own type
+    })
+    assert infer_kinds(frame, frame.columns) == {
+        "postcode": "categorical", "account": "categorical", "price": "numeric", "one_typo": "numeric",
+        "stored": "numeric",
+    }
+    assert infer_kinds(frame, ["postcode"], zero_padded_codes=False) == {"postcode": "numeric"}

@@ -1,9 +1,13 @@
-"""A column of dates or times: kept and checked to parse, never a feature.
+"""Columns that are no quantities, judged and published as what they are.
 
-Every batch comes later than the reference it is judged against, so as a
-feature a timestamp put every row beyond the reference's range: a Parquet
-timestamp (read as a number) and a CSV column of days (read as categories
-the reference never saw) each had every clean batch rejected as drifted.
+Dates and times: kept and checked to parse, never a feature. Every batch
+comes later than the reference it is judged against, so as a feature a
+timestamp put every row beyond the reference's range: a Parquet timestamp
+(read as a number) and a CSV column of days (read as categories the
+reference never saw) each had every clean batch rejected as drifted.
+
+Codes written with leading zeros (postcodes): categories. Read as numbers
+they lost their zeros in the signed clean file.
 """
 from __future__ import annotations
 
@@ -65,3 +69,27 @@ def test_a_later_batch_is_judged_on_its_features_not_its_dates(later_batch, tmp_
     clean = pq.read_table(summary.out / "clean.parquet").to_pandas()
     original = pd.read_csv(later_batch / "batch.csv").set_index("id")
     assert clean["when"].tolist() == original.loc[clean["id"], "when"].tolist()  # the text as it came
+
+
+def test_zero_padded_codes_keep_their_zeros_and_a_new_code_is_a_batch_finding(tmp_path):
+    rng = np.random.default_rng(9)
+    frame = rows(rng, 500, "r", "2024-01-01").drop(columns=["when"])
+    frame["postcode"] = rng.choice(["02139", "10001", "94105"], len(frame))
+    frame.iloc[:150].to_csv(tmp_path / "reference.csv", index=False)
+    frame.iloc[150:].to_csv(tmp_path / "batch.csv", index=False)
+    moved = frame.iloc[150:].copy()
+    moved.loc[moved.index[:40], "postcode"] = "60601"  # between two known codes, were they numbers
+    moved.to_csv(tmp_path / "moved.csv", index=False)
+    (tmp_path / "codes.toml").write_text(
+        '[dataset]\nname = "codes"\nlabel = "label"\nid = "id"\nreference = "reference.csv"\n', encoding="utf-8"
+    )
+
+    summary = execute(make_settings([tmp_path / "batch.csv"], out=tmp_path / "out", config_path=tmp_path / "codes.toml"))
+    assert summary.status == "succeeded"
+    clean = pq.read_table(summary.out / "clean.parquet").to_pandas()
+    assert sorted(clean["postcode"].unique()) == ["02139", "10001", "94105"]
+
+    moved_summary = execute(make_settings([tmp_path / "moved.csv"], out=tmp_path / "out-moved",
+                                          config_path=tmp_path / "codes.toml"))
+    assert moved_summary.status == "rejected"
+    assert any("postcode" in failure and "60601" in failure for failure in moved_summary.batch_failures)
