@@ -488,6 +488,7 @@ def as_text(value) -> str:
     return str(value)
 
 
+_BOOLEAN_TEXTS = {"true": "True", "false": "False"}
 # Text a CSV reader would read as a number: an integer, or a decimal with an optional exponent.
 _NUMBER_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
@@ -502,9 +503,14 @@ def category_text(value) -> str:
     float column writes ``"2.0"``. Compared as written, every row of a clean
     batch broke its label's value set. The cost: codes that differ only in
     leading zeros (``"02139"``, ``"2139"``) are one category, as they are
-    to pandas' own reader.
+    to pandas' own reader. Booleans are one category whatever their case:
+    a Parquet ``True`` and a CSV exporter's ``true`` or ``TRUE`` (Spark, R,
+    JSON writers) are ``"True"``; compared as written, a reference's boolean
+    column and a later CSV batch shared no value, and the batch was rejected.
     """
     if isinstance(value, str):
+        if value.lower() in _BOOLEAN_TEXTS:
+            return _BOOLEAN_TEXTS[value.lower()]
         # Past 40 characters digits are an identifier, not a number (and
         # Python refuses to read over 4,300 of them as one).
         if len(value) > 40 or not _NUMBER_TEXT.fullmatch(value):

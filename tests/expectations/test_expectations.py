@@ -433,6 +433,14 @@ def test_category_text_reads_a_number_by_its_value_whatever_its_form(value, text
     assert category_text(value) == text
 
 
+@pytest.mark.parametrize("value", [True, np.bool_(True), "True", "true", "TRUE", "tRuE"])
+def test_a_boolean_is_one_category_whatever_its_spelling(value):
+    # A Parquet reference's booleans against a CSV exporter's true/false.
+    assert category_text(value) == "True"
+    assert category_text(str(value).lower().replace("true", "false")) == "False"
+    assert category_text("truth") == "truth" and category_text("1") == "1"
+
+
 # Integers a float holds exactly; pandas reads longer ones as int64, which the integer form keeps.
 @given(st.one_of(st.integers(-(2**53), 2**53), st.floats(allow_nan=False, allow_infinity=False)))
 def test_a_number_written_as_csv_text_is_the_category_the_number_is(number):

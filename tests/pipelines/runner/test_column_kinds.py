@@ -93,3 +93,22 @@ def test_zero_padded_codes_keep_their_zeros_and_a_new_code_is_a_batch_finding(tm
                                           config_path=tmp_path / "codes.toml"))
     assert moved_summary.status == "rejected"
     assert any("postcode" in failure and "60601" in failure for failure in moved_summary.batch_failures)
+
+
+def test_a_parquet_references_booleans_match_a_csv_exporters_true_and_false(tmp_path):
+    rng = np.random.default_rng(4)
+    frame = rows(rng, 500, "r", "2024-01-01").drop(columns=["when"])
+    frame["member"] = rng.random(len(frame)) < 0.4
+    frame.iloc[:150].to_parquet(tmp_path / "reference.parquet", index=False)
+    batch = frame.iloc[150:].copy()
+    batch["member"] = batch["member"].map({True: "true", False: "FALSE"})  # Spark writes one, R the other
+    batch.to_csv(tmp_path / "batch.csv", index=False)
+    settings = make_settings([tmp_path / "batch.csv"], out=tmp_path / "out", label="label", id_column="id",
+                             reference=tmp_path / "reference.parquet")
+
+    summary = execute(settings)
+
+    assert summary.status == "succeeded", summary.batch_failures
+    assert summary.quarantined <= 0.05 * 350
+    clean = pq.read_table(summary.out / "clean.parquet").to_pandas()
+    assert set(clean["member"]) == {"true", "FALSE"}  # as they came
