@@ -60,9 +60,9 @@ TIME = "time"
 ZERO_PADDED_SHARE = 0.01
 ZERO_PADDED = r"\s*[+-]?0\d"
 # Dates and times as text: ISO 8601 (what CSV and JSON writers emit for
-# timestamps), a date with an optional time of day and zone.
-ISO_TIME = (r"\s*\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?"
-            r"\s*(?:Z|[+-]\d{2}(?::?\d{2})?)?\s*")
+# timestamps), a month or a date with an optional time of day and zone.
+ISO_TIME = (r"\s*\d{4}-\d{2}(?:-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?"
+            r"\s*(?:Z|[+-]\d{2}(?::?\d{2})?)?)?\s*")
 
 
 @dataclass(frozen=True)

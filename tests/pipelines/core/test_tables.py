@@ -439,6 +439,8 @@ def test_dates_and_times_are_their_own_kind():
         "iso_time": days.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "spaced": days.strftime("%Y-%m-%d %H:%M:%S.%f"),
         "offset": days.strftime("%Y-%m-%dT%H:%M+01:00"),
+        "month": days.strftime("%Y-%m"),  # a billing month
+        "season": [f"{2000 + i % 20}-{(i % 20) + 13}" for i in range(n)],  # 2000-13: a season, no month
         "year": days.strftime("%Y"),  # whole numbers, not dates
         "compact": days.strftime("%Y%m%d"),  # numbers too
         "us_style": days.strftime("%m/%d/%Y"),  # not ISO 8601: text
@@ -447,7 +449,7 @@ def test_dates_and_times_are_their_own_kind():
     kinds = infer_kinds(frame, frame.columns)
     assert kinds == {
         "stamp": "time", "zoned": "time", "day": "time", "iso_day": "time", "iso_time": "time", "spaced": "time",
-        "offset": "time", "year": "numeric", "compact": "numeric", "us_style": "categorical", "wait": "numeric",
+        "offset": "time", "month": "time", "season": "categorical", "year": "numeric", "compact": "numeric", "us_style": "categorical", "wait": "numeric",
     }
     # A configured kind wins.
     assert infer_kinds(frame, ["stamp"], numeric=["stamp"]) == {"stamp": "numeric"}
@@ -476,7 +478,7 @@ def test_time_cells_that_are_no_dates_are_found_and_the_rest_kept_as_they_came()
 @given(
     moments=st.lists(st.datetimes(min_value=pd.Timestamp("1700-01-01").to_pydatetime(),
                                   max_value=pd.Timestamp("2250-01-01").to_pydatetime()), min_size=1, max_size=20),
-    shape=st.sampled_from(["%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%fZ",
+    shape=st.sampled_from(["%Y-%m", "%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%fZ",
                            "%Y-%m-%d %H:%M:%S+05:30"]),
     noise=st.lists(st.text(max_size=12), max_size=5),
 )
