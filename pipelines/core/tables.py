@@ -505,15 +505,7 @@ def _holds_times(series: pd.Series) -> bool:
 
 def _parses_as_times(present: pd.Series, threshold: float) -> bool:
     """Whether at least ``threshold`` of the text cells ``present`` are ISO 8601 dates or times (``times``)."""
-    allowed_failures = (1.0 - threshold) * len(present) + 1
-    parsed = 0
-    for start in range(0, len(present), KIND_BLOCK):
-        stop = min(start + KIND_BLOCK, len(present))
-        block = present.iloc[start:stop]
-        parsed += int(times(block, np.zeros(len(block), dtype=bool)).sum())
-        if stop - parsed > allowed_failures:
-            return False
-    return parsed >= threshold * len(present)
+    return _share_in_blocks(present, threshold, lambda block: times(block, np.zeros(len(block), dtype=bool)))
 
 
 def times(series: pd.Series, missing: np.ndarray) -> np.ndarray:
@@ -562,15 +554,24 @@ def _parses_as_numbers(present: pd.Series, threshold: float) -> bool:
             parses = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").notna().to_numpy()
             parsed = int(np.bincount(codes, minlength=len(values))[parses].sum())
             return parsed / len(present) >= threshold
+    return _share_in_blocks(
+        present, threshold, lambda block: ~np.isnan(numbers(block, np.zeros(len(block), dtype=bool)))
+    )
+
+
+def _share_in_blocks(present: pd.Series, threshold: float, passes) -> bool:
+    """Whether ``passes(block)`` holds for at least ``threshold`` of ``present``, ``KIND_BLOCK`` cells at a time.
+
+    Stops as soon as more cells have failed than the share allows.
+    """
     allowed_failures = (1.0 - threshold) * len(present) + 1  # past it, the share is surely below
-    parsed = 0
+    passed = 0
     for start in range(0, len(present), KIND_BLOCK):
         stop = min(start + KIND_BLOCK, len(present))
-        block = present.iloc[start:stop]
-        parsed += int((~np.isnan(numbers(block, np.zeros(len(block), dtype=bool)))).sum())
-        if stop - parsed > allowed_failures:
+        passed += int(passes(present.iloc[start:stop]).sum())
+        if stop - passed > allowed_failures:
             return False
-    return parsed / len(present) >= threshold
+    return passed / len(present) >= threshold
 
 
 def row_number_columns(frames: Sequence[pd.DataFrame], columns: Iterable[str]) -> list[str]:
