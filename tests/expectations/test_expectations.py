@@ -414,10 +414,16 @@ def test_an_id_like_column_gets_no_value_set():
 def test_validation_leaves_no_batch_in_the_shared_engine(suite):
     import gc
 
+    def live_batches():
+        gc.collect()
+        return {id(o) for o in gc.get_objects() if type(o).__name__ == "PandasBatchData"}
+
+    # Only this validation's batches count: a plain GX context elsewhere in the process
+    # (test_suites' cross-check) keeps its own until its context goes.
+    before = live_batches()
     first = validate_frame(batch_frame(), suite, id_column="id")
-    gc.collect()
     # GX's shared engine kept the last frame and its row masks until the next run.
-    assert not [o for o in gc.get_objects() if type(o).__name__ == "PandasBatchData"]
+    assert live_batches() <= before
     again = validate_frame(batch_frame(), suite, id_column="id")
     pd.testing.assert_frame_equal(first.row_findings, again.row_findings)
     assert first.batch_failures == again.batch_failures
