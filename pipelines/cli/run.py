@@ -44,6 +44,10 @@ def run(
     separator: Optional[str] = typer.Option(
         None, "--sep", metavar="CHAR", help="Field separator of CSV files (dataset.separator; ',' by default)."
     ),
+    decimal: Optional[str] = typer.Option(
+        None, "--decimal", metavar="CHAR",
+        help="Decimal mark of numbers in CSV files, '.' or ',' (dataset.decimal; '.' by default).",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
     prefect: Optional[bool] = typer.Option(
         None, "--prefect/--no-prefect",
@@ -74,7 +78,7 @@ def run(
 
     settings = make_settings(
         batches, out=out, label=label, id_column=id_column, reference=reference, config_path=config, key=key,
-        separator=separator,
+        separator=separator, decimal=decimal,
     )
     check_ready(settings)  # a wrong key or store URL fails here, not after the work
     with console.status(_reading(settings)):

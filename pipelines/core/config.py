@@ -55,6 +55,9 @@ class DatasetConfig(_Strict):
     categorical: Optional[list[str]] = Field(None, description="Categorical feature columns.")
     ignore: list[str] = Field(default_factory=list, description="Columns kept but not checked.")
     separator: str = Field(",", description="Field separator of CSV batch and reference files.")
+    decimal: str = Field(
+        ".", description="Decimal mark of numbers in CSV files: '.' or ',' (then a point groups thousands: 1.234,5)."
+    )
 
     @field_validator("separator")
     @classmethod
@@ -62,6 +65,18 @@ class DatasetConfig(_Strict):
         if len(value) != 1 or value in "\"\r\n":
             raise ValueError("must be one character other than a quote or a line break, e.g. ';'")
         return value
+
+    @field_validator("decimal")
+    @classmethod
+    def _decimal_is_a_point_or_a_comma(cls, value: str) -> str:
+        if value not in (".", ","):
+            raise ValueError("must be '.' or ','")
+        return value
+
+    @property
+    def csv_format(self) -> dict[str, str]:
+        """How the dataset's CSV files are written: the keyword arguments of ``tables.read_file``."""
+        return {"separator": self.separator, "decimal": self.decimal}
 
     @field_validator("name")
     @classmethod

@@ -10,6 +10,10 @@ million-row, 22-column file, pyarrow 1.9 s and 0.8 GB, with the same frame.
 Headers pyarrow would read differently (an empty name, which pandas calls
 ``Unnamed: N``; a name with a line break in it) go to pandas' parser, and
 so does a file pyarrow refuses (a record longer than its read block).
+
+A file written with a decimal comma (``decimal=","``, as spreadsheets
+export it where ``;`` separates the fields) has its numbers rewritten as
+pandas reads numbers (``with_decimal_points``); every other cell stays as it was.
 """
 from __future__ import annotations
 
@@ -21,25 +25,35 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from poisonguard.pipelines.core.errors import InputError
 from poisonguard.pipelines.core.text import display
 
 # Separators people export CSV with, besides the comma.
-OTHER_SEPARATORS = {";": "';'", "\t": "a tab", "|": "'|'"}
+OTHER_SEPARATORS = {";": "';'", "\t": "a tab", "|": "'|'", ",": "','"}
 # The cells pandas.read_csv reads as missing by default (its ``STR_NA_VALUES``; a test holds them equal).
 MISSING_CELLS = [
     "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA",
     "NULL", "NaN", "None", "n/a", "nan", "null",
 ]
+# A number written with a decimal comma, a point grouping its thousands or
+# not, as the locales that write a decimal comma write one: 16,1  -0,5  ,5
+# 1.234,5  1.234  2,5e3. (A point that cannot group thousands, as in 1.5,
+# 12.3456 or 0.125, is read as written: a decimal point.)
+DECIMAL_COMMA_NUMBER = r"^\s*[+-]?(?:[1-9][0-9]{0,2}(?:\.[0-9]{3})+(?:,[0-9]*)?|[0-9]+,[0-9]*|,[0-9]+)(?:[eE][+-]?[0-9]+)?\s*$"
 
 
-def read_csv(path: Path, *, compression: Optional[str], separator: str = ",", native: bool = False) -> pd.DataFrame:
+def read_csv(
+    path: Path, *, compression: Optional[str], separator: str = ",", decimal: str = ".", native: bool = False
+) -> pd.DataFrame:
     """The records of a CSV file, cells as text (missing as NaN); blank lines are not records.
 
-    With ``native``, cells get pandas' default types instead (what a Great
-    Expectations user gets from ``pd.read_csv``).
+    With ``decimal=","``, numbers written with a decimal comma are rewritten
+    with a point (``with_decimal_points``). With ``native``, cells get
+    pandas' default types instead (what a Great Expectations user gets from
+    ``pd.read_csv(sep=separator, decimal=decimal)``).
 
     Raises
     ------
@@ -49,37 +63,84 @@ def read_csv(path: Path, *, compression: Optional[str], separator: str = ",", na
         and line.
     """
     header, blank = _check_csv_records(path, compression, separator)
+    frame = None
     if header is not None and not native and all(name and "\n" not in name and "\r" not in name for name in header):
         try:
-            frame = _read_cells_as_text(path, compression, separator, header)
+            frame = _read_cells_as_text(path, compression, separator, header, decimal)
         except pa.ArrowInvalid:
             # A record longer than pyarrow's read block (a cell of megabytes),
             # or text pyarrow will not parse: pandas reads it, or says why.
             frame = None
-        records = len(blank) - sum(blank)
-        if frame is not None and len(frame) == records:
-            return frame
-    return _read_with_pandas(path, compression, separator, native, blank)
+        if frame is not None and len(frame) != len(blank) - sum(blank):
+            frame = None
+    if frame is None:
+        frame = _read_with_pandas(path, compression, separator, native, blank, decimal=decimal)
+        if decimal == "," and not native:
+            frame = with_decimal_points(frame)
+    return frame
+
+
+def with_decimal_points(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every text cell that is a number written with a decimal comma written with a point.
+
+    ``16,1`` becomes ``16.1`` and ``1.234,5`` becomes ``1234.5``
+    (``DECIMAL_COMMA_NUMBER``); other cells are kept as they were. A new
+    frame; ``frame`` is not changed.
+    """
+    rewritten = {}
+    for column in frame.columns:
+        series = frame[column]
+        if not (series.dtype == object or pd.api.types.is_string_dtype(series)):
+            continue
+        cells = pa.array(series.to_numpy(dtype=object), from_pandas=True)
+        if pa.types.is_string(cells.type):  # else no text at all (an empty column)
+            pointed = _decimal_points(cells)
+            if pointed is not cells:
+                values = pointed.to_numpy(zero_copy_only=False)
+                rewritten[column] = pd.Series(values, index=series.index, dtype=series.dtype).fillna(np.nan)
+    return frame.assign(**rewritten) if rewritten else frame
+
+
+def _decimal_points(cells):
+    """Text cells (a pyarrow array) with each number written with a decimal comma written with a point.
+
+    ``cells`` itself when none is. Only the numbers are rewritten: on a
+    million-row, 20-column file the read took 6.0 s instead of 3.4 s.
+    """
+    numbers = pc.fill_null(pc.match_substring_regex(cells, DECIMAL_COMMA_NUMBER), False)
+    if not pc.any(numbers).as_py():
+        return cells
+    written = cells.filter(numbers)
+    if pc.any(pc.match_substring(written, ".")).as_py():  # a point grouping thousands
+        written = pc.replace_substring(written, ".", "")
+    if isinstance(cells, pa.ChunkedArray):
+        cells, numbers, written = cells.combine_chunks(), numbers.combine_chunks(), written.combine_chunks()
+    return pc.replace_with_mask(cells, numbers, pc.replace_substring(written, ",", "."))
 
 
 def _read_with_pandas(
-    path: Path, compression: Optional[str], separator: str, native: bool, blank: list[bool]
+    path: Path, compression: Optional[str], separator: str, native: bool, blank: list[bool], *, decimal: str = "."
 ) -> pd.DataFrame:
     """pandas' parser, every line read and the ``blank`` ones dropped after.
 
     pandas would drop a record holding one empty field (``""``) as if blank.
     """
     frame = pd.read_csv(
-        path, sep=separator, dtype=None if native else str, compression=compression, skipinitialspace=False,
-        skip_blank_lines=False,
+        path, sep=separator, decimal=decimal, dtype=None if native else str, compression=compression,
+        skipinitialspace=False, skip_blank_lines=False,
     )
     if len(frame) != len(blank):
         raise InputError(f"{path}: read {len(frame)} rows from {len(blank)} records; the file is malformed")
     return frame[~np.asarray(blank, dtype=bool)].reset_index(drop=True)
 
 
-def _read_cells_as_text(path: Path, compression: Optional[str], separator: str, header: list[str]) -> pd.DataFrame:
-    """Every cell after the header as text, as ``pd.read_csv(dtype=str)`` reads it, blank lines left out."""
+def _read_cells_as_text(
+    path: Path, compression: Optional[str], separator: str, header: list[str], decimal: str = "."
+) -> pd.DataFrame:
+    """Every cell after the header as text, as ``pd.read_csv(dtype=str)`` reads it, blank lines left out.
+
+    With ``decimal=","``, numbers written with a decimal comma are rewritten with a point.
+    """
     source = gzip.open(path, "rb") if compression == "gzip" else path
     try:
         table = pa_csv.read_csv(
@@ -94,6 +155,8 @@ def _read_cells_as_text(path: Path, compression: Optional[str], separator: str, 
     finally:
         if source is not path:
             source.close()
+    if decimal == ",":
+        table = pa.table([_decimal_points(column) for column in table.columns], names=table.column_names)
     frame = table.to_pandas()
     # pandas 2 turns Arrow text into Python objects with None for missing; read_csv gives NaN.
     objects = [column for column in frame.columns if frame[column].dtype == object]

@@ -22,6 +22,7 @@ from poisonguard.pipelines.core.tables import (
     load_table,
     missing_mask,
     read_file,
+    refuse_decimal_commas,
     row_number_columns,
 )
 from poisonguard.pipelines.core.text import display, display_list
@@ -72,13 +73,13 @@ def load_inputs(settings: RunSettings) -> RunInputs:
         return _PRELOADED.pop(key)
     dataset = settings.config.dataset
     label = settings.label
-    batch = load_table(settings.batches, label=label, id_column=dataset.id, role="batch", separator=dataset.separator)
+    batch = load_table(settings.batches, label=label, id_column=dataset.id, role="batch", **dataset.csv_format)
     _require_classes(batch.raw[label], label, _names(settings.batches))
     reference = None
     unexpected: list[str] = []
     if dataset.reference is not None:
         reference = load_table(
-            [dataset.reference], label=label, id_column=None, role="reference", separator=dataset.separator
+            [dataset.reference], label=label, id_column=None, role="reference", **dataset.csv_format
         )
         if not (~missing_mask(reference.raw[label])).any():
             raise InputError(
@@ -156,8 +157,12 @@ def _kinds(settings, batch, reference, feature_columns) -> dict[str, str]:
             rest = [c for c in feature_columns if c not in known]
             source = reference.raw if reference is not None else batch.raw
             return {**{c: known[c] for c in feature_columns if c in known}, **infer_kinds(source, rest)}
-    source = reference.raw if reference is not None else batch.raw
-    return infer_kinds(source, feature_columns, numeric=dataset.numeric, categorical=dataset.categorical)
+    table = reference if reference is not None else batch
+    kinds = infer_kinds(table.raw, feature_columns, numeric=dataset.numeric, categorical=dataset.categorical)
+    if dataset.decimal == ".":
+        source = str(dataset.reference) if reference is not None else _names(settings.batches)
+        refuse_decimal_commas(table, kinds, named=dataset.categorical or (), source=source)
+    return kinds
 
 
 def _suite(settings, reference, reference_typed, feature_columns, kinds, unchecked):
@@ -167,7 +172,7 @@ def _suite(settings, reference, reference_typed, feature_columns, kinds, uncheck
     if reference is None:
         return None, "none: no suite configured and no reference to infer one from"
     # The suite must also validate the reference file as a GX user reads it.
-    as_read = read_file(dataset.reference, native=True, separator=dataset.separator)
+    as_read = read_file(dataset.reference, native=True, **dataset.csv_format)
     suite = infer_suite(
         reference_typed.typed.drop(columns=[reference.id_column]),
         as_read=as_read,

@@ -51,6 +51,7 @@ def make_settings(
     config_path: Optional[Path | str] = None,
     key: Optional[Path | str] = None,
     separator: Optional[str] = None,
+    decimal: Optional[str] = None,
 ) -> RunSettings:
     """Merge the config file with command-line options (options win).
 
@@ -61,7 +62,7 @@ def make_settings(
     Raises
     ------
     ConfigError
-        Unparseable config, a bad separator, or no label column given anywhere.
+        Unparseable config, a bad separator or decimal mark, or no label column given anywhere.
     InputError
         The output folder exists already, or a folder holds no batch file.
     """
@@ -76,6 +77,8 @@ def make_settings(
         dataset_updates["reference"] = Path(reference).resolve()
     if separator is not None:
         dataset_updates["separator"] = separator
+    if decimal is not None:
+        dataset_updates["decimal"] = decimal
     if "name" not in config.dataset.model_fields_set and batches:
         dataset_updates["name"] = _name_from(Path(batches[0]))
     if dataset_updates:

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Optional
 
 from poisonguard.expectations import infer_suite, save_suite
-from poisonguard.pipelines.core.tables import TIME, coerce_types, infer_kinds, load_table, read_file
+from poisonguard.pipelines.core.tables import TIME, coerce_types, infer_kinds, load_table, read_file, refuse_decimal_commas
 from poisonguard.pipelines.core.config import load_config
 from poisonguard.pipelines.core.errors import ConfigError, InputError
 
@@ -41,10 +41,12 @@ def infer_suite_file(
     if path.exists() and not force:
         raise ConfigError(f"{path} exists; pass --force to replace it (it may hold hand edits)")
     dataset = load_config(config_path).dataset
-    table = load_table([reference], label=label, id_column=id_column, role="reference", separator=dataset.separator)
+    table = load_table([reference], label=label, id_column=id_column, role="reference", **dataset.csv_format)
     excluded = {label, table.id_column, *dataset.ignore}
     columns = [c for c in table.raw.columns if c not in excluded]
     kinds = infer_kinds(table.raw, columns, numeric=dataset.numeric, categorical=dataset.categorical)
+    if dataset.decimal == ".":
+        refuse_decimal_commas(table, kinds, named=dataset.categorical or (), source=str(reference))
     typed = coerce_types(table.raw, {**kinds, label: "categorical"}, id_column=table.id_column, source=str(reference))
     if len(typed.findings) or typed.batch_failures:
         first = (typed.batch_failures or list(typed.findings["reason"]))[0]
@@ -52,7 +54,7 @@ def infer_suite_file(
     frame = typed.typed if id_column else typed.typed.drop(columns=[table.id_column])
     suite = infer_suite(
         frame,
-        as_read=read_file(Path(reference), native=True, separator=dataset.separator),
+        as_read=read_file(Path(reference), native=True, **dataset.csv_format),
         name=name,
         label=label,
         id_column=id_column,

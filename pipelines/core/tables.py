@@ -26,7 +26,7 @@ import pyarrow.compute as pa_compute
 from poisonguard.detectors._unique import distinct_objects
 from poisonguard.detectors.base import empty_findings, make_findings
 from poisonguard.expectations.infer import category_text
-from poisonguard.pipelines.core.csv_files import read_csv
+from poisonguard.pipelines.core.csv_files import DECIMAL_COMMA_NUMBER, read_csv
 from poisonguard.pipelines.core.errors import InputError
 from poisonguard.pipelines.core.text import display, display_list, shorten
 from poisonguard.pipelines.core.written_columns import WRITTEN_COLUMNS
@@ -135,7 +135,7 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_file(path: Path, *, native: bool = False, separator: str = ",") -> pd.DataFrame:
+def read_file(path: Path, *, native: bool = False, separator: str = ",", decimal: str = ".") -> pd.DataFrame:
     """Read one CSV, Parquet or JSON Lines file; text formats keep cells as text.
 
     With ``native``, a CSV is read with pandas' default types instead (what
@@ -158,7 +158,7 @@ def read_file(path: Path, *, native: bool = False, separator: str = ",") -> pd.D
     compression = "gzip" if path.suffix.lower() == ".gz" else None
     try:
         if kind == "csv":
-            frame = read_csv(path, compression=compression, separator=separator, native=native)
+            frame = read_csv(path, compression=compression, separator=separator, decimal=decimal, native=native)
         elif kind == "parquet":
             if compression:
                 with gzip.open(path, "rb") as handle:
@@ -358,6 +358,7 @@ def load_table(
     id_column: Optional[str],
     role: str = "batch",
     separator: str = ",",
+    decimal: str = ".",
 ) -> LoadedTable:
     """Read and stack ``paths``, check the label and id columns, assign row ids.
 
@@ -373,6 +374,8 @@ def load_table(
         ``"batch"`` or ``"reference"``, used in messages.
     separator : str
         Field separator of CSV files (one character).
+    decimal : str
+        Decimal mark of numbers in CSV files, ``"."`` or ``","``.
 
     Raises
     ------
@@ -384,7 +387,7 @@ def load_table(
     frames, files, digests = [], [], []
     first_columns: Optional[list[str]] = None
     for path in map(Path, paths):
-        frame = read_file(path, separator=separator)
+        frame = read_file(path, separator=separator, decimal=decimal)
         if label is not None and label not in frame.columns:
             raise InputError(f"{path}: no label column {display(label)}; columns are {display_list(frame.columns)}")
         if id_column is not None and id_column not in frame.columns:
@@ -495,6 +498,57 @@ def _zero_padded(present: pd.Series) -> bool:
     if not padded.any():
         return False
     return np.bincount(codes, minlength=len(values))[padded].sum() >= ZERO_PADDED_SHARE * len(present)
+
+
+def refuse_decimal_commas(table: "LoadedTable", kinds: dict[str, str], *, named: Iterable[str], source: str) -> None:
+    """Refuse a CSV column read as categories whose cells are numbers written with a decimal comma.
+
+    Read with a decimal point, ``16,1`` is text: the column's numbers
+    became thousands of categories with no range, no outlier score and no
+    drift test of a number. (``--decimal ','`` reads them.) A column the
+    config names as categorical is left as it is.
+
+    Raises
+    ------
+    InputError
+        Naming the file, the column and a cell.
+    """
+    if not table.files or any(f["format"] != "csv" for f in table.files):
+        return
+    named = set(named)
+    for column, kind in kinds.items():
+        if kind != "categorical" or column in named:
+            continue
+        example = decimal_comma_example(table.raw[column])
+        if example is not None:
+            raise InputError(
+                f"{source}: column {display(column)} holds numbers written with a decimal comma "
+                f"(e.g. {shorten(example, 40)!r}), which are read as text: pass --decimal ',' (or set "
+                "dataset.decimal = \",\" in the config); if they are categories, list the column in dataset.categorical"
+            )
+
+
+def decimal_comma_example(series: pd.Series) -> Optional[str]:
+    """A cell showing that ``series`` holds numbers written with a decimal comma, or None.
+
+    At least ``NUMERIC_INFERENCE_FRACTION`` of the present cells are numbers
+    once a comma is the decimal mark (``DECIMAL_COMMA_NUMBER``, or numbers
+    as they stand), and some have a comma. Judged on evenly spaced cells,
+    as ``_zero_padded``.
+    """
+    sample = series.iloc[:: max(1, len(series) // KIND_BLOCK)]
+    present = sample[~missing_mask(sample)]
+    if present.empty or pd.api.types.infer_dtype(present, skipna=True) != "string":
+        return None
+    texts = pd.Series(present.to_numpy(dtype=object), dtype=object)
+    written = texts.str.contains(DECIMAL_COMMA_NUMBER, regex=True).to_numpy(dtype=bool)
+    with_comma = written & texts.str.contains(",", regex=False).to_numpy(dtype=bool)
+    if not with_comma.any():
+        return None
+    as_they_stand = pd.to_numeric(texts[~written], errors="coerce").notna().sum()
+    if written.sum() + as_they_stand < NUMERIC_INFERENCE_FRACTION * len(texts):
+        return None
+    return str(texts[with_comma].iloc[0])
 
 
 def _holds_times(series: pd.Series) -> bool:
@@ -641,7 +695,7 @@ def coerce_types(
         series = frame[column]
         missing = missing_mask(series)
 
-        def report_broken(broken, should_be: str, not_what: str, not_one) -> None:
+        def report_broken(broken, should_be: str, not_what: str, not_one, hint=lambda broken: "") -> None:
             present = int((~missing).sum())
             if present:
                 parsed_shares[column] = 1.0 - int(broken.sum()) / present
@@ -649,7 +703,7 @@ def coerce_types(
                 examples = ", ".join(repr(shorten(str(v), 40)) for v in series[broken].unique()[:3])
                 failures.append(
                     f"{source}: column {display(column)} should {should_be} but {int(broken.sum())} of "
-                    f"{present} values are not {not_what} (e.g. {examples})"
+                    f"{present} values are not {not_what} (e.g. {examples}){hint(broken)}"
                 )
             for position in np.flatnonzero(broken):
                 found_rows.append(row_ids[position])
@@ -665,7 +719,8 @@ def coerce_types(
             infinite = (~missing) & np.isinf(values)
             broken = not_number | infinite
             report_broken(broken, "be numeric", "finite numbers" if infinite.any() else "numbers",
-                          lambda position: "a finite number" if infinite[position] else "a number")
+                          lambda position: "a finite number" if infinite[position] else "a number",
+                          hint=lambda broken: _decimal_comma_hint(series[broken]))
             converted = _narrow_numeric(pd.Series(np.where(broken, np.nan, values), index=series.index))
             if not _same_column(converted, series):
                 typed[column] = converted
@@ -694,6 +749,12 @@ def coerce_types(
         broken_cells=list(zip(found_rows, found_columns)),
         parsed_shares=parsed_shares,
     )
+
+
+def _decimal_comma_hint(cells: pd.Series) -> str:
+    if decimal_comma_example(cells) is None:
+        return ""
+    return "; they are written with a decimal comma: for a CSV file, pass --decimal ',' (or set dataset.decimal)"
 
 
 def numbers(series: pd.Series, missing: np.ndarray) -> np.ndarray:

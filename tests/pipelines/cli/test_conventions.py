@@ -51,6 +51,37 @@ def test_a_semicolon_csv_is_named_as_such_before_any_work(tiny, tmp_path):
     assert summary.rows_in == len(batch)
 
 
+def test_a_decimal_comma_csv_is_read_when_told_and_named_when_not(tiny, tmp_path):
+    def european(source, target):  # a spreadsheet's export where the comma is the decimal mark
+        frame = pd.read_csv(source, dtype=str)
+        frame[["x", "y"]] = frame[["x", "y"]].apply(lambda column: column.str.replace(".", ",", regex=False))
+        frame.to_csv(target, sep=";", index=False)
+
+    batch, reference = tmp_path / "batch-eu.csv", tmp_path / "reference-eu.csv"
+    european(tiny["batch"], batch)
+    european(tiny["reference"], reference)
+    # Read with a decimal point the numbers are text: refused before any work, naming file and column.
+    result = invoke("run", batch, "--config", tiny["config"], "--reference", reference, "--sep", ";",
+                    "--out", tmp_path / "refused")
+    assert result.exit_code == 2
+    [line] = result.output.strip().splitlines()
+    assert f"{reference}: column 'x' holds numbers written with a decimal comma (e.g. '" in line
+    assert "pass --decimal ','" in line and "dataset.categorical" in line
+    # Told, it is the plain file's run: the same rows quarantined, the same numbers signed.
+    plain = execute(make_settings([tiny["batch"]], out=tmp_path / "plain", config_path=tiny["config"]))
+    told = execute(make_settings([batch], out=tmp_path / "told", config_path=tiny["config"], reference=reference,
+                                 separator=";", decimal=","))
+    quarantined = [sorted(pd.read_parquet(s.out / "quarantine.parquet")["id"]) for s in (plain, told)]
+    assert quarantined[0] == quarantined[1] and len(quarantined[0]) >= 4
+    pd.testing.assert_frame_equal(pd.read_parquet(told.out / "clean.parquet"), pd.read_parquet(plain.out / "clean.parquet"))
+    # Against a Parquet reference (numbers typed), the untold batch is rejected, the comma named.
+    pd.read_csv(tiny["reference"]).to_parquet(tmp_path / "reference.parquet")
+    rejected = execute(make_settings([batch], out=tmp_path / "untold", config_path=tiny["config"], separator=";",
+                                     reference=tmp_path / "reference.parquet"))
+    assert rejected.status == "rejected"
+    assert [f for f in rejected.batch_failures if "column 'x' should be numeric" in f and "pass --decimal ','" in f]
+
+
 def test_a_folder_stands_for_its_batch_files_and_names_the_run(tiny, tmp_path):
     folder = tmp_path / "inbox"
     folder.mkdir()

@@ -114,3 +114,38 @@ def test_a_record_longer_than_a_read_block_is_read_whole(tmp_path):
     path.write_text(f"label,note\na,{cell}\nb,short\n")
     frame = read_csv(path, compression=None)
     assert frame["note"].tolist() == [cell, "short"] and frame["label"].tolist() == ["a", "b"]
+
+
+# A spreadsheet's export where the comma is the decimal mark (fields separated by ';').
+@pytest.mark.parametrize("cell, read", [
+    ("16,1", "16.1"), ("-0,5", "-0.5"), ("+,5", "+.5"), ("5,", "5."), ("2,5e-3", "2.5e-3"), (" 3,0 ", " 3.0 "),
+    ("1.234,5", "1234.5"), ("12.345.678,9", "12345678.9"), ("1.234", "1234"),  # a point groups thousands
+    ("7", "7"), ("1.5", "1.5"), ("12.3456", "12.3456"), ("0.125", "0.125"),  # no grouping: read as written
+    ("1,2,3", "1,2,3"), ("1.234.5", "1.234.5"), ("1,234.5", "1,234.5"), ("12.34,5", "12.34,5"), ("a,5", "a,5"),
+    ("٣,٥", "٣,٥"), ("NA", None), ("", None),
+])
+def test_a_decimal_comma_file_has_its_numbers_read_with_a_point(tmp_path, cell, read):
+    path = tmp_path / "eu.csv"
+    path.write_text(f'label;x;y\na;"{cell}";1,5\n', encoding="utf-8")
+    frame = read_csv(path, compression=None, separator=";", decimal=",")
+    assert frame["y"].tolist() == ["1.5"] and frame["label"].tolist() == ["a"]
+    assert (pd.isna(frame.loc[0, "x"]) if read is None else frame.loc[0, "x"] == read)
+    # pandas' parser, for a header pyarrow would read otherwise (an empty name), rewrites the same cells.
+    unnamed = tmp_path / "unnamed.csv"
+    unnamed.write_text(f'label;x;y;\na;"{cell}";1,5;\n', encoding="utf-8")
+    pd.testing.assert_frame_equal(read_csv(unnamed, compression=None, separator=";", decimal=",").iloc[:, :3], frame)
+    # Without the option every cell is the text it was; pandas' native reading (GX's) gets the option too.
+    assert read_csv(path, compression=None, separator=";")["y"].tolist() == ["1,5"]
+    assert read_csv(path, compression=None, separator=";", decimal=",", native=True)["y"].tolist() == [1.5]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-10**12, 10**12)),
+                       min_size=1, max_size=20))
+def test_numbers_pandas_writes_with_a_decimal_comma_read_back_exactly(tmp_path_factory, values):
+    from poisonguard.pipelines.core.tables import missing_mask, numbers
+
+    path = tmp_path_factory.mktemp("eu") / "eu.csv"
+    pd.DataFrame({"label": "a", "x": pd.Series(values, dtype=float)}).to_csv(path, sep=";", decimal=",", index=False)
+    frame = read_file(path, separator=";", decimal=",")
+    np.testing.assert_array_equal(numbers(frame["x"], missing_mask(frame["x"])), np.array(values, dtype=float))

@@ -506,3 +506,16 @@ def test_digits_with_leading_zeros_are_codes_not_quantities():
         "stored": "numeric",
     }
     assert infer_kinds(frame, ["postcode"], zero_padded_codes=False) == {"postcode": "numeric"}
+
+
+@pytest.mark.parametrize("cells, example", [
+    (["16,1", "13,9", "18,9"], "16,1"),
+    (["1", "2", "3,5", "4"], "3,5"),  # whole numbers have no mark to show
+    (["1.234,5", "-0,25", None, ""], "1.234,5"),
+    (["16.1", "13.9"], None),  # a decimal point: numbers already
+    (["a,b", "c"], None),
+    (["1,5"] + ["x"] * 19, None),  # text with a number in it
+    ([1.5, 2.5], None),  # typed (Parquet): nothing to misread
+])
+def test_a_column_of_decimal_comma_numbers_is_recognised(cells, example):
+    assert tables.decimal_comma_example(pd.Series(cells, dtype=object)) == example
