@@ -184,15 +184,15 @@ class _Setup:
 
 
 def _prepare(data, label, id_column, reference, config_path, seed, self_referential, alpha, detectors, folder) -> _Setup:
-    raw = read_file(data)
-    if label not in raw.columns:
-        raise InputError(f"{data}: no label column {label!r}; columns are {', '.join(map(repr, raw.columns))}")
-    trusted_raw = read_file(Path(reference)) if reference is not None else None
     settings = make_settings(
         [folder / "batch.csv"], out=folder / "never-written", label=label, config_path=config_path,
         reference=reference,
     )
     config = settings.config
+    raw = read_file(data, **config.dataset.csv_format)
+    if label not in raw.columns:
+        raise InputError(f"{data}: no label column {label!r}; columns are {', '.join(map(repr, raw.columns))}")
+    trusted_raw = read_file(Path(reference), **config.dataset.csv_format) if reference is not None else None
     if id_column is not None and id_column not in raw.columns:
         raise InputError(f"{data}: no id column {id_column!r}; columns are {', '.join(map(repr, raw.columns))}")
     id_column = id_column or (config.dataset.id if config.dataset.id in raw.columns else EVAL_ID)
@@ -226,7 +226,7 @@ def _prepare(data, label, id_column, reference, config_path, seed, self_referent
             f"no --reference: a stratified {TRUSTED_SHARE:.0%} of {data} ({len(trusted)} rows) was split off "
             "as the trusted reference"
         )
-        trusted.drop(columns=[id_column]).to_csv(folder / "reference.csv", index=False)
+        _write_csv(trusted.drop(columns=[id_column]), folder / "reference.csv", config.dataset)
     else:
         notes.append("self-referential: no trusted reference; detectors calibrate on each batch itself")
     notes.append(f"{len(test)} clean rows held out to test downstream models; {len(rest)} rows are attacked")
@@ -260,11 +260,16 @@ def _with_suite_inferred_once(settings, pool: pd.DataFrame, folder: Path):
     checks faster.
     """
     path = folder / "batch-preflight.csv"
-    pool.to_csv(path, index=False)
+    _write_csv(pool, path, settings.config.dataset)
     inputs = load_inputs(settings.model_copy(update={"batches": [path]}))
     suite_path = save_suite(inputs.suite, folder / "suite.json")
     dataset = settings.config.dataset.model_copy(update={"suite": suite_path})
     return settings.model_copy(update={"config": settings.config.model_copy(update={"dataset": dataset})})
+
+
+def _write_csv(frame: pd.DataFrame, path: Path, dataset) -> None:
+    """Write rows for ``load_inputs`` in the dataset's own CSV format (its separator and decimal mark)."""
+    frame.to_csv(path, index=False, sep=dataset.separator, decimal=dataset.decimal)
 
 
 def _stratified(labels: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
@@ -285,7 +290,7 @@ def _detect(setup: _Setup, batch: pd.DataFrame, attack: str, folder: Path):
     row quarantined.
     """
     path = folder / f"batch-{attack}.csv"
-    batch.to_csv(path, index=False)
+    _write_csv(batch, path, setup.settings.config.dataset)
     settings = setup.settings.model_copy(update={"batches": [path]})
     inputs = load_inputs(settings)
     judgement = judge_batch(inputs)

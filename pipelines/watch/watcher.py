@@ -298,7 +298,7 @@ def trusted_reference(context: WatchContext, parent, configured: Optional[Path])
     frames = []
     if configured is not None:
         configured = Path(configured)
-        frames.append(read_file(configured))
+        frames.append(read_file(configured, **context.config.dataset.csv_format))
         record["configured_reference"] = {"path": str(configured), "sha256": file_digest(configured),
                                           "rows": len(frames[-1])}
     if parent is not None:

@@ -124,3 +124,17 @@ def test_a_skipped_detector_has_no_rows_and_a_note(tmp_path):
     assert set(evaluation.metrics["method"]) == {"expectations", "label.confident_learning", DETECTORS, PIPELINE}
     skipped = [note for note in evaluation.notes if note.startswith("label.trusted_model was skipped")]
     assert len(skipped) == 1 and "same cross-fitted models as label.confident_learning" in skipped[0]
+
+
+def test_a_dataset_in_its_own_csv_format_evaluates_as_the_plain_one(tmp_path):
+    # Semicolons and decimal commas in the data, the config saying so: evaluate's own batch and
+    # reference files are written the same way, so nothing is misread on either side.
+    plain = write_clean_table(tmp_path / "clean.csv", n_rows=200, seed=4)
+    european = tmp_path / "clean-eu.csv"
+    pd.read_csv(plain).to_csv(european, sep=";", decimal=",", index=False)
+    config = tmp_path / "eu.toml"
+    config.write_text('[dataset]\nseparator = ";"\ndecimal = ","\n')
+    options = dict(label="species", attacks=["random_flips", "far_rows"], rate=0.05, seed=0, detectors=["outlier.ecod"])
+    told = evaluate(european, config_path=config, **options)
+    assert set(told.metrics["attack"]) == {NO_ATTACK, "random_flips", "far_rows"}
+    pd.testing.assert_frame_equal(told.metrics, evaluate(plain, **options).metrics)

@@ -13,7 +13,7 @@ import pytest
 from poisonguard.pipelines.cli.watch import hide_expected_failures
 from poisonguard.pipelines.core.errors import InputError
 from poisonguard.pipelines.watch import watcher as watch_module
-from poisonguard.pipelines.outputs.datasets import list_versions, staging_folders, verify_chain
+from poisonguard.pipelines.outputs.datasets import list_versions, load_dataset, staging_folders, verify_chain
 from poisonguard.pipelines.watch.request import make_request
 from poisonguard.pipelines.watch.watcher import watch
 from tests import forked
@@ -53,6 +53,27 @@ def test_batches_oldest_first_duplicates_skipped_and_a_changed_file_is_new(setup
     assert one_pass(setup).results == []
     assert_consistent(setup, files=3)
     assert store_rows(setup, "SELECT count(*) FROM runs") == [(3,)]  # the duplicate was never run
+
+
+def test_a_dataset_written_with_semicolons_and_decimal_commas_is_watched_as_written(setup):
+    # The configured reference is read again for each batch's trusted data, in the dataset's CSV format.
+    config, inbox = setup["config"], setup["inbox"]
+    reference = config.parent / "reference.csv"
+    european = pd.read_csv(reference, dtype=str)
+    european[["x", "y"]] = european[["x", "y"]].apply(lambda column: column.str.replace(".", ",", regex=False))
+    european.to_csv(reference, sep=";", index=False)
+    config.write_text(config.read_text().replace('reference = "reference.csv"\n',
+                                                 'reference = "reference.csv"\nseparator = ";"\ndecimal = ","\n'))
+    batch = setup["batch"].copy()
+    batch[["x", "y"]] = batch[["x", "y"]].apply(lambda column: column.str.replace(".", ",", regex=False))
+    for name, rows, at in (("first.csv", batch.iloc[:25], 1000), ("second.csv", batch.iloc[25:], 2000)):
+        rows.to_csv(inbox / name, sep=";", index=False)
+        os.utime(inbox / name, (at, at))
+    summary = one_pass(setup)
+    assert [(r.name, r.status) for r in summary.results] == [("first.csv", "published"), ("second.csv", "published")]
+    assert_consistent(setup, files=2)
+    signed = load_dataset(setup["root"], public_key=setup["public"])
+    assert signed["x"].dtype == float and signed["x"].notna().all()
 
 
 def test_a_drifted_batch_is_rejected_whole_and_the_chain_goes_on(setup):
