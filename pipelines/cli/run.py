@@ -33,7 +33,8 @@ def keygen(out: Path = typer.Option(..., "--out", help="Folder for private.pem (
 @reports_errors
 def run(
     batches: List[Path] = typer.Argument(
-        ..., metavar="BATCH...", help="Batch files (CSV, Parquet or JSON Lines, optionally .gz), or folders of them."
+        ..., metavar="BATCH...",
+        help="Batch files (CSV or TSV, Parquet or JSON Lines, optionally .gz), or folders of them.",
     ),
     out: Path = typer.Option(..., "--out", help="Output folder; must not exist yet."),
     label: Optional[str] = typer.Option(None, "--label", help="Label column (or dataset.label in --config)."),

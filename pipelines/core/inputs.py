@@ -22,7 +22,7 @@ from poisonguard.pipelines.core.tables import (
     load_table,
     missing_mask,
     read_file,
-    refuse_decimal_commas,
+    refuse_comma_numbers,
     row_number_columns,
 )
 from poisonguard.pipelines.core.text import display, display_list
@@ -159,9 +159,8 @@ def _kinds(settings, batch, reference, feature_columns) -> dict[str, str]:
             return {**{c: known[c] for c in feature_columns if c in known}, **infer_kinds(source, rest)}
     table = reference if reference is not None else batch
     kinds = infer_kinds(table.raw, feature_columns, numeric=dataset.numeric, categorical=dataset.categorical)
-    if dataset.decimal == ".":
-        source = str(dataset.reference) if reference is not None else _names(settings.batches)
-        refuse_decimal_commas(table, kinds, named=dataset.categorical or (), source=source)
+    source = str(dataset.reference) if reference is not None else _names(settings.batches)
+    refuse_comma_numbers(table, kinds, named=dataset.categorical or (), source=source)
     return kinds
 
 

@@ -5,7 +5,14 @@ from pathlib import Path
 from typing import Optional
 
 from poisonguard.expectations import infer_suite, save_suite
-from poisonguard.pipelines.core.tables import TIME, coerce_types, infer_kinds, load_table, read_file, refuse_decimal_commas
+from poisonguard.pipelines.core.tables import (
+    TIME,
+    coerce_types,
+    infer_kinds,
+    load_table,
+    read_file,
+    refuse_comma_numbers,
+)
 from poisonguard.pipelines.core.config import load_config
 from poisonguard.pipelines.core.errors import ConfigError, InputError
 
@@ -45,8 +52,7 @@ def infer_suite_file(
     excluded = {label, table.id_column, *dataset.ignore}
     columns = [c for c in table.raw.columns if c not in excluded]
     kinds = infer_kinds(table.raw, columns, numeric=dataset.numeric, categorical=dataset.categorical)
-    if dataset.decimal == ".":
-        refuse_decimal_commas(table, kinds, named=dataset.categorical or (), source=str(reference))
+    refuse_comma_numbers(table, kinds, named=dataset.categorical or (), source=str(reference))
     typed = coerce_types(table.raw, {**kinds, label: "categorical"}, id_column=table.id_column, source=str(reference))
     if len(typed.findings) or typed.batch_failures:
         first = (typed.batch_failures or list(typed.findings["reason"]))[0]

@@ -31,7 +31,11 @@ from poisonguard.pipelines.core.errors import InputError
 from poisonguard.pipelines.core.text import display, display_list, shorten
 from poisonguard.pipelines.core.written_columns import WRITTEN_COLUMNS
 
-FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+FORMATS = {
+    ".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl",
+}
+# Extensions that name their CSV separator, whatever the dataset's.
+SEPARATOR_OF_EXTENSION = {".tsv": "\t"}
 CONTENT_ID_COLUMN = "row_id"
 # Lines of a JSON Lines file parsed at once (``_read_json_lines``).
 JSON_LINES_BLOCK = 50_000
@@ -116,14 +120,20 @@ class TypedTable:
 
 
 def file_format(path: Path) -> str:
-    """Return ``"csv"``, ``"parquet"`` or ``"jsonl"`` from the file name (``.gz`` allowed)."""
-    suffixes = [suffix.lower() for suffix in path.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
-        suffixes = suffixes[:-1]
-    if not suffixes or suffixes[-1] not in FORMATS:
+    """Return ``"csv"`` (also for ``.tsv``), ``"parquet"`` or ``"jsonl"`` from the file name (``.gz`` allowed)."""
+    extension = _extension(path)
+    if extension not in FORMATS:
         known = ", ".join(sorted(FORMATS))
         raise InputError(f"{path}: unknown file type; expected one of {known} (optionally .gz)")
-    return FORMATS[suffixes[-1]]
+    return FORMATS[extension]
+
+
+def _extension(path: Path) -> str:
+    """The file name's format extension, lower case, ``.gz`` left out ("" if none)."""
+    suffixes = [suffix.lower() for suffix in Path(path).suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    return suffixes[-1] if suffixes else ""
 
 
 def file_digest(path: Path) -> str:
@@ -136,7 +146,7 @@ def file_digest(path: Path) -> str:
 
 
 def read_file(path: Path, *, native: bool = False, separator: str = ",", decimal: str = ".") -> pd.DataFrame:
-    """Read one CSV, Parquet or JSON Lines file; text formats keep cells as text.
+    """Read one CSV (``.tsv``: tab-separated), Parquet or JSON Lines file; text formats keep cells as text.
 
     With ``native``, a CSV is read with pandas' default types instead (what
     a Great Expectations user gets from ``pd.read_csv``): the frame an
@@ -158,6 +168,7 @@ def read_file(path: Path, *, native: bool = False, separator: str = ",", decimal
     compression = "gzip" if path.suffix.lower() == ".gz" else None
     try:
         if kind == "csv":
+            separator = SEPARATOR_OF_EXTENSION.get(_extension(path), separator)
             frame = read_csv(path, compression=compression, separator=separator, decimal=decimal, native=native)
         elif kind == "parquet":
             if compression:
@@ -500,18 +511,18 @@ def _zero_padded(present: pd.Series) -> bool:
     return np.bincount(codes, minlength=len(values))[padded].sum() >= ZERO_PADDED_SHARE * len(present)
 
 
-def refuse_decimal_commas(table: "LoadedTable", kinds: dict[str, str], *, named: Iterable[str], source: str) -> None:
-    """Refuse a CSV column read as categories whose cells are numbers written with a decimal comma.
+def refuse_comma_numbers(table: "LoadedTable", kinds: dict[str, str], *, named: Iterable[str], source: str) -> None:
+    """Refuse a CSV column read as categories whose cells are numbers written with a comma.
 
-    Read with a decimal point, ``16,1`` is text: the column's numbers
-    became thousands of categories with no range, no outlier score and no
-    drift test of a number. (``--decimal ','`` reads them.) A column the
-    config names as categorical is left as it is.
+    Read with a decimal point, ``16,1`` or ``1,234.5`` is text: the column's
+    numbers became thousands of categories with no range, no outlier score
+    and no drift test of a number. A column the config names as categorical
+    is left as it is.
 
     Raises
     ------
     InputError
-        Naming the file, the column and a cell.
+        Naming the file, the column, a cell and what to do (``comma_advice``).
     """
     if not table.files or any(f["format"] != "csv" for f in table.files):
         return
@@ -519,36 +530,59 @@ def refuse_decimal_commas(table: "LoadedTable", kinds: dict[str, str], *, named:
     for column, kind in kinds.items():
         if kind != "categorical" or column in named:
             continue
-        example = decimal_comma_example(table.raw[column])
-        if example is not None:
+        found = comma_numbers(table.raw[column])
+        if found is not None:
+            notation, example = found
             raise InputError(
-                f"{source}: column {display(column)} holds numbers written with a decimal comma "
-                f"(e.g. {shorten(example, 40)!r}), which are read as text: pass --decimal ',' (or set "
-                "dataset.decimal = \",\" in the config); if they are categories, list the column in dataset.categorical"
+                f"{source}: column {display(column)} holds numbers written with a comma (e.g. "
+                f"{shorten(example, 40)!r}), which are read as text: {comma_advice(notation)}; if they are "
+                "categories, list the column in dataset.categorical"
             )
 
 
-def decimal_comma_example(series: pd.Series) -> Optional[str]:
-    """A cell showing that ``series`` holds numbers written with a decimal comma, or None.
+# A number whose commas can only group thousands in a decimal-point notation (1,234 or 1,234.5).
+THOUSANDS_COMMA_NUMBER = r"^\s*[+-]?[1-9][0-9]{0,2}(?:,[0-9]{3})+(?:\.[0-9]*)?\s*$"
+
+
+def comma_numbers(series: pd.Series) -> Optional[tuple[str, str]]:
+    """How ``series`` writes numbers with a comma, and a cell that shows it; None if it does not.
 
     At least ``NUMERIC_INFERENCE_FRACTION`` of the present cells are numbers
-    once a comma is the decimal mark (``DECIMAL_COMMA_NUMBER``, or numbers
-    as they stand), and some have a comma. Judged on evenly spaced cells,
-    as ``_zero_padded``.
+    once a comma is read (``DECIMAL_COMMA_NUMBER`` or
+    ``THOUSANDS_COMMA_NUMBER``, or numbers as they stand), and some have a
+    comma. The notation is ``"thousands"`` where a comma is followed by a
+    decimal point (``1,234.5``), ``"either"`` where every comma is followed
+    by three digits (``1,234``: a thousand, or one and a bit), and
+    ``"decimal"`` otherwise (``16,1``). Judged on evenly spaced cells, as
+    ``_zero_padded``.
     """
     sample = series.iloc[:: max(1, len(series) // KIND_BLOCK)]
     present = sample[~missing_mask(sample)]
     if present.empty or pd.api.types.infer_dtype(present, skipna=True) != "string":
         return None
     texts = pd.Series(present.to_numpy(dtype=object), dtype=object)
-    written = texts.str.contains(DECIMAL_COMMA_NUMBER, regex=True).to_numpy(dtype=bool)
-    with_comma = written & texts.str.contains(",", regex=False).to_numpy(dtype=bool)
+    decimal = texts.str.contains(DECIMAL_COMMA_NUMBER, regex=True).to_numpy(dtype=bool)
+    thousands = texts.str.contains(THOUSANDS_COMMA_NUMBER, regex=True).to_numpy(dtype=bool)
+    with_comma = (decimal | thousands) & texts.str.contains(",", regex=False).to_numpy(dtype=bool)
     if not with_comma.any():
         return None
+    written = decimal | thousands
     as_they_stand = pd.to_numeric(texts[~written], errors="coerce").notna().sum()
     if written.sum() + as_they_stand < NUMERIC_INFERENCE_FRACTION * len(texts):
         return None
-    return str(texts[with_comma].iloc[0])
+    if not (with_comma & ~thousands).any():
+        point = texts[with_comma].str.contains(".", regex=False).to_numpy(dtype=bool)
+        notation = "thousands" if point.any() else "either"
+        return notation, str(texts[with_comma].iloc[int(np.argmax(point))])
+    return "decimal", str(texts[with_comma & ~thousands].iloc[0])
+
+
+def comma_advice(notation: str) -> str:
+    """What to do about a column of numbers written with a comma (``comma_numbers``)."""
+    decimal = "if the comma is the decimal mark, pass --decimal ',' (or set dataset.decimal = \",\" in the config)"
+    thousands = "poisonguard reads no thousands separator: write the numbers without it"
+    return {"decimal": decimal, "thousands": f"the comma groups thousands; {thousands}",
+            "either": f"{decimal}; if it groups thousands, {thousands}"}[notation]
 
 
 def _holds_times(series: pd.Series) -> bool:
@@ -720,7 +754,7 @@ def coerce_types(
             broken = not_number | infinite
             report_broken(broken, "be numeric", "finite numbers" if infinite.any() else "numbers",
                           lambda position: "a finite number" if infinite[position] else "a number",
-                          hint=lambda broken: _decimal_comma_hint(series[broken]))
+                          hint=lambda broken: _comma_hint(series[broken]))
             converted = _narrow_numeric(pd.Series(np.where(broken, np.nan, values), index=series.index))
             if not _same_column(converted, series):
                 typed[column] = converted
@@ -751,10 +785,9 @@ def coerce_types(
     )
 
 
-def _decimal_comma_hint(cells: pd.Series) -> str:
-    if decimal_comma_example(cells) is None:
-        return ""
-    return "; they are written with a decimal comma: for a CSV file, pass --decimal ',' (or set dataset.decimal)"
+def _comma_hint(cells: pd.Series) -> str:
+    found = comma_numbers(cells)
+    return "" if found is None else f"; they are written with a comma: {comma_advice(found[0])}"
 
 
 def numbers(series: pd.Series, missing: np.ndarray) -> np.ndarray:

@@ -65,7 +65,7 @@ def test_a_decimal_comma_csv_is_read_when_told_and_named_when_not(tiny, tmp_path
                     "--out", tmp_path / "refused")
     assert result.exit_code == 2
     [line] = result.output.strip().splitlines()
-    assert f"{reference}: column 'x' holds numbers written with a decimal comma (e.g. '" in line
+    assert f"{reference}: column 'x' holds numbers written with a comma (e.g. '" in line
     assert "pass --decimal ','" in line and "dataset.categorical" in line
     # Told, it is the plain file's run: the same rows quarantined, the same numbers signed.
     plain = execute(make_settings([tiny["batch"]], out=tmp_path / "plain", config_path=tiny["config"]))

@@ -508,14 +508,32 @@ def test_digits_with_leading_zeros_are_codes_not_quantities():
     assert infer_kinds(frame, ["postcode"], zero_padded_codes=False) == {"postcode": "numeric"}
 
 
-@pytest.mark.parametrize("cells, example", [
-    (["16,1", "13,9", "18,9"], "16,1"),
-    (["1", "2", "3,5", "4"], "3,5"),  # whole numbers have no mark to show
-    (["1.234,5", "-0,25", None, ""], "1.234,5"),
+@pytest.mark.parametrize("cells, found", [
+    (["16,1", "13,9", "18,9"], ("decimal", "16,1")),
+    (["1", "2", "3,5", "4"], ("decimal", "3,5")),  # whole numbers have no mark to show
+    (["1.234,5", "-0,25", None, ""], ("decimal", "1.234,5")),
+    (["1,234", "0,125"], ("decimal", "0,125")),  # no thousand is written 0,125
+    (["1,234", "12,345,678", "7"], ("either", "1,234")),  # a thousand, or one and a bit
+    (["1,234", "2,345.5", "7.25"], ("thousands", "2,345.5")),
     (["16.1", "13.9"], None),  # a decimal point: numbers already
     (["a,b", "c"], None),
     (["1,5"] + ["x"] * 19, None),  # text with a number in it
     ([1.5, 2.5], None),  # typed (Parquet): nothing to misread
 ])
-def test_a_column_of_decimal_comma_numbers_is_recognised(cells, example):
-    assert tables.decimal_comma_example(pd.Series(cells, dtype=object)) == example
+def test_a_column_of_numbers_written_with_a_comma_is_recognised(cells, found):
+    assert tables.comma_numbers(pd.Series(cells, dtype=object)) == found
+    if found is not None:
+        advice = tables.comma_advice(found[0])
+        assert ("--decimal ','" in advice) == (found[0] != "thousands")
+        assert ("thousands separator" in advice) == (found[0] != "decimal")
+
+
+def test_a_tsv_file_is_tab_separated_whatever_the_dataset_says(tmp_path):
+    frame = pd.DataFrame({"label": ["a", "b"], "note": ["x,y;z", "w"], "v": ["1,5", "2"]})
+    path = tmp_path / "batch.tsv.gz"
+    frame.to_csv(path, sep="\t", index=False)
+    for separator in (",", ";"):
+        pd.testing.assert_frame_equal(read_file(path, separator=separator), frame, check_dtype=False)
+    assert read_file(path, separator=";", decimal=",")["v"].tolist() == ["1.5", "2"]
+    with pytest.raises(InputError, match=r"unknown file type; expected one of .csv, .jsonl, .ndjson, .parquet, .pq, .tsv"):
+        read_file(tmp_path / "batch.txt")
