@@ -126,17 +126,28 @@ def test_a_record_longer_than_a_read_block_is_read_whole(tmp_path):
 ])
 def test_a_decimal_comma_file_has_its_numbers_read_with_a_point(tmp_path, cell, read):
     path = tmp_path / "eu.csv"
-    path.write_text(f'label;x;y\na;"{cell}";1,5\n', encoding="utf-8")
+    path.write_text(f'label;x;y\na;"{cell}";1,5\nb;0,5;2\n', encoding="utf-8")
     frame = read_csv(path, compression=None, separator=";", decimal=",")
-    assert frame["y"].tolist() == ["1.5"] and frame["label"].tolist() == ["a"]
+    assert frame["y"].tolist() == ["1.5", "2"] and frame["label"].tolist() == ["a", "b"]
     assert (pd.isna(frame.loc[0, "x"]) if read is None else frame.loc[0, "x"] == read)
     # pandas' parser, for a header pyarrow would read otherwise (an empty name), rewrites the same cells.
     unnamed = tmp_path / "unnamed.csv"
-    unnamed.write_text(f'label;x;y;\na;"{cell}";1,5;\n', encoding="utf-8")
+    unnamed.write_text(f'label;x;y;\na;"{cell}";1,5;\nb;0,5;2;\n', encoding="utf-8")
     pd.testing.assert_frame_equal(read_csv(unnamed, compression=None, separator=";", decimal=",").iloc[:, :3], frame)
     # Without the option every cell is the text it was; pandas' native reading (GX's) gets the option too.
-    assert read_csv(path, compression=None, separator=";")["y"].tolist() == ["1,5"]
-    assert read_csv(path, compression=None, separator=";", decimal=",", native=True)["y"].tolist() == [1.5]
+    assert read_csv(path, compression=None, separator=";")["y"].tolist() == ["1,5", "2"]
+    assert read_csv(path, compression=None, separator=";", decimal=",", native=True)["y"].tolist() == [1.5, 2.0]
+
+
+@pytest.mark.parametrize("column, read", [
+    (["1.234", "2,5"], ["1234", "2.5"]),  # a decimal comma in the column: its point groups thousands
+    (["1.234", "999"], ["1.234", "999"]),  # none: as written
+    (["6.745", "16.17"], ["6.745", "16.17"]),  # pandas' text column of numbers, written with a point
+])
+def test_a_point_groups_thousands_only_in_a_column_that_writes_a_decimal_comma(tmp_path, column, read):
+    path = tmp_path / "eu.csv"
+    pd.DataFrame({"label": "a", "x": column}).to_csv(path, sep=";", index=False)
+    assert read_csv(path, compression=None, separator=";", decimal=",")["x"].tolist() == read
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
