@@ -166,15 +166,35 @@ def _schema(inputs) -> list[drift.BatchCheck]:
                               zero_padded_codes=False)
     typed_kinds = inputs.batch_typed.kinds
     batch_kinds.update({c: typed_kinds[c] if share >= threshold else "categorical" for c, share in parsed.items()})
+    trusted_kinds = infer_kinds(trusted_raw, common, threshold=threshold, zero_padded_codes=False)
+    _judge_mixed_columns_alike(trusted_raw, batch_raw, trusted_kinds, batch_kinds)
     problems = drift.schema_drift(
-        trusted_columns, batch_columns,
-        trusted_kinds=infer_kinds(trusted_raw, common, threshold=threshold, zero_padded_codes=False),
-        batch_kinds=batch_kinds,
-        ignore=ignore,
+        trusted_columns, batch_columns, trusted_kinds=trusted_kinds, batch_kinds=batch_kinds, ignore=ignore,
     )
     emptied = [c for c in batch_columns if c in trusted_columns and c not in ignore and c not in common + filled]
     p_value = inputs.settings.config.batch.p_value
     return problems + _filled_columns(batch_raw, filled) + _emptied_columns(trusted_raw, len(batch_raw), emptied, p_value)
+
+
+def _judge_mixed_columns_alike(trusted_raw, batch_raw, trusted_kinds: dict, batch_kinds: dict) -> None:
+    """A column changed kind only from one clear kind to the other: update ``batch_kinds`` so.
+
+    Both sides are read at a half of the cells parsing (``batch_kinds``,
+    ``trusted_kinds``). A column of numbers and words mixed near that share
+    (DAAG's biomass: a factor of levels 2, 6 and z) is one kind or the other
+    as the rows fall: its 14 trusted rows read as numbers and the batch as
+    categories, and a clean batch was rejected. Numeric trusted cells must
+    parse as numbers for the run (``NUMERIC_INFERENCE_FRACTION``) for the
+    batch to have left them, and a categorical batch's cells must, for it to
+    have turned into numbers; otherwise the batch reads as its trusted rows.
+    """
+    for column, before in trusted_kinds.items():
+        after = batch_kinds.get(column)
+        if after is None or before == after or {before, after} != {"numeric", "categorical"}:
+            continue
+        numeric_side = trusted_raw if before == "numeric" else batch_raw
+        if infer_kinds(numeric_side, [column], zero_padded_codes=False)[column] != "numeric":
+            batch_kinds[column] = before
 
 
 def _filled_columns(batch_raw: pd.DataFrame, columns: list[str]) -> list[drift.BatchCheck]:

@@ -159,6 +159,29 @@ def test_a_numeric_column_mostly_text_in_the_batch_changed_kind(tiny, tmp_path, 
         )
 
 
+@pytest.mark.parametrize("trusted_words, batch_words, changed", [
+    (60, 24, False),  # a factor of levels 2, 6 and z on both sides: numbers in a third of the trusted rows, half the batch's
+    (180, 22, False),  # words only, then a batch of half words: still that factor
+    (180, 0, True),  # words, then only numbers: an export that wrote codes
+    (0, 23, True),  # numbers, then mostly words (``test_a_numeric_column_mostly_text_in_the_batch_changed_kind``)
+])
+def test_a_column_changed_kind_only_from_one_clear_kind_to_the_other(tiny, tmp_path, trusted_words, batch_words,
+                                                                      changed):
+    # DAAG's biomass: 14 trusted rows of the factor read as numbers, the 134 batch rows as categories.
+    reference, batch = pd.read_csv(tiny["reference"], dtype=str), pd.read_csv(tiny["batch"], dtype=str)
+    assert (len(reference), len(batch)) == (180, 45)
+    levels = np.random.default_rng(0)
+    for frame, words in ((reference, trusted_words), (batch, batch_words)):
+        frame["fac"] = levels.choice(["2", "6"], len(frame))
+        frame.loc[: words - 1, "fac"] = "z"
+    reference.to_csv(tiny["reference"], index=False)
+    mixed = tmp_path / "mixed.csv"
+    batch.to_csv(mixed, index=False)
+    summary = execute(make_settings([mixed], out=tmp_path / "out", config_path=tiny["config"]))
+    changes = [row["column"] for row in summary.batch_checks if row["test"] == "type change"]
+    assert changes == (["fac"] if changed else [])
+
+
 @pytest.mark.parametrize("rows, rejected", [(45, True), (2, True), (1, False)])
 def test_a_numeric_column_emptied_in_every_row_rejects_a_large_enough_batch(tiny, tmp_path, rows, rejected):
     batch = pd.read_csv(tiny["batch"], dtype=str).iloc[:rows]
