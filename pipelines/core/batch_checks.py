@@ -104,6 +104,8 @@ def check_model_impact(inputs, features, decision) -> Optional[object]:
     results = []
     if features.trusted_features is None:
         notes.append("model impact not measured: there are no trusted rows to hold out")
+    elif not features.batch_features.shape[1]:
+        notes.append("model impact not measured: the batch has no feature column to train a model on")
     elif kept.sum() < options.min_rows:
         notes.append(f"model impact not measured: {int(kept.sum())} kept rows, fewer than batch.min_rows = {options.min_rows}")
     else:

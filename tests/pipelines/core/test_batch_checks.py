@@ -258,3 +258,18 @@ def test_model_impact_does_not_reject_lost_accuracy_the_log_loss_does_not_confir
     assert not check.failed
     assert "log-loss is 0.334 instead of 0.423" in check.reason and "not as harm" in check.reason
     # (Lost accuracy with a worse log-loss, swapped labels, fails: the test above.)
+
+
+def test_a_batch_with_no_feature_column_gets_no_model_impact_and_no_traceback(tmp_path):
+    # vcdExtra's CyclingDeaths: a row number, a date and the label. Every detector says why it
+    # did not run; the model-impact check fitted a model on no column and raised.
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"rownames": range(1, 209), "date": pd.date_range("2005-01-01", periods=208, freq="14D")
+                          .strftime("%Y-%m-%d"), "deaths": rng.integers(0, 4, 208)})
+    frame.iloc[:20].to_csv(tmp_path / "ref.csv", index=False)
+    frame.iloc[20:].to_csv(tmp_path / "batch.csv", index=False)
+    summary = execute(make_settings([tmp_path / "batch.csv"], out=tmp_path / "out", label="deaths",
+                                    reference=tmp_path / "ref.csv"))
+    assert summary.status == "succeeded" and summary.rows_in == 188
+    provenance = json.loads((summary.out / "provenance.json").read_text())
+    assert "model impact not measured: the batch has no feature column to train a model on" in json.dumps(provenance)
