@@ -23,6 +23,7 @@ from poisonguard.pipelines.core.tables import (
     missing_mask,
     read_file,
     refuse_comma_numbers,
+    refuse_unparsable_reference,
     row_number_columns,
 )
 from poisonguard.pipelines.core.text import display, display_list
@@ -107,9 +108,7 @@ def load_inputs(settings: RunSettings) -> RunInputs:
         reference_typed = coerce_types(
             reference.raw, typing_kinds, id_column=reference.id_column, source=str(dataset.reference)
         )
-        if len(reference_typed.findings) or reference_typed.batch_failures:
-            first = (reference_typed.batch_failures or list(reference_typed.findings["reason"]))[0]
-            raise InputError(f"{dataset.reference}: the trusted reference has unparsable values: {first}")
+        refuse_unparsable_reference(reference_typed, str(dataset.reference), named=dataset.numeric or ())
     batch_typed = coerce_types(batch.raw, typing_kinds, id_column=batch.id_column, source=_names(settings.batches))
     # A column the config names as a feature is one; any other that numbers
     # the rows is kept in the output like an ignored column, and the run says so.

@@ -12,9 +12,10 @@ from poisonguard.pipelines.core.tables import (
     load_table,
     read_file,
     refuse_comma_numbers,
+    refuse_unparsable_reference,
 )
 from poisonguard.pipelines.core.config import load_config
-from poisonguard.pipelines.core.errors import ConfigError, InputError
+from poisonguard.pipelines.core.errors import ConfigError
 
 SUITES_FOLDER = Path("expectations") / "suites"
 
@@ -54,9 +55,7 @@ def infer_suite_file(
     kinds = infer_kinds(table.raw, columns, numeric=dataset.numeric, categorical=dataset.categorical)
     refuse_comma_numbers(table, kinds, named=dataset.categorical or (), source=str(reference))
     typed = coerce_types(table.raw, {**kinds, label: "categorical"}, id_column=table.id_column, source=str(reference))
-    if len(typed.findings) or typed.batch_failures:
-        first = (typed.batch_failures or list(typed.findings["reason"]))[0]
-        raise InputError(f"{reference}: the trusted reference has unparsable values: {first}")
+    refuse_unparsable_reference(typed, str(reference), named=dataset.numeric or ())
     frame = typed.typed if id_column else typed.typed.drop(columns=[table.id_column])
     suite = infer_suite(
         frame,

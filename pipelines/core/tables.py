@@ -785,6 +785,29 @@ def coerce_types(
     )
 
 
+def refuse_unparsable_reference(typed: TypedTable, source: str, *, named: Iterable[str] = ()) -> None:
+    """Refuse a trusted reference with a cell that does not parse as its column's kind.
+
+    A column read as numbers because nearly all its cells are (a grade of
+    9 to 12, and 'other') is named, with how to keep it as categories: the
+    kind was poisonguard's guess, not the user's.
+
+    Raises
+    ------
+    InputError
+    """
+    if not (len(typed.findings) or typed.batch_failures):
+        return
+    first = (typed.batch_failures or list(typed.findings["reason"]))[0]
+    message = f"{source}: the trusted reference has unparsable values: {first}"
+    column = typed.broken_cells[0][1] if typed.broken_cells and not typed.batch_failures else None
+    if column is not None and typed.kinds.get(column) == "numeric" and column not in set(named):
+        message += (f" (column {display(column)} was read as numbers because at least "
+                    f"{NUMERIC_INFERENCE_FRACTION:.0%} of its cells are; if it holds categories, list it in "
+                    "dataset.categorical)")
+    raise InputError(message)
+
+
 def _comma_hint(cells: pd.Series) -> str:
     found = comma_numbers(cells)
     return "" if found is None else f"; they are written with a comma: {comma_advice(found[0])}"

@@ -112,3 +112,29 @@ def test_a_parquet_references_booleans_match_a_csv_exporters_true_and_false(tmp_
     assert summary.quarantined <= 0.05 * 350
     clean = pq.read_table(summary.out / "clean.parquet").to_pandas()
     assert set(clean["member"]) == {"true", "FALSE"}  # as they came
+
+
+def test_a_reference_column_read_as_numbers_with_a_few_words_says_how_to_keep_it_as_categories(tmp_path):
+    # openintro's yrbss: a grade of 9 to 12, and 'other' in a few rows of the trusted data.
+    from poisonguard.pipelines.core.errors import InputError
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"grade": rng.choice(["9", "10", "11", "12"], 400), "x": rng.normal(size=400).round(3),
+                          "label": rng.choice(["a", "b"], 400)})
+    frame.loc[::50, "grade"] = "other"  # 2 %
+    frame.iloc[:200].to_csv(tmp_path / "ref.csv", index=False)
+    frame.iloc[200:].to_csv(tmp_path / "batch.csv", index=False)
+    options = dict(label="label", reference=tmp_path / "ref.csv")
+    with pytest.raises(InputError, match=r"ref.csv: the trusted reference has unparsable values: grade = 'other' is not "
+                                         r"a number \(column 'grade' was read as numbers because at least 95% of its "
+                                         r"cells are; if it holds categories, list it in dataset.categorical\)"):
+        execute(make_settings([tmp_path / "batch.csv"], out=tmp_path / "refused", **options))
+    config = tmp_path / "kinds.toml"
+    config.write_text('[dataset]\ncategorical = ["grade"]\n')
+    told = execute(make_settings([tmp_path / "batch.csv"], out=tmp_path / "out", config_path=config, **options))
+    assert told.status == "succeeded"
+    # A column the config names numeric is the user's word: the cell is named, no advice.
+    config.write_text('[dataset]\nnumeric = ["grade"]\n')
+    with pytest.raises(InputError) as refused:
+        execute(make_settings([tmp_path / "batch.csv"], out=tmp_path / "named", config_path=config, **options))
+    assert "grade = 'other' is not a number" in str(refused.value) and "dataset.categorical" not in str(refused.value)
