@@ -108,6 +108,29 @@ def tail_probabilities(sorted_reference: np.ndarray, X: np.ndarray) -> tuple[np.
     return tails, at_least < at_most
 
 
+def copies_floor(matrix: np.ndarray) -> np.ndarray:
+    """The smallest p-value an outlier can have when other batch rows hold its very values.
+
+    Without a reference the batch calibrates itself, and its robust cut
+    sets aside everything above a median of tied scores: openintro's
+    cancer_in_dogs has one two-valued feature, and the 491 rows of its
+    rarer value were set aside, then judged by models that never saw it,
+    as outliers (42 % of a clean batch at a rate of 5 %). A row whose values
+    ``m`` rows of the batch hold is at least as common as the other
+    ``m - 1`` make it, ``(m - 1) / (n + 1)`` (as ``class_conditional.tie_floor``
+    says of a label's scores). Exact copies are ``duplicates.flood``'s to find.
+
+    Returns
+    -------
+    numpy.ndarray of float, shape (n_rows,), in ``[0, 1)``
+    """
+    if not len(matrix):
+        return np.zeros(0)
+    rows = pd.util.hash_pandas_object(pd.DataFrame(matrix), index=False).to_numpy()
+    _, inverse, counts = np.unique(rows, return_inverse=True, return_counts=True)
+    return (counts[inverse] - 1) / (len(matrix) + 1.0)
+
+
 class _CrossFittedOutlierDetector(Detector):
     """Shared machinery: cross-fitted calibration, findings, reasons.
 
@@ -231,6 +254,10 @@ class _CrossFittedOutlierDetector(Detector):
            aside (and those outside the sample) are judged by the fold
            models, as ``findings`` judges later batches.
 
+        A row whose values other batch rows hold exactly keeps a p-value of
+        at least their share (``copies_floor``): many rows of one value are
+        no outliers, and copies are ``duplicates.flood``'s to find.
+
         The calibration sample lacks the clean upper tail that was set aside,
         so p-values above its upper quartile come from an exponential tail
         extrapolated from its middle (see
@@ -283,7 +310,9 @@ class _CrossFittedOutlierDetector(Detector):
         guard = batch_tail(scores) if self._guard_self_tail and len(scores) >= GUARD_MIN_ROWS else None
         if guard is not None:
             p_values = np.where(extrapolated, np.maximum(p_values, guard.p_values(scores)), p_values)
-        return self._findings(matrix, scores, p_values, extrapolated, ids)
+        floor = copies_floor(matrix)
+        extrapolated &= p_values >= floor
+        return self._findings(matrix, scores, np.maximum(p_values, floor), extrapolated, ids)
 
     def _prepare(self, matrix: np.ndarray) -> None:
         """Set what every model of this fit shares, from the rows it fits on (before cross-fitting)."""

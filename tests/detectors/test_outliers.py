@@ -16,6 +16,7 @@ from poisonguard.detectors import outliers
 from poisonguard.detectors.outliers import (
     ECODOutlierDetector,
     IForestOutlierDetector,
+    copies_floor,
     fold_tail_scores,
     redundancy_weights,
 )
@@ -256,6 +257,26 @@ def test_self_findings_catch_a_poisoned_cluster(cls):
     ) and "extrapolated beyond the bulk of this batch" in findings["reason"].iloc[1000]
     # the fitted state is usable for later batches
     assert detector.findings(batch.iloc[1000:])["flagged"].all()
+
+
+@pytest.mark.parametrize("cls", DETECTORS)
+def test_without_a_reference_a_value_many_rows_hold_is_no_outlier(cls):
+    # openintro's cancer_in_dogs: one two-valued feature, its rarer value on a third of the rows.
+    # Those rows sat above a robust cut at the tied median and were judged by models that never saw them.
+    rng = np.random.default_rng(0)
+    common = pd.DataFrame({"a": (rng.random(1436) < 0.34).astype(float), "b": np.zeros(1436)})
+    assert cls(alpha=0.01).self_findings(common)["flagged"].sum() == 0
+    # A few far copies of one row keep their evidence: their floor, 2 / 1004, is below the rate.
+    continuous = pd.DataFrame(rng.normal(size=(1000, 2)), columns=COLUMNS)
+    far = pd.DataFrame([[9.0, 9.0]] * 3, columns=COLUMNS)
+    findings = cls(alpha=0.01).self_findings(pd.concat([continuous, far], ignore_index=True))
+    assert findings["flagged"].iloc[1000:].all() and findings["p_value"].iloc[1000:].ge(2 / 1004).all()
+
+
+def test_the_copies_floor_counts_the_other_rows_holding_a_rows_values():
+    matrix = np.array([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0], [2.0, 1.0], [2.0, 1.5]])
+    np.testing.assert_array_equal(copies_floor(matrix), [2 / 6, 2 / 6, 2 / 6, 0.0, 0.0])
+    assert copies_floor(np.empty((0, 3))).shape == (0,)
 
 
 def test_self_findings_calibration_on_a_clean_batch():
