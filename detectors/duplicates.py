@@ -50,6 +50,7 @@ import pandas as pd
 from sklearn.metrics.pairwise import euclidean_distances
 from sklearn.neighbors import NearestNeighbors
 
+from poisonguard.detectors._copies import independent_copies_p_values
 from poisonguard.detectors._crossfit import check_calibration, single_fold_p_values
 from poisonguard.detectors._pooled_neighbours import pooled_neighbours, shares_search
 from poisonguard.detectors._row_blocks import row_blocks
@@ -323,6 +324,17 @@ class DuplicateFloodDetector(Detector):
         # count; with a reference the trusted rows' own groups calibrate it.
         set_apart = near > np.median(near[in_population])
         p_values = np.where(set_apart, 1.0, p_values)
+        # A row with n_neighbors exact copies has a spike that rests on them
+        # alone. Where its columns' own frequencies explain that many copies
+        # (``_copies.independent_copies_p_values``), they are no flood: a
+        # two-valued feature alone gives every row hundreds, and the 143
+        # rows of openintro's drone_blades that failed inspection (7 %) were
+        # flagged, their wider neighbourhood being the other value. Dependent
+        # columns make copies commoner still, so this only ever releases rows.
+        exact = near == 0
+        if exact.any():
+            explained = independent_copies_p_values(matrix, self.feature_names_in_)
+            p_values = np.where(exact, np.maximum(p_values, explained), p_values)
         self.calibration_scores_ = scores
         return self._findings(matrix, labels, scores, p_values, extrapolated, ids)
 

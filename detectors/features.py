@@ -51,6 +51,34 @@ TEXT_DISTINCT_SHARE = 0.5
 MAX_SCALED = 1e9
 
 
+def source_columns(feature_names) -> np.ndarray:
+    """The input column each of ``FeatureEncoder``'s output features encodes, by its name.
+
+    ``c=level`` (one-hot), ``c__missing`` and ``c__rarity`` come from ``c``;
+    any other name is its own column. A column whose name holds ``=`` or
+    ends in a suffix is read as the column before it: names alone cannot
+    tell.
+
+    Parameters
+    ----------
+    feature_names : array-like of str, shape (n_features,)
+
+    Returns
+    -------
+    numpy.ndarray of str (object), shape (n_features,)
+    """
+    sources = []
+    for name in map(str, feature_names):
+        for suffix in (MISSING_SUFFIX, RARITY_SUFFIX):
+            if name.endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+        else:
+            name = name.partition("=")[0]
+        sources.append(name)
+    return np.asarray(sources, dtype=object)
+
+
 def _as_frame(frame) -> pd.DataFrame:
     # scikit-learn's estimator checks pass numpy arrays; give them the column
     # names pandas would (0, 1, ...), so encoding stays name-based.

@@ -5,6 +5,7 @@ import pytest
 from sklearn.base import clone
 
 from poisonguard.detectors.base import FINDING_COLUMNS, DetectorError
+from poisonguard.detectors.features import FeatureEncoder
 from poisonguard.detectors.registry import get_detector, registered_detectors
 from poisonguard.detectors import duplicates
 from poisonguard.detectors._sampling import population_mask
@@ -209,3 +210,24 @@ def test_a_context_as_wide_as_the_batch_is_still_searched_in_a_sample():
     batch = gaussian(1_001, seed=4)
     findings = DuplicateFloodDetector(alpha=0.01, context_neighbors=1_000).self_findings(batch)
     assert np.isfinite(findings["score"]).all() and findings["p_value"].between(0, 1).all()
+
+
+def test_without_a_reference_copies_a_columns_own_frequencies_explain_are_no_flood():
+    # Found on openintro's drone_blades: one two-valued feature, so every row
+    # has hundreds of exact copies. The 143 rows that failed inspection (7 %)
+    # had the other value as their wider neighbourhood, and were flagged as
+    # a flood of a clean batch.
+    rng = np.random.default_rng(0)
+    inspection = np.where(rng.random(2000) < 0.07, "fail", "pass")
+    labels = rng.choice(["current", "prospective"], 2000).astype(object)
+    features = FeatureEncoder().fit_transform(pd.DataFrame({"inspection": inspection}))
+    flagged = DuplicateFloodDetector(alpha=0.01).self_findings(features, labels)["flagged"].to_numpy()
+    assert flagged.sum() == 0
+    # Exact copies of one row where continuous columns make copies rare are a flood, whole.
+    frame = pd.DataFrame({"inspection": inspection, "x": rng.normal(size=2000), "y": rng.normal(size=2000)})
+    frame = pd.concat([frame, frame.iloc[[0] * 40]], ignore_index=True)
+    features = FeatureEncoder().fit_transform(frame)
+    flagged = DuplicateFloodDetector(alpha=0.01).self_findings(
+        features, np.concatenate([labels, np.full(40, "current", dtype=object)])
+    )["flagged"].to_numpy()
+    assert flagged[2000:].all() and flagged[0] and flagged[1:2000].sum() <= 20
