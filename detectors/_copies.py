@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binom
 
-from poisonguard.detectors._crossfit import MAX_CONTAMINATION
-from poisonguard.detectors._unique import unique_values
 from poisonguard.detectors.features import source_columns
+
+# The tree's mutual information is estimated on this many rows, over input
+# columns of at most this many values among them.
+TREE_SAMPLE_ROWS, TREE_MAX_LEVELS = 5_000, 50
 
 
 def value_groups(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -72,33 +74,122 @@ def independent_copies_p_values(matrix: np.ndarray, feature_names) -> np.ndarray
     return binom.sf(copies - 2, n_rows - 1, np.exp(log_pi))
 
 
-def same_label_copies_floor(matrix: np.ndarray, labels, contamination: float = MAX_CONTAMINATION) -> np.ndarray:
-    """The share of a row's exact copies (itself left out) that carry its label.
+def tree_copies_p_values(matrix: np.ndarray, feature_names, random_state=0) -> np.ndarray:
+    """P-value of each row's count of exact copies under a tree of its columns' pairwise dependence.
 
-    Where rows repeat exactly, the other rows holding a row's very values
-    estimate how often its label goes with them, leaving the row out. A
-    row whose label ``m_c - 1`` of its ``m - 1`` copies carry has that
-    label at least as often as they make it, whatever its neighbours say,
-    less what poison among them could explain (``contamination``, as
-    ``_crossfit.contamination_floor`` reads a share): ``(S - eps) / (1 -
-    eps)`` for the share ``S = (m_c - 1) / (m - 1)``. Random flips of 5 %
-    of a table put a second flip on a row's ten copies about a third of
-    the time; a share of 1 in 9 is then no evidence.
+    Independent columns (``independent_copies_p_values``) make natural
+    copies too rare wherever columns depend on each other: answers to
+    related survey items, a class and an age group. A Chow-Liu tree (the
+    spanning tree of largest mutual information between input columns,
+    learnt on a sample of ``TREE_SAMPLE_ROWS``) keeps each column's
+    dependence on one other: ``pi = p(x_root) prod p(x_c | x_parent)``.
+
+    A flood's copies must not explain themselves: forty copies of one row
+    make its own pairs of values common. So ``p(x_c | x_parent)`` is
+    counted over the rows that differ from the row somewhere besides
+    column ``c``, which the tree leaves as likely to hold ``x_c``:
+    ``(N(x_c, x_parent) - m) / (N(x_parent) - N(x without c))``, with
+    ``m`` the row's copies (itself included) and ``N(x without c)`` the rows
+    equal to it on every column but ``c``. Columns of more than
+    ``TREE_MAX_LEVELS`` values in the sample stay out of the tree (their
+    mutual information is their own number of values) and count as
+    independent of the rest, counted the same way. With two input columns
+    a row's pairs are its values and nothing is left to count: 0, and
+    independence alone can explain them. The p-value is ``P(Binomial(n -
+    1, pi) >= m - 1)``.
 
     Parameters
     ----------
     matrix : numpy.ndarray, shape (n_rows, n_features)
-    labels : array-like, shape (n_rows,)
-    contamination : float
-        ``eps``, the share of the copies that may be poisoned.
+    feature_names : array-like of str, shape (n_features,)
+    random_state : int or None
+        Seeds the sample the tree is learnt on.
 
     Returns
     -------
     numpy.ndarray of float, shape (n_rows,), in ``[0, 1]``
     """
-    group, size = value_groups(matrix)
-    codes = unique_values(np.asarray(labels), return_inverse=True)[1].reshape(-1)
-    _, with_label, shared = np.unique(group * (int(codes.max(initial=0)) + 1) + codes,
-                                      return_inverse=True, return_counts=True)
-    share = np.where(size > 1, (shared[with_label.reshape(-1)] - 1) / np.maximum(size - 1, 1), 0.0)
-    return np.clip((share - contamination) / (1.0 - contamination), 0.0, 1.0)
+    n_rows = len(matrix)
+    if n_rows < 2:
+        return np.ones(n_rows)
+    sources = source_columns(feature_names)
+    codes = [value_groups(matrix[:, sources == source])[0].astype(np.uint64) for source in dict.fromkeys(sources)]
+    _, copies = value_groups(matrix)
+    rng = np.random.default_rng(random_state)
+    sample = rng.permutation(n_rows)[:TREE_SAMPLE_ROWS]
+    in_tree = [i for i, c in enumerate(codes) if len(np.unique(c[sample])) <= TREE_MAX_LEVELS]
+    parent_of = dict(zip(in_tree, (in_tree[p] if p >= 0 else -1 for p in
+                                   _chow_liu_parents([codes[i][sample] for i in in_tree]))))
+    # A row's key is a random linear hash of its columns' codes, so the key
+    # without one column is a subtraction away.
+    weights = rng.integers(1, 2**63, size=len(codes), dtype=np.uint64) | np.uint64(1)
+    key = np.zeros(n_rows, dtype=np.uint64)
+    for column, weight in zip(codes, weights):
+        key += column * weight
+
+    def count(values):
+        _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+        return counts[inverse.reshape(-1)]
+
+    log_pi = np.zeros(n_rows)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for position, (column, weight) in enumerate(zip(codes, weights)):
+            parent = parent_of.get(position, -1)
+            if parent == -1 and position in parent_of:  # the root: its own share
+                log_pi += np.log(count(column) / n_rows)
+                continue
+            without = count(key - column * weight)
+            if parent == -1:
+                held, of = count(column) - copies, n_rows - without
+            else:
+                held = count(column * np.uint64(n_rows + 1) + codes[parent]) - copies
+                of = count(codes[parent]) - without
+            log_pi += np.log(np.divide(held, of, out=np.zeros(n_rows), where=of > 0))
+    return binom.sf(copies - 2, n_rows - 1, np.exp(log_pi))
+
+
+def natural_copies_p_values(matrix: np.ndarray, feature_names, random_state=0) -> np.ndarray:
+    """How well the batch's columns explain each row's exact copies: the larger of the two p-values.
+
+    Copies independent columns explain (``independent_copies_p_values``:
+    a two-valued feature alone) or a tree of their dependence learnt from
+    the other rows (``tree_copies_p_values``: related survey answers) are
+    the table's own; copies neither explains are a flood's. A row is
+    judged a flood's only where no model says otherwise, so the larger
+    p-value stands.
+
+    Returns
+    -------
+    numpy.ndarray of float, shape (n_rows,), in ``[0, 1]``
+    """
+    return np.maximum(independent_copies_p_values(matrix, feature_names),
+                      tree_copies_p_values(matrix, feature_names, random_state))
+
+
+def _chow_liu_parents(columns: list) -> np.ndarray:
+    """Each column's parent in the spanning tree of largest mutual information (-1: a root)."""
+    from scipy.sparse.csgraph import breadth_first_order, minimum_spanning_tree
+
+    n_columns = len(columns)
+    if n_columns < 2:
+        return np.full(n_columns, -1)
+    information = np.zeros((n_columns, n_columns))
+    for i in range(n_columns):
+        for j in range(i + 1, n_columns):
+            information[i, j] = _mutual_information(columns[i], columns[j])
+    # Positive weights, smaller for more information: every pair stays an edge.
+    weights = np.triu(information.max() + 1.0 - information, k=1)
+    tree = minimum_spanning_tree(weights)
+    _, predecessors = breadth_first_order(tree, 0, directed=False, return_predecessors=True)
+    return np.where(predecessors < 0, -1, predecessors)
+
+
+def _mutual_information(a: np.ndarray, b: np.ndarray) -> float:
+    _, a = np.unique(a, return_inverse=True)
+    _, b = np.unique(b, return_inverse=True)
+    shape = (int(a.max()) + 1, int(b.max()) + 1)
+    joint = np.bincount(a.reshape(-1) * shape[1] + b.reshape(-1), minlength=shape[0] * shape[1])
+    joint = joint.reshape(shape) / len(a)
+    outer = joint.sum(axis=1, keepdims=True) * joint.sum(axis=0, keepdims=True)
+    held = joint > 0
+    return float(np.sum(joint[held] * np.log(joint[held] / outer[held])))

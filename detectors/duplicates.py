@@ -29,6 +29,11 @@ would put it:
   share as well as the whole does: past ``CONTEXT_SAMPLE_NEIGHBORS`` it is
   searched among such a sample, at the same share
   (``context_kth_distances``).
+  A row whose spike rests on exact copies (its ``n_neighbors``-th nearest
+  batch row is a copy) also needs more copies than the batch's columns
+  explain, independent or along a tree of their pairwise dependence
+  (``detectors._copies.natural_copies_p_values``): tables of a few discrete
+  columns repeat rows by the hundred.
 
 Exact duplicates have ``r_B = 0`` (floored at a tiny distance). The reason of
 a flagged row counts its near-identical batch rows, says whether it has exact
@@ -50,7 +55,7 @@ import pandas as pd
 from sklearn.metrics.pairwise import euclidean_distances
 from sklearn.neighbors import NearestNeighbors
 
-from poisonguard.detectors._copies import independent_copies_p_values
+from poisonguard.detectors._copies import natural_copies_p_values
 from poisonguard.detectors._crossfit import check_calibration, single_fold_p_values
 from poisonguard.detectors._pooled_neighbours import pooled_neighbours, shares_search
 from poisonguard.detectors._row_blocks import row_blocks
@@ -325,15 +330,15 @@ class DuplicateFloodDetector(Detector):
         set_apart = near > np.median(near[in_population])
         p_values = np.where(set_apart, 1.0, p_values)
         # A row with n_neighbors exact copies has a spike that rests on them
-        # alone. Where its columns' own frequencies explain that many copies
-        # (``_copies.independent_copies_p_values``), they are no flood: a
+        # alone. Where its columns explain that many copies
+        # (``_copies.natural_copies_p_values``), they are no flood: a
         # two-valued feature alone gives every row hundreds, and the 143
         # rows of openintro's drone_blades that failed inspection (7 %) were
-        # flagged, their wider neighbourhood being the other value. Dependent
-        # columns make copies commoner still, so this only ever releases rows.
+        # flagged, their wider neighbourhood being the other value; related
+        # survey answers repeat together (sem's CNES, 7 %).
         exact = near == 0
         if exact.any():
-            explained = independent_copies_p_values(matrix, self.feature_names_in_)
+            explained = natural_copies_p_values(matrix, self.feature_names_in_, self.random_state)
             p_values = np.where(exact, np.maximum(p_values, explained), p_values)
         self.calibration_scores_ = scores
         return self._findings(matrix, labels, scores, p_values, extrapolated, ids)

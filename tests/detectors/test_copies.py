@@ -1,7 +1,12 @@
 import numpy as np
 from scipy.stats import binom
 
-from poisonguard.detectors._copies import independent_copies_p_values, same_label_copies_floor, value_groups
+from poisonguard.detectors._copies import (
+    independent_copies_p_values,
+    natural_copies_p_values,
+    tree_copies_p_values,
+    value_groups,
+)
 from poisonguard.detectors.features import source_columns
 
 
@@ -31,12 +36,33 @@ def test_source_columns_follow_the_encoders_names():
     np.testing.assert_array_equal(source_columns(names), ["age", "age", "color", "color", "city", "x"])
 
 
-def test_same_label_copies_floor_is_the_share_of_a_rows_copies_with_its_label_less_poison():
-    matrix = np.array([[0.0], [0.0], [0.0], [1.0], [1.0], [2.0]])
-    labels = np.array(["a", "a", "b", "b", "a", "a"], dtype=object)
-    # Rows 0 and 1: one of their two copies says a, (1/2 - 0.1) / 0.9; no copy says b for row 2 or 3.
-    np.testing.assert_allclose(same_label_copies_floor(matrix, labels), [4 / 9, 4 / 9, 0.0, 0.0, 0.0, 0.0])
-    np.testing.assert_allclose(same_label_copies_floor(matrix, labels, contamination=0.0), [0.5, 0.5, 0, 0, 0, 0])
-    # One copy in nine is what a tenth of poison explains.
-    matrix, labels = np.zeros((10, 1)), np.array(["b"] * 2 + ["a"] * 8, dtype=object)
-    np.testing.assert_allclose(same_label_copies_floor(matrix, labels)[:2], [1 / 81, 1 / 81])
+def _survey(n_rows=1500, seed=0):
+    """Three answers on a four-point scale that mostly agree with each other, as related survey items do."""
+    rng = np.random.default_rng(seed)
+    first = rng.integers(0, 4, n_rows)
+    answers = [first]
+    for _ in range(2):
+        agrees = rng.random(n_rows) < 0.8
+        answers.append(np.where(agrees, first, rng.integers(0, 4, n_rows)))
+    return np.column_stack(answers).astype(float), ["q1", "q2", "q3"]
+
+
+def test_a_tree_of_the_columns_dependence_explains_copies_independence_cannot():
+    matrix, names = _survey()
+    agreeing = np.all(matrix == matrix[:, :1], axis=1)
+    independent = independent_copies_p_values(matrix, names)
+    tree = tree_copies_p_values(matrix, names)
+    # About 160 rows give each of the four agreeing answers; independence expects 23.
+    assert (independent[agreeing] < 1e-6).all()
+    assert (tree[agreeing] > 0.2).all()
+    np.testing.assert_array_equal(natural_copies_p_values(matrix, names), np.maximum(independent, tree))
+
+
+def test_a_flood_does_not_explain_its_own_copies():
+    matrix, names = _survey()
+    # Forty copies of one disagreeing answer set, which 8 of the 1,500 rows give.
+    rare = np.flatnonzero(np.all(matrix == [0.0, 3.0, 0.0], axis=1))
+    assert 5 <= len(rare) <= 12
+    flooded = np.vstack([matrix, np.repeat(matrix[rare[:1]], 40, axis=0)])
+    p_values = natural_copies_p_values(flooded, names)
+    assert (p_values[len(matrix):] < 1e-4).all() and (p_values[rare] < 1e-4).all()
