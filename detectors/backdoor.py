@@ -41,7 +41,9 @@ is floored by how many rows of the label share it (``_tie_floor``). On a
 clean penguins batch, ten Gentoo sharing one flipper length that none of
 the twelve trusted Gentoo has lost 7.4 % of the batch at a rate of 5 %.
 Without a reference the batch calibrates itself
-(``single_fold_p_values``). P-values are computed on ``log(1 + score)``,
+(``single_fold_p_values``), and a group of rows sharing values that look
+like their label on their other features is a label's own values, not a
+trigger stamped on other labels' rows (``_agreeing_groups``). P-values are computed on ``log(1 + score)``,
 on which the tail beyond the calibration scores is far less heavy.
 
 A large batch is counted over a seeded sample of its rows (every row is
@@ -60,6 +62,7 @@ from scipy.special import comb
 from scipy.stats import binom
 
 from poisonguard.detectors._crossfit import SMALL_REFERENCE_ROWS, check_calibration, single_fold_p_values
+from poisonguard.detectors._label_agreement import label_agreement_p_value
 from poisonguard.detectors._row_blocks import row_blocks
 from poisonguard.detectors._sampling import population_mask, reference_sample
 from poisonguard.detectors._threads import map_in_threads
@@ -88,6 +91,13 @@ JOINT_ROWS = 5_000
 # Other sets of values a feature set beyond a float is tested on without a
 # reference (``_owned_by_probe``): its most common ones in the batch.
 PROBED_SETS = 3
+# Without a reference, groups of rows whose p-value could see them quarantined
+# are tested for looking like their label (``_agreeing_groups``): the
+# largest groups, and the level at which one does. A stamped group passes the
+# test as often as the level.
+REVIEWED_P_VALUE = 0.05
+REVIEWED_GROUPS = 50
+AGREEMENT_LEVEL = 1e-3
 
 
 def _within(sorted_values: np.ndarray, x: np.ndarray, half_width: float) -> np.ndarray:
@@ -374,7 +384,7 @@ class BackdoorTriggerDetector(Detector):
         matrix, labels, ids = self._validate_fitted(X, y, row_ids)
         in_population = self._population(labels)
         population, population_labels = matrix[in_population], labels[in_population]
-        scores, evidence, joint_threshold, _ = self._scores(
+        scores, evidence, joint_threshold, *_ = self._scores(
             population, population_labels, matrix, labels, in_population=in_population
         )
         # The trusted rows meet the batch rows' bar for the joint test: exchangeable on a clean batch.
@@ -406,7 +416,7 @@ class BackdoorTriggerDetector(Detector):
         self.reference_labels_ = labels
         self.reference_ = matrix
         in_population = self._population(labels)
-        scores, evidence, _, owned = self._scores(
+        scores, evidence, _, owned, checked = self._scores(
             matrix[in_population], labels[in_population], matrix, labels, in_population=in_population
         )
         self.calibration_scores_ = scores
@@ -414,7 +424,58 @@ class BackdoorTriggerDetector(Detector):
         floor = _tie_floor(scores, labels, owned | _one_feature(evidence, len(scores)))
         extrapolated &= floor <= p_values
         p_values = np.maximum(p_values, floor)
-        return self._findings(labels, evidence, scores, p_values, extrapolated, ids)
+        agreeing = self._agreeing_groups(matrix, labels, evidence, p_values, checked)
+        p_values = np.where(agreeing > 0, 1.0, p_values)
+        extrapolated &= agreeing == 0
+        return self._findings(labels, evidence, scores, p_values, extrapolated, ids, agreeing=agreeing)
+
+    def _agreeing_groups(self, matrix, labels, evidence, p_values, checked) -> np.ndarray:
+        """Rows of groups sharing values on several features that look like their label elsewhere.
+
+        Without a reference, a label's natural association with a few values
+        of discrete features is a concentration no other label shows, as a
+        trigger's is: 149 Conservative voters of carData's BEPS rate Hague 4
+        and Blair 2 (p = 7e-7; 9.9 % of that clean table was quarantined
+        with the rest of such groups). A dirty-label trigger is stamped on
+        rows of other labels, which still look like those on every other
+        feature; a label's own group looks like its label
+        (``_label_agreement``: p = 1e-34 for BEPS's group, uniform for 75 of
+        its rows of other labels given the same values and label). So each
+        group of rows with several features' evidence that could be
+        quarantined (``REVIEWED_P_VALUE``; the ``REVIEWED_GROUPS`` largest)
+        is tested, with every checked feature its rows share one value of
+        left out besides those its evidence names (a stamp may set more
+        features than the evidence names). A group that looks like its label
+        (``AGREEMENT_LEVEL``) is no evidence of a trigger: its rows get p = 1.
+        A stamped trigger is kept but for one time in ``1 / AGREEMENT_LEVEL``.
+        What is given up: a clean-label trigger (stamped on rows of its own
+        label) without a reference; with one, the trusted rows show no such
+        group, and the test does not run.
+
+        Returns
+        -------
+        numpy.ndarray of float, shape (n_rows,)
+            The agreement p-value of each released row's group; 0 elsewhere.
+        """
+        agreeing = np.zeros(len(p_values))
+        best = evidence[0]
+        candidates = np.flatnonzero((p_values <= REVIEWED_P_VALUE) & ~_one_feature(evidence, len(p_values)))
+        groups: dict[tuple, list] = {}
+        for row in candidates:
+            features = tuple(int(c) for c in best[row] if c >= 0)
+            key = (labels[row], features, tuple(np.round(matrix[row, list(features)], 9)))
+            groups.setdefault(key, []).append(row)
+        # One row sharing its values with no other flagged row is no group to test.
+        largest = sorted((item for item in groups.items() if len(item[1]) > 1), key=lambda item: -len(item[1]))
+        for (label, features, _), rows in largest[:REVIEWED_GROUPS]:
+            rows = np.asarray(rows)
+            stamped = set(features) | set(checked[np.ptp(matrix[np.ix_(rows, checked)], axis=0) == 0])
+            p_agreement = label_agreement_p_value(
+                matrix, labels, rows, label, sorted(stamped), self.feature_names_in_, self.random_state
+            )
+            if p_agreement <= AGREEMENT_LEVEL:
+                agreeing[rows] = max(p_agreement, np.finfo(float).tiny)
+        return agreeing
 
     def _population(self, labels: np.ndarray) -> np.ndarray:
         """Which batch rows the counts are taken over (``detectors._sampling``)."""
@@ -440,6 +501,8 @@ class BackdoorTriggerDetector(Detector):
         owned : numpy.ndarray of bool, shape (n_queries,)
             Without a reference, the queries whose features' values their
             label owns (``_label_owned``, ``_owned_by_probe``); all False with one.
+        checked_columns : numpy.ndarray of int
+            The features with values enough to hold a trigger (``MIN_LEVELS``).
         """
         windows = self._windows(batch)
         # Concentrations of the checked features only (every other one is 0):
@@ -469,7 +532,7 @@ class BackdoorTriggerDetector(Detector):
         # Several features shared at once beyond a float are infinite
         # evidence, as a stamped trigger's rows all are.
         scores = np.where(beyond, np.inf, scores)
-        return scores, (best, best_counts), joint_threshold, owned
+        return scores, (best, best_counts), joint_threshold, owned, checked_columns
 
     def _owned_by_probe(self, beyond, best, queries, query_labels, batch, batch_labels, windows) -> np.ndarray:
         """Rows ``beyond`` a float on one set of values whose features reach beyond it on another set too.
@@ -720,7 +783,7 @@ class BackdoorTriggerDetector(Detector):
             tests.append((size, -log_p - float(np.log(comb(n_checked, size))), infinite))
         return tests
 
-    def _findings(self, labels, evidence, scores, p_values, extrapolated, row_ids) -> pd.DataFrame:
+    def _findings(self, labels, evidence, scores, p_values, extrapolated, row_ids, agreeing=None) -> pd.DataFrame:
         population = "rows of the batch" if self.self_referential_ else "trusted rows"
         explained = self._explained(p_values)
         p_texts = self._p_value_texts(p_values, extrapolated, explained)
@@ -728,6 +791,14 @@ class BackdoorTriggerDetector(Detector):
         for row in np.flatnonzero(explained):
             reasons[row] = f"feature values spread within its label as in {population} ({p_texts[row]})"
         best, best_counts = evidence
+        if agreeing is not None:
+            for row in np.flatnonzero(explained & (agreeing > 0)):
+                names = ", ".join(f"'{self.feature_names_in_[c]}'" for c in best[row][best[row] >= 0])
+                reasons[row] = (
+                    f"shares its values of {names} with other rows labelled '{labels[row]}', which look like "
+                    f"'{labels[row]}' on their other features too (p = {agreeing[row]:.2g}): the label's own "
+                    f"values, not a trigger stamped on rows of other labels"
+                )
         for row in np.flatnonzero(self._flagged(p_values)):
             features = best[row][best[row] >= 0]
             counts = best_counts[row]

@@ -98,6 +98,32 @@ def test_self_findings_catch_the_trigger_without_a_reference(poisoned):
     assert "extrapolated beyond the bulk of this batch" in findings["reason"].iloc[min(rows)]
 
 
+@pytest.mark.parametrize("agreement", [True, False])
+def test_without_a_reference_a_group_that_looks_like_its_label_is_no_trigger(monkeypatch, agreement):
+    # Found on carData's BEPS: 149 Conservative voters rating Hague 4 and
+    # Blair 2, a concentration no other party shows, were 9.9 % of a clean
+    # table quarantined. Here the same values on 15 rows of the label that
+    # look like it (x3): the label's own values, not a stamp on other labels' rows.
+    if not agreement:
+        monkeypatch.setattr(backdoor, "AGREEMENT_LEVEL", 0.0)
+    features, labels = three_classes(300, seed=1)
+    own = np.random.default_rng(2).choice(np.flatnonzero(labels == "Gentoo"), 15, replace=False)
+    features = features.copy()
+    for column, value in TRIGGER.items():
+        features.loc[own, column] = value
+    findings = BackdoorTriggerDetector(alpha=0.01).self_findings(features, labels)
+    flagged = findings["flagged"].to_numpy()
+    if agreement:
+        assert not flagged.any() and (findings["p_value"].to_numpy()[own] == 1.0).all()
+        assert "look like 'Gentoo' on their other features too" in findings["reason"].iloc[own[0]]
+    else:
+        assert set(np.flatnonzero(flagged)) == set(own.tolist())
+    # Stamped on rows of other labels, the same values stay a trigger (test above).
+    stamped_features, stamped_labels, rows = stamped(*three_classes(300, seed=1), n_rows=15, seed=2)
+    stamped_findings = BackdoorTriggerDetector(alpha=0.01).self_findings(stamped_features, stamped_labels)
+    assert set(np.flatnonzero(stamped_findings["flagged"])) >= rows
+
+
 def test_a_natural_floor_is_not_a_trigger():
     # Half of one label sits at 0 on two correlated features (zero counts),
     # which other labels never do: value concentration, but at the floor.
