@@ -15,6 +15,9 @@ from poisonguard.detectors.features import source_columns
 # The tree's mutual information is estimated on this many rows, over input
 # columns of at most this many values among them.
 TREE_SAMPLE_ROWS, TREE_MAX_LEVELS = 5_000, 50
+# A value of a column of many that this share of the sample holds is an atom (``_atoms_or_other``).
+ATOM_SHARE = 0.01
+OTHER = np.uint64(2**64 - 1)
 
 
 def value_groups(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -90,10 +93,12 @@ def tree_copies_p_values(matrix: np.ndarray, feature_names, random_state=0) -> n
     column ``c``, which the tree leaves as likely to hold ``x_c``:
     ``(N(x_c, x_parent) - m) / (N(x_parent) - N(x without c))``, with
     ``m`` the row's copies (itself included) and ``N(x without c)`` the rows
-    equal to it on every column but ``c``. Columns of more than
-    ``TREE_MAX_LEVELS`` values in the sample stay out of the tree (their
-    mutual information is their own number of values) and count as
-    independent of the rest, counted the same way. With two input columns
+    equal to it on every column but ``c``. A column of more than
+    ``TREE_MAX_LEVELS`` values in the sample enters the tree by its atoms
+    alone, the rest of its values as one (``_atoms_or_other``; all of its
+    values would make its mutual information its own number of values): a
+    rare value counts as independent of the rest, counted the same way, and
+    as a parent a column gives its atoms or the one other value. With two input columns
     a row's pairs are its values and nothing is left to count: 0, and
     independence alone can explain them. The p-value is ``P(Binomial(n -
     1, pi) >= m - 1)``.
@@ -117,9 +122,10 @@ def tree_copies_p_values(matrix: np.ndarray, feature_names, random_state=0) -> n
     _, copies = value_groups(matrix)
     rng = np.random.default_rng(random_state)
     sample = rng.permutation(n_rows)[:TREE_SAMPLE_ROWS]
-    in_tree = [i for i, c in enumerate(codes) if len(np.unique(c[sample])) <= TREE_MAX_LEVELS]
+    coarse = [_atoms_or_other(column, sample) for column in codes]
+    in_tree = [i for i, c in enumerate(coarse) if c is not None]
     parent_of = dict(zip(in_tree, (in_tree[p] if p >= 0 else -1 for p in
-                                   _chow_liu_parents([codes[i][sample] for i in in_tree]))))
+                                   _chow_liu_parents([coarse[i][sample] for i in in_tree]))))
     # A row's key is a random linear hash of its columns' codes, so the key
     # without one column is a subtraction away.
     weights = rng.integers(1, 2**63, size=len(codes), dtype=np.uint64) | np.uint64(1)
@@ -139,11 +145,13 @@ def tree_copies_p_values(matrix: np.ndarray, feature_names, random_state=0) -> n
                 log_pi += np.log(count(column) / n_rows)
                 continue
             without = count(key - column * weight)
-            if parent == -1:
-                held, of = count(column) - copies, n_rows - without
-            else:
-                held = count(column * np.uint64(n_rows + 1) + codes[parent]) - copies
-                of = count(codes[parent]) - without
+            held, of = count(column) - copies, n_rows - without
+            if parent != -1:
+                # A rare value of a column of many (no atom) stays independent of the tree.
+                atom = coarse[position] != OTHER
+                pair = coarse[position] * np.uint64(n_rows + 1) + coarse[parent]
+                held = np.where(atom, count(pair) - copies, held)
+                of = np.where(atom, count(coarse[parent]) - without, of)
             log_pi += np.log(np.divide(held, of, out=np.zeros(n_rows), where=of > 0))
     return binom.sf(copies - 2, n_rows - 1, np.exp(log_pi))
 
@@ -164,6 +172,26 @@ def natural_copies_p_values(matrix: np.ndarray, feature_names, random_state=0) -
     """
     return np.maximum(independent_copies_p_values(matrix, feature_names),
                       tree_copies_p_values(matrix, feature_names, random_state))
+
+
+def _atoms_or_other(codes: np.ndarray, sample: np.ndarray):
+    """A column's codes for the tree: every value when it has few, else its atoms and ``OTHER``.
+
+    A column of more than ``TREE_MAX_LEVELS`` values in the sample keeps
+    the values that at least ``ATOM_SHARE`` of the sample holds (at most
+    ``TREE_MAX_LEVELS - 1`` of them): a zero, a top code, an imputed value.
+    Such atoms depend on other columns' (CPS earnings top-coded in three
+    years on the same people), and outside the tree those rows' copies were
+    a flood's (7.4 % of causaldata's cps_mixtape). None when it has no atom.
+    """
+    values, counts = np.unique(codes[sample], return_counts=True)
+    if len(values) <= TREE_MAX_LEVELS:
+        return codes
+    atoms = values[counts >= ATOM_SHARE * len(sample)]
+    if not atoms.size:
+        return None
+    atoms = atoms[np.argsort(-counts[counts >= ATOM_SHARE * len(sample)], kind="stable")][: TREE_MAX_LEVELS - 1]
+    return np.where(np.isin(codes, atoms), codes, OTHER)
 
 
 def _chow_liu_parents(columns: list) -> np.ndarray:
