@@ -98,9 +98,9 @@ def tree_copies_p_values(matrix: np.ndarray, feature_names, random_state=0) -> n
     alone, the rest of its values as one (``_atoms_or_other``; all of its
     values would make its mutual information its own number of values): a
     rare value counts as independent of the rest, counted the same way, and
-    as a parent a column gives its atoms or the one other value. With two input columns
-    a row's pairs are its values and nothing is left to count: 0, and
-    independence alone can explain them. The p-value is ``P(Binomial(n -
+    as a parent a column gives its atoms or the one other value. With two
+    input columns a row's pairs are its values and nothing is left to
+    count: 0, and independence alone can explain them. The p-value is ``P(Binomial(n -
     1, pi) >= m - 1)``.
 
     Parameters

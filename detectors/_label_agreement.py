@@ -55,25 +55,28 @@ def label_agreement_p_value(matrix, labels, group, label, group_columns, feature
     float in (0, 1]; 1 when nothing is left to compare (no other feature,
     no other label, or too few rows).
     """
-    sources = source_columns(feature_names)
-    left_out = set(sources[list(group_columns)])
-    varying = np.ptp(matrix, axis=0) > 0
-    kept = np.flatnonzero(varying & ~np.isin(sources, list(left_out)))
     in_group = np.zeros(len(matrix), dtype=bool)
     in_group[group] = True
     others = np.flatnonzero(~in_group & (labels != label))
     pool = np.flatnonzero(~in_group)
-    if not kept.size or len(group) < 2 or len(others) < 2 or len(pool) <= NEIGHBOURS:
+    if len(group) < 2 or len(others) < 2 or len(pool) <= NEIGHBOURS:
         return 1.0
     rng = np.random.default_rng(random_state)
     pool = _at_most(rng, pool, POOL_ROWS)
     group_queries = _at_most(rng, np.asarray(group), QUERY_ROWS)
     other_queries = _at_most(rng, others, QUERY_ROWS)
-    space = matrix[:, kept]
-    search = NearestNeighbors(n_neighbors=NEIGHBOURS + 1).fit(space[pool])
+    # Only the sampled rows are read: a million rows of 200 features copied
+    # whole for each group would be 1.6 GB.
+    sources = source_columns(feature_names)
+    pool_rows = matrix[pool]
+    varying = np.ptp(pool_rows, axis=0) > 0
+    kept = np.flatnonzero(varying & ~np.isin(sources, list(set(sources[list(group_columns)]))))
+    if not kept.size:
+        return 1.0
+    search = NearestNeighbors(n_neighbors=NEIGHBOURS + 1).fit(pool_rows[:, kept])
 
     def shares(queries):
-        neighbours = pool[search.kneighbors(space[queries], return_distance=False)]
+        neighbours = pool[search.kneighbors(matrix[queries][:, kept], return_distance=False)]
         # A query of the pool is not its own neighbour: keep the first NEIGHBOURS others.
         not_self = neighbours != queries[:, None]
         keep = np.cumsum(not_self, axis=1) <= NEIGHBOURS

@@ -43,8 +43,9 @@ the twelve trusted Gentoo has lost 7.4 % of the batch at a rate of 5 %.
 Without a reference the batch calibrates itself
 (``single_fold_p_values``), and a group of rows sharing values that look
 like their label on their other features is a label's own values, not a
-trigger stamped on other labels' rows (``_agreeing_groups``). P-values are computed on ``log(1 + score)``,
-on which the tail beyond the calibration scores is far less heavy.
+trigger stamped on other labels' rows (``_agreeing_groups``). P-values are
+computed on ``log(1 + score)``, on which the tail beyond the calibration
+scores is far less heavy.
 
 A large batch is counted over a seeded sample of its rows (every row is
 still scored; ``detectors._sampling``), and the joint
