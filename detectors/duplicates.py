@@ -55,7 +55,7 @@ import pandas as pd
 from sklearn.metrics.pairwise import euclidean_distances
 from sklearn.neighbors import NearestNeighbors
 
-from poisonguard.detectors._copies import natural_copies_p_values
+from poisonguard.detectors._copies import natural_copies_p_values, value_groups
 from poisonguard.detectors._crossfit import check_calibration, single_fold_p_values
 from poisonguard.detectors._pooled_neighbours import pooled_neighbours, shares_search
 from poisonguard.detectors._row_blocks import row_blocks
@@ -336,12 +336,26 @@ class DuplicateFloodDetector(Detector):
         # rows of openintro's drone_blades that failed inspection (7 %) were
         # flagged, their wider neighbourhood being the other value; related
         # survey answers repeat together (sem's CNES, 7 %).
-        exact = near == 0
+        exact = near <= floor  # within rounding of a copy; counted exactly below
+        if exact.any():
+            exact &= self._copies_in_population(matrix, in_population) >= self.n_neighbors
         if exact.any():
             explained = natural_copies_p_values(matrix, self.feature_names_in_, self.random_state)
             p_values = np.where(exact, np.maximum(p_values, explained), p_values)
         self.calibration_scores_ = scores
         return self._findings(matrix, labels, scores, p_values, extrapolated, ids)
+
+    @staticmethod
+    def _copies_in_population(matrix, in_population) -> np.ndarray:
+        """How many other rows of the population hold each row's exact values.
+
+        Counted on the values, not read off the neighbour distances: a brute
+        search computes ``|x|^2 - 2 x.y + |y|^2``, and scikit-learn (1.9.1)
+        gives an exact copy a distance of 3e-8 now and then, not 0.
+        """
+        group, _ = value_groups(matrix)
+        in_population_copies = np.bincount(group[in_population], minlength=int(group.max(initial=-1)) + 1)
+        return in_population_copies[group] - in_population.astype(int)
 
     def _check_params(self) -> None:
         for name in ("n_neighbors", "context_neighbors"):

@@ -231,3 +231,12 @@ def test_without_a_reference_copies_a_columns_own_frequencies_explain_are_no_flo
         features, np.concatenate([labels, np.full(40, "current", dtype=object)])
     )["flagged"].to_numpy()
     assert flagged[2000:].all() and flagged[0] and flagged[1:2000].sum() <= 20
+
+
+def test_copies_are_counted_on_values_among_the_population():
+    # Not read off neighbour distances: a brute search can give an exact copy 3e-8.
+    matrix = np.array([[1.0, 2.0], [1.0, 2.0], [1.0, 2.0], [0.5, 2.0], [1.0, 2.0]])
+    in_population = np.array([True, True, False, True, True])
+    copies = DuplicateFloodDetector._copies_in_population(matrix, in_population)
+    # Rows 0, 1, 4 see the two other population rows with their values; row 2 (outside) sees three.
+    np.testing.assert_array_equal(copies, [2, 2, 3, 0, 2])
