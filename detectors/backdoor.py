@@ -209,6 +209,16 @@ def _one_feature(evidence, n_rows: int) -> np.ndarray:
     return best[:, 1] < 0 if best.shape[1] > 1 else np.ones(n_rows, dtype=bool)
 
 
+def _value_set(row, best, queries, labels) -> tuple:
+    """A row's evidence: its features (sorted), and its label with its values of them.
+
+    Rows of one stamp share both; ``_label_owned``, ``_owned_by_probe`` and
+    ``_agreeing_groups`` group rows by them.
+    """
+    features = tuple(sorted(int(c) for c in best[row] if c >= 0))
+    return features, (labels[row], tuple(np.round(queries[row, list(features)], 9)))
+
+
 def _label_owned(beyond, best, queries, query_labels) -> np.ndarray:
     """Rows ``beyond`` a float whose features show that on more than one set of values.
 
@@ -227,10 +237,8 @@ def _label_owned(beyond, best, queries, query_labels) -> np.ndarray:
     value_sets: dict[tuple, set] = {}
     feature_sets = []
     for row in rows:
-        features = tuple(sorted(int(c) for c in best[row] if c >= 0))
-        value_sets.setdefault(features, set()).add(
-            (query_labels[row], tuple(np.round(queries[row, list(features)], 9)))
-        )
+        features, values = _value_set(row, best, queries, query_labels)
+        value_sets.setdefault(features, set()).add(values)
         feature_sets.append(features)
     owned[rows] = [len(value_sets[features]) > 1 for features in feature_sets]
     return owned
@@ -463,12 +471,11 @@ class BackdoorTriggerDetector(Detector):
         candidates = np.flatnonzero((p_values <= REVIEWED_P_VALUE) & ~_one_feature(evidence, len(p_values)))
         groups: dict[tuple, list] = {}
         for row in candidates:
-            features = tuple(int(c) for c in best[row] if c >= 0)
-            key = (labels[row], features, tuple(np.round(matrix[row, list(features)], 9)))
-            groups.setdefault(key, []).append(row)
+            features, values = _value_set(row, best, matrix, labels)
+            groups.setdefault((features, values), []).append(row)
         # One row sharing its values with no other flagged row is no group to test.
         largest = sorted((item for item in groups.items() if len(item[1]) > 1), key=lambda item: -len(item[1]))
-        for (label, features, _), rows in largest[:REVIEWED_GROUPS]:
+        for (features, (label, _)), rows in largest[:REVIEWED_GROUPS]:
             rows = np.asarray(rows)
             stamped = set(features) | set(checked[np.ptp(matrix[np.ix_(rows, checked)], axis=0) == 0])
             p_agreement = label_agreement_p_value(
@@ -558,11 +565,10 @@ class BackdoorTriggerDetector(Detector):
         everyone = _SortedColumns(batch)
         feature_sets: dict[tuple, list] = {}
         for row in rows:
-            features = tuple(sorted(int(c) for c in best[row] if c >= 0))
-            feature_sets.setdefault(features, []).append(row)
+            feature_sets.setdefault(_value_set(row, best, queries, query_labels)[0], []).append(row)
         for features, members in feature_sets.items():
             columns = np.array(features)
-            stamped = {(query_labels[row], tuple(np.round(queries[row, columns], 9))) for row in members}
+            stamped = {_value_set(row, best, queries, query_labels)[1] for row in members}
             values = pd.DataFrame(np.round(batch[:, columns], 9))
             values.insert(0, "label", batch_labels)
             common = values.value_counts(sort=True)
