@@ -168,7 +168,29 @@ def profile_distances(profile: _LabelProfile, matrix: np.ndarray) -> np.ndarray:
     )
 
 
-def tie_floor(fold_scores, labels, folds) -> np.ndarray:
+def shows_unseen_level(profile: _LabelProfile, matrix: np.ndarray, labels: np.ndarray, rows=None) -> np.ndarray:
+    """Whether each row has a 0/1 value its label's rows never show under ``profile``, shape (n_rows,).
+
+    ``rows``: the rows of ``matrix`` to judge (``labels`` are theirs), all by
+    default; read a block at a time, not copied. Rows of a label the profile
+    lacks: False (they are judged by their label).
+    """
+    positions = np.arange(len(matrix)) if rows is None else np.asarray(rows)
+    unseen = np.zeros(len(positions), dtype=bool)
+    columns = np.flatnonzero(profile.binary)
+    if not columns.size:
+        return unseen
+    block_rows = rows_per_block(len(columns))
+    for code, mine in enumerate(rows_of_each(labels, profile.labels)):
+        # seen[column, value]: whether the label's rows show that 0/1 value there.
+        seen = profile.seen[code, columns, :]
+        for block in row_blocks(mine.size, block_rows):
+            shows_one = matrix[np.ix_(positions[mine[block]], columns)] != 0.0
+            unseen[mine[block]] = ~np.where(shows_one, seen[:, 1], seen[:, 0]).all(axis=1)
+    return unseen
+
+
+def tie_floor(fold_scores, labels, folds, unseen) -> np.ndarray:
     """The smallest p-value a row can have when other rows of its label share its very score.
 
     Without a reference the batch is its own calibration, and a tail fitted
@@ -180,7 +202,11 @@ def tie_floor(fold_scores, labels, folds) -> np.ndarray:
     mode of that label, not an impossibility: it is at least as common as
     the other ``m - 1`` rows make it, ``(m - 1) / (n + 1)``. Rows judged only
     by a level their label never shows (``UNSEEN_LEVEL``) all share that
-    score by construction and keep their p-value; so do unique scores.
+    score by construction and keep their p-value; so do unique scores. Which
+    rows those are is said (``unseen``), not read off the score: a number
+    can sit exactly ``UNSEEN_LEVEL`` spreads out (0.5 below a median, over a
+    floored spread of 0.05), and gov_transfers' 52 such rows lost their
+    floor when it was.
     Exact copies of one row share everything, and are ``duplicates.flood``'s
     to find.
 
@@ -194,6 +220,9 @@ def tie_floor(fold_scores, labels, folds) -> np.ndarray:
     folds : numpy.ndarray of int, shape (n_rows,)
         The fold that scored each row out of fold (its calibration score is
         ``fold_scores[row, folds[row]]``).
+    unseen : numpy.ndarray of bool, shape (n_rows,)
+        Rows that show a 0/1 value their label never shows under the
+        profile that scored them (``shows_unseen_level``).
 
     Returns
     -------
@@ -209,7 +238,7 @@ def tie_floor(fold_scores, labels, folds) -> np.ndarray:
             ordered = np.sort(fold_scores[members, fold])
             tied = np.searchsorted(ordered, own[rows], side="right") - np.searchsorted(ordered, own[rows], side="left")
             floor[rows] = (tied - 1) / (len(ordered) + 1.0)
-    floor[own == UNSEEN_LEVEL] = 0.0
+    floor[np.asarray(unseen, dtype=bool) & (own == UNSEEN_LEVEL)] = 0.0
     return floor
 
 
@@ -358,10 +387,23 @@ class ClassConditionalOutlierDetector(Detector):
         per_fold = fold_scores(
             self.fold_models_, lambda profile, rows: self._own(profile, rows, labels[~lone]), profiled
         )
-        floor = tie_floor(per_fold, labels[~lone], self.calibration_folds_)
+        floor = tie_floor(per_fold, labels[~lone], self.calibration_folds_, self._unseen(profiled, labels[~lone]))
         extrapolated[kept] &= p_values[kept] >= floor
         p_values[kept] = np.maximum(p_values[kept], floor)
-        return self._findings(matrix, labels, scores, p_values, extrapolated, ids, self.profile_)
+        # A row is explained by the fold profile that judged it: in the whole
+        # batch's profile its own rare level counts as seen, and the reason
+        # named nothing.
+        judged_by = np.full(len(matrix), -1)
+        judged_by[kept] = self.calibration_folds_
+        return self._findings(matrix, labels, scores, p_values, extrapolated, ids, self.profile_, judged_by)
+
+    def _unseen(self, matrix, labels) -> np.ndarray:
+        """``shows_unseen_level`` of each calibration row, under the fold profile that scored it."""
+        unseen = np.zeros(len(matrix), dtype=bool)
+        for fold, profile in enumerate(self.fold_models_):
+            rows = np.flatnonzero(self.calibration_folds_ == fold)
+            unseen[rows] = shows_unseen_level(profile, matrix, labels[rows], rows)
+        return unseen
 
     def _cross_fit(self, matrix, labels, robust, extra=None):
         """Fold profiles (each also fitted on ``extra`` rows, if any) and out-of-fold scores.
@@ -439,7 +481,7 @@ class ClassConditionalOutlierDetector(Detector):
 
     def _describe(self, profile, column: int, value: float, z: float, code: int, population: str, seen_in: str) -> str:
         name = str(self.feature_names_in_[column])
-        label = self.classes_[code]
+        label = profile.labels[code]
         if profile.binary[column]:
             if name.endswith("__missing"):
                 subject = f"{name[: -len('__missing')]} is {'missing' if value else 'present'}"
@@ -449,7 +491,8 @@ class ClassConditionalOutlierDetector(Detector):
         side = "above" if value > profile.medians[code, column] else "below"
         return f"{name} {z:.1f} interquartile ranges {side} the median of {population} labelled '{label}'"
 
-    def _findings(self, matrix, labels, scores, p_values, extrapolated, row_ids, profile) -> pd.DataFrame:
+    def _findings(self, matrix, labels, scores, p_values, extrapolated, row_ids, profile, judged_by=None) -> pd.DataFrame:
+        """Findings with reasons measured on ``profile``, or on fold profile ``judged_by[row]`` where that is >= 0."""
         known = isin_values(labels, self.classes_)
         flagged = self._flagged(p_values, extra_flags=~known)
         population = "rows of the batch" if self.self_referential_ else "trusted rows"
@@ -458,8 +501,13 @@ class ClassConditionalOutlierDetector(Detector):
         reasons = np.full(len(labels), NOT_EXPLAINED, dtype=object)
         for row in np.flatnonzero(explained):
             reasons[row] = f"typical of {population} with its label ({texts[row]})"
-        # Only flagged rows name the label they fit better.
-        distances = profile_distances(profile, matrix[flagged])
+
+        def judged_on(row, label):
+            fold = -1 if judged_by is None else judged_by[row]
+            judge = profile if fold < 0 else self.fold_models_[fold]
+            # A fold whose rows lack the label has no profile of it.
+            return judge if label in set(judge.labels) else profile
+
         # Whose medians and scales the distances are measured in.
         measured_on = "trusted and batch rows" if self.pool_batch and not self.self_referential_ else population
         sampled = ""
@@ -472,11 +520,13 @@ class ClassConditionalOutlierDetector(Detector):
                     f"the label is empty; every one of the {population} has one"
                 )
                 continue
-            code = int(np.searchsorted(profile.labels, label))
-            z = feature_distances(profile, matrix[row][None, :], code)[0]
+            judge = judged_on(row, label)
+            code = int(np.searchsorted(judge.labels, label))
+            z = feature_distances(judge, matrix[row][None, :], code)[0]
             worst = [c for c in np.argsort(-z)[:MAX_NAMED_FEATURES] if z[c] >= 1.0]
-            parts = [self._describe(profile, c, matrix[row, c], z[c], code, measured_on, population) for c in worst]
-            believed = self.classes_[int(np.argmin(distances[position]))]
+            parts = [self._describe(judge, c, matrix[row, c], z[c], code, measured_on, population) for c in worst]
+            # Only flagged rows name the label they fit better.
+            believed = judge.labels[int(np.argmin(profile_distances(judge, matrix[row][None, :])[0]))]
             fits = f"; it fits label '{believed}' better" if believed != label else ""
             reasons[row] = (
                 f"impossible for label '{label}' against {measured_on} labelled '{label}' ({texts[row]}): "

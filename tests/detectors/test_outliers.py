@@ -546,9 +546,32 @@ def test_tie_floor_is_the_share_of_the_label_that_shares_the_score_under_the_sam
         [1.0, 5.0], [1.0, 6.0], [1.0, 1.0], [2.0, 1.0],  # a: three 1s under fold 0, two under fold 1
         [UNSEEN_LEVEL, 4.0], [3.0, 3.0], [UNSEEN_LEVEL, 3.0],
     ])
-    floor = tie_floor(fold_scores, labels, folds)
+    unseen = np.array([False, False, False, False, True, False, True])
+    floor = tie_floor(fold_scores, labels, folds, unseen)
     # Row 4 ties with row 6 under fold 0, but an unseen level is rare by construction.
     np.testing.assert_allclose(floor, [2 / 5, 2 / 5, 1 / 5, 1 / 5, 0.0, 1 / 4, 1 / 4])
+    # The same scores from a number that sits UNSEEN_LEVEL spreads out: a tie like any other.
+    floor = tie_floor(fold_scores, labels, folds, np.zeros(len(labels), dtype=bool))
+    np.testing.assert_allclose(floor, [2 / 5, 2 / 5, 1 / 5, 1 / 5, 1 / 4, 1 / 4, 1 / 4])
+
+
+def test_class_conditional_self_findings_keep_rows_of_levels_their_label_never_shows_otherwise():
+    # Five Adelie rows of one fold on an island no other row is on: under
+    # that fold's profile all five sit at UNSEEN_LEVEL, a tie by
+    # construction that must not floor their p-values (at 4 / 335 it would).
+    from poisonguard.detectors.class_conditional import ClassConditionalOutlierDetector
+
+    features, labels = labelled_blobs(1000, seed=6)
+    # Folds depend on the labels and the seed only.
+    detector = ClassConditionalOutlierDetector(alpha=0.01)
+    detector.self_findings(features, labels)
+    strays = np.flatnonzero((labels == "Adelie") & (detector.calibration_folds_ == 0))[:5]
+    features["island=Stray"] = 0.0
+    features.loc[strays, "island=Stray"] = 1.0
+    findings = ClassConditionalOutlierDetector(alpha=0.01).self_findings(features, labels)
+    assert findings["flagged"].iloc[strays].all()
+    # Named under the fold profile that judged the row; the whole batch's shows the island.
+    assert "'island=Stray', which no rows of the batch labelled 'Adelie' show" in findings["reason"].iloc[strays[0]]
 
 
 def bracketed_incomes(n_rows, seed):
@@ -571,6 +594,21 @@ def test_class_conditional_self_findings_keep_a_bracket_many_rows_share(seed):
     features.loc[0, "age"] = 400.0  # one far cell, unique: still impossible
     findings = ClassConditionalOutlierDetector(alpha=0.01).self_findings(features, labels)
     assert list(np.flatnonzero(findings["flagged"])) == [0]
+
+
+def test_shows_unseen_level_reads_the_0_1_columns_only():
+    from poisonguard.detectors.class_conditional import label_profile, shows_unseen_level
+
+    matrix = np.array([[0.0, 5.0], [0.0, 7.0], [1.0, 6.0], [0.0, 6.0]])
+    profile = label_profile(matrix, np.array(["a", "a", "b", "b"], dtype=object))
+    rows = np.array([[1.0, 6.0], [0.0, 60.0], [1.0, 6.0], [0.0, 6.0]])
+    np.testing.assert_array_equal(
+        shows_unseen_level(profile, rows, np.array(["a", "a", "b", "c"], dtype=object)), [True, False, False, False]
+    )
+    # Only the rows asked for, in their order.
+    np.testing.assert_array_equal(
+        shows_unseen_level(profile, rows, np.array(["a", "a"], dtype=object), rows=np.array([2, 1])), [True, False]
+    )
 
 
 def test_class_conditional_params_and_clone():
