@@ -423,9 +423,27 @@ def batch_tail(scores, *, at_least_from_median: bool = False) -> ExponentialTail
         return None
     low_share, high_share = 1.0 - GUARD_QUANTILES[0], 1.0 - GUARD_QUANTILES[1]
     scale = float(upper - lower) / np.log(low_share / high_share)
-    if at_least_from_median:
-        scale = max(scale, float(upper - np.median(values)) / np.log(0.5 / high_share))
+    wide = median_tail(values) if at_least_from_median else None
+    if wide is not None:
+        scale = max(scale, wide.scale)
     return ExponentialTail(threshold=float(upper), probability=high_share, scale=scale)
+
+
+def median_tail(scores) -> ExponentialTail | None:
+    """Exponential tail through the median and the 90th percentile of ``scores``; None when they tie.
+
+    ``P(score >= s) = 0.1 * exp(-(s - q90) / scale)`` above ``q90``, with
+    ``scale = (q90 - q50) / log(5)``.
+    """
+    values = np.asarray(scores, dtype=float).ravel()
+    values = values[np.isfinite(values)]
+    if values.size < 10:
+        return None
+    middle, upper = np.quantile(values, [0.5, GUARD_QUANTILES[1]])
+    if upper <= middle:
+        return None
+    high_share = 1.0 - GUARD_QUANTILES[1]
+    return ExponentialTail(threshold=float(upper), probability=high_share, scale=float(upper - middle) / np.log(0.5 / high_share))
 
 
 def guarded_p_values(calibration_scores, calibration_folds, fold_scores, *, confidence=None):
@@ -508,6 +526,15 @@ def single_fold_p_values(calibration_scores, scores, *, self_referential: bool, 
         tail = batch_tail(calibration, at_least_from_median=True)
         if tail is None:
             p_values, upper = tail_extrapolated_p_values(bulk, scores, return_extrapolated=True)
+            # The 75th and 90th percentiles tie. Where the median is below
+            # them, the tail through the median and the 90th can be wider
+            # than the bulk's: causaldata's abortion lost 444 clean rows to
+            # backdoor.trigger, heplots' AddHealth 100 to duplicates.flood,
+            # above such a tie; now none and 26. Only ever wider:
+            # the median's tail alone flagged 8 % of AER's STAR.
+            wide = median_tail(calibration)
+            if wide is not None:
+                p_values = np.where(scores > wide.threshold, np.maximum(p_values, wide.p_values(scores)), p_values)
             return np.maximum(p_values, contamination_floor(calibration, scores)), upper
         # Above the batch's 90th percentile the tail through its 75th and 90th
         # (``batch_tail``): it follows the upper tail's own shape, where one

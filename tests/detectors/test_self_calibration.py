@@ -58,6 +58,23 @@ def test_scores_bunched_below_the_90th_percentile_do_not_thin_the_tail_beyond():
     assert np.all(p_poisoned[-100:] <= 1e-6)
 
 
+def test_a_tie_from_the_75th_to_the_90th_percentile_takes_the_tail_from_the_median():
+    # Scores 0 on over half the rows and one value from the 75th to past the
+    # 90th percentile: the bulk's tail gave every one of the 100 rows just
+    # above the tie p = 0.0009 (causaldata's abortion: 444 clean rows
+    # flagged by backdoor.trigger above such a tie).
+    rng = np.random.default_rng(2)
+    clean = np.concatenate([np.zeros(1100), np.full(800, 0.5), rng.uniform(0.51, 0.6, 100)])
+    p_clean, _ = single_fold_p_values(clean, clean, self_referential=True)
+    # Through the median (0) and the 90th percentile (0.5): 0.1 * exp(-(s - 0.5) / (0.5 / log 5)).
+    expected = 0.1 * np.exp(-(clean[-100:] - 0.5) / (0.5 / np.log(5.0)))
+    np.testing.assert_allclose(p_clean[-100:], expected)
+    assert np.sum(p_clean <= 0.01) == 0
+    poisoned = np.concatenate([np.zeros(1100), np.full(800, 0.5), np.full(100, 5.0)])
+    p_poisoned, _ = single_fold_p_values(poisoned, poisoned, self_referential=True)
+    assert np.all(p_poisoned[-100:] <= 1e-3)
+
+
 def test_a_bulk_of_ties_gives_ranks_not_the_smallest_p_value():
     # 80 of 100 scores tie at 0 (neighbours at distance 0 in a table of few
     # distinct rows): no spread to draw a tail from. Each of the 20 others was
