@@ -204,9 +204,9 @@ def tie_floor(fold_scores, labels, folds, unseen) -> np.ndarray:
     by a level their label never shows (``UNSEEN_LEVEL``) all share that
     score by construction and keep their p-value; so do unique scores. Which
     rows those are is said (``unseen``), not read off the score: a number
-    can sit exactly ``UNSEEN_LEVEL`` spreads out (0.5 below a median, over a
-    floored spread of 0.05), and gov_transfers' 52 such rows lost their
-    floor when it was.
+    can sit exactly ``UNSEEN_LEVEL`` spreads out (one overall spread from a
+    label's median, over the label's spread floored at a tenth of that),
+    and gov_transfers' 52 such rows lost their floor when it was.
     Exact copies of one row share everything, and are ``duplicates.flood``'s
     to find.
 
