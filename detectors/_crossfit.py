@@ -443,7 +443,8 @@ def median_tail(scores) -> ExponentialTail | None:
     if upper <= middle:
         return None
     high_share = 1.0 - GUARD_QUANTILES[1]
-    return ExponentialTail(threshold=float(upper), probability=high_share, scale=float(upper - middle) / np.log(0.5 / high_share))
+    scale = float(upper - middle) / np.log(0.5 / high_share)
+    return ExponentialTail(threshold=float(upper), probability=high_share, scale=scale)
 
 
 def guarded_p_values(calibration_scores, calibration_folds, fold_scores, *, confidence=None):

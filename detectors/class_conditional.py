@@ -513,7 +513,7 @@ class ClassConditionalOutlierDetector(Detector):
         sampled = ""
         if self.self_referential_ and self.profile_rows_ < len(self.reference_):
             sampled = f" (medians and quartiles of a seeded sample of {self.profile_rows_:,} batch rows)"
-        for position, row in enumerate(np.flatnonzero(flagged)):
+        for row in np.flatnonzero(flagged):
             label = labels[row]
             if not known[row]:
                 reasons[row] = f"label '{label}' never occurs in the {population}" if label else (
