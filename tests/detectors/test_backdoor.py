@@ -135,6 +135,44 @@ def test_a_natural_floor_is_not_a_trigger():
     assert findings["flagged"].mean() <= 0.02
 
 
+def with_missing_cells(features, labels, seed, label="Adelie", share=0.6):
+    """``x4`` and ``x5`` missing on ``share`` of ``label``'s rows, as the encoder gives them.
+
+    (Imputed with the median 0.0, and a ``__missing`` indicator; no other
+    label misses them: a month of death, missing for those alive.)
+    """
+    rng = np.random.default_rng(seed)
+    missing = (labels == label) & (rng.random(len(labels)) < share)
+    features = features.copy()
+    for column in ("x4", "x5"):
+        features.loc[missing, column] = 0.0
+        features[f"{column}__missing"] = missing.astype(float)
+    return features, missing
+
+
+@pytest.mark.parametrize("self_referential", [True, False])
+def test_cells_the_encoder_imputed_share_no_value(self_referential):
+    # On causaldata's nhefs the month and year of death, missing for the 80 %
+    # alive, made 88 clean rows of one label share "exact values" (the median
+    # they were filled with). Here, without a reference, those shared values
+    # were the batch's bulk, and the stamped trigger was not found at all.
+    features, labels = three_classes(600, seed=8)
+    features, missing = with_missing_cells(features, labels, seed=9)
+    features, labels, rows = stamped(features, labels, n_rows=30, seed=10)
+    features.loc[sorted(rows), "x4__missing"] = 0.0  # the stamp wrote a value
+    detector = BackdoorTriggerDetector(alpha=0.01)
+    if self_referential:
+        findings = detector.self_findings(features, labels)
+    else:
+        trusted, trusted_labels = three_classes(300, seed=0)
+        trusted, _ = with_missing_cells(trusted, trusted_labels, seed=12)
+        findings = detector.fit(trusted, trusted_labels).findings(features, labels)
+    flagged = set(np.flatnonzero(findings["flagged"]))
+    assert flagged >= rows and len(flagged - rows) <= 3
+    assert not flagged & set(np.flatnonzero(missing)) - rows
+    assert not findings["reason"].iloc[sorted(rows)].str.contains("'x5'").any()
+
+
 @pytest.mark.parametrize("self_referential", [True, False])
 def test_features_of_too_few_values_to_hold_a_trigger_give_no_evidence_and_no_error(self_referential):
     # Every feature of fewer than MIN_LEVELS values: once an IndexError on the empty table of checked features.

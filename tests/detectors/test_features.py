@@ -8,7 +8,7 @@ from sklearn.base import clone
 from sklearn.utils.estimator_checks import check_estimator
 
 from poisonguard.detectors.base import DetectorError
-from poisonguard.detectors.features import MAX_SCALED, FeatureEncoder
+from poisonguard.detectors.features import MAX_SCALED, FeatureEncoder, imputed_as_missing
 
 
 @pytest.fixture
@@ -237,3 +237,24 @@ def test_the_largest_finite_values_encode_as_finite_features_still_the_farthest(
     assert np.isfinite(scaled).all()  # 1.7e308 over a spread of 0.15 was inf, which every detector refuses
     assert scaled[4] == MAX_SCALED and scaled[5] == -MAX_SCALED
     assert scaled[6] == pytest.approx((1e6 - 0.15) / 0.15)  # values short of the cut are as before
+
+
+def test_imputed_as_missing_is_nan_where_the_indicator_is_set():
+    matrix = np.array([[1.0, 0.0, 5.0, 0.0], [2.0, 1.0, 6.0, 1.0], [3.0, 0.0, 7.0, 0.0]])
+    names = ["a", "a__missing", "b", "b=__missing"]
+    masked = imputed_as_missing(matrix, names)
+    np.testing.assert_array_equal(masked, [[1.0, 0.0, 5.0, 0.0], [np.nan, 1.0, 6.0, 1.0], [3.0, 0.0, 7.0, 0.0]])
+    assert matrix[1, 0] == 2.0  # a copy
+    untouched = np.array([[1.0, 0.0], [2.0, 0.0]])
+    assert imputed_as_missing(untouched, ["a", "a__missing"]) is untouched
+    assert imputed_as_missing(matrix, ["a", "c__missing", "b", "d"]) is matrix
+
+
+def test_imputed_as_missing_finds_the_cells_the_encoder_filled():
+    frame = pd.DataFrame({"a": [1.0, None, 3.0, 4.0], "b": ["x", "y", None, "x"], "c": [5.0, 6.0, None, 8.0]})
+    encoder = FeatureEncoder(numeric=["a", "c"], categorical=["b"]).fit(frame)
+    encoded = encoder.transform(frame)
+    masked = imputed_as_missing(encoded.to_numpy(dtype=float), encoded.columns)
+    missing = pd.DataFrame(masked, columns=encoded.columns).isna()
+    assert missing.sum().to_dict() == {name: int(name in ("a", "c")) for name in encoded.columns}
+    assert missing["a"].tolist() == [False, True, False, False] and missing["c"].tolist() == [False, False, True, False]
