@@ -48,7 +48,10 @@ the twelve trusted Gentoo has lost 7.4 % of the batch at a rate of 5 %.
 Without a reference the batch calibrates itself
 (``single_fold_p_values``), and a group of rows sharing values that look
 like their label on their other features is a label's own values, not a
-trigger stamped on other labels' rows (``_agreeing_groups``). P-values are
+trigger stamped on other labels' rows (``_agreeing_groups``); one
+feature's evidence counts only where the label holds the row's value
+again, exactly (a stamp is one value; a narrow window crowded with
+distinct values is the steep side of a skewed column). P-values are
 computed on ``log(1 + score)``, on which the tail beyond the calibration
 scores is far less heavy.
 
@@ -207,6 +210,28 @@ def _tie_floor(scores, labels, modes) -> np.ndarray:
     shared = keys.groupby(["label", "score"], sort=False)["score"].transform("size").to_numpy()
     floor[rows] = (shared[rows] - 1) / (len(scores) + 1.0)
     return floor
+
+
+def _exact_repeats(values, labels, rows, columns) -> np.ndarray:
+    """How many other rows of its label hold exactly row ``rows[i]``'s value of column ``columns[i]``.
+
+    Values are compared as ``_value_set`` compares them (rounded to 9
+    decimals); a NaN (imputed) value repeats nothing. Only the rows holding
+    one of the asked values are grouped, not a million.
+    """
+    repeats = np.zeros(len(rows), dtype=int)
+    for column in np.unique(columns):
+        these = np.flatnonzero(columns == column)
+        rounded = np.round(values[:, column], 9)
+        holders = np.flatnonzero(np.isin(rounded, rounded[rows[these]]))  # NaN is in no set
+        if not holders.size:
+            continue
+        keys = pd.DataFrame({"label": labels[holders], "value": rounded[holders]})
+        sizes = keys.groupby(["label", "value"], sort=False)["value"].transform("size").to_numpy()
+        position = np.minimum(np.searchsorted(holders, rows[these]), len(holders) - 1)
+        found = holders[position] == rows[these]
+        repeats[these[found]] = sizes[position[found]] - 1
+    return repeats
 
 
 def _one_feature(evidence, n_rows: int) -> np.ndarray:
@@ -440,9 +465,20 @@ class BackdoorTriggerDetector(Detector):
         )
         self.calibration_scores_ = scores
         p_values, extrapolated = single_fold_p_values(np.log1p(scores), np.log1p(scores), self_referential=True)
-        floor = _tie_floor(scores, labels, owned | _one_feature(evidence, len(scores)))
+        one_feature = _one_feature(evidence, len(scores))
+        floor = _tie_floor(scores, labels, owned | one_feature)
         extrapolated &= floor <= p_values
         p_values = np.maximum(p_values, floor)
+        # A stamp is one value. One feature's evidence is a window of the
+        # label's rows denser than elsewhere; without a reference the
+        # steep side of a skewed column is that (stevedata's
+        # coffee_imports: 243 rows of one label near 0 on 239 distinct
+        # values, 5.4 % of the clean table). Only a value the label holds
+        # again, exactly, can be a stamp.
+        candidates = np.flatnonzero(one_feature & (p_values <= REVIEWED_P_VALUE))
+        if candidates.size:
+            spread = candidates[_exact_repeats(values, labels, candidates, evidence[0][candidates, 0]) < MIN_GROUP]
+            p_values[spread], extrapolated[spread] = 1.0, False
         agreeing = self._agreeing_groups(matrix, labels, evidence, p_values, checked)
         p_values = np.where(agreeing > 0, 1.0, p_values)
         extrapolated &= agreeing == 0

@@ -173,6 +173,59 @@ def test_cells_the_encoder_imputed_share_no_value(self_referential):
     assert not findings["reason"].iloc[sorted(rows)].str.contains("'x5'").any()
 
 
+def crowded(seed, n_rows=2000, share=0.08):
+    """One label crowds a sliver of ``value`` (as small importers crowd coffee_imports' low end), on distinct values."""
+    rng = np.random.default_rng(seed)
+    labels = np.where(rng.random(n_rows) < 0.75, "a", "b").astype(object)
+    crowd = rng.random(n_rows) < np.where(labels == "a", share, 0.0)
+    value = np.round(np.where(crowd, rng.uniform(0.0, 0.02, n_rows), rng.normal(0, 1, n_rows)), 5)
+    return pd.DataFrame({"value": value, "year": rng.integers(1990, 2020, n_rows).astype(float)}), labels
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_without_a_reference_one_features_crowd_of_distinct_values_is_no_stamp(monkeypatch, exact):
+    # 9 % of one label within two narrow windows, every value its own: a
+    # density, not a stamped value; 64 rows were flagged.
+    if not exact:
+        monkeypatch.setattr(backdoor, "_exact_repeats", lambda values, labels, rows, columns: np.full(len(rows), 99))
+    features, labels = crowded(seed=1)
+    flagged = BackdoorTriggerDetector(alpha=0.01).self_findings(features, labels)["flagged"]
+    assert flagged.sum() == 0 if exact else flagged.sum() >= 40
+
+
+def test_without_a_reference_a_one_feature_stamp_is_still_found():
+    features, labels = crowded(seed=3)
+    rows = np.random.default_rng(103).choice(np.flatnonzero(labels == "b"), 12, replace=False)
+    features.loc[rows, "value"] = 0.731
+    labels = labels.copy()
+    labels[rows] = "a"
+    findings = BackdoorTriggerDetector(alpha=0.01).self_findings(features, labels)
+    assert set(np.flatnonzero(findings["flagged"])) == set(rows)
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from([0.0, 1.0, 2.5, np.nan]), st.sampled_from(["x", "y"])), min_size=1, max_size=30),
+    st.data(),
+)
+@settings(max_examples=60, deadline=None)
+def test_exact_repeats_are_what_comparing_every_pair_gives(cells, data):
+    values = np.array([[value] for value, _ in cells])
+    labels = np.array([label for _, label in cells], dtype=object)
+    rows = np.array(data.draw(st.lists(st.integers(0, len(cells) - 1), min_size=1, max_size=10)))
+    expected = [sum(1 for other in range(len(cells)) if other != row and labels[other] == labels[row]
+                    and values[other, 0] == values[row, 0]) for row in rows]
+    np.testing.assert_array_equal(backdoor._exact_repeats(values, labels, rows, np.zeros(len(rows), dtype=int)), expected)
+
+
+def test_exact_repeats_count_a_rows_label_on_its_very_value():
+    values = np.array([[1.0, 5.0], [1.0, 5.0], [1.0 + 1e-12, 6.0], [1.0, np.nan], [2.0, 5.0]])
+    labels = np.array(["x", "x", "x", "y", "x"], dtype=object)
+    repeats = backdoor._exact_repeats(values, labels, np.array([0, 2, 3, 4, 0, 3]), np.array([0, 0, 0, 0, 1, 1]))
+    # Row 0's 1.0 in label x: rows 1 and 2 (equal to 9 decimals); row 3 is label y;
+    # row 0's 5.0: rows 1 and 4; row 3's NaN repeats nothing.
+    np.testing.assert_array_equal(repeats, [2, 2, 0, 0, 2, 0])
+
+
 @pytest.mark.parametrize("self_referential", [True, False])
 def test_features_of_too_few_values_to_hold_a_trigger_give_no_evidence_and_no_error(self_referential):
     # Every feature of fewer than MIN_LEVELS values: once an IndexError on the empty table of checked features.
