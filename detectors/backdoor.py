@@ -48,10 +48,10 @@ the twelve trusted Gentoo has lost 7.4 % of the batch at a rate of 5 %.
 Without a reference the batch calibrates itself
 (``single_fold_p_values``), and a group of rows sharing values that look
 like their label on their other features is a label's own values, not a
-trigger stamped on other labels' rows (``_agreeing_groups``); one
-feature's evidence counts only where the label holds the row's value
-again, exactly (a stamp is one value; a narrow window crowded with
-distinct values is the steep side of a skewed column). P-values are
+trigger stamped on other labels' rows (``_agreeing_groups``); evidence
+counts only where the label holds the row's values again, exactly (a
+stamp is one set of values; narrow windows crowded with distinct values
+are the steep side of a skewed column, or a label's own corner). P-values are
 computed on ``log(1 + score)``, on which the tail beyond the calibration
 scores is far less heavy.
 
@@ -212,25 +212,37 @@ def _tie_floor(scores, labels, modes) -> np.ndarray:
     return floor
 
 
-def _exact_repeats(values, labels, rows, columns) -> np.ndarray:
-    """How many other rows of its label hold exactly row ``rows[i]``'s value of column ``columns[i]``.
+def _exact_repeats(values, labels, rows, features) -> np.ndarray:
+    """How many other rows of its label hold exactly row ``rows[i]``'s values of the features ``features[i]``.
 
-    Values are compared as ``_value_set`` compares them (rounded to 9
-    decimals); a NaN (imputed) value repeats nothing. Only the rows holding
-    one of the asked values are grouped, not a million.
+    ``features``: shape (len(rows), k), -1 pads. Values are compared as
+    ``_value_set`` compares them (rounded to 9 decimals); a NaN (imputed)
+    value repeats nothing. Per set of features, only the rows holding one of
+    the asked values of its first feature are grouped, not a million.
     """
     repeats = np.zeros(len(rows), dtype=int)
-    for column in np.unique(columns):
-        these = np.flatnonzero(columns == column)
-        rounded = np.round(values[:, column], 9)
-        holders = np.flatnonzero(np.isin(rounded, rounded[rows[these]]))  # NaN is in no set
+    asked_by_set: dict[tuple, list] = {}
+    for position, row_features in enumerate(features):
+        asked_by_set.setdefault(tuple(sorted(int(c) for c in row_features if c >= 0)), []).append(position)
+    rounded: dict[int, np.ndarray] = {}  # each column rounded once, however many sets it is in
+    for columns, asked in asked_by_set.items():
+        if not columns:
+            continue
+        for column in columns:
+            if column not in rounded:
+                rounded[column] = np.round(values[:, column], 9)
+        asked = np.array(asked)
+        first = rounded[columns[0]]
+        holders = np.flatnonzero(np.isin(first, first[rows[asked]]))  # NaN is in no set
         if not holders.size:
             continue
-        keys = pd.DataFrame({"label": labels[holders], "value": rounded[holders]})
-        sizes = keys.groupby(["label", "value"], sort=False)["value"].transform("size").to_numpy()
-        position = np.minimum(np.searchsorted(holders, rows[these]), len(holders) - 1)
-        found = holders[position] == rows[these]
-        repeats[these[found]] = sizes[position[found]] - 1
+        keys = pd.DataFrame({position: rounded[column][holders] for position, column in enumerate(columns)})
+        keys.insert(0, "label", labels[holders])
+        # A NaN on a later feature puts its row in no group (size NaN): it repeats nothing.
+        sizes = keys.groupby(list(keys.columns), sort=False)["label"].transform("size").fillna(1).to_numpy()
+        position = np.minimum(np.searchsorted(holders, rows[asked]), len(holders) - 1)
+        found = holders[position] == rows[asked]
+        repeats[asked[found]] = sizes[position[found]].astype(int) - 1
     return repeats
 
 
@@ -469,15 +481,17 @@ class BackdoorTriggerDetector(Detector):
         floor = _tie_floor(scores, labels, owned | one_feature)
         extrapolated &= floor <= p_values
         p_values = np.maximum(p_values, floor)
-        # A stamp is one value. One feature's evidence is a window of the
-        # label's rows denser than elsewhere; without a reference the
-        # steep side of a skewed column is that (stevedata's
-        # coffee_imports: 243 rows of one label near 0 on 239 distinct
-        # values, 5.4 % of the clean table). Only a value the label holds
-        # again, exactly, can be a stamp.
-        candidates = np.flatnonzero(one_feature & (p_values <= REVIEWED_P_VALUE))
+        # A stamp is one set of values. Evidence is a window of the label's
+        # rows denser than elsewhere; without a reference the steep side
+        # of a skewed column is that (stevedata's coffee_imports: 243 rows
+        # of one label near 0 on 239 distinct values, 5.4 % of the clean
+        # table), and so is a label's own corner of two features
+        # (modeldata's wa_churn: 171 customers who left in their first
+        # month, on 119 distinct total charges). Only values the label
+        # holds again, exactly, can be a stamp.
+        candidates = np.flatnonzero(p_values <= REVIEWED_P_VALUE)
         if candidates.size:
-            spread = candidates[_exact_repeats(values, labels, candidates, evidence[0][candidates, 0]) < MIN_GROUP]
+            spread = candidates[_exact_repeats(values, labels, candidates, evidence[0][candidates]) < MIN_GROUP]
             p_values[spread], extrapolated[spread] = 1.0, False
         agreeing = self._agreeing_groups(matrix, labels, evidence, p_values, checked)
         p_values = np.where(agreeing > 0, 1.0, p_values)

@@ -203,6 +203,66 @@ def test_without_a_reference_a_one_feature_stamp_is_still_found():
     assert set(np.flatnonzero(findings["flagged"])) == set(rows)
 
 
+def first_month(seed, n_rows=3000, share=0.12):
+    """Customers who left in their first month (tenure 1), on distinct small charges, in robust-scaled units."""
+    rng = np.random.default_rng(seed)
+    labels = np.where(rng.random(n_rows) < 0.3, "left", "stayed").astype(object)
+    tenure = rng.integers(2, 73, n_rows).astype(float)
+    tenure[rng.random(n_rows) < 0.01] = 0.0  # signed up this month
+    charges = np.round(tenure * rng.uniform(18, 120, n_rows), 2)
+    first = rng.random(n_rows) < np.where(labels == "left", share, 0.0)
+    tenure[first] = 1.0
+    charges[first] = np.round(rng.uniform(18, 22, first.sum()), 2)
+    frame = pd.DataFrame({"tenure": tenure, "charges": charges, "noise": rng.normal(0, 1, n_rows)})
+    return (frame - frame.median()) / (frame.quantile(0.75) - frame.quantile(0.25)), labels, first
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_without_a_reference_a_labels_corner_of_two_features_is_no_stamp(monkeypatch, exact):
+    # Found on modeldata's wa_churn: 171 customers who left in their first
+    # month share tenure 1 and total charges within one narrow window, on
+    # 119 distinct charges. Joint evidence of a label's own corner, not one
+    # stamped set of values.
+    if not exact:  # the rule for one feature's evidence only
+        exact_repeats = backdoor._exact_repeats
+        monkeypatch.setattr(backdoor, "_exact_repeats", lambda values, labels, rows, features: np.where(
+            features[:, 1] >= 0, 99, exact_repeats(values, labels, rows, features)))
+    features, labels, first = first_month(seed=0)
+    flagged = BackdoorTriggerDetector(alpha=0.01).self_findings(features, labels)["flagged"].to_numpy()
+    assert flagged.sum() == (0 if exact else 14)
+    assert not flagged[~first].any()
+
+
+def test_exact_repeats_of_several_features_count_rows_holding_all_of_them():
+    values = np.array([[1.0, 5.0, 0.0], [1.0, 5.0, 1.0], [1.0, 6.0, 2.0], [1.0, 5.0, 3.0], [1.0, np.nan, 4.0]])
+    labels = np.array(["x", "x", "x", "y", "x"], dtype=object)
+    features = np.array([[0, 1, -1], [0, -1, -1], [0, 1, -1], [1, 0, 2], [0, 1, -1]])
+    repeats = backdoor._exact_repeats(values, labels, np.array([0, 0, 3, 0, 4]), features)
+    # Row 0 on (0, 1): row 1 (row 2 differs on 1, row 3 is label y, row 4's NaN
+    # repeats nothing); on 0 alone, rows 1, 2 and 4; row 3: no other row of
+    # label y; row 0 on (1, 0, 2): none (the third feature is a row number);
+    # row 4's NaN: none.
+    np.testing.assert_array_equal(repeats, [1, 3, 0, 0, 0])
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from([0.0, 1.0, np.nan]), st.sampled_from([0.0, 2.5]), st.sampled_from(["x", "y"])),
+             min_size=1, max_size=30),
+    st.data(),
+)
+@settings(max_examples=60, deadline=None)
+def test_exact_repeats_of_two_features_are_what_comparing_every_pair_gives(cells, data):
+    values = np.array([[first, second] for first, second, _ in cells])
+    labels = np.array([label for _, _, label in cells], dtype=object)
+    rows = np.array(data.draw(st.lists(st.integers(0, len(cells) - 1), min_size=1, max_size=10)))
+    features = np.array(data.draw(st.lists(st.sampled_from([(0, 1), (1, 0), (1, -1)]), min_size=len(rows),
+                                           max_size=len(rows))))
+    expected = [sum(1 for other in range(len(cells)) if other != row and labels[other] == labels[row]
+                    and all(values[other, c] == values[row, c] for c in columns if c >= 0))
+                for row, columns in zip(rows, features)]
+    np.testing.assert_array_equal(backdoor._exact_repeats(values, labels, rows, features), expected)
+
+
 @given(
     st.lists(st.tuples(st.sampled_from([0.0, 1.0, 2.5, np.nan]), st.sampled_from(["x", "y"])), min_size=1, max_size=30),
     st.data(),
@@ -214,13 +274,13 @@ def test_exact_repeats_are_what_comparing_every_pair_gives(cells, data):
     rows = np.array(data.draw(st.lists(st.integers(0, len(cells) - 1), min_size=1, max_size=10)))
     expected = [sum(1 for other in range(len(cells)) if other != row and labels[other] == labels[row]
                     and values[other, 0] == values[row, 0]) for row in rows]
-    np.testing.assert_array_equal(backdoor._exact_repeats(values, labels, rows, np.zeros(len(rows), dtype=int)), expected)
+    np.testing.assert_array_equal(backdoor._exact_repeats(values, labels, rows, np.zeros((len(rows), 1), dtype=int)), expected)
 
 
 def test_exact_repeats_count_a_rows_label_on_its_very_value():
     values = np.array([[1.0, 5.0], [1.0, 5.0], [1.0 + 1e-12, 6.0], [1.0, np.nan], [2.0, 5.0]])
     labels = np.array(["x", "x", "x", "y", "x"], dtype=object)
-    repeats = backdoor._exact_repeats(values, labels, np.array([0, 2, 3, 4, 0, 3]), np.array([0, 0, 0, 0, 1, 1]))
+    repeats = backdoor._exact_repeats(values, labels, np.array([0, 2, 3, 4, 0, 3]), np.array([[0], [0], [0], [0], [1], [1]]))
     # Row 0's 1.0 in label x: rows 1 and 2 (equal to 9 decimals); row 3 is label y;
     # row 0's 5.0: rows 1 and 4; row 3's NaN repeats nothing.
     np.testing.assert_array_equal(repeats, [2, 2, 0, 0, 2, 0])
