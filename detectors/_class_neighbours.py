@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
+from poisonguard.detectors._copies import value_groups
 from poisonguard.detectors._row_blocks import BLOCK_ROWS, row_blocks
 
 # With at most this many labels, one search per label costs less than the
@@ -93,7 +94,12 @@ def margins_from_means(means: np.ndarray, query_codes) -> ClassMargins:
 def nearest_other_row(matrix) -> np.ndarray:
     """Each row's distance to its nearest other row, shape (n_rows,); ``inf`` for a lone row.
 
-    A row among exact copies of itself is at distance 0 (the copy, not itself).
+    A row among exact copies of itself is at distance 0 (the copy, not
+    itself), found on the values: a brute search computes ``|x|^2 - 2 x.y
+    + |y|^2`` and gives a copy 1e-7 now and then. On COUNT's affairs 62 of
+    the 110 "positive" nearest distances were such copies, the median
+    spacing ``label.knn`` floors its distances by fell to 1.2e-7, and a row
+    with a copy in another label scored ``log(6 / 1e-7)``.
     """
     distances = np.full(len(matrix), np.inf)
     if len(matrix) < 2:
@@ -104,6 +110,7 @@ def nearest_other_row(matrix) -> np.ndarray:
         # Not always column 0 among ties: the entry that is not the row itself.
         is_self = positions[:, 0] == np.arange(block.start, block.stop)
         distances[block] = np.where(is_self, found[:, 1], found[:, 0])
+    distances[value_groups(matrix)[1] > 1] = 0.0
     return distances
 
 

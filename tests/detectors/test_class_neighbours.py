@@ -9,6 +9,7 @@ as it does with one search per label.
 """
 import numpy as np
 import pytest
+from sklearn.neighbors import NearestNeighbors
 
 from poisonguard.detectors import _class_neighbours
 from poisonguard.detectors._class_neighbours import class_margins, nearest_other_row
@@ -108,6 +109,30 @@ def test_nearest_other_row_is_never_the_row_itself():
     space = np.array([[0.0], [0.0], [1.0], [3.0], [3.5]])
     assert nearest_other_row(space).tolist() == [0.0, 0.0, 1.0, 0.5, 0.5]
     assert nearest_other_row(space[:1]).tolist() == [np.inf]
+
+
+def test_exact_copies_are_at_distance_zero_whatever_the_search_computes():
+    # A brute search (20 columns) computes |x|^2 - 2 x.y + |y|^2: a copy can come out at 1e-7.
+    rng = np.random.default_rng(0)
+    space = rng.normal(size=(60, 20)) * np.r_[1000.0, np.ones(19)]
+    space[30:] = space[:30]
+    searched = NearestNeighbors(n_neighbors=2).fit(space).kneighbors(space)[0]
+    assert (searched.max(axis=1) > 0).any()
+    assert nearest_other_row(space).tolist() == [0.0] * 60
+
+
+def test_label_knn_measures_its_floor_on_real_spacing_not_on_copies():
+    # Found on COUNT's affairs without a reference: most rows have exact
+    # copies, the search put many at 1e-7, the median "positive" spacing
+    # was 1.2e-7, and a row with a copy in another label scored log(6 / 1e-7)
+    # = 18: 53 of 601 clean rows flagged (1 now).
+    rng = np.random.default_rng(1)
+    distinct = rng.normal(size=(60, 20)) * np.r_[1000.0, np.ones(19)]
+    space = np.vstack([distinct, distinct[:50]])  # 100 rows with a copy, 10 without
+    labels = rng.choice(np.array(["a", "b"], dtype=object), len(space))
+    # Half the median spacing of the 10 rows without a copy, not of the copies' 1e-5.
+    spacing = nearest_other_row(space)[50:60]
+    assert KNNLabelDetector().fit(space, labels).floor_ == 0.5 * np.median(spacing) > 1.0
 
 
 def test_label_knn_judges_many_labels_as_with_one_search_per_label(monkeypatch):
