@@ -123,6 +123,45 @@ def test_without_a_reference_a_small_group_set_apart_is_not_a_flood():
     assert flooded[3000:].all() and flooded[:3000].sum() <= 6
 
 
+def test_without_a_reference_the_edges_of_a_lattice_are_not_a_flood():
+    # Stat2Data's FinalFourLong17: every seed of every region of 39
+    # tournaments, so each (year, seed) holds 4 rows and every row's nearest
+    # rows are one year away. The first and last years' wider neighbourhood is
+    # one-sided, farther than the tied bulk's: 144 of 2,496 clean rows were
+    # flagged at p = 1e-307, though their nearest rows are no nearer than
+    # anyone's (one step, give or take rounding of the encoded scale).
+    years, seeds = np.meshgrid(np.arange(1979, 2018), np.arange(1, 17), indexing="ij")
+    frame = pd.DataFrame({"year": np.repeat(years.ravel(), 4), "seed": np.repeat(seeds.ravel(), 4)})
+    rng = np.random.default_rng(0)
+    labels = np.where(rng.random(len(frame)) < 0.06, "final four", "out").astype(object)
+    features = FeatureEncoder().fit_transform(frame)
+    flagged = DuplicateFloodDetector(alpha=0.01).self_findings(features, labels)["flagged"].to_numpy()
+    assert flagged.sum() == 0
+    # A flood of near-copies (noise of 1 % of each column's spread) is nearer
+    # than one step, and found whole, with the cells it copies.
+    copies = frame.iloc[np.repeat([100, 900, 2000], 20)] + rng.normal(0.0, [0.11, 0.046], (60, 2))
+    flooded = pd.concat([frame, copies], ignore_index=True)
+    flagged = DuplicateFloodDetector(alpha=0.01).self_findings(
+        FeatureEncoder().fit_transform(flooded), np.concatenate([labels, np.full(60, "final four", dtype=object)])
+    )["flagged"].to_numpy()
+    assert flagged[len(frame):].all()
+    assert set(np.flatnonzero(flagged[:len(frame)])) == {*range(100, 104), *range(900, 904), *range(2000, 2004)}
+
+
+def test_without_a_reference_copies_are_a_flood_where_most_rows_have_copies():
+    # Where most rows have copies (few levels, an income that is mostly 0),
+    # the typical nearest row is at 0 and a flood of copies sits there too:
+    # copies are judged by how many the columns explain, not set apart.
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"group": rng.integers(0, 3, 2000), "grade": rng.integers(0, 4, 2000),
+                          "income": np.where(rng.random(2000) < 0.7, 0.0, rng.lognormal(3, 1, 2000).round(2))})
+    earner = int(np.flatnonzero(frame["income"] > 0)[0])
+    flooded = pd.concat([frame, frame.iloc[[earner] * 40]], ignore_index=True)
+    labels = np.concatenate([rng.choice(["a", "b"], 2000).astype(object), np.full(40, "b", dtype=object)])
+    flagged = DuplicateFloodDetector(alpha=0.01).self_findings(FeatureEncoder().fit_transform(flooded), labels)
+    assert set(np.flatnonzero(flagged["flagged"])) == {earner, *range(2000, 2040)}
+
+
 def test_kth_distances_skip_the_row_itself():
     space = np.array([[0.0], [0.0], [1.0], [3.0]])
     np.testing.assert_allclose(kth_distances(space, space, 1, exclude_self=True), [0.0, 0.0, 1.0, 2.0])
