@@ -82,8 +82,8 @@ def neighbour_label_p_values(population, population_codes, n_labels: int, matrix
         kept[np.arange(len(neighbours)), dropped] = False
         labels = population_codes[neighbours[kept]].reshape(len(neighbours), wide)
         for counts, width in ((wide_counts, wide), (near_counts, near)):
-            within = np.repeat(np.arange(len(neighbours)), width)
-            np.add.at(counts[block], (within, labels[:, :width].ravel()), 1.0)
+            cells = np.arange(len(neighbours))[:, None] * n_labels + labels[:, :width]
+            counts[block] = np.bincount(cells.ravel(), minlength=len(neighbours) * n_labels).reshape(-1, n_labels)
     shares = np.bincount(population_codes, minlength=n_labels) / len(population_codes)
     wide_shares = (wide_counts + shares) / (wide + 1)
     p_values = label_mass_p_values((near_counts + wide_shares) / (near + 1), codes[queried],
