@@ -21,9 +21,9 @@ from poisonguard.detectors._crossfit import (
     single_fold_p_values,
 )
 from poisonguard.detectors._class_neighbours import ClassMargins, class_margins, margins_from_means, nearest_other_row
+from poisonguard.detectors._neighbour_shares import neighbour_label_p_values
 from poisonguard.detectors._pooled_neighbours import pooled_neighbours, pooled_samples, shares_search
 from poisonguard.detectors._sampling import calibration_rows, neighbour_population_rows, population_mask
-from poisonguard.detectors._neighbour_shares import neighbour_label_p_values
 from poisonguard.detectors._unique import isin_values, unique_values
 from poisonguard.detectors.base import NOT_EXPLAINED, DetectorError, DetectorTags
 from poisonguard.detectors.label_flips import _LabelDetector, _quoted

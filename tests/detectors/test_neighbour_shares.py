@@ -37,9 +37,10 @@ def test_counts_each_rows_nearest_and_wider_neighbours(monkeypatch):
 
 def test_a_label_no_neighbour_has_is_as_rare_as_its_wider_neighbourhood_says():
     # Two separated groups; three rows of the second group labelled like the
-    # first. No near row of theirs shares their label, nor do all but those
-    # three of their wider neighbourhood: far rarer than the 2 % the first
-    # label's whole-batch share would have made them.
+    # first. None of their 20 nearest rows and at most one of their wider 60
+    # shares their label. Spread by the whole batch's shares, every row of
+    # the second group would hold label 0 at the same small probability, and
+    # these three would get p = 0.020.
     rng = np.random.default_rng(0)
     matrix = np.vstack([rng.normal(0.0, 1.0, (300, 2)), rng.normal(10.0, 1.0, (300, 2))])
     codes = np.repeat([0, 1], 300)
