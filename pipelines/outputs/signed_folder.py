@@ -32,6 +32,8 @@ QUARANTINE_FILE = "quarantine.parquet"
 PROVENANCE_FILE = "provenance.json"
 REPORT_FILE = "report.html"
 SIGNATURE_FILE = "signature.sig"
+# Schema levels, the root included, that pyarrow's Parquet reader opens by default.
+PARQUET_SCHEMA_DEPTH = 100
 
 
 def require_new_output(out: os.PathLike | str) -> Path:
@@ -174,10 +176,14 @@ def _read_claim(claim: Path) -> str:
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` (no index) to ``path``, keeping every value.
+    """Write ``frame`` (no index) to ``path``, keeping every value, so that it reads back.
 
     JSON Lines can mix numbers and text in one column, which Arrow refuses;
-    such columns are written as text rather than losing rows.
+    such columns are written as text rather than losing rows. So is a column
+    nested deeper than a Parquet reader accepts (``PARQUET_SCHEMA_DEPTH``):
+    a list of lists 50 deep wrote, and the file then failed to open ("schema
+    too deeply nested") wherever no shallower value of the column (which
+    makes it mixed) was written with it.
     """
     try:
         table = pa.Table.from_pandas(frame, preserve_index=False)
@@ -185,9 +191,31 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
         frame = frame.copy()
         for column in frame.columns:
             if frame[column].dtype == object and column not in FINDING_LIST_COLUMNS and not _arrow_reads(frame[column]):
-                frame[column] = frame[column].map(lambda v: None if v is None or v is pd.NA else str(v))
+                frame[column] = frame[column].map(_as_text)
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    too_deep = [position for position, field in enumerate(table.schema)
+                if 1 + _parquet_depth(field.type) > PARQUET_SCHEMA_DEPTH]
+    if too_deep:
+        frame = frame.copy()
+        for position in too_deep:
+            frame[frame.columns[position]] = frame.iloc[:, position].map(_as_text)
         table = pa.Table.from_pandas(frame, preserve_index=False)
     pq.write_table(table, path)
+
+
+def _as_text(value):
+    return None if value is None or value is pd.NA else str(value)
+
+
+def _parquet_depth(arrow_type: pa.DataType) -> int:
+    """Levels of Parquet schema a column of ``arrow_type`` takes (a list two, a struct one, a value one)."""
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type) or pa.types.is_fixed_size_list(arrow_type):
+        return 2 + _parquet_depth(arrow_type.value_type)
+    if pa.types.is_map(arrow_type):
+        return 2 + max(_parquet_depth(arrow_type.key_type), _parquet_depth(arrow_type.item_type))
+    if pa.types.is_struct(arrow_type):
+        return 1 + max((_parquet_depth(arrow_type.field(i).type) for i in range(arrow_type.num_fields)), default=0)
+    return 1
 
 
 def _arrow_reads(column: pd.Series) -> bool:

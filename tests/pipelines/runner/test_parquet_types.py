@@ -117,3 +117,26 @@ def test_only_a_column_arrow_cannot_type_is_written_as_text(tmp_path):
     assert table.column("mixed").to_pylist() == ["1", "two", None]
     assert pa.types.is_decimal(table.schema.field("price").type) and table.schema.field("blob").type == pa.binary()
     assert table.column("price").to_pylist() == frame["price"].tolist()
+
+
+def nested_lists(depth: int) -> list:
+    value = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def test_a_column_nested_deeper_than_a_reader_opens_is_written_as_text(tmp_path):
+    # A quarantine file whose one row held a list 99 deep (reading allows
+    # 100) was written as nested lists and then failed to open: "Parquet
+    # schema too deeply nested". 49 list levels read back; 50 do not.
+    frame = pd.DataFrame({"deep": pd.Series([nested_lists(50)], dtype=object),
+                          "deep_enough": pd.Series([nested_lists(49)], dtype=object), "x": [1.0]})
+
+    write_parquet(frame, tmp_path / "rows.parquet")
+
+    table = pq.read_table(tmp_path / "rows.parquet")
+    assert table.column("deep").to_pylist() == [str(nested_lists(50))]
+    assert str(table.schema.field("deep_enough").type).count("list<") == 49
+    assert table.column("deep_enough").to_pylist() == [nested_lists(49)]
+
