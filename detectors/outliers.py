@@ -42,6 +42,8 @@ a robust cut; see :meth:`_CrossFittedOutlierDetector.self_findings`.
 """
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 import pandas as pd
 from pyod.models.iforest import IForest
@@ -94,19 +96,78 @@ def tail_probabilities(sorted_reference: np.ndarray, X: np.ndarray) -> tuple[np.
         Whether the row is in the upper tail of that feature.
     """
     n_reference = sorted_reference.shape[0]
-    at_most = np.empty(X.shape, dtype=float)
-    at_least = np.empty(X.shape, dtype=float)
+    at_most, below = rank_counts(sorted_reference, X)
+    at_least = n_reference - below
+    tails = (1.0 + np.minimum(at_most, at_least)) / (n_reference + 1.0)
+    return tails, at_least < at_most
+
+
+def rank_counts(sorted_reference: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``#{r <= x}`` and ``#{r < x}`` of each value of ``X`` among its column's reference values.
+
+    Parameters
+    ----------
+    sorted_reference : numpy.ndarray, shape (n_reference, n_features)
+        Each column sorted ascending.
+    X : numpy.ndarray, shape (n_rows, n_features)
+
+    Returns
+    -------
+    at_most, below : numpy.ndarray of int64, shape (n_rows, n_features)
+    """
+    at_most = np.empty(X.shape, dtype=np.int64)
+    below = np.empty(X.shape, dtype=np.int64)
     for column in range(X.shape[1]):
         values = sorted_reference[:, column]
-        # In value order, as ``fold_tail_scores`` does: searching a large
-        # reference for unordered values misses the cache on every search (a
-        # batch judged against itself, a million rows: 80 of ECOD's 90 s).
+        # In value order: searching a large reference for unordered values
+        # misses the cache on every search (a batch judged against itself, a
+        # million rows: 80 of ECOD's 90 s).
         order = np.argsort(X[:, column])
         ordered = X[order, column]
         at_most[order, column] = np.searchsorted(values, ordered, side="right")
-        at_least[order, column] = n_reference - np.searchsorted(values, ordered, side="left")
-    tails = (1.0 + np.minimum(at_most, at_least)) / (n_reference + 1.0)
-    return tails, at_least < at_most
+        below[order, column] = np.searchsorted(values, ordered, side="left")
+    return at_most, below
+
+
+def running_fold_counts(sorted_folds: np.ndarray, n_folds: int) -> np.ndarray:
+    """``in_fold[k, i, j]``: rows of fold ``k`` among the first ``i`` sorted values of column ``j``.
+
+    ``sorted_folds`` (shape (n_reference, n_features)) is the fold each sorted
+    reference value was held out in; the result has shape
+    (n_folds, n_reference + 1, n_features).
+    """
+    n_reference, n_features = sorted_folds.shape
+    in_fold = np.zeros((n_folds, n_reference + 1, n_features), dtype=np.int32)
+    for fold in range(n_folds):
+        np.cumsum(sorted_folds == fold, axis=0, out=in_fold[fold, 1:])
+    return in_fold
+
+
+def fold_rank_counts(sorted_reference: np.ndarray, in_fold: np.ndarray, X: np.ndarray) -> Iterator[tuple]:
+    """``rank_counts`` of ``X`` in the whole reference and in each fold model's training rows.
+
+    Fold model ``k`` was fitted on the reference rows outside fold ``k``: its
+    counts are the whole reference's minus those of fold ``k``'s rows, read
+    off the running counts ``in_fold`` (``running_fold_counts``) at the two
+    positions one search of the whole reference found.
+
+    Yields
+    ------
+    (at_most, below, n_train), the whole reference first, then fold model
+    0, 1, ...; one at a time, so that a chunk's counts for every model are
+    not held at once.
+    """
+    n_reference, n_features = sorted_reference.shape
+    columns = np.arange(n_features)
+    at_most, below = rank_counts(sorted_reference, X)
+    yield at_most, below, n_reference
+    # Flat positions, found once for every fold: ``take`` of them is several
+    # times faster than indexing each fold's counts by (row, column) pairs.
+    at_most_cells, below_cells = at_most * n_features + columns, below * n_features + columns
+    for fold_counts in in_fold:
+        n_train = n_reference - int(fold_counts[-1, 0]) if n_features else n_reference
+        flat = fold_counts.reshape(-1)
+        yield at_most - flat.take(at_most_cells), below - flat.take(below_cells), n_train
 
 
 def copies_floor(matrix: np.ndarray) -> np.ndarray:
@@ -648,36 +709,20 @@ def fold_tail_scores(
         Under the model of the whole reference.
     per_fold : numpy.ndarray, shape (n_rows, n_folds)
     """
-    n_reference, n_features = sorted_reference.shape
+    n_features = sorted_reference.shape[1]
     weights = np.ones(n_features) if weights is None else np.asarray(weights, dtype=float)
-    fold_rows = np.bincount(sorted_folds[:, 0], minlength=n_folds) if n_features else np.zeros(n_folds, int)
-    # in_fold[k, i, j]: rows of fold k among the first i sorted values of column j.
-    in_fold = np.zeros((n_folds, n_reference + 1, n_features), dtype=np.int32)
-    for fold in range(n_folds):
-        np.cumsum(sorted_folds == fold, axis=0, out=in_fold[fold, 1:])
+    in_fold = running_fold_counts(sorted_folds, n_folds)
     scores = np.empty(len(X))
     per_fold = np.empty((len(X), n_folds))
-    columns = np.arange(n_features)
 
     def score_chunk(rows: slice) -> None:
-        chunk = X[rows]
-        at_most = np.empty(chunk.shape, dtype=np.int64)
-        below = np.empty(chunk.shape, dtype=np.int64)
-        for column in columns:
-            values = sorted_reference[:, column]
-            # In value order: searching sorted values is several times faster.
-            order = np.argsort(chunk[:, column])
-            ordered = chunk[order, column]
-            at_most[order, column] = np.searchsorted(values, ordered, side="right")
-            below[order, column] = np.searchsorted(values, ordered, side="left")
-        tails = (1.0 + np.minimum(at_most, n_reference - below)) / (n_reference + 1.0)
-        scores[rows] = weighted_tail_scores(tails, weights)
-        for fold in range(n_folds):
-            n_train = n_reference - int(fold_rows[fold])
-            train_at_most = at_most - in_fold[fold][at_most, columns]
-            train_at_least = n_train - (below - in_fold[fold][below, columns])
-            tails = (1.0 + np.minimum(train_at_most, train_at_least)) / (n_train + 1.0)
-            per_fold[rows, fold] = weighted_tail_scores(tails, weights)
+        counts = fold_rank_counts(sorted_reference, in_fold, X[rows])
+        for position, (at_most, below, n_train) in enumerate(counts):
+            tails = (1.0 + np.minimum(at_most, n_train - below)) / (n_train + 1.0)
+            if position == 0:
+                scores[rows] = weighted_tail_scores(tails, weights)
+            else:
+                per_fold[rows, position - 1] = weighted_tail_scores(tails, weights)
 
     # Chunks at once (detectors._threads): each writes only its own rows.
     map_in_threads(score_chunk, row_blocks(len(X), rows_per_block(n_features, SCORE_CHUNK_ROWS)))
