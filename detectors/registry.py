@@ -16,6 +16,7 @@ from poisonguard.detectors.errors import DetectorError
 
 BUILTIN_MODULES = (
     "poisonguard.detectors.outliers",
+    "poisonguard.detectors.cellwise",
     "poisonguard.detectors.class_conditional",
     "poisonguard.detectors.label_flips",
     "poisonguard.detectors.label_knn",

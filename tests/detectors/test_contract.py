@@ -67,6 +67,10 @@ EXPECTED_FLAGGED = {
     # (standard deviation about 2) to unit spread (``detectors._classifiers``), so the
     # penalty holds their weights back more than in their own units: p = 0.017, not 0.003.
     "label.trusted_model": {"findings": ([1, 2, 3, 4, 6, 13], []), "self_findings": ([1, 2, 3, 13], [])},
+    # It judges whether a row's values fit one another, not how far out they are: the
+    # far rows are far on every feature at once, which only row 2's signs contradict
+    # (x0 and x1 move apart across the labels' centres).
+    "outlier.cellwise": {"findings": ([2], [65]), "self_findings": ([2], [])},
     "outlier.class_conditional": {"findings": (FAR + FLIPPED + UNSEEN, []), "self_findings": (FAR + [3] + UNSEEN, [])},
     # Without a reference the batch's own 75th-90th percentile tail guards the one drawn
     # from its bulk, and clean rows 37 and 41 are no longer flagged.
@@ -126,7 +130,7 @@ def judged(request):
 def test_registry_holds_the_builtin_detectors():
     assert NAMES == [
         "backdoor.trigger", "duplicates.flood", "label.confident_learning", "label.knn", "label.trusted_model",
-        "outlier.class_conditional", "outlier.ecod", "outlier.iforest",
+        "outlier.cellwise", "outlier.class_conditional", "outlier.ecod", "outlier.iforest",
     ]
     for name, cls in DETECTORS.items():
         assert cls.name == name and isinstance(cls.tags, DetectorTags)
@@ -307,7 +311,7 @@ def test_importing_the_package_defers_the_detector_modules():
         "import sys, poisonguard.detectors, poisonguard.detectors.registry\n"
         "loaded = [m for m in ('pyod', 'cleanlab', 'poisonguard.detectors.outliers') if m in sys.modules]\n"
         "assert not loaded, loaded\n"
-        "assert len(poisonguard.detectors.registered_detectors()) == 8 and 'pyod' in sys.modules\n"
+        "assert len(poisonguard.detectors.registered_detectors()) == 9 and 'pyod' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -210,7 +210,7 @@ def test_a_large_reference_is_the_trigger_nulls_sample_too(monkeypatch):
     assert counts == (60, 15)
 
 
-@pytest.mark.parametrize("name", ["outlier.ecod", "outlier.iforest", "outlier.class_conditional"])
+@pytest.mark.parametrize("name", ["outlier.ecod", "outlier.iforest", "outlier.cellwise", "outlier.class_conditional"])
 def test_the_outlier_detectors_fit_a_sample_of_a_large_reference(monkeypatch, name):
     monkeypatch.setattr(_sampling, "POPULATION_ROWS", 400)
     features, labels = three_classes(600, seed=0)

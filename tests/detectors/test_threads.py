@@ -28,7 +28,7 @@ def test_results_come_back_in_order_on_any_number_of_threads(monkeypatch):
         assert map_in_threads(lambda item: item * item, range(50)) == [item * item for item in range(50)]
 
 
-@pytest.mark.parametrize("name", ["backdoor.trigger", "outlier.ecod", "outlier.class_conditional", "label.trusted_model"])
+@pytest.mark.parametrize("name", ["backdoor.trigger", "outlier.ecod", "outlier.cellwise", "outlier.class_conditional", "label.trusted_model"])
 def test_findings_do_not_depend_on_the_thread_count(monkeypatch, name):
     trusted, trusted_labels = three_classes(600, seed=0)
     batch, labels = three_classes(1_500, seed=1)
