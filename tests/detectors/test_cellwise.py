@@ -113,7 +113,7 @@ def test_scores_do_not_depend_on_the_rows_scored_with(fitted, batch):
 def test_without_a_reference_the_batch_judges_itself(trusted, batch):
     frame = pd.concat([trusted, batch], ignore_index=True)
     frame.index = [f"row-{index}" for index in range(len(frame))]
-    findings = CellwiseOutlierDetector(alpha=0.01).self_findings(frame)
+    findings = CellwiseOutlierDetector(alpha=0.01, without_reference=True).self_findings(frame)
     flagged = set(findings.loc[findings["flagged"], "row_id"])
     corrupted = {f"row-{600 + row}" for row in range(400, 400 + CORRUPTED)}
     assert flagged >= corrupted
@@ -136,3 +136,9 @@ def test_a_constant_column_predicts_nothing_and_breaks_nothing(trusted, batch):
     detector = CellwiseOutlierDetector(alpha=0.01).fit(with_constant)
     scores = detector.score(batch.assign(country=1.0))
     np.testing.assert_allclose(scores, CellwiseOutlierDetector(alpha=0.01).fit(trusted).score(batch), rtol=1e-9)
+
+
+def test_without_a_reference_it_judges_nothing_unless_asked(batch):
+    # A run skips it, saying why (see the module docstring for the measured cause).
+    with pytest.raises(NotEnoughData, match="outlier.cellwise: judges a batch against trusted rows only"):
+        CellwiseOutlierDetector().self_findings(batch)

@@ -79,6 +79,16 @@ EXPECTED_FLAGGED = {
 }
 # Rows whose p-value a detector documents as NaN: without a reference the
 # classifier label detectors cannot cross-fit a label on one row (the lone 'yak').
+# Parameters the contract runs a detector with: outlier.cellwise judges a batch
+# against itself only when asked to.
+CONTRACT_PARAMS = {"outlier.cellwise": {"without_reference": True}}
+
+
+def make(name: str, **params):
+    """A detector as the contract judges it: defaults, ``CONTRACT_PARAMS`` and ``params``."""
+    return DETECTORS[name](**{**CONTRACT_PARAMS.get(name, {}), **params})
+
+
 NAN_P_VALUES = {("label.trusted_model", "self_findings"): UNSEEN, ("label.confident_learning", "self_findings"): UNSEEN}
 # What a detector documents flagging without p <= alpha (the reason says which).
 EXTRA_FLAG_REASONS = re.compile(
@@ -113,7 +123,7 @@ TRUSTED, TRUSTED_LABELS, BATCH, BATCH_LABELS = planted_data()
 
 def judge(name: str, mode: str, batch=BATCH, labels=BATCH_LABELS, row_ids=ROW_IDS) -> pd.DataFrame:
     """``fit(trusted).findings(batch)`` or ``self_findings(batch)`` of a fresh default detector."""
-    detector = DETECTORS[name]()
+    detector = make(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # library warnings (PyOD, cleanlab) are not the contract
         if mode == "findings":
@@ -179,7 +189,7 @@ def test_results_are_deterministic(judged):
 def test_set_reasons_leaves_only_rows_above_the_bound_unexplained(judged):
     name, mode, table = judged
     bound = 0.2
-    detector = DETECTORS[name]().set_reasons(p_value_at_most=bound)
+    detector = make(name).set_reasons(p_value_at_most=bound)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if mode == "findings":
@@ -197,10 +207,10 @@ def test_set_reasons_leaves_only_rows_above_the_bound_unexplained(judged):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_a_second_call_on_the_same_detector_gives_the_same_table(name):
-    detector = DETECTORS[name]().fit(TRUSTED, TRUSTED_LABELS)
+    detector = make(name).fit(TRUSTED, TRUSTED_LABELS)
     first = detector.findings(BATCH, BATCH_LABELS, ROW_IDS)
     pd.testing.assert_frame_equal(detector.findings(BATCH, BATCH_LABELS, ROW_IDS), first, check_exact=True)
-    again = DETECTORS[name]()
+    again = make(name)
     first = again.self_findings(BATCH, BATCH_LABELS, ROW_IDS)
     pd.testing.assert_frame_equal(again.self_findings(BATCH, BATCH_LABELS, ROW_IDS), first, check_exact=True)
 
@@ -331,11 +341,11 @@ def test_a_declared_self_findings_twin_gives_the_same_p_values(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_a_calibration_confidence_only_raises_p_values_and_only_with_a_reference(name):
     plain = judge(name, "findings")
-    detector = DETECTORS[name](confidence=0.9)
+    detector = make(name, confidence=0.9)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         conditional = detector.fit(TRUSTED, TRUSTED_LABELS).findings(BATCH, BATCH_LABELS, ROW_IDS)
-        self_judged = DETECTORS[name](confidence=0.9).self_findings(BATCH, BATCH_LABELS, ROW_IDS)
+        self_judged = make(name, confidence=0.9).self_findings(BATCH, BATCH_LABELS, ROW_IDS)
     p_plain, p_conditional = plain["p_value"].to_numpy(), conditional["p_value"].to_numpy()
     assert np.array_equal(np.isnan(p_plain), np.isnan(p_conditional))
     known = ~np.isnan(p_plain)
