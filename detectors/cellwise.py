@@ -68,8 +68,11 @@ from poisonguard.detectors.registry import register
 SHRINKAGE = 0.05
 # A cell is named in a reason when its standardised residual is at least this.
 NAMED_RESIDUAL = 3.0
-# Predictors named per cell in a reason: those that moved its prediction most.
+# Predictors named per cell in a reason: those that moved its prediction most,
+# and only those that moved it at least this share of the most (an unrelated
+# column's pull is never exactly zero).
 NAMED_PREDICTORS = 2
+NAMED_PULL_SHARE = 0.25
 
 
 class CopulaModel(NamedTuple):
@@ -222,7 +225,8 @@ class CellwiseOutlierDetector(_CrossFittedOutlierDetector):
                 shared = normal_scores(*rank_counts(self.marginals_, matrix[rows]), len(self.marginals_))
                 normal = (shared for _ in range(n_folds + 1))
             else:
-                normal = (normal_scores(*counts) for counts in fold_rank_counts(self.reference_sorted_, in_fold, matrix[rows]))
+                counts = fold_rank_counts(self.reference_sorted_, in_fold, matrix[rows])
+                normal = (normal_scores(*model_counts) for model_counts in counts)
             for position, (model, scores_of_model) in enumerate(zip([self.model_, *self.fold_models_], normal)):
                 largest = largest_residuals(model, scores_of_model, self.target_columns_)
                 if position == 0:
@@ -261,15 +265,19 @@ class CellwiseOutlierDetector(_CrossFittedOutlierDetector):
                 pulls[column] = 0.0
                 spread = 1.0 / np.sqrt(precision[column, column])
                 predicted = ndtr(row_scores[column] - row_residuals[position] * spread)
-                predictors = [str(self.feature_names_in_[k]) for k in np.argsort(-np.abs(pulls))[:NAMED_PREDICTORS]
-                              if pulls[k] != 0.0]
+                strongest = np.argsort(-np.abs(pulls))[:NAMED_PREDICTORS]
+                predictors = [str(self.feature_names_in_[k]) for k in strongest
+                              if pulls[k] != 0.0 and abs(pulls[k]) >= NAMED_PULL_SHARE * abs(pulls[strongest[0]])]
+                subject = " and ".join(predictors) or "the other columns"
+                position_text = _position(ndtr(row_scores[column]), row[column], model, column, population)
                 details.append(
-                    f"{self.feature_names_in_[column]} {_position(ndtr(row_scores[column]), row[column], model, column, population)}, "
-                    f"where {' and '.join(predictors) or 'the other columns'} put it near "
+                    f"{self.feature_names_in_[column]} {position_text}, "
+                    f"where {subject} {'puts' if len(predictors) == 1 else 'put'} it near "
                     f"percentile {predicted * 100:.0f} ({abs(row_residuals[position]):.1f} standard deviations "
                     f"{'above' if row_residuals[position] > 0 else 'below'})"
                 )
-            reasons.append(f"a value its other values do not predict, against {population} ({p_text}): " + "; ".join(details))
+            head = f"a value its other values do not predict, against {population} ({p_text})"
+            reasons.append(f"{head}: " + "; ".join(details))
         return reasons
 
 

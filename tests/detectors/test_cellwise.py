@@ -65,12 +65,13 @@ def test_reason_names_the_cell_and_what_predicts_it(fitted, batch):
     findings = fitted.findings(batch)
     reason = findings.loc[findings["row_id"] == "row-400", "reason"].item()
     assert reason.startswith("a value its other values do not predict, against trusted rows (p")
-    # The worst cell is named first, with the column that predicts it, not age.
-    first = reason.split(": ", 1)[1].split("; ")[0]
-    assert first.split(" ")[0] in {"loan", "price"}
-    assert "where price put it near" in first or "where loan put it near" in first or " and " in first
-    assert "standard deviations" in first
-    assert first.split(" ")[0] != "age"
+    # The two cells of the broken pair, each with the column that predicts it and
+    # not the unrelated age, with where it sits and where its partner puts it.
+    cells = reason.split(": ", 1)[1].split("; ")
+    assert cells == [
+        "price at percentile 8, where loan puts it near percentile 88 (7.2 standard deviations below)",
+        "loan at percentile 90, where price puts it near percentile 9 (7.2 standard deviations above)",
+    ]
 
 
 def test_residual_is_the_conditional_normal_residual():
