@@ -199,7 +199,8 @@ def judge_batch(
 # from 2.04 to about 1.8 GB. Others (neighbour searches, in query blocks)
 # follow in the configured order.
 LARGEST_WORKING_SETS = (
-    "label.trusted_model", "backdoor.trigger", "outlier.class_conditional", "outlier.ecod", "label.confident_learning",
+    "label.trusted_model", "backdoor.trigger", "outlier.class_conditional", "outlier.ecod", "outlier.cellwise",
+    "label.confident_learning",
 )
 
 

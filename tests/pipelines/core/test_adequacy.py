@@ -13,8 +13,8 @@ def test_a_large_reference_with_common_categories_gets_no_note():
 def test_a_small_reference_is_named_with_the_size_that_would_do():
     reference = pd.DataFrame({"colour": ["red", "blue"] * 30, "y": ["a", "b"] * 30})
     [note] = reference_notes(reference, {"colour": "categorical"}, "y", RunConfig())
-    # Seven detectors share 0.05: 0.05 / 7 each, counted from 1 / alpha - 1 = 139 rows.
-    assert note.startswith("The trusted reference has 60 rows, fewer than the 139 ")
+    # Eight detectors share 0.05: 0.05 / 8 each, counted from 1 / alpha - 1 = 159 rows.
+    assert note.startswith("The trusted reference has 60 rows, fewer than the 159 ")
 
 
 def test_categories_seen_once_are_counted_as_good_turing_unseen_mass():

@@ -77,8 +77,8 @@ def test_output_is_signed_and_provenance_is_complete(tiny, tmp_path):
     assert provenance["inputs"]["batches"][0]["rows"] == 45
     assert provenance["expectation_suite"]["source"].startswith("inferred from the reference")
     assert [c["name"] for c in provenance["checks"]] == ["expectations", *DEFAULT_DETECTORS]
-    # Seven detectors share the 5 % budget: each ran at 0.05 / 7.
-    assert {c["params"]["alpha"] for c in provenance["checks"][1:]} == {0.05 / 7}
+    # Eight detectors share the 5 % budget: each ran at 0.05 / 8.
+    assert {c["params"]["alpha"] for c in provenance["checks"][1:]} == {0.05 / 8}
     assert provenance["counts"]["kept"] + provenance["counts"]["quarantined"] == 45
     assert provenance["libraries"]["pyod"]
     assert "private" not in json.dumps(provenance).lower()
