@@ -240,10 +240,7 @@ class CellwiseOutlierDetector(_CrossFittedOutlierDetector):
 
     def _flagged_reasons(self, rows: np.ndarray, p_texts: np.ndarray) -> list[str]:
         """Each flagged row's reason: its cells furthest from what its other cells predict."""
-        population = "trusted rows"
-        if self.self_referential_:
-            sampled = getattr(self, "batch_sample_rows_", None)
-            population = f"a seeded sample of {sampled:,} rows of the batch" if sampled else "the rest of the batch"
+        population = self._population()
         model = self.model_
         n_train = len(model.sorted_columns)
         at_most, below = rank_counts(model.sorted_columns, rows)

@@ -431,12 +431,16 @@ class _CrossFittedOutlierDetector(Detector):
         reasons[flagged] = self._flagged_reasons(matrix[flagged], p_texts[flagged])
         return self._judged(scores, p_values, reasons, row_ids)
 
+    def _population(self) -> str:
+        """What the rows were judged against, in a reason's words."""
+        if not self.self_referential_:
+            return "trusted rows"
+        sampled = getattr(self, "batch_sample_rows_", None)
+        return f"a seeded sample of {sampled:,} rows of the batch" if sampled else "the rest of the batch"
+
     def _flagged_reasons(self, rows: np.ndarray, p_texts: np.ndarray) -> list[str]:
         """The reason of each flagged row (``rows``, shape (n_flagged, n_features)), naming its unusual features."""
-        population = "trusted rows"
-        if self.self_referential_:
-            sampled = getattr(self, "batch_sample_rows_", None)
-            population = f"a seeded sample of {sampled:,} rows of the batch" if sampled else "the rest of the batch"
+        population = self._population()
         # Computed for all flagged rows at once: a large batch flags thousands.
         reference = self.reference_sorted_
         n_reference = reference.shape[0]
