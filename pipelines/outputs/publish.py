@@ -401,7 +401,7 @@ def _report(inputs, outcomes, decision, run: RunHandle, *, status: str, batch_fa
         "quarantined": len(decision.quarantined_ids),
         "trusted reference": str(reference) if reference else "none: detectors calibrated on the batch itself",
         "expectation suite": inputs.suite_source,
-        "false-positive rate": _alpha_summary(settings.config.detection),
+        "false-positive rate": _alpha_summary(settings.config.detection, _detectors_that_judged(outcomes)),
         "run id": run.run_id,
         "started": run.started_at.isoformat(timespec="seconds"),
         "tool version": __version__,
@@ -460,12 +460,24 @@ def _version(distribution: str) -> Optional[str]:
         return None
 
 
-def _alpha_summary(detection) -> str:
+def _detectors_that_judged(outcomes) -> Optional[int]:
+    """How many detectors the decision combined (a skipped one is not counted); None before any ran."""
+    detectors = [o for o in outcomes or () if o.kind == "detector"]
+    return sum(not o.details.get("skipped") for o in detectors) if detectors else None
+
+
+def _alpha_summary(detection, detectors_judged: Optional[int] = None) -> str:
+    """The rate's one-line summary; ``detectors_judged``: those the decision combined (the configured ones by default).
+
+    Without a reference ``outlier.cellwise`` is skipped, and the decision
+    combines one detector fewer than the config lists.
+    """
     each = detection.detector_alpha
     confidence = detection.detector_confidence
+    combined = len(detection.detectors) if detectors_judged is None else detectors_judged
     # Shown whole in the report's header: under REPORT_CELL_WIDTH characters.
     held = "on average over references" if confidence is None else f"for {confidence:.0%} of references"
     return (
         f"one decision: at most {detection.max_false_positive_rate:.2g} of clean rows (inferred rules and "
-        f"{len(detection.detectors)} detectors, {detection.combine}), held {held}; each detector's own flag at {each:.2g}"
+        f"{combined} detectors, {detection.combine}), held {held}; each detector's own flag at {each:.2g}"
     )

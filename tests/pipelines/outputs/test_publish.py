@@ -1,6 +1,8 @@
 """What ``publish`` derives from a decision: the run summary's most suspicious rows."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,7 +10,7 @@ import pytest
 from poisonguard.detectors.base import make_findings
 from poisonguard.pipelines.core.config import parse_config
 from poisonguard.pipelines.core.decision import Decision
-from poisonguard.pipelines.outputs.publish import _alpha_summary, top_quarantined
+from poisonguard.pipelines.outputs.publish import _alpha_summary, _detectors_that_judged, top_quarantined
 from poisonguard.pipelines.outputs.report import REPORT_CELL_WIDTH
 
 
@@ -60,3 +62,15 @@ def test_the_report_says_which_guarantee_the_rate_has(extra, held):
     assert summary == (f"one decision: at most 0.05 of clean rows (inferred rules and 8 detectors, simes), held {held}; "
                        "each detector's own flag at 0.0063")
     assert len(summary) <= REPORT_CELL_WIDTH  # shown whole
+
+
+def test_the_summary_counts_the_detectors_the_decision_combined():
+    # Without a reference outlier.cellwise is skipped: the decision combines seven.
+    outcomes = [SimpleNamespace(kind="expectation", details={})]
+    outcomes += [SimpleNamespace(kind="detector", details={}) for _ in range(7)]
+    outcomes += [SimpleNamespace(kind="detector", details={"skipped": "outlier.cellwise: judges a batch against ..."})]
+    assert _detectors_that_judged(outcomes) == 7
+    assert _detectors_that_judged(outcomes[:1]) is None  # rejected before any detector ran
+    detection = parse_config("[detection]\nmax_false_positive_rate = 0.05\n").detection
+    assert "(inferred rules and 7 detectors, simes)" in _alpha_summary(detection, 7)
+    assert "(inferred rules and 8 detectors, simes)" in _alpha_summary(detection)
