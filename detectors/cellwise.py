@@ -55,11 +55,11 @@ from poisonguard.detectors._threads import map_in_threads
 from poisonguard.detectors.errors import NotEnoughData
 from poisonguard.detectors.outliers import (
     MAX_NAMED_FEATURES,
-    MAX_RUNNING_COUNTS,
     _CrossFittedOutlierDetector,
     fold_rank_counts,
     rank_counts,
     running_fold_counts,
+    sorted_folds,
     two_valued_columns,
 )
 from poisonguard.detectors.registry import register
@@ -205,10 +205,10 @@ class CellwiseOutlierDetector(_CrossFittedOutlierDetector):
 
     def _keep_reference(self, matrix: np.ndarray) -> None:
         super()._keep_reference(matrix)
+        # Without a reference every model shares the sample's marginals: no fold counts to read.
         self.reference_sorted_folds_ = None
-        if self.marginals_ is None and matrix.size * len(self.fold_models_) <= MAX_RUNNING_COUNTS:
-            order = np.argsort(matrix, axis=0, kind="stable")
-            self.reference_sorted_folds_ = self.calibration_folds_.astype(np.int8)[order]
+        if self.marginals_ is None:
+            self.reference_sorted_folds_ = sorted_folds(matrix, self.calibration_folds_, len(self.fold_models_))
 
     def _scores_and_fold_scores(self, matrix):
         # As ECOD's: every fold model's counts from one search of the whole

@@ -129,6 +129,18 @@ def rank_counts(sorted_reference: np.ndarray, X: np.ndarray) -> tuple[np.ndarray
     return at_most, below
 
 
+def sorted_folds(matrix: np.ndarray, folds: np.ndarray, n_folds: int):
+    """The fold each value of ``np.sort(matrix, axis=0)`` was held out in, or None when too large.
+
+    ``folds`` (shape (n_rows,)) is each row's fold. None when the running
+    counts over ``n_folds`` folds would pass ``MAX_RUNNING_COUNTS``.
+    """
+    if matrix.size * n_folds > MAX_RUNNING_COUNTS:
+        return None
+    order = np.argsort(matrix, axis=0, kind="stable")
+    return folds.astype(np.int8)[order]
+
+
 def running_fold_counts(sorted_folds: np.ndarray, n_folds: int) -> np.ndarray:
     """``in_fold[k, i, j]``: rows of fold ``k`` among the first ``i`` sorted values of column ``j``.
 
@@ -610,10 +622,7 @@ class ECODOutlierDetector(_CrossFittedOutlierDetector):
         # every fold model's training rows are the reference minus one fold.
         # The running counts of a batch judged against itself (up to a
         # million rows) would not fit in memory: None, scored model by model.
-        self.reference_sorted_folds_ = None
-        if matrix.size * len(self.fold_models_) <= MAX_RUNNING_COUNTS:
-            order = np.argsort(matrix, axis=0, kind="stable")
-            self.reference_sorted_folds_ = self.calibration_folds_.astype(np.int8)[order]
+        self.reference_sorted_folds_ = sorted_folds(matrix, self.calibration_folds_, len(self.fold_models_))
 
     def _scores_and_fold_scores(self, matrix):
         # Identical to scoring with the final and each fold model (tested),

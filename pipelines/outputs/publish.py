@@ -461,9 +461,11 @@ def _version(distribution: str) -> Optional[str]:
 
 
 def _detectors_that_judged(outcomes) -> Optional[int]:
-    """How many detectors the decision combined (a skipped one is not counted); None before any ran."""
-    detectors = [o for o in outcomes or () if o.kind == "detector"]
-    return sum(not o.details.get("skipped") for o in detectors) if detectors else None
+    """How many detectors the decision combined (``apply_decision_rule``'s count); None before it ran."""
+    for outcome in outcomes or ():
+        if "decision" in outcome.details:
+            return outcome.details["decision"]["checks_combined"]
+    return None
 
 
 def _alpha_summary(detection, detectors_judged: Optional[int] = None) -> str:
