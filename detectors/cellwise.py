@@ -28,18 +28,21 @@ million rows cost a few matrix products.
 Calibration and p-values are those of the other outlier detectors
 (:class:`~poisonguard.detectors.outliers._CrossFittedOutlierDetector`).
 
-Without a reference it does not judge a batch unless asked to
-(``without_reference``): the batch's own scores then calibrate it, and the
-tail drawn from their bulk is no rate here. A column of a few values that
-the others barely predict puts a large share of rows on one score (an age
-in four waves: half the rows at the same ``|z|``), the bulk's spread comes
-out near zero, and the rows beyond it get p-values of 1e-30 and less. On
-the first 470 of 808 R tables taken whole as clean batches (the sweep was
-stopped there), 182 lost more rows and 146 fewer, 3,223 more in all
-(geepack's ohio 2.1 -> 20.2 %, DAAG's vlt 1.2 -> 14.8 %); the batch's own
-75th-90th percentile tail as a guard cut ohio to 5 % (111 rows for this
-detector alone), not to its level. With trusted rows the calibration is
-the conformal count of their scores, lumps and all.
+Without a reference the batch's own scores calibrate it, and a tail drawn
+from their bulk alone was no rate here. A column of a few values that the
+others barely predict puts a large share of rows on one score (an age in
+four waves: half the rows at the same ``|z|``), the bulk's spread comes out
+near zero, and the rows beyond it got p-values of 1e-30 and less; a
+relation the copula cannot draw (a step, near-twin columns) gives clean
+rows residuals far beyond the bulk's. On the first 470 of 808 R tables
+taken whole as clean batches, 182 lost more rows and 146 fewer, 3,223 more
+in all (geepack's ohio 2.1 -> 20.2 %, DAAG's vlt 1.2 -> 14.8 %). So, as
+ECOD's, the extrapolated p-values must be confirmed by the batch's own
+75th-90th percentile tail, here exponential in the square root of the
+score (``_guard_scale``): a heavier tail than the score's own, which a
+misspecified copula's residuals have (see ``_guard_scale`` for the
+measurements). With trusted rows the calibration is the conformal count of
+their scores, lumps and all.
 """
 from __future__ import annotations
 
@@ -143,9 +146,9 @@ class CellwiseOutlierDetector(_CrossFittedOutlierDetector):
     ----------
     without_reference : bool
         Judge a batch against itself when there is no trusted reference
-        (``self_findings``). False (default): ``self_findings`` raises
-        ``NotEnoughData`` and a pipeline run skips the check, saying why; see
-        the module docstring for what self-calibration did on real tables.
+        (``self_findings``; default True). False: ``self_findings`` raises
+        ``NotEnoughData`` and a pipeline run without a reference skips the
+        check, saying why.
 
     Attributes
     ----------
@@ -161,20 +164,34 @@ class CellwiseOutlierDetector(_CrossFittedOutlierDetector):
     """
 
     name = "outlier.cellwise"
+    # Without a reference the batch's own tail guards the one drawn from its
+    # bulk, on the square root of the score (``_guard_scale``).
+    _guard_self_tail = True
 
-    def __init__(self, alpha=0.01, n_folds=5, random_state=0, confidence=None, without_reference=False):
+    def __init__(self, alpha=0.01, n_folds=5, random_state=0, confidence=None, without_reference=True):
         super().__init__(alpha=alpha, n_folds=n_folds, random_state=random_state, confidence=confidence)
         self.without_reference = without_reference
 
     def self_findings(self, X, y=None, row_ids=None):
-        """Judge a batch against itself: only with ``without_reference`` (see the class docstring)."""
+        """Judge a batch against itself, unless ``without_reference`` is False (see the class docstring)."""
         if not self.without_reference:
-            raise NotEnoughData(
-                f"{self.name}: judges a batch against trusted rows only; calibrated on the batch itself, "
-                "a column of a few values ties its scores and the rate no longer holds "
-                "(set without_reference = true in its parameters to run it anyway)"
-            )
+            raise NotEnoughData(f"{self.name}: set to judge a batch against trusted rows only (without_reference = false)")
         return super().self_findings(X, y, row_ids)
+
+    def _guard_scale(self, scores: np.ndarray) -> np.ndarray:
+        # The largest of a row's standardised residuals has a Gaussian tail
+        # when the copula holds; on real tables it often does not (a step
+        # between columns, near-twin columns, a few-valued column), and an
+        # exponential in the score through the batch's 75th and 90th
+        # percentiles was still too light. Over 119 R tables taken whole as
+        # clean batches (the 40 worst of the unguarded sweep, 79 drawn from
+        # the rest), this detector alone at alpha = 0.00625 flagged on
+        # average 1.76 % of rows unguarded, 0.69 % guarded on the score (14
+        # tables over 2 %), 0.47 % on its square root (8; ECOD, guarded,
+        # 0.51 % and 4) and 0.26 % on its logarithm (4). Added to the
+        # run's quarantine on the tuning half's attacked batches (seed 0),
+        # mean recall rose 0.038, 0.034, 0.028 and 0.018.
+        return np.sqrt(scores)
 
     def _prepare(self, matrix: np.ndarray) -> None:
         # Without a reference, the second pass fits on the rows below the

@@ -257,6 +257,10 @@ class _CrossFittedOutlierDetector(Detector):
         self.random_state = random_state
         self.confidence = confidence
 
+    def _guard_scale(self, scores: np.ndarray) -> np.ndarray:
+        """The scale on which the batch's own tail is exponential (``_guard_self_tail``): the score's own."""
+        return scores
+
     def _fit_model(self, matrix: np.ndarray):  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -379,9 +383,10 @@ class _CrossFittedOutlierDetector(Detector):
             for block in row_blocks(len(rest), rows_per_block(matrix.shape[1], REST_BLOCK_CHUNKS * SCORE_CHUNK_ROWS)):
                 scores[rest[block]], per_fold[block] = self._scores_and_fold_scores(matrix[rest[block]])
             p_values[~bulk], extrapolated[~bulk] = self._p_values(per_fold)
-        guard = batch_tail(scores) if self._guard_self_tail and len(scores) >= GUARD_MIN_ROWS else None
+        guarded = self._guard_scale(scores) if self._guard_self_tail and len(scores) >= GUARD_MIN_ROWS else None
+        guard = None if guarded is None else batch_tail(guarded)
         if guard is not None:
-            p_values = np.where(extrapolated, np.maximum(p_values, guard.p_values(scores)), p_values)
+            p_values = np.where(extrapolated, np.maximum(p_values, guard.p_values(guarded)), p_values)
         floor = copies_floor(matrix)
         extrapolated &= p_values >= floor
         return self._findings(matrix, scores, np.maximum(p_values, floor), extrapolated, ids)

@@ -471,8 +471,8 @@ def _detectors_that_judged(outcomes) -> Optional[int]:
 def _alpha_summary(detection, detectors_judged: Optional[int] = None) -> str:
     """The rate's one-line summary; ``detectors_judged``: those the decision combined (the configured ones by default).
 
-    Without a reference ``outlier.cellwise`` is skipped, and the decision
-    combines one detector fewer than the config lists.
+    A detector that cannot judge a batch (too few rows or features for it)
+    is skipped, and the decision combines fewer than the config lists.
     """
     each = detection.detector_alpha
     confidence = detection.detector_confidence

@@ -114,7 +114,7 @@ def test_scores_do_not_depend_on_the_rows_scored_with(fitted, batch):
 def test_without_a_reference_the_batch_judges_itself(trusted, batch):
     frame = pd.concat([trusted, batch], ignore_index=True)
     frame.index = [f"row-{index}" for index in range(len(frame))]
-    findings = CellwiseOutlierDetector(alpha=0.01, without_reference=True).self_findings(frame)
+    findings = CellwiseOutlierDetector(alpha=0.01).self_findings(frame)
     flagged = set(findings.loc[findings["flagged"], "row_id"])
     corrupted = {f"row-{600 + row}" for row in range(400, 400 + CORRUPTED)}
     assert flagged >= corrupted
@@ -139,7 +139,29 @@ def test_a_constant_column_predicts_nothing_and_breaks_nothing(trusted, batch):
     np.testing.assert_allclose(scores, CellwiseOutlierDetector(alpha=0.01).fit(trusted).score(batch), rtol=1e-9)
 
 
-def test_without_a_reference_it_judges_nothing_unless_asked(batch):
-    # A run skips it, saying why (see the module docstring for the measured cause).
-    with pytest.raises(NotEnoughData, match="outlier.cellwise: judges a batch against trusted rows only"):
-        CellwiseOutlierDetector().self_findings(batch)
+def panel_of_children() -> pd.DataFrame:
+    """Four waves a child, ids handed out by smoking status: a step the copula cannot draw, an age of four values."""
+    rng = np.random.default_rng(0)
+    child = np.repeat(np.arange(500), 4)
+    smoke = (child < 175).astype(float)
+    return pd.DataFrame({
+        "child": child.astype(float),
+        "age": np.tile([7.0, 8.0, 9.0, 10.0], 500),
+        "smoke": smoke,
+        "wheeze": (rng.random(2000) < 0.15 + 0.05 * smoke).astype(float),
+    })
+
+
+def test_without_a_reference_the_batch_tail_holds_the_rate_on_a_lumpy_clean_batch():
+    # Shaped like geepack's ohio, where the tail drawn from the batch's bulk
+    # alone flagged a fifth of the rows (see the module docstring).
+    panel = panel_of_children()
+    assert CellwiseOutlierDetector(alpha=0.01).self_findings(panel)["flagged"].sum() == 4  # alpha allows about 20
+    unguarded = CellwiseOutlierDetector(alpha=0.01)
+    unguarded._guard_self_tail = False
+    assert unguarded.self_findings(panel)["flagged"].sum() == 383
+
+
+def test_it_can_be_kept_to_trusted_rows(batch):
+    with pytest.raises(NotEnoughData, match="outlier.cellwise: set to judge a batch against trusted rows only"):
+        CellwiseOutlierDetector(without_reference=False).self_findings(batch)

@@ -69,26 +69,25 @@ EXPECTED_FLAGGED = {
     "label.trusted_model": {"findings": ([1, 2, 3, 4, 6, 13], []), "self_findings": ([1, 2, 3, 13], [])},
     # It judges whether a row's values fit one another, not how far out they are: the
     # far rows are far on every feature at once, which only row 2's signs contradict
-    # (x0 and x1 move apart across the labels' centres).
-    "outlier.cellwise": {"findings": ([2], [65]), "self_findings": ([2], [])},
+    # (x0 and x1 move apart across the labels' centres). Without a reference the batch's own
+    # tail guards the one drawn from its bulk, and row 2's largest residual, 2.6 where clean
+    # rows of these 80 reach 2.5, is no longer rare enough (p = 0.015; 0.008 unguarded).
+    "outlier.cellwise": {"findings": ([2], [65]), "self_findings": ([], [])},
     "outlier.class_conditional": {"findings": (FAR + FLIPPED + UNSEEN, []), "self_findings": (FAR + [3] + UNSEEN, [])},
     # Without a reference the batch's own 75th-90th percentile tail guards the one drawn
     # from its bulk, and clean rows 37 and 41 are no longer flagged.
     "outlier.ecod": {"findings": (FAR, []), "self_findings": (FAR, [])},
     "outlier.iforest": {"findings": (FAR, [21, 41]), "self_findings": (FAR, [])},
 }
-# Rows whose p-value a detector documents as NaN: without a reference the
-# classifier label detectors cannot cross-fit a label on one row (the lone 'yak').
-# Parameters the contract runs a detector with: outlier.cellwise judges a batch
-# against itself only when asked to.
-CONTRACT_PARAMS = {"outlier.cellwise": {"without_reference": True}}
 
 
 def make(name: str, **params):
-    """A detector as the contract judges it: defaults, ``CONTRACT_PARAMS`` and ``params``."""
-    return DETECTORS[name](**{**CONTRACT_PARAMS.get(name, {}), **params})
+    """A detector as the contract judges it: defaults and ``params``."""
+    return DETECTORS[name](**params)
 
 
+# Rows whose p-value a detector documents as NaN: without a reference the
+# classifier label detectors cannot cross-fit a label on one row (the lone 'yak').
 NAN_P_VALUES = {("label.trusted_model", "self_findings"): UNSEEN, ("label.confident_learning", "self_findings"): UNSEEN}
 # What a detector documents flagging without p <= alpha (the reason says which).
 EXTRA_FLAG_REASONS = re.compile(

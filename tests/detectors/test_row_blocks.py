@@ -59,9 +59,7 @@ def _findings_by_block_size(monkeypatch, name, reference, batch, labels, block_s
     for block_rows in block_sizes:
         monkeypatch.setattr(_row_blocks, "BLOCK_ROWS", block_rows)
         monkeypatch.setattr(outliers, "SCORE_CHUNK_ROWS", block_rows)
-        # outlier.cellwise judges a batch against itself only when asked to.
-        extra = {"without_reference": True} if name == "outlier.cellwise" and reference is None else {}
-        detector = get_detector(name, alpha=0.01, **extra)
+        detector = get_detector(name, alpha=0.01)
         if reference is not None:
             runs.append(detector.fit(*reference).findings(batch, labels, ids))
         else:

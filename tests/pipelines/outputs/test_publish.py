@@ -65,10 +65,10 @@ def test_the_report_says_which_guarantee_the_rate_has(extra, held):
 
 
 def test_the_summary_counts_the_detectors_the_decision_combined():
-    # Without a reference outlier.cellwise is skipped: the decision combines seven.
+    # A detector skipped (too few rows, say): the decision combines seven.
     decided = {"decision": {"combine": "simes", "level": 0.05, "checks_combined": 7}}
     outcomes = [SimpleNamespace(kind="expectation", details={})]
-    outcomes += [SimpleNamespace(kind="detector", details={"skipped": "outlier.cellwise: judges a batch against ..."})]
+    outcomes += [SimpleNamespace(kind="detector", details={"skipped": "outlier.cellwise: needs two features ..."})]
     outcomes += [SimpleNamespace(kind="detector", details=decided) for _ in range(7)]
     assert _detectors_that_judged(outcomes) == 7
     assert _detectors_that_judged(outcomes[:2]) is None  # rejected before the decision
