@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("sweep.jsonl"))
     parser.add_argument("--summarise", type=Path, nargs="+", help="print the tables of these record files")
     parser.add_argument("--tables", help="only these tables, as package::item (comma-separated)")
-    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of: {', '.join(MODES)}")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of: {', '.join(MODES)}".replace("%", "%%"))  # argparse formats help with %
     args = parser.parse_args(argv)
     if args.summarise:
         summarise(args.summarise)
