@@ -65,7 +65,7 @@ def test_the_report_says_which_guarantee_the_rate_has(extra, held):
 
 
 def test_the_summary_counts_the_detectors_the_decision_combined():
-    # A detector skipped (too few rows, say): the decision combines seven.
+    # A detector skipped (one feature to predict from, say): the decision combines seven.
     decided = {"decision": {"combine": "simes", "level": 0.05, "checks_combined": 7}}
     outcomes = [SimpleNamespace(kind="expectation", details={})]
     outcomes += [SimpleNamespace(kind="detector", details={"skipped": "outlier.cellwise: needs two features ..."})]
