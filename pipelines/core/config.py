@@ -21,7 +21,7 @@ from poisonguard.pipelines.core.errors import ConfigError
 
 # Every family of poisoning has a detector by default: far or corrupted rows,
 # a value its row's other values do not predict (a corrupted cell in range, a
-# stamped trigger; with a reference only), rows impossible for their label,
+# stamped trigger), rows impossible for their label,
 # flipped labels (three complementary views), near-duplicate floods and
 # backdoor triggers. One decision over all their p-values keeps the whole
 # batch within DetectionConfig.max_false_positive_rate.
