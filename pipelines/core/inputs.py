@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import pandas as pd
+
 from poisonguard.expectations import column_kinds, infer_suite, load_suite
 from poisonguard.pipelines.core.errors import ConfigError, InputError
 from poisonguard.pipelines.core.settings import RunSettings
@@ -194,19 +196,47 @@ def _data_columns(table: LoadedTable) -> list[str]:
 # rows took 214 s and 6.5 GB and quarantined 97.5 % of them.
 MAX_DISTINCT_LABEL_SHARE = 0.5
 MIN_REFUSED_LABELS = 100
+# A numeric target repeats its values on a large table and passes the share
+# above: ggplot2's diamonds prices are 11,602 values on 53,940 rows (22 %),
+# and judged as classes the first cross-fit had not ended after ten minutes.
+# A numeric label of more than MAX_NUMERIC_CLASSES values is a target, not
+# class codes, at any size; of more than MIN_REFUSED_NUMERIC_LABELS, it is
+# one when most rows carry a value fewer than MIN_CLASS_ROWS rows share (too
+# few to cross-fit a class on: Boston's median values, 229 on 506 rows).
+MAX_NUMERIC_CLASSES = 100
+MIN_REFUSED_NUMERIC_LABELS = 20
+MIN_CLASS_ROWS = 10
 
 
 def _require_classes(labels, label: str, source: str) -> None:
     try:
-        distinct = int(labels.nunique(dropna=True))
+        counts = labels.value_counts(dropna=True)
     except TypeError:  # a JSON Lines label holding lists or objects: counted by their text
-        distinct = int(labels.dropna().astype(str).nunique())
-    if distinct > MIN_REFUSED_LABELS and distinct > MAX_DISTINCT_LABEL_SHARE * len(labels):
+        counts = labels.dropna().astype(str).value_counts()
+    distinct, rows = len(counts), len(labels)
+    advice = "name the class column with --label (or dataset.label)"
+    if distinct > MIN_REFUSED_LABELS and distinct > MAX_DISTINCT_LABEL_SHARE * rows:
         raise InputError(
-            f"{source}: label column {display(label)} has {distinct:,} distinct values in {len(labels):,} rows; "
-            "poisonguard checks class labels (a few values, each on many rows), and a continuous target or an id "
-            "is not one: name the class column with --label (or dataset.label)"
+            f"{source}: label column {display(label)} has {distinct:,} distinct values in {rows:,} rows; "
+            f"poisonguard checks class labels (a few values, each on many rows), and a continuous target or an id "
+            f"is not one: {advice}"
         )
+    if distinct <= MIN_REFUSED_NUMERIC_LABELS or not _all_numbers(counts.index):
+        return
+    in_small = int(counts[counts < MIN_CLASS_ROWS].sum())
+    mostly_small = in_small > 0.5 * counts.sum()
+    if distinct > MAX_NUMERIC_CLASSES or mostly_small:
+        share = f", and {in_small:,} rows ({in_small / counts.sum():.0%}) carry one that fewer than {MIN_CLASS_ROWS} rows share"
+        raise InputError(
+            f"{source}: label column {display(label)} holds {distinct:,} distinct numbers in {rows:,} rows"
+            f"{share if mostly_small else ''}: a continuous target, not class labels. poisonguard checks class "
+            f"labels; {advice}, or bin the target into classes (price bands, say) and give that column as the label"
+        )
+
+
+def _all_numbers(values) -> bool:
+    numbers = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce")
+    return bool(numbers.notna().all())
 
 
 def _require_named_columns(settings: RunSettings, batch: LoadedTable, reference: Optional[LoadedTable]) -> None:

@@ -221,7 +221,7 @@ def test_clean_and_quarantine_files_share_one_schema_and_keep_broken_text(tiny, 
 @pytest.mark.parametrize("distinct, refused", [(101, True), (100, False)])
 def test_a_label_column_of_nearly_distinct_values_is_refused_as_no_class_labels(tmp_path, distinct, refused):
     # A price given as the label: judged as 20,000 classes it took 214 s and 6.5 GB and quarantined 97.5 % of rows.
-    labels = [f"{i % distinct}" for i in range(150)]
+    labels = [f"c{i % distinct}" for i in range(150)]
     frame = pd.DataFrame({"id": range(150), "x": [float(i % 7) for i in range(150)], "price": labels})
     path = tmp_path / "batch.csv"
     frame.to_csv(path, index=False)
@@ -231,6 +231,43 @@ def test_a_label_column_of_nearly_distinct_values_is_refused_as_no_class_labels(
             execute(settings)
         assert not (tmp_path / "out").exists()
     else:  # 100 classes of 1-2 rows: few rows a class, but classes
+        assert execute(settings).status in ("succeeded", "rejected")
+
+
+@pytest.mark.parametrize(
+    "values, refused",
+    [
+        # 21 prices, most on fewer than 10 rows: a target
+        ([float(i % 21) * 1.5 for i in range(21 * 9)] + [0.0] * 20, True),
+        # 20 of them: few enough to judge as classes
+        ([float(i % 20) * 1.5 for i in range(20 * 9)] + [0.0] * 20, False),
+        # 21 codes on 10 rows each: classes
+        ([float(i % 21) for i in range(21 * 10)], False),
+        # the same 21 names on 9 rows each: named classes are never taken for a target
+        ([f"c{i % 21}" for i in range(21 * 9)], False),
+        # 101 numbers on 10 rows each: a target at any size (diamonds' 11,602 prices on 53,940 rows)
+        ([float(i % 101) for i in range(101 * 10)], True),
+        # 100 of them: codes
+        ([float(i % 100) for i in range(100 * 10)], False),
+    ],
+)
+def test_a_numeric_label_whose_values_most_rows_hardly_share_is_refused_as_a_target(tmp_path, values, refused):
+    # ggplot2's diamonds: 11,602 prices on 53,940 rows passed the share of distinct values, and the
+    # first cross-fit over 11,602 "classes" had not ended after ten minutes.
+    frame = pd.DataFrame({"id": range(len(values)), "x": [float(i % 7) for i in range(len(values))], "price": values})
+    path = tmp_path / "batch.csv"
+    frame.to_csv(path, index=False)
+    settings = make_settings([path], out=tmp_path / "out", label="price", id_column="id")
+    if refused and len(values) == 1010:
+        with pytest.raises(InputError, match=r"batch.csv: label column 'price' holds 101 distinct numbers in 1,010 rows: a continuous target"):
+            execute(settings)
+        assert not (tmp_path / "out").exists()
+    elif refused:
+        with pytest.raises(InputError, match=r"batch.csv: label column 'price' holds 21 distinct numbers in 209 rows, "
+                                             r"and 180 rows \(86%\) carry one that fewer than 10 rows share"):
+            execute(settings)
+        assert not (tmp_path / "out").exists()
+    else:
         assert execute(settings).status in ("succeeded", "rejected")
 
 
