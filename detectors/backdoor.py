@@ -459,7 +459,7 @@ class BackdoorTriggerDetector(Detector):
             floor = _tie_floor(scores, labels, _one_feature(evidence, len(scores)))
             extrapolated &= floor <= p_values
             p_values = np.maximum(p_values, floor)
-        return self._findings(labels, evidence, scores, p_values, extrapolated, ids)
+        return self._findings(matrix, labels, evidence, scores, p_values, extrapolated, ids)
 
     def self_findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
         """Judge a batch against its own robust bulk when there is no trusted reference.
@@ -496,7 +496,7 @@ class BackdoorTriggerDetector(Detector):
         agreeing = self._agreeing_groups(matrix, labels, evidence, p_values, checked)
         p_values = np.where(agreeing > 0, 1.0, p_values)
         extrapolated &= agreeing == 0
-        return self._findings(labels, evidence, scores, p_values, extrapolated, ids, agreeing=agreeing)
+        return self._findings(values, labels, evidence, scores, p_values, extrapolated, ids, agreeing=agreeing)
 
     def _agreeing_groups(self, matrix, labels, evidence, p_values, checked) -> np.ndarray:
         """Rows of groups sharing values on several features that look like their label elsewhere.
@@ -855,7 +855,7 @@ class BackdoorTriggerDetector(Detector):
             tests.append((size, -log_p - float(np.log(comb(n_checked, size))), infinite))
         return tests
 
-    def _findings(self, labels, evidence, scores, p_values, extrapolated, row_ids, agreeing=None) -> pd.DataFrame:
+    def _findings(self, values, labels, evidence, scores, p_values, extrapolated, row_ids, agreeing=None) -> pd.DataFrame:
         population = "rows of the batch" if self.self_referential_ else "trusted rows"
         explained = self._explained(p_values)
         p_texts = self._p_value_texts(p_values, extrapolated, explained)
@@ -871,16 +871,29 @@ class BackdoorTriggerDetector(Detector):
                     f"'{labels[row]}' on their other features too (p = {agreeing[row]:.2g}): the label's own "
                     f"values, not a trigger stamped on rows of other labels"
                 )
-        for row in np.flatnonzero(self._flagged(p_values)):
+        flagged = np.flatnonzero(self._flagged(p_values))
+        # The evidence counts rows within a narrow window of a value, which
+        # on a column of continuous values holds no row at exactly it: the
+        # reason says which it is (on 1,700 clean Gaussian rows, a window of
+        # 11 rows was called "its exact value" of 11 rows).
+        exact = _exact_repeats(values, labels, flagged, best[flagged]) if flagged.size else []
+        for row, repeats in zip(flagged, exact):
             features = best[row][best[row] >= 0]
-            counts = best_counts[row]
             label = labels[row]
             names = [f"'{self.feature_names_in_[c]}'" for c in features]
             p_text = p_texts[row]
-            if len(features) > 1:
-                shared = f"shares its exact values of {', '.join(names)} with the same rows labelled '{label}'"
+            near = best_counts[row][0] if len(features) == 1 else None
+            if near is not None and repeats >= near:
+                shared = f"shares its exact value of {names[0]} with {repeats} other rows labelled '{label}'"
+            elif near is not None:
+                at_it = f"{repeats} of them at exactly it" if repeats else "none of them at exactly it"
+                shared = (f"{near} other rows labelled '{label}' lie within {NARROW:g} interquartile ranges of its "
+                          f"value of {names[0]}, {at_it}")
+            elif repeats:
+                shared = f"shares its exact values of {', '.join(names)} with {repeats} other rows labelled '{label}'"
             else:
-                shared = f"shares its exact value of {names[0]} with {counts[0]} other rows labelled '{label}'"
+                shared = (f"lies close to the same rows labelled '{label}' on {', '.join(names)}, within "
+                          f"{NARROW:g} interquartile ranges of each, none of them at exactly its values")
             reasons[row] = (
                 f"possible backdoor trigger ({', '.join(names)}) for label '{label}': {shared}, "
                 f"where values are otherwise spread out ({p_text})"

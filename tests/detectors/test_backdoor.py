@@ -66,11 +66,46 @@ def test_reason_names_the_trigger_features_and_the_target(trusted, poisoned):
     findings = BackdoorTriggerDetector(alpha=0.01).fit(*trusted).findings(features, labels)
     reason = findings["reason"].iloc[min(rows)]
     match = re.match(r"possible backdoor trigger \(('x\d', 'x\d', 'x\d')\) for label 'Gentoo': shares its exact "
-                     r"values of .* with the same rows labelled 'Gentoo'", reason)
+                     r"values of .* with 14 other rows labelled 'Gentoo'", reason)
     assert match and set(re.findall(r"x\d", match.group(1))) == set(TRIGGER)
     assert re.search(r"\(p[=≈][\d.e-]+(, extrapolated beyond the trusted scores)?\)$", reason)
     calm = findings.loc[~findings["flagged"], "reason"].iloc[0]
     assert calm.startswith("feature values spread within its label as in trusted rows (p=")
+
+
+def test_a_reason_of_one_feature_says_how_many_rows_share_its_value_exactly():
+    # One feature's evidence on continuous values: a window of rows, none at the value itself.
+    rng = np.random.default_rng(0)
+    trusted = pd.DataFrame({"a": rng.normal(size=400), "b": rng.normal(size=400)}), np.array(["p", "q"] * 200, dtype=object)
+    batch = pd.DataFrame({"a": rng.normal(size=400), "b": rng.normal(size=400)})
+    batch.loc[:39, "a"] = 0.9 + rng.uniform(-0.002, 0.002, 40)
+    batch.loc[40:44, "a"] = 0.9
+    labels = np.array(["p"] * 45 + ["q", "p"] * 177 + ["q"], dtype=object)
+    findings = BackdoorTriggerDetector(alpha=0.01).fit(*trusted).findings(batch, labels)
+    flagged = np.flatnonzero(findings["flagged"])
+    assert set(flagged) >= set(range(40))
+    reason = findings["reason"].iloc[0]
+    assert re.match(r"possible backdoor trigger \('a'\) for label 'p': \d+ other rows labelled 'p' lie within 0.005 "
+                    r"interquartile ranges of its value of 'a', none of them at exactly it", reason), reason
+    assert re.search(r"lie within .* of its value of 'a', 4 of them at exactly it", findings["reason"].iloc[40]), \
+        findings["reason"].iloc[40]
+
+
+def test_a_reason_says_when_the_shared_values_are_close_not_exact(trusted):
+    # The evidence counts rows within a narrow window of a value: a stamp
+    # jittered below the data's resolution is still found, and the reason
+    # must not call the values exact (on clean Gaussian rows it called a
+    # chance window of 11 rows "its exact value").
+    features, labels, rows = stamped(*three_classes(300, seed=1), n_rows=15, seed=2)
+    jitter = np.random.default_rng(3).uniform(-0.002, 0.002, (len(rows), len(TRIGGER)))
+    features.loc[sorted(rows), list(TRIGGER)] += jitter
+    findings = BackdoorTriggerDetector(alpha=0.01).fit(*trusted).findings(features, labels)
+    flagged = np.flatnonzero(findings["flagged"])
+    assert set(flagged) == rows
+    for reason in findings["reason"].iloc[flagged]:
+        assert re.match(r"possible backdoor trigger \(('x\d'(, )?)+\) for label 'Gentoo': lies close to the same rows "
+                        r"labelled 'Gentoo' on .*, within 0.005 interquartile ranges of each, none of them at exactly "
+                        r"its values", reason), reason
 
 
 def test_a_small_trigger_is_found_against_a_small_reference():
