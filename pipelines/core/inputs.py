@@ -77,7 +77,8 @@ def load_inputs(settings: RunSettings) -> RunInputs:
     dataset = settings.config.dataset
     label = settings.label
     batch = load_table(settings.batches, label=label, id_column=dataset.id, role="batch", **dataset.csv_format)
-    _require_classes(batch.raw[label], label, _names(settings.batches))
+    _require_classes(batch.raw[label], label, _names(settings.batches),
+                     codes=label in (dataset.categorical or ()))
     reference = None
     unexpected: list[str] = []
     if dataset.reference is not None:
@@ -203,12 +204,14 @@ MIN_REFUSED_LABELS = 100
 # class codes, at any size; of more than MIN_REFUSED_NUMERIC_LABELS, it is
 # one when most rows carry a value fewer than MIN_CLASS_ROWS rows share (too
 # few to cross-fit a class on: Boston's median values, 229 on 506 rows).
+# A label the config lists as categorical is class codes, as it says.
 MAX_NUMERIC_CLASSES = 100
 MIN_REFUSED_NUMERIC_LABELS = 20
 MIN_CLASS_ROWS = 10
 
 
-def _require_classes(labels, label: str, source: str) -> None:
+def _require_classes(labels, label: str, source: str, codes: bool = False) -> None:
+    """Refuse a label column that is no class labels; ``codes``: the config declares its numbers categorical."""
     try:
         counts = labels.value_counts(dropna=True)
     except TypeError:  # a JSON Lines label holding lists or objects: counted by their text
@@ -221,7 +224,7 @@ def _require_classes(labels, label: str, source: str) -> None:
             f"poisonguard checks class labels (a few values, each on many rows), and a continuous target or an id "
             f"is not one: {advice}"
         )
-    if distinct <= MIN_REFUSED_NUMERIC_LABELS or not _all_numbers(counts.index):
+    if codes or distinct <= MIN_REFUSED_NUMERIC_LABELS or not _all_numbers(counts.index):
         return
     in_small = int(counts[counts < MIN_CLASS_ROWS].sum())
     mostly_small = in_small > 0.5 * counts.sum()
@@ -230,7 +233,8 @@ def _require_classes(labels, label: str, source: str) -> None:
         raise InputError(
             f"{source}: label column {display(label)} holds {distinct:,} distinct numbers in {rows:,} rows"
             f"{share if mostly_small else ''}: a continuous target, not class labels. poisonguard checks class "
-            f"labels; {advice}, or bin the target into classes (price bands, say) and give that column as the label"
+            f"labels; {advice}, or bin the target into classes (price bands, say) and give that column as the label "
+            f"(or, if these numbers are class codes, list {display(label)} in dataset.categorical)"
         )
 
 

@@ -271,6 +271,18 @@ def test_a_numeric_label_whose_values_most_rows_hardly_share_is_refused_as_a_tar
         assert execute(settings).status in ("succeeded", "rejected")
 
 
+def test_numeric_class_codes_the_config_lists_as_categorical_are_judged_as_classes(tmp_path):
+    values = [float(i % 101) for i in range(101 * 10)]  # refused as a target without the config's word
+    frame = pd.DataFrame({"id": range(len(values)), "x": [float(i % 7) for i in range(len(values))], "code": values})
+    frame.to_csv(tmp_path / "batch.csv", index=False)
+    (tmp_path / "config.toml").write_text('[dataset]\ncategorical = ["code"]\n')
+    with pytest.raises(InputError, match=r"if these numbers are class codes, list 'code' in dataset.categorical"):
+        execute(make_settings([tmp_path / "batch.csv"], out=tmp_path / "refused", label="code", id_column="id"))
+    settings = make_settings([tmp_path / "batch.csv"], out=tmp_path / "out", label="code", id_column="id",
+                             config_path=tmp_path / "config.toml")
+    assert execute(settings).status in ("succeeded", "rejected")
+
+
 def test_a_label_holding_a_list_is_counted_by_its_text(tmp_path):
     # JSON Lines can put a list in the label: counting distinct labels raised "unhashable type: 'list'".
     rows = [{"id": i, "x": i % 7 / 10, "label": [1, 2] if i == 3 else "ab"[i % 2]} for i in range(40)]
