@@ -8,7 +8,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from poisonguard.pipelines.cli.common import console, quiet_services, reports_errors
+from poisonguard.pipelines.cli.common import console, quiet_services, reports_errors, require_existing_files
 from poisonguard.pipelines.core.errors import ConfigError
 
 
@@ -62,6 +62,7 @@ def evaluate_command(
     chosen = [name.strip() for name in attacks.split(",") if name.strip()] if attacks else None
     if not 0.0 < rate < 0.5:
         raise ConfigError(f"--rate must be between 0 and 0.5, got {rate}")
+    require_existing_files([data, reference], config)
     from poisonguard.pipelines.redteam.evaluate import evaluate  # deferred: see cli/run.py
 
     from poisonguard.pipelines.cli.progress import StageProgress

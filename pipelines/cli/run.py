@@ -16,7 +16,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from poisonguard.pipelines.cli.common import STARTED, console, quiet_services, reports_errors
+from poisonguard.pipelines.cli.common import STARTED, console, quiet_services, reports_errors, require_existing_files
 from poisonguard.pipelines.core.errors import ConfigError
 from poisonguard.pipelines.core.state import default_public_key
 
@@ -71,16 +71,19 @@ def run(
     if verbose:
         os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
     quiet_services()
+    require_existing_files([*batches, reference], config)
     # Deferred, like every command's heavy imports: see the module docstring.
-    from poisonguard.pipelines.core.inputs import preload_inputs
+    # The settings' mistakes (no label, an existing output) are found before
+    # Great Expectations' 3 s import, which reading the inputs needs.
     from poisonguard.pipelines.core.settings import make_settings
-
-    from poisonguard.pipelines.runner import check_ready
 
     settings = make_settings(
         batches, out=out, label=label, id_column=id_column, reference=reference, config_path=config, key=key,
         separator=separator, decimal=decimal,
     )
+    from poisonguard.pipelines.core.inputs import preload_inputs
+    from poisonguard.pipelines.runner import check_ready
+
     check_ready(settings)  # a wrong key or store URL fails here, not after the work
     with console.status(_reading(settings)):
         inputs = preload_inputs(settings)  # bad input fails here, before Prefect starts

@@ -75,7 +75,7 @@ def test_bad_input_gives_one_clear_line_and_creates_nothing(tiny, tmp_path):
 
 
 def command_in_a_fresh_process(arguments: list[str], modules: tuple[str, ...]) -> tuple[str, list[str]]:
-    """What ``poisonguard ARGUMENTS`` prints in a new interpreter, and which of ``modules`` it imported."""
+    """What ``poisonguard ARGUMENTS`` prints in a new interpreter (stdout, then stderr), and which of ``modules`` it imported."""
     code = (
         "import sys; from poisonguard.pipelines.cli.app import app\n"
         f"try:\n    app({arguments!r})\nexcept SystemExit:\n    pass\n"
@@ -84,13 +84,30 @@ def command_in_a_fresh_process(arguments: list[str], modules: tuple[str, ...]) -
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     output, _, imported = result.stdout.rpartition("IMPORTED ")
     assert imported, result.stdout + result.stderr
-    return output, ast.literal_eval(imported)
+    return output + result.stderr, ast.literal_eval(imported)
 
 
 def test_help_answers_without_importing_prefect():
     output, imported = command_in_a_fresh_process(["run", "--help"], ("prefect", "great_expectations", "pyod", "cleanlab"))
     assert "--reference" in output
     assert imported == []
+
+
+@pytest.mark.parametrize("command", ["run", "evaluate"])
+@pytest.mark.parametrize("missing", ["batch", "reference", "config"])
+def test_a_missing_file_is_named_before_the_pipeline_is_imported(tmp_path, command, missing):
+    # A mistyped path waited 4 s for scikit-learn and Great Expectations to import.
+    present = tmp_path / "present.csv"
+    present.write_text("id,x,label\n1,0.5,a\n")
+    paths = {"batch": present, "reference": present, "config": None}
+    paths[missing] = tmp_path / f"no-{missing}.csv"
+    arguments = [command, str(paths["batch"]), "--label", "label", "--reference", str(paths["reference"])]
+    arguments += ["--config", str(paths["config"])] if paths["config"] else []
+    arguments += ["--out", str(tmp_path / "out")] if command == "run" else []
+    output, imported = command_in_a_fresh_process(arguments, ("sklearn", "great_expectations", "prefect"))
+    assert imported == []
+    message = "config file not found" if missing == "config" else "file not found"
+    assert f"no-{missing}.csv: {message}" in " ".join(output.split()), output
 
 
 def test_reviewing_does_not_import_the_detectors(tiny_run):
