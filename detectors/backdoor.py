@@ -871,7 +871,7 @@ class BackdoorTriggerDetector(Detector):
                     f"'{labels[row]}' on their other features too (p = {agreeing[row]:.2g}): the label's own "
                     f"values, not a trigger stamped on rows of other labels"
                 )
-        flagged = np.flatnonzero(self._flagged(p_values))
+        flagged = np.flatnonzero(self._described(p_values))
         # The evidence counts rows within a narrow window of a value, which
         # on a column of continuous values holds no row at exactly it: the
         # reason says which it is (on 1,700 clean Gaussian rows, a window of

@@ -379,8 +379,10 @@ class Detector(BaseEstimator):
         gigabytes that nobody reads: a pipeline quarantines a row only when
         a detector flags it or its p-value is at most the run's level. Rows
         flagged here or with a p-value at most ``p_value_at_most`` get their
-        sentence; the others get ``NOT_EXPLAINED`` (their score and p-value
-        are still there). Like scikit-learn's ``set_output``, this configures
+        sentence, and it says what is unusual about the row as a flagged
+        row's does (``_described``): the pipeline may quarantine it on this
+        evidence combined with another check's. The others get
+        ``NOT_EXPLAINED`` (their score and p-value are still there). Like scikit-learn's ``set_output``, this configures
         the output, not the model: it is no parameter, changes no score, and
         ``sklearn.base.clone`` does not copy it.
 
@@ -403,6 +405,20 @@ class Detector(BaseEstimator):
         if bound >= 1.0:
             return np.ones(len(flagged), dtype=bool)
         if p_values is None:
+            return flagged
+        return flagged | (np.asarray(p_values, dtype=float) <= bound)
+
+    def _described(self, p_values, extra_flags=None) -> np.ndarray:
+        """Which rows' reasons say what is unusual about them, shape (n_rows,) of bool.
+
+        The flagged rows, and with ``set_reasons`` every row whose p-value is
+        at most its bound: a pipeline's decision can quarantine such a row on
+        this check's evidence together with another's, and a reason saying the
+        row is "within the bulk" would then contradict its quarantine.
+        """
+        flagged = self._flagged(p_values, extra_flags)
+        bound = getattr(self, "_reasons_p_value_at_most", 1.0)
+        if bound >= 1.0 or p_values is None:
             return flagged
         return flagged | (np.asarray(p_values, dtype=float) <= bound)
 

@@ -494,7 +494,7 @@ class ClassConditionalOutlierDetector(Detector):
     def _findings(self, matrix, labels, scores, p_values, extrapolated, row_ids, profile, judged_by=None) -> pd.DataFrame:
         """Findings with reasons measured on ``profile``, or on fold profile ``judged_by[row]`` where that is >= 0."""
         known = isin_values(labels, self.classes_)
-        flagged = self._flagged(p_values, extra_flags=~known)
+        flagged = self._described(p_values, extra_flags=~known)
         population = "rows of the batch" if self.self_referential_ else "trusted rows"
         explained = self._explained(p_values, extra_flags=~known)
         texts = self._p_value_texts(p_values, extrapolated, explained)

@@ -423,7 +423,7 @@ class DuplicateFloodDetector(Detector):
         return scores, calibration
 
     def _findings(self, matrix, labels, scores, p_values, extrapolated, row_ids) -> pd.DataFrame:
-        flagged = self._flagged(p_values)
+        flagged = self._described(p_values)
         population_name = "the rest of the batch" if self.self_referential_ else "trusted rows"
         explained = self._explained(p_values)
         p_texts = self._p_value_texts(p_values, extrapolated, explained)

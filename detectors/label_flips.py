@@ -607,7 +607,7 @@ class ConfidentLearningLabelDetector(_LabelDetector):
             p_values, extrapolated = cross_conformal_p_values(
                 calibration, folds, log_odds(scores)[:, None], return_extrapolated=True, confidence=self.confidence,
             )
-        flagged = self._flagged(p_values)
+        acted_on = self._described(p_values)  # the rows a decision may quarantine on this evidence
         source = f"{MODEL_NAMES[pooled['model']]} models cross-fitted on trusted and batch rows"
         position = np.cumsum(known) - 1  # a known row's place among the known rows
 
@@ -616,7 +616,7 @@ class ConfidentLearningLabelDetector(_LabelDetector):
                                          pooled["probabilities"][position[rows]], self.classes_, source)
             # cleanlab's own verdict is evidence for the reviewer, not the decision.
             return [sentence + ("; cleanlab's confident learning also flags it"
-                                if pooled["issues"][position[row]] and flagged[row] else "")
+                                if pooled["issues"][position[row]] and acted_on[row] else "")
                     for row, sentence in zip(rows, described)]
 
         return self._trusted_findings(labels, known, scores, p_values, extrapolated, describe, ids)

@@ -444,7 +444,7 @@ class _CrossFittedOutlierDetector(Detector):
         reasons = np.full(len(p_values), NOT_EXPLAINED, dtype=object)
         for row in np.flatnonzero(explained):
             reasons[row] = f"within {bulk} ({p_texts[row]})"
-        flagged = np.flatnonzero(self._flagged(p_values))
+        flagged = np.flatnonzero(self._described(p_values))
         reasons[flagged] = self._flagged_reasons(matrix[flagged], p_texts[flagged])
         return self._judged(scores, p_values, reasons, row_ids)
 

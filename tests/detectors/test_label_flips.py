@@ -193,6 +193,22 @@ def test_confident_learning_reports_cleanlab_agreement(trusted, poisoned_batch):
     assert findings.loc[findings["flagged"], "reason"].str.contains("cleanlab's confident learning also flags it").any()
 
 
+def test_cleanlab_agreement_is_told_on_every_row_a_decision_may_act_on(trusted, poisoned_batch):
+    # A pipeline may quarantine a row whose p-value is above this detector's
+    # alpha, combined with another check's; its reason must carry the evidence too.
+    features, labels, flipped_rows = poisoned_batch
+    strict = ConfidentLearningLabelDetector(alpha=1e-9).fit(*trusted)
+    told = strict.set_reasons(p_value_at_most=0.05).findings(features, labels)
+    assert not told["flagged"].any()
+    agreeing = told["reason"].str.contains("cleanlab's confident learning also flags it")
+    assert agreeing.sum() >= 5 and set(np.flatnonzero(agreeing)) <= flipped_rows
+    acting = told["p_value"] <= 0.05
+    as_flagged = ConfidentLearningLabelDetector(alpha=0.05).fit(*trusted).findings(features, labels)
+    assert (told.loc[acting, "reason"] == as_flagged.loc[acting, "reason"]).all()
+    untold = ConfidentLearningLabelDetector(alpha=1e-9).fit(*trusted).findings(features, labels)
+    assert not untold["reason"].str.contains("also flags it").any()
+
+
 def test_registry_and_params():
     detectors = registered_detectors()
     assert detectors["label.trusted_model"] is TrustedModelLabelDetector
