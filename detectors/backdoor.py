@@ -871,13 +871,13 @@ class BackdoorTriggerDetector(Detector):
                     f"'{labels[row]}' on their other features too (p = {agreeing[row]:.2g}): the label's own "
                     f"values, not a trigger stamped on rows of other labels"
                 )
-        flagged = np.flatnonzero(self._described(p_values))
+        described = np.flatnonzero(self._described(p_values))
         # The evidence counts rows within a narrow window of a value, which
         # on a column of continuous values holds no row at exactly it: the
         # reason says which it is (on 1,700 clean Gaussian rows, a window of
         # 11 rows was called "its exact value" of 11 rows).
-        exact = _exact_repeats(values, labels, flagged, best[flagged]) if flagged.size else []
-        for row, repeats in zip(flagged, exact):
+        exact = _exact_repeats(values, labels, described, best[described]) if described.size else []
+        for row, repeats in zip(described, exact):
             features = best[row][best[row] >= 0]
             label = labels[row]
             names = [f"'{self.feature_names_in_[c]}'" for c in features]

@@ -382,8 +382,9 @@ class Detector(BaseEstimator):
         sentence, and it says what is unusual about the row as a flagged
         row's does (``_described``): the pipeline may quarantine it on this
         evidence combined with another check's. The others get
-        ``NOT_EXPLAINED`` (their score and p-value are still there). Like scikit-learn's ``set_output``, this configures
-        the output, not the model: it is no parameter, changes no score, and
+        ``NOT_EXPLAINED`` (their score and p-value are still there). Like
+        scikit-learn's ``set_output``, this configures the output, not the
+        model: it is no parameter, changes no score, and
         ``sklearn.base.clone`` does not copy it.
 
         Parameters
@@ -400,13 +401,9 @@ class Detector(BaseEstimator):
 
     def _explained(self, p_values, extra_flags=None) -> np.ndarray:
         """Which rows get a reason sentence (``set_reasons``), shape (n_rows,) of bool."""
-        flagged = self._flagged(p_values, extra_flags)
-        bound = getattr(self, "_reasons_p_value_at_most", 1.0)
-        if bound >= 1.0:
-            return np.ones(len(flagged), dtype=bool)
-        if p_values is None:
-            return flagged
-        return flagged | (np.asarray(p_values, dtype=float) <= bound)
+        if getattr(self, "_reasons_p_value_at_most", 1.0) >= 1.0:
+            return np.ones(len(self._flagged(p_values, extra_flags)), dtype=bool)
+        return self._described(p_values, extra_flags)
 
     def _described(self, p_values, extra_flags=None) -> np.ndarray:
         """Which rows' reasons say what is unusual about them, shape (n_rows,) of bool.

@@ -494,7 +494,7 @@ class ClassConditionalOutlierDetector(Detector):
     def _findings(self, matrix, labels, scores, p_values, extrapolated, row_ids, profile, judged_by=None) -> pd.DataFrame:
         """Findings with reasons measured on ``profile``, or on fold profile ``judged_by[row]`` where that is >= 0."""
         known = isin_values(labels, self.classes_)
-        flagged = self._described(p_values, extra_flags=~known)
+        described = self._described(p_values, extra_flags=~known)
         population = "rows of the batch" if self.self_referential_ else "trusted rows"
         explained = self._explained(p_values, extra_flags=~known)
         texts = self._p_value_texts(p_values, extrapolated, explained)
@@ -513,7 +513,7 @@ class ClassConditionalOutlierDetector(Detector):
         sampled = ""
         if self.self_referential_ and self.profile_rows_ < len(self.reference_):
             sampled = f" (medians and quartiles of a seeded sample of {self.profile_rows_:,} batch rows)"
-        for row in np.flatnonzero(flagged):
+        for row in np.flatnonzero(described):
             label = labels[row]
             if not known[row]:
                 reasons[row] = f"label '{label}' never occurs in the {population}" if label else (
@@ -525,7 +525,7 @@ class ClassConditionalOutlierDetector(Detector):
             z = feature_distances(judge, matrix[row][None, :], code)[0]
             worst = [c for c in np.argsort(-z)[:MAX_NAMED_FEATURES] if z[c] >= 1.0]
             parts = [self._describe(judge, c, matrix[row, c], z[c], code, measured_on, population) for c in worst]
-            # Only flagged rows name the label they fit better.
+            # Only described rows name the label they fit better.
             believed = judge.labels[int(np.argmin(profile_distances(judge, matrix[row][None, :])[0]))]
             fits = f"; it fits label '{believed}' better" if believed != label else ""
             reasons[row] = (

@@ -423,14 +423,14 @@ class DuplicateFloodDetector(Detector):
         return scores, calibration
 
     def _findings(self, matrix, labels, scores, p_values, extrapolated, row_ids) -> pd.DataFrame:
-        flagged = self._described(p_values)
+        described = self._described(p_values)
         population_name = "the rest of the batch" if self.self_referential_ else "trusted rows"
         explained = self._explained(p_values)
         p_texts = self._p_value_texts(p_values, extrapolated, explained)
         reasons = np.full(len(p_values), NOT_EXPLAINED, dtype=object)
         for row in np.flatnonzero(explained):
             reasons[row] = f"batch density here is as expected from {population_name} ({p_texts[row]})"
-        rows = np.flatnonzero(flagged)
+        rows = np.flatnonzero(described)
         if rows.size:
             in_population = self._population(matrix, labels)
             members_of = np.flatnonzero(in_population)

@@ -444,8 +444,8 @@ class _CrossFittedOutlierDetector(Detector):
         reasons = np.full(len(p_values), NOT_EXPLAINED, dtype=object)
         for row in np.flatnonzero(explained):
             reasons[row] = f"within {bulk} ({p_texts[row]})"
-        flagged = np.flatnonzero(self._described(p_values))
-        reasons[flagged] = self._flagged_reasons(matrix[flagged], p_texts[flagged])
+        described = np.flatnonzero(self._described(p_values))
+        reasons[described] = self._flagged_reasons(matrix[described], p_texts[described])
         return self._judged(scores, p_values, reasons, row_ids)
 
     def _population(self) -> str:
