@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import numpy as np
 import pandas as pd
 
 from poisonguard.expectations import column_kinds, infer_suite, load_suite
@@ -23,6 +24,7 @@ from poisonguard.pipelines.core.tables import (
     infer_kinds,
     load_table,
     missing_mask,
+    numbers,
     read_file,
     refuse_comma_numbers,
     refuse_unparsable_reference,
@@ -239,8 +241,9 @@ def _require_classes(labels, label: str, source: str, codes: bool = False) -> No
 
 
 def _all_numbers(values) -> bool:
-    numbers = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce")
-    return bool(numbers.notna().all())
+    """Whether every value reads as a number, as a numeric column's cells are read (``tables.numbers``)."""
+    cells = pd.Series(list(values), dtype=object)
+    return not np.isnan(numbers(cells, np.zeros(len(cells), dtype=bool))).any()
 
 
 def _require_named_columns(settings: RunSettings, batch: LoadedTable, reference: Optional[LoadedTable]) -> None:
