@@ -120,9 +120,9 @@ def planted_data():
 TRUSTED, TRUSTED_LABELS, BATCH, BATCH_LABELS = planted_data()
 
 
-def judge(name: str, mode: str, batch=BATCH, labels=BATCH_LABELS, row_ids=ROW_IDS) -> pd.DataFrame:
-    """``fit(trusted).findings(batch)`` or ``self_findings(batch)`` of a fresh default detector."""
-    detector = make(name)
+def judge(name: str, mode: str, batch=BATCH, labels=BATCH_LABELS, row_ids=ROW_IDS, detector=None) -> pd.DataFrame:
+    """``fit(trusted).findings(batch)`` or ``self_findings(batch)`` of ``detector`` (a fresh default one)."""
+    detector = make(name) if detector is None else detector
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # library warnings (PyOD, cleanlab) are not the contract
         if mode == "findings":
@@ -185,18 +185,10 @@ def test_results_are_deterministic(judged):
     pd.testing.assert_frame_equal(judge(name, mode), table, check_exact=True)
 
 
-def _judged_with(detector, mode):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if mode == "findings":
-            return detector.fit(TRUSTED, TRUSTED_LABELS).findings(BATCH, BATCH_LABELS, ROW_IDS)
-        return detector.self_findings(BATCH, BATCH_LABELS, ROW_IDS)
-
-
 def test_set_reasons_leaves_only_rows_above_the_bound_unexplained(judged):
     name, mode, table = judged
     bound = 0.2
-    brief = _judged_with(make(name).set_reasons(p_value_at_most=bound), mode)
+    brief = judge(name, mode, detector=make(name).set_reasons(p_value_at_most=bound))
     # Scores, p-values and flags do not depend on which rows are explained.
     same = ["row_id", "check", "score", "p_value", "flagged"]
     pd.testing.assert_frame_equal(brief[same], table[same], check_exact=True)
@@ -204,8 +196,8 @@ def test_set_reasons_leaves_only_rows_above_the_bound_unexplained(judged):
     # A row the caller may quarantine (p <= the bound) is described as a
     # flagged row is, as if alpha were the bound: a decision that combines
     # checks can quarantine it on this one's evidence, and "within the
-    # bulk" would contradict that (260 of 652 rows of a run said so).
-    as_flagged = _judged_with(make(name, alpha=bound), mode)
+    # bulk" would contradict that (452 reasons on 652 quarantined rows of a run did).
+    as_flagged = judge(name, mode, detector=make(name, alpha=bound))
     assert (brief.loc[explained, "reason"] == as_flagged.loc[explained, "reason"]).all()
     assert (brief.loc[brief["flagged"], "reason"] == table.loc[brief["flagged"], "reason"]).all()
     assert (brief.loc[~explained, "reason"] == NOT_EXPLAINED).all()
