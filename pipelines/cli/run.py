@@ -94,6 +94,12 @@ def run(
     if dask is not None and prefect is False:
         raise ConfigError("--dask runs the detectors as Prefect tasks on the cluster: it cannot go with --no-prefect")
     as_flow = dask is not None or (prefect if prefect is not None else prefect_api_configured())
+    if dask is not None:
+        from poisonguard.pipelines.flows.run import remote_cluster_note
+
+        note = remote_cluster_note(dask)
+        if note:
+            console.print(f"[yellow]note:[/] {note}")
     with console.status("starting Prefect…" if as_flow else "working…") as status:
         called = time.perf_counter()
         progress = StageProgress(

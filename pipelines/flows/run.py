@@ -1,6 +1,11 @@
 """The ``poisonguard-run`` flow: one batch, each stage of ``runner.execute`` a task."""
 from __future__ import annotations
 
+import ipaddress
+import socket
+from contextlib import contextmanager
+from typing import Optional
+
 from prefect import flow
 
 from poisonguard.pipelines.core.errors import ConfigError
@@ -37,4 +42,83 @@ def run_flow_on_dask(settings: RunSettings, address: str) -> RunSummary:
         raise ConfigError(
             "--dask needs prefect-dask: pip install 'poisonguard[dask]' (or pip install prefect-dask)"
         ) from None
-    return run_flow.with_options(task_runner=DaskTaskRunner(address=address))(settings, parallel=True)
+    with _workers_report_here(address):
+        return run_flow.with_options(task_runner=DaskTaskRunner(address=address))(settings, parallel=True)
+
+
+@contextmanager
+def _workers_report_here(address: str):
+    """Name the flow's Prefect API in the settings every detector task carries to its worker.
+
+    A task on a Dask worker runs under the settings the flow sends with it.
+    With no API configured, the flow started Prefect's temporary server, but
+    its settings named none: every worker process then started a server of
+    its own (a uvicorn process for as long as the worker lives, orphaned when
+    the worker is killed), and recorded the detectors' task runs there rather
+    than with the flow run. A cluster on this machine reaches the flow's
+    server, so it is started here and named. A remote one could not; its
+    workers keep their own (``remote_cluster_note``).
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, temporary_settings
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value() or not on_this_machine(address):
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the one Prefect itself would start for this process
+    server.start()
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield
+    finally:
+        _drain_worker_events(address)
+
+
+def _drain_worker_events(address: str) -> None:
+    """Send the workers' last task events to this run's server while it lives, and start afresh next run.
+
+    Prefect keeps one events client per process, built with the API of the
+    first run that emitted: on a cluster that outlives this run, the next
+    run's task events went to this run's server, gone by then.
+    """
+    try:
+        from distributed import Client
+
+        with Client(address, timeout="10s") as client:
+            client.run(_drain_events)
+    except Exception:  # noqa: BLE001 - the run's own outcome matters; a cluster gone by now has no events to send
+        pass
+
+
+def _drain_events() -> None:
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all(timeout=10, at_exit=False)
+
+
+def on_this_machine(address: str) -> bool:
+    """Whether the Dask scheduler at ``address`` listens on a loopback address (a local cluster)."""
+    rest = address.split("://", 1)[-1]
+    if rest.startswith("["):  # an IPv6 address, [::1]:8786
+        host = rest[1:rest.find("]")]
+    else:
+        host = rest.rsplit(":", 1)[0]
+    try:
+        found = socket.getaddrinfo(host, None)
+        return bool(found) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in found)
+    except (ValueError, OSError, UnicodeError):  # no such host, or not a host at all (inproc://)
+        return False
+
+
+def remote_cluster_note(address: str) -> Optional[str]:
+    """What a person should know before a run on a remote cluster with no Prefect API configured; None otherwise."""
+    from poisonguard.pipelines.flows.api import prefect_api_configured
+
+    if on_this_machine(address) or prefect_api_configured():
+        return None
+    return (
+        "no Prefect API is configured, so each of the cluster's workers starts a Prefect server of its own and "
+        "records the detector tasks there, not with this flow run. Run `prefect server start` where the workers "
+        "reach it and set PREFECT_API_URL here and on the workers."
+    )
