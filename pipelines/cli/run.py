@@ -85,14 +85,19 @@ def run(
     from poisonguard.pipelines.runner import check_ready
 
     check_ready(settings)  # a wrong key or store URL fails here, not after the work
+    if dask is not None and prefect is False:
+        raise ConfigError("--dask runs the detectors as Prefect tasks on the cluster: it cannot go with --no-prefect")
+    if dask is not None:
+        from poisonguard.pipelines.flows.run import check_scheduler
+
+        with console.status(f"connecting to the Dask scheduler at {dask}…"):
+            check_scheduler(dask)
     with console.status(_reading(settings)):
         inputs = preload_inputs(settings)  # bad input fails here, before Prefect starts
     from poisonguard.pipelines.cli.progress import StageProgress
     from poisonguard.pipelines.core.stages import detector_run_order, stage_listener
     from poisonguard.pipelines.flows.api import prefect_api_configured
 
-    if dask is not None and prefect is False:
-        raise ConfigError("--dask runs the detectors as Prefect tasks on the cluster: it cannot go with --no-prefect")
     as_flow = dask is not None or (prefect if prefect is not None else prefect_api_configured())
     if dask is not None:
         from poisonguard.pipelines.flows.run import remote_cluster_note

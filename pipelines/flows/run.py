@@ -97,6 +97,36 @@ def _drain_events() -> None:
     EventsWorker.drain_all(timeout=10, at_exit=False)
 
 
+# Seconds to wait for a --dask scheduler to answer (Dask's own default is 30).
+SCHEDULER_TIMEOUT = 10.0
+
+
+def check_scheduler(address: str) -> None:
+    """Refuse, before any work, a ``--dask`` address where no Dask scheduler answers.
+
+    Without this the batch was read and checked first, and the first
+    detector task then waited 30 s for the connection and ended the run with
+    a page of Prefect's and Dask's tracebacks.
+
+    Raises
+    ------
+    ConfigError
+        prefect-dask is not installed, or nothing answers at ``address`` within ``SCHEDULER_TIMEOUT`` seconds.
+    """
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ConfigError(
+            "--dask needs prefect-dask: pip install 'poisonguard[dask]' (or pip install prefect-dask)"
+        ) from None
+    try:
+        with Client(address, timeout=f"{SCHEDULER_TIMEOUT}s"):
+            pass
+    except (OSError, ValueError, TypeError) as error:  # refused, timed out, or not an address at all
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"--dask {address}: no Dask scheduler answers there ({reason})") from None
+
+
 def on_this_machine(address: str) -> bool:
     """Whether the Dask scheduler at ``address`` listens on a loopback address (a local cluster)."""
     rest = address.split("://", 1)[-1]

@@ -94,3 +94,16 @@ def test_a_remote_cluster_without_a_prefect_api_gets_advice(monkeypatch):
     assert remote_cluster_note("tcp://127.0.0.1:8786") is None
     monkeypatch.setattr("poisonguard.pipelines.flows.api.prefect_api_configured", lambda: True)
     assert remote_cluster_note("tls://10.0.0.5:8786") is None
+
+
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:1", "not an address"])
+def test_an_address_where_no_scheduler_answers_is_refused_before_any_work(tmp_path, monkeypatch, address):
+    monkeypatch.setattr("poisonguard.pipelines.flows.run.SCHEDULER_TIMEOUT", 1.0)
+    data = write_tiny_dataset(tmp_path / "data")
+    result = CliRunner().invoke(app, [
+        "run", str(data["batch"]), "--label", "label", "--id", "id", "--out", str(tmp_path / "out"),
+        "--dask", address,
+    ])
+    assert result.exit_code == 2, result.output
+    assert f"--dask {address}: no Dask scheduler answers there" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
