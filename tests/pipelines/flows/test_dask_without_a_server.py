@@ -50,7 +50,7 @@ def test_runs_on_one_cluster_record_their_detector_tasks_with_their_own_server(t
     assert PREFECT_API_URL.value() is None  # the ad hoc case: nothing configured
     data = write_tiny_dataset(tmp_path / "data")
     common = [str(data["batch"]), "--label", "label", "--id", "id", "--reference", str(data["reference"])]
-    cluster_options = dict(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    cluster_options = dict(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                            silence_logs=logging.ERROR)
     with LocalCluster(**cluster_options) as cluster, Client(cluster) as client:
         worker_pids = list(client.run(os.getpid).values())
