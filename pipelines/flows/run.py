@@ -68,6 +68,8 @@ def _workers_report_here(address: str):
 
     server = SubprocessASGIServer()  # the one Prefect itself would start for this process
     server.start()
+    # A run killed before its own drain left the workers' events client on its server.
+    _drain_worker_events(address)
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             yield
@@ -76,7 +78,7 @@ def _workers_report_here(address: str):
 
 
 def _drain_worker_events(address: str) -> None:
-    """Send the workers' last task events to this run's server while it lives, and start afresh next run.
+    """Send the workers' pending task events to the server they were built for, and start afresh next run.
 
     Prefect keeps one events client per process, built with the API of the
     first run that emitted: on a cluster that outlives this run, the next
