@@ -16,6 +16,9 @@ from poisonguard.pipelines.outputs.publish import RunSummary
 from poisonguard.pipelines.runner import execute
 
 
+NEEDS_PREFECT_DASK = "--dask needs prefect-dask: pip install 'poisonguard[dask]' (or pip install prefect-dask)"
+
+
 @flow(name="poisonguard-run", persist_result=False)
 def run_flow(settings: RunSettings, parallel: bool = False) -> RunSummary:
     """Sanitise one batch: expectations, detectors, quarantine, signed output.
@@ -39,9 +42,7 @@ def run_flow_on_dask(settings: RunSettings, address: str) -> RunSummary:
     try:
         from prefect_dask import DaskTaskRunner
     except ImportError:
-        raise ConfigError(
-            "--dask needs prefect-dask: pip install 'poisonguard[dask]' (or pip install prefect-dask)"
-        ) from None
+        raise ConfigError(NEEDS_PREFECT_DASK) from None
     with _workers_report_here(address):
         return run_flow.with_options(task_runner=DaskTaskRunner(address=address))(settings, parallel=True)
 
@@ -118,9 +119,7 @@ def check_scheduler(address: str) -> None:
     try:
         from distributed import Client
     except ImportError:
-        raise ConfigError(
-            "--dask needs prefect-dask: pip install 'poisonguard[dask]' (or pip install prefect-dask)"
-        ) from None
+        raise ConfigError(NEEDS_PREFECT_DASK) from None
     try:
         with Client(address, timeout=f"{SCHEDULER_TIMEOUT}s"):
             pass
