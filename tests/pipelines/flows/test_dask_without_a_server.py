@@ -43,11 +43,18 @@ def recorded_eventually(api_url: str, expected: list[str], seconds: float = 60) 
 
 
 def test_runs_on_one_cluster_record_their_detector_tasks_with_their_own_server(tmp_path):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    # The ad hoc case, whatever the shell running the tests has configured.
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert PREFECT_API_URL.value() is None
+        two_runs_on_one_cluster(tmp_path)
+
+
+def two_runs_on_one_cluster(tmp_path):
     from prefect.events.worker import EventsWorker
     from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL
 
-    assert PREFECT_API_URL.value() is None  # the ad hoc case: nothing configured
     data = write_tiny_dataset(tmp_path / "data")
     common = [str(data["batch"]), "--label", "label", "--id", "id", "--reference", str(data["reference"])]
     cluster_options = dict(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
