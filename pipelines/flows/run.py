@@ -130,15 +130,12 @@ def check_scheduler(address: str) -> None:
 
 def on_this_machine(address: str) -> bool:
     """Whether the Dask scheduler at ``address`` listens on a loopback address (a local cluster)."""
-    rest = address.split("://", 1)[-1]
-    if rest.startswith("["):  # an IPv6 address, [::1]:8786
-        host = rest[1:rest.find("]")]
-    else:
-        host = rest.rsplit(":", 1)[0]
+    from distributed.comm import get_address_host
+
     try:
-        found = socket.getaddrinfo(host, None)
+        found = socket.getaddrinfo(get_address_host(address), None)
         return bool(found) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in found)
-    except (ValueError, OSError, UnicodeError):  # no such host, or not a host at all (inproc://)
+    except (ValueError, OSError, UnicodeError):  # not an address Dask reads (inproc://), or no such host
         return False
 
 
