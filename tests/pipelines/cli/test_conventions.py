@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from poisonguard.detectors.base import Detector, DetectorError, DetectorTags
+from poisonguard.detectors import registry
 from poisonguard.detectors.registry import register
 from poisonguard.pipelines.core.settings import make_settings
 from poisonguard.pipelines.core.version import __version__
@@ -131,8 +132,15 @@ class _Grumbling(Detector):
         return self._judged(scores, np.ones(len(X)), np.full(len(X), "fine", dtype=object), np.asarray(row_ids))
 
 
-def test_library_warnings_become_report_notes_not_terminal_noise(tiny, tmp_path, recwarn):
+@pytest.fixture
+def grumbling(monkeypatch):
+    """``_Grumbling`` registered for one test: left registered, it changed the list of known detectors that
+    another test's error message names, in whichever test process ran this one first."""
+    monkeypatch.setattr(registry, "_REGISTRY", registry.registered_detectors())  # the built-ins loaded first
     register(_Grumbling)
+
+
+def test_library_warnings_become_report_notes_not_terminal_noise(tiny, tmp_path, recwarn, grumbling):
     config = tmp_path / "grumble.toml"
     config.write_text(tiny["config"].read_text().replace('reference = "reference.csv"', f'reference = "{tiny["reference"]}"')
                       .replace("[detection]\n", '[detection]\ndetectors = ["test.grumbling"]\n'))
@@ -164,8 +172,7 @@ def test_numbers_on_the_review_page_have_no_thousands_separators():
     assert number(2007) == "2007" and number(1125.5) == "1125.5" and number(0.00001) == "1e-05"
 
 
-def test_a_detector_without_confidence_runs_unless_the_config_asks_for_it(tiny, tmp_path):
-    register(_Grumbling)
+def test_a_detector_without_confidence_runs_unless_the_config_asks_for_it(tiny, tmp_path, grumbling):
     config = tmp_path / "grumble.toml"
     text = (tiny["config"].read_text().replace('reference = "reference.csv"', f'reference = "{tiny["reference"]}"')
             .replace("[detection]\n", '[detection]\ndetectors = ["test.grumbling"]\n'))
