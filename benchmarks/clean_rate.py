@@ -70,6 +70,7 @@ def clean_share(task) -> dict:
     warnings.simplefilter("ignore")
     import importlib
 
+    from poisonguard.pipelines.core.checks import judged_arrays
     from poisonguard.pipelines.redteam.evaluate import NO_ATTACK, evaluate
 
     # evaluate keeps only flagged ids; its judgement (with every p-value) is
@@ -95,7 +96,7 @@ def clean_share(task) -> dict:
     p_shares = {}
     for outcome in judgements[0].outcomes:
         if outcome.kind == "detector" and not outcome.details.get("skipped"):
-            p = outcome.findings["p_value"].fillna(1.0).to_numpy(dtype=float)
+            p = np.nan_to_num(judged_arrays(outcome)[1], nan=1.0)
             p_shares.update({f"{outcome.name}@{level}": float(np.mean(p <= level)) for level in P_LEVELS})
     return {"dataset": name, "half": dataset["half"], "mode": mode, "seed": seed, "judged": judged,
             "flagged": int(row["flagged"]), "share": float(row["fpr"]), **p_shares}

@@ -58,6 +58,7 @@ def judged_batches(task) -> list[dict]:
     warnings.simplefilter("ignore")
     import importlib
 
+    from poisonguard.pipelines.core.checks import judged_arrays
     from poisonguard.pipelines.core.decision import _detector_p_values, _positions, hard_flags
     from poisonguard.pipelines.redteam.evaluate import NO_ATTACK, evaluate
 
@@ -88,7 +89,7 @@ def judged_batches(task) -> list[dict]:
         hard = np.zeros(p_values.shape, dtype=bool)
         alpha = inputs.settings.config.detection.detector_alpha
         for column, position in enumerate(detectors):
-            hard[_positions(ids, outcomes[position].findings), column] = hard_flags(outcomes[position], alpha)
+            hard[_positions(ids, judged_arrays(outcomes[position])[0]), column] = hard_flags(outcomes[position], alpha)
         elsewhere = set()
         for outcome in result:
             if outcome.kind != "detector":

@@ -10,7 +10,7 @@ import json
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator, Optional
 
 import numpy as np
@@ -33,6 +33,34 @@ MIN_TRUSTED_ROWS_PER_LABEL = 2
 
 
 @dataclass(frozen=True)
+class JudgedRows:
+    """Every row a detector judged, as arrays, once its findings keep only the rows that can be quarantined.
+
+    A detector's findings table costs 33 bytes a row (its check name and
+    reason held per row); eight of them were 264 MB at a million rows, held
+    from the detectors to the end of the run. The decision needs only each
+    row's p-value and flag, and the report each row's score.
+
+    Attributes
+    ----------
+    row_ids : numpy.ndarray of object, shape (n_rows,)
+        The judged rows' ids (the features' own array, not a copy).
+    scores, p_values : numpy.ndarray of float, shape (n_rows,)
+        ``p_values`` NaN where the detector gave none.
+    flagged : numpy.ndarray of bool, shape (n_rows,)
+        The detector's own flags; after ``decision.apply_decision_rule``, the decision's.
+    findings_rows : numpy.ndarray of int, shape (n_findings,)
+        Where each row of the outcome's findings is in these arrays.
+    """
+
+    row_ids: np.ndarray
+    scores: np.ndarray
+    p_values: np.ndarray
+    flagged: np.ndarray
+    findings_rows: np.ndarray
+
+
+@dataclass(frozen=True)
 class CheckOutcome:
     """What one check (the expectation suite, or one detector) found."""
 
@@ -48,6 +76,9 @@ class CheckOutcome:
     # decision is made (``outputs.publish.slim_outcomes``), for the report's
     # histograms. None while ``findings`` holds every row.
     scores: Optional[dict] = None
+    # A detector's every judged row (``findings`` then holds only the rows
+    # that can be quarantined: ``keep_quarantinable``); None when ``findings`` holds them all.
+    judged: Optional[JudgedRows] = None
 
 
 def check_expectations(inputs: RunInputs) -> CheckOutcome:
@@ -235,14 +266,70 @@ def run_detector(name: str, features: FeatureMatrices, settings: RunSettings) ->
         # Too few rows (or labels) to judge anything is a fact about this
         # batch, not a failure: the check is skipped, and the report says so.
         return _skipped(name, details, str(error), started)
-    return CheckOutcome(
+    outcome = CheckOutcome(
         name=name,
         kind="detector",
         findings=findings,
         rows_checked=int(rows.sum()),
         details=details,
-        seconds=time.perf_counter() - started,
     )
+    outcome = keep_quarantinable(outcome, ids, detection.max_false_positive_rate)
+    return replace(outcome, seconds=time.perf_counter() - started)
+
+
+def keep_quarantinable(outcome: CheckOutcome, row_ids: np.ndarray, rate: float) -> CheckOutcome:
+    """The detector outcome with findings only for rows it flags or gives a p-value of at most ``rate``, the rest as arrays.
+
+    No other row can be quarantined: the decision (``decision.apply_decision_rule``)
+    keeps a detector's flag only where it is a hard flag (flagged, whatever
+    its p-value) or where its p-value carries the row's combined rejection,
+    which needs a p-value at most the level, and the level is at most
+    ``max_false_positive_rate``. Every row's score, p-value and flag stay in
+    ``judged``. An outcome whose findings are not one per row of
+    ``row_ids``, in order, is returned as it is.
+
+    Parameters
+    ----------
+    outcome : CheckOutcome
+        A detector's, with a finding per judged row.
+    row_ids : numpy.ndarray of object, shape (n_rows,)
+        The rows the detector judged, in order.
+    rate : float
+        ``detection.max_false_positive_rate``.
+    """
+    findings = outcome.findings
+    ids = findings["row_id"].to_numpy(dtype=object)
+    if outcome.judged is not None or len(ids) != len(row_ids) or not (ids == row_ids).all():
+        return outcome
+    p_values = findings["p_value"].to_numpy(dtype=float)
+    flagged = findings["flagged"].to_numpy(dtype=bool)
+    scores = findings["score"].to_numpy(dtype=float)
+    keep = np.flatnonzero(flagged | (p_values <= rate))
+    judged = JudgedRows(row_ids=np.asarray(row_ids, dtype=object), scores=scores, p_values=p_values,
+                        flagged=flagged, findings_rows=keep)
+    return replace(outcome, findings=findings.iloc[keep].reset_index(drop=True), judged=judged,
+                   scores={outcome.name: (scores, flagged)})
+
+
+def with_decided_flags(outcome: CheckOutcome, flagged: np.ndarray, details: dict) -> CheckOutcome:
+    """``outcome`` with the decision's flags, ``flagged``, one per judged row (``judged_arrays``' rows)."""
+    if outcome.judged is None:
+        return replace(outcome, findings=outcome.findings.assign(flagged=flagged), details=details)
+    judged = replace(outcome.judged, flagged=flagged)
+    return replace(
+        outcome, findings=outcome.findings.assign(flagged=flagged[judged.findings_rows]), details=details,
+        judged=judged, scores={outcome.name: (judged.scores, flagged)},
+    )
+
+
+def judged_arrays(outcome: CheckOutcome) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row ids, p-values (NaN where none) and flags of every row a detector judged."""
+    if outcome.judged is not None:
+        judged = outcome.judged
+        return judged.row_ids, judged.p_values, judged.flagged
+    findings = outcome.findings
+    return (findings["row_id"].to_numpy(dtype=object), findings["p_value"].to_numpy(dtype=float),
+            findings["flagged"].to_numpy(dtype=bool))
 
 
 def _skipped(name: str, details: dict, reason: str, started: float) -> CheckOutcome:

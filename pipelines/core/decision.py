@@ -20,7 +20,7 @@ from poisonguard.detectors.base import make_findings
 from poisonguard.detectors.calibration import combine_p_values, combined_contributors
 from poisonguard.pipelines.core.adequacy import reference_notes
 from poisonguard.pipelines.core.batch_checks import per_check_rows
-from poisonguard.pipelines.core.checks import CheckOutcome, concat_findings
+from poisonguard.pipelines.core.checks import CheckOutcome, concat_findings, judged_arrays, with_decided_flags
 from poisonguard.pipelines.core.inputs import RunInputs
 
 # The inferred rules may quarantine at most this share of the rate, counted
@@ -207,62 +207,64 @@ def apply_decision_rule(inputs: RunInputs, outcomes: list[CheckOutcome]) -> list
     carries = combined_contributors(p_values, level, method=detection.combine)
     for column, position in enumerate(detectors):
         outcome = result[position]
-        findings = outcome.findings
-        rows = _positions(ids, findings)
+        rows = _positions(ids, judged_arrays(outcome)[0])
         flagged = hard_flags(outcome, detection.detector_alpha) | carries[rows, column]
-        decided = findings.assign(flagged=flagged)
         details = {**outcome.details, "decision": {
             "combine": detection.combine, "level": level, "checks_combined": len(detectors),
             "rows_quarantined_by_detectors": int(np.sum(combined <= level)),
         }}
-        result[position] = replace(outcome, findings=decided, details=details)
+        result[position] = with_decided_flags(outcome, flagged, details)
     return result
 
 
 def hard_flags(outcome: CheckOutcome, default_alpha: float) -> np.ndarray:
-    """Per finding of a detector, whether it is a hard flag, outside the rate.
+    """Per row a detector judged (``checks.judged_arrays``), whether it is a hard flag, outside the rate.
 
     Flagged without the p-value reaching the detector's own alpha: a label
     no trusted row has, a label alone in the batch.
     """
-    findings = outcome.findings
+    _, p_values, flagged = judged_arrays(outcome)
     alpha = outcome.details.get("params", {}).get("alpha", default_alpha)
-    return findings["flagged"].to_numpy(dtype=bool) & ~(findings["p_value"].to_numpy(dtype=float) <= alpha)
+    return flagged & ~(p_values <= alpha)
 
 
 def _detector_p_values(outcomes: list[CheckOutcome], detectors: list[int]) -> tuple[pd.Index, np.ndarray]:
     """The row ids the detectors judged, and their p-values as a (rows, detectors) matrix; 1 where none."""
     if not detectors:
         return pd.Index([], dtype=object), np.ones((0, 0))
-    ids = _same_rows(outcomes, detectors)
+    judged = [judged_arrays(outcomes[position]) for position in detectors]
+    ids = _same_rows([row_ids for row_ids, _, _ in judged])
     if ids is None:
-        ids = pd.Index(pd.unique(np.concatenate([outcomes[p].findings["row_id"].to_numpy(dtype=object) for p in detectors])))
+        ids = pd.Index(pd.unique(np.concatenate([row_ids for row_ids, _, _ in judged])), dtype=object)
     p_values = np.ones((len(ids), len(detectors)))
-    for column, position in enumerate(detectors):
-        findings = outcomes[position].findings
-        p_values[_positions(ids, findings), column] = findings["p_value"].fillna(1.0).to_numpy(dtype=float)
+    for column, (row_ids, p, _) in enumerate(judged):
+        p_values[_positions(ids, row_ids), column] = np.where(np.isnan(p), 1.0, p)
     return ids, p_values
 
 
-def _same_rows(outcomes: list[CheckOutcome], detectors: list[int]) -> Optional[pd.Index]:
+def _same_rows(row_ids: list[np.ndarray]) -> Optional[pd.Index]:
     """The detectors' row ids when every detector judged the same rows in the same order (the usual case), else None.
 
     Matching a million rows by id, detector by detector, turned every id into
     a Python string seven times over (0.4 GB at the run's peak).
     """
-    first = outcomes[detectors[0]].findings["row_id"]
-    for position in detectors[1:]:
-        other = outcomes[position].findings["row_id"]
-        if len(other) != len(first) or not other.reset_index(drop=True).equals(first.reset_index(drop=True)):
+    first = row_ids[0]
+    for other in row_ids[1:]:
+        if not _same_ids(other, first):
             return None
-    ids = pd.Index(first)
+    # Of objects: pandas' own text type would copy every id into new text.
+    ids = pd.Index(first, dtype=object)
     return ids if ids.is_unique else None
 
 
-def _positions(ids: pd.Index, findings: pd.DataFrame) -> np.ndarray:
-    """Where each finding's row is in ``ids``."""
-    row_ids = findings["row_id"]
-    if len(row_ids) == len(ids) and row_ids.reset_index(drop=True).equals(pd.Series(ids)):
+def _same_ids(one: np.ndarray, other: np.ndarray) -> bool:
+    """Whether two arrays of row ids hold the same ids in the same order (the very same array, usually)."""
+    return one is other or (len(one) == len(other) and bool((one == other).all()))
+
+
+def _positions(ids: pd.Index, row_ids: np.ndarray) -> np.ndarray:
+    """Where each of ``row_ids`` is in ``ids``."""
+    if _same_ids(row_ids, ids.to_numpy(dtype=object)):
         return np.arange(len(ids))
     return ids.get_indexer(row_ids)
 

@@ -387,8 +387,9 @@ def _report(inputs, outcomes, decision, run: RunHandle, *, status: str, batch_fa
     # One table per check, never stacked: a million-row batch has millions of findings per check.
     findings = [o.findings for o in outcomes] if outcomes else decision.flagged
     scores = None
-    if outcomes and all(o.scores is not None for o in outcomes):  # slim_outcomes kept them as arrays
-        scores = {check: arrays for o in outcomes for check, arrays in o.scores.items()}
+    if outcomes:  # each detector's as arrays (its findings keep only the rows that can be quarantined)
+        scores = {check: arrays for o in outcomes
+                  for check, arrays in (o.scores if o.scores is not None else score_arrays([o.findings])).items()}
     raw = inputs.batch.raw
     quarantined = raw[rows_in(inputs.batch.row_ids, decision.quarantined_ids)]
     reference = settings.config.dataset.reference

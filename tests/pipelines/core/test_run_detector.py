@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poisonguard.pipelines.core.checks import encode_features, run_detector
+from poisonguard.pipelines.core.checks import encode_features, judged_arrays, run_detector
 from poisonguard.pipelines.core.config import parse_config
 from poisonguard.pipelines.core.errors import ConfigError
 from poisonguard.pipelines.core.inputs import load_inputs
@@ -53,7 +53,7 @@ def test_the_skipped_test_would_have_given_the_same_p_values(tmp_path):
     alone = judged(tmp_path / "alone", reference=False, detectors=["label.trusted_model"])["label.trusted_model"]
     both = judged(tmp_path / "both", reference=False, detectors=LABEL_DETECTORS)["label.confident_learning"]
     assert "skipped" not in alone.details
-    np.testing.assert_array_equal(alone.findings["p_value"].to_numpy(), both.findings["p_value"].to_numpy())
+    np.testing.assert_array_equal(judged_arrays(alone)[1], judged_arrays(both)[1])
 
 
 @pytest.mark.parametrize("reference, params", [
@@ -107,7 +107,7 @@ def test_the_calibration_confidence_reaches_every_detector(tmp_path, reference):
             # Without a reference the twin is still recognised: the confidence does not tell them apart.
             assert "skipped" in held[name].details
             continue
-        p_plain, p_held = (outcome.findings["p_value"].to_numpy() for outcome in (plain[name], held[name]))
+        p_plain, p_held = (judged_arrays(outcome)[1] for outcome in (plain[name], held[name]))
         if reference:
             assert np.all(p_held >= p_plain) and np.any(p_held > p_plain)
         else:
