@@ -192,15 +192,15 @@ def publish(run: RunHandle, inputs, outcomes, decision, evidence: dict, work_sta
     counts = _counts(inputs, decision)
 
     def write_files(folder: Path) -> None:
-        # The frames live only while their files are written: the clean rows
-        # are most of the batch again, not to be held while the store fills.
-        clean = clean_frame(inputs, decision.kept_ids)
-        write_parquet(clean, folder / CLEAN_FILE)
+        # The clean rows are written a block at a time, never copied whole:
+        # they are most of the batch again.
+        write_parquet(typed_rows(inputs), folder / CLEAN_FILE, rows=rows_in(inputs.batch.row_ids, decision.kept_ids))
         chain = None
         if settings.chain is not None:
             # A dataset version (poisonguard watch): link it to its parent.
+            clean = clean_frame(inputs, decision.kept_ids)
             chain = finish_chain(settings.chain, clean, folder, random_state=settings.config.detection.random_state)
-        del clean
+            del clean
         write_parquet(quarantine_frame(inputs, decision), folder / QUARANTINE_FILE)
         (folder / REPORT_FILE).write_text(
             _report(inputs, outcomes, decision, run, status="succeeded", stage_seconds=stage_seconds), encoding="utf-8"

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -34,6 +35,9 @@ REPORT_FILE = "report.html"
 SIGNATURE_FILE = "signature.sig"
 # Schema levels, the root included, that pyarrow's Parquet reader opens by default.
 PARQUET_SCHEMA_DEPTH = 100
+# Rows of a batch ``write_parquet`` cuts and writes at a time (one row group
+# each): about 25 MB of twenty numeric columns.
+WRITE_BLOCK_ROWS = 131_072
 
 
 def require_new_output(out: os.PathLike | str) -> Path:
@@ -175,8 +179,15 @@ def _read_claim(claim: Path) -> str:
         return ""
 
 
-def write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` (no index) to ``path``, keeping every value, so that it reads back.
+def write_parquet(frame: pd.DataFrame, path: Path, *, rows: Optional[np.ndarray] = None) -> None:
+    """Write ``frame`` (no index), or only its ``rows``, to ``path``, keeping every value, so that it reads back.
+
+    ``rows`` (a mask of shape (n_rows,)) are written ``WRITE_BLOCK_ROWS`` at
+    a time, each block a row group: cutting the kept rows out of a batch
+    first copied them twice (a frame, then its Arrow table), 0.23 GB at a
+    million rows and the run's peak. The whole frame's Arrow table shares
+    its numbers' memory, and the schema is the whole frame's, so every block
+    writes under one schema.
 
     JSON Lines can mix numbers and text in one column, which Arrow refuses;
     such columns are written as text rather than losing rows. So is a column
@@ -200,7 +211,14 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
         for position in too_deep:
             frame[frame.columns[position]] = frame.iloc[:, position].map(_as_text)
         table = pa.Table.from_pandas(frame, preserve_index=False)
-    pq.write_table(table, path)
+    if rows is None:
+        pq.write_table(table, path)
+        return
+    with pq.ParquetWriter(path, table.schema) as writer:
+        for start in range(0, len(table), WRITE_BLOCK_ROWS):
+            block = table.slice(start, WRITE_BLOCK_ROWS).filter(pa.array(rows[start:start + WRITE_BLOCK_ROWS]))
+            if block.num_rows:
+                writer.write_table(block)
 
 
 def _as_text(value):

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from poisonguard.pipelines.core.settings import make_settings
+from poisonguard.pipelines.outputs import signed_folder
 from poisonguard.pipelines.outputs.signed_folder import write_parquet
 from poisonguard.pipelines.runner import execute
 from tests.cli_helpers import entry_id, invoke
@@ -140,3 +141,32 @@ def test_a_column_nested_deeper_than_a_reader_opens_is_written_as_text(tmp_path)
     assert str(table.schema.field("deep_enough").type).count("list<") == 49
     assert table.column("deep_enough").to_pylist() == [nested_lists(49)]
 
+
+def test_rows_written_a_block_at_a_time_are_the_rows_cut_out_first(tmp_path, monkeypatch):
+    monkeypatch.setattr(signed_folder, "WRITE_BLOCK_ROWS", 4)
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({
+        "id": [f"r{i}" for i in range(11)],
+        "x": np.where(rng.random(11) < 0.3, np.nan, rng.normal(size=11)),
+        "mixed": pd.Series([1, "two", None, 4, "five", 6, 7, None, "nine", 10, 11], dtype=object),
+        "when": pd.date_range("2026-01-01", periods=11, freq="h"),
+    })
+    rows = np.array([True, False, True, True, False, False, False, False, True, False, True])
+
+    write_parquet(frame, tmp_path / "blocks.parquet", rows=rows)
+    write_parquet(frame[rows].reset_index(drop=True), tmp_path / "cut.parquet")
+
+    blocks, cut = pq.read_table(tmp_path / "blocks.parquet"), pq.read_table(tmp_path / "cut.parquet")
+    assert blocks.equals(cut) and blocks.schema.equals(cut.schema)
+    assert pq.ParquetFile(tmp_path / "blocks.parquet").num_row_groups == 2  # the second block kept no row
+    assert blocks.column("id").to_pylist() == ["r0", "r2", "r3", "r8", "r10"]
+
+
+def test_no_row_to_write_leaves_a_file_of_the_columns(tmp_path):
+    frame = pd.DataFrame({"id": ["a", "b"], "x": [1.0, 2.0]})
+
+    write_parquet(frame, tmp_path / "none.parquet", rows=np.zeros(2, dtype=bool))
+
+    table = pq.read_table(tmp_path / "none.parquet")
+    assert table.num_rows == 0 and table.column_names == ["id", "x"]
+    assert table.schema.field("x").type == pa.float64()
