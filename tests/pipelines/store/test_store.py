@@ -18,7 +18,7 @@ import poisonguard.pipelines.store.migrations
 from poisonguard.detectors.base import make_findings
 from poisonguard.pipelines.core.errors import InputError
 from poisonguard.pipelines.core.jsonable import STORED_CELL_LIMIT, capped_cells, dumps
-from poisonguard.pipelines.store import QuarantineStore
+from poisonguard.pipelines.store import QuarantineStore, entries
 from poisonguard.pipelines.store.schema import quarantine
 
 HEAD = "0002"  # the newest migration (pipelines/store/migrations/versions)
@@ -123,6 +123,19 @@ def test_insert_is_all_or_nothing(store, run_id):
     with pytest.raises(InputError, match=f"run {run_id}: rows already quarantined: r2; none of this call"):
         store.add_quarantined(run_id, dataset="iris", rows=rows, findings=findings, row_id_column="id")
     assert [e["row_id"] for e in store.list_quarantine(run_id=run_id)] == ["r2"]
+
+
+def test_a_collision_in_a_later_block_stores_nothing_of_the_call(store, run_id, monkeypatch):
+    monkeypatch.setattr(entries, "INSERT_BLOCK_ROWS", 2)  # blocks (r1, r2) and (r3)
+    rows, findings = _rows(), _findings()
+    only_r3 = findings[findings.row_id == "r3"]
+    assert store.add_quarantined(run_id, dataset="iris", rows=rows.iloc[[2]], findings=only_r3, row_id_column="id") == 1
+    with pytest.raises(InputError, match=f"run {run_id}: rows already quarantined: r3; none of this call"):
+        store.add_quarantined(run_id, dataset="iris", rows=rows, findings=findings, row_id_column="id")
+    assert [e["row_id"] for e in store.list_quarantine(run_id=run_id)] == ["r3"]
+    other = store.start_run(dataset="iris", config={}, tool_version="0.1.0", reference_digest=DIGEST_A)
+    assert store.add_quarantined(other, dataset="iris", rows=rows, findings=findings, row_id_column="id") == 3
+    assert [e["row_id"] for e in store.list_quarantine(run_id=other)] == ["r1", "r2", "r3"]
 
 
 def test_rows_without_a_flagged_finding_are_refused(store, run_id):
