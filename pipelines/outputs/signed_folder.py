@@ -184,10 +184,10 @@ def write_parquet(frame: pd.DataFrame, path: Path, *, rows: Optional[np.ndarray]
 
     ``rows`` (a mask of shape (n_rows,)) are written ``WRITE_BLOCK_ROWS`` at
     a time, each block a row group: cutting the kept rows out of a batch
-    first copied them twice (a frame, then its Arrow table), 0.23 GB at a
-    million rows and the run's peak. The whole frame's Arrow table shares
-    its numbers' memory, and the schema is the whole frame's, so every block
-    writes under one schema.
+    first copied them twice (a frame, then its Arrow table), most of the
+    batch each time. The whole frame's Arrow table shares its numbers'
+    memory, and the schema is the whole frame's, so every block writes
+    under one schema.
 
     JSON Lines can mix numbers and text in one column, which Arrow refuses;
     such columns are written as text rather than losing rows. So is a column
