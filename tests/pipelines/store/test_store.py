@@ -115,24 +115,21 @@ def test_three_quarantined_rows_round_trip(store, run_id):
     assert "NaN" not in raw and json.loads(raw)["x"] is None
 
 
-def test_insert_is_all_or_nothing(store, run_id):
+@pytest.mark.parametrize("block_rows, taken", [
+    (None, "r2"),  # one block
+    (2, "r3"),  # blocks (r1, r2) and (r3): the collision comes after the first block went in
+])
+def test_insert_is_all_or_nothing(store, run_id, monkeypatch, block_rows, taken):
+    if block_rows is not None:
+        monkeypatch.setattr(entries, "INSERT_BLOCK_ROWS", block_rows)
     rows, findings = _rows(), _findings()
-    # First call stores r2 only; second call (r1, r2, r3) collides on r2.
-    only_r2 = findings[findings.row_id == "r2"]
-    assert store.add_quarantined(run_id, dataset="iris", rows=rows.iloc[[1]], findings=only_r2, row_id_column="id") == 1
-    with pytest.raises(InputError, match=f"run {run_id}: rows already quarantined: r2; none of this call"):
+    # The first call stores one row only; the second (r1, r2, r3) collides on it.
+    only_taken = findings[findings.row_id == taken]
+    assert store.add_quarantined(run_id, dataset="iris", rows=rows[rows.id == taken], findings=only_taken,
+                                 row_id_column="id") == 1
+    with pytest.raises(InputError, match=f"run {run_id}: rows already quarantined: {taken}; none of this call"):
         store.add_quarantined(run_id, dataset="iris", rows=rows, findings=findings, row_id_column="id")
-    assert [e["row_id"] for e in store.list_quarantine(run_id=run_id)] == ["r2"]
-
-
-def test_a_collision_in_a_later_block_stores_nothing_of_the_call(store, run_id, monkeypatch):
-    monkeypatch.setattr(entries, "INSERT_BLOCK_ROWS", 2)  # blocks (r1, r2) and (r3)
-    rows, findings = _rows(), _findings()
-    only_r3 = findings[findings.row_id == "r3"]
-    assert store.add_quarantined(run_id, dataset="iris", rows=rows.iloc[[2]], findings=only_r3, row_id_column="id") == 1
-    with pytest.raises(InputError, match=f"run {run_id}: rows already quarantined: r3; none of this call"):
-        store.add_quarantined(run_id, dataset="iris", rows=rows, findings=findings, row_id_column="id")
-    assert [e["row_id"] for e in store.list_quarantine(run_id=run_id)] == ["r3"]
+    assert [e["row_id"] for e in store.list_quarantine(run_id=run_id)] == [taken]
     other = store.start_run(dataset="iris", config={}, tool_version="0.1.0", reference_digest=DIGEST_A)
     assert store.add_quarantined(other, dataset="iris", rows=rows, findings=findings, row_id_column="id") == 3
     assert [e["row_id"] for e in store.list_quarantine(run_id=other)] == ["r1", "r2", "r3"]
