@@ -71,10 +71,11 @@ class CheckOutcome:
     batch_failures: list[str] = field(default_factory=list)
     details: dict = field(default_factory=dict)
     seconds: float = 0.0
-    # Per check, the scores and flags of every row-level finding, as arrays:
-    # kept when ``findings`` is cut down to the flagged rows once the
-    # decision is made (``outputs.publish.slim_outcomes``), for the report's
-    # histograms. None while ``findings`` holds every row.
+    # Per check, the scores and flags of every row-level finding, as arrays,
+    # for the report's histograms: kept when ``findings`` is cut down, to the
+    # rows that can be quarantined (``keep_quarantinable``) or once the
+    # decision is made to the flagged ones (``outputs.publish.slim_outcomes``).
+    # None while ``findings`` holds every row.
     scores: Optional[dict] = None
     # A detector's every judged row (``findings`` then holds only the rows
     # that can be quarantined: ``keep_quarantinable``); None when ``findings`` holds them all.

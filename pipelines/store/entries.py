@@ -24,6 +24,7 @@ from poisonguard.pipelines.store.schema import ENTRY_STATUSES, decisions, quaran
 # Entries ``add_quarantined`` builds and inserts at a time, in its one transaction.
 INSERT_BLOCK_ROWS = 2_000
 
+
 @dataclass(frozen=True)
 class EntryFilter:
     """Which quarantine entries to show or decide; None means any."""
