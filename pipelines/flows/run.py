@@ -1,6 +1,7 @@
 """The ``poisonguard-run`` flow: one batch, each stage of ``runner.execute`` a task."""
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import socket
 from contextlib import contextmanager
@@ -94,10 +95,16 @@ def _drain_worker_events(address: str) -> None:
         pass
 
 
-def _drain_events() -> None:
+async def _drain_events() -> None:
+    # A coroutine function, which ``Client.run`` awaits on the worker's event
+    # loop: there ``drain_all`` returns its wait as an awaitable, and a plain
+    # function let it go unawaited (workers logged "coroutine 'wait' was never
+    # awaited"), so the run went on without the events being sent.
     from prefect.events.worker import EventsWorker
 
-    EventsWorker.drain_all(timeout=10, at_exit=False)
+    pending = EventsWorker.drain_all(timeout=10, at_exit=False)
+    if inspect.isawaitable(pending):
+        await pending
 
 
 # Seconds to wait for a --dask scheduler to answer (Dask's own default is 30).

@@ -5,6 +5,9 @@ child for as long as the worker lived) and recorded the detectors' task runs
 there, where nobody looked; a second run on the same cluster sent its task
 events to the first run's server, gone by then.
 """
+import asyncio
+import gc
+import inspect
 import logging
 import os
 import time
@@ -16,7 +19,7 @@ from typer.testing import CliRunner
 
 from poisonguard.pipelines.cli.app import app
 from poisonguard.pipelines.core.config import DEFAULT_DETECTORS
-from poisonguard.pipelines.flows.run import on_this_machine, remote_cluster_note
+from poisonguard.pipelines.flows.run import _drain_events, on_this_machine, remote_cluster_note
 from tests.tiny_data import write_tiny_dataset
 
 pytestmark = pytest.mark.slow(seconds=60)
@@ -79,6 +82,20 @@ def two_runs_on_one_cluster(tmp_path):
             server.stop()
         # No worker started a Prefect server of its own.
         assert [child for pid in worker_pids for child in psutil.Process(pid).children(recursive=True)] == []
+
+
+def test_the_workers_drain_is_awaited_on_their_event_loop(recwarn):
+    # As distributed's Client.run calls it on a worker: on the worker's event
+    # loop, awaiting what it returns. There Prefect's drain_all returns its
+    # wait as a coroutine; dropped, the run went on before the events were sent.
+    async def as_client_run_calls_it(function):
+        result = function()
+        if inspect.isawaitable(result):
+            await result
+
+    asyncio.run(as_client_run_calls_it(_drain_events))
+    gc.collect()
+    assert [str(warning.message) for warning in recwarn if "never awaited" in str(warning.message)] == []
 
 
 @pytest.mark.parametrize(("address", "local"), [
