@@ -26,7 +26,13 @@ from scipy import stats
 from poisonguard.detectors import drift
 from poisonguard.detectors.base import empty_findings, make_findings
 from poisonguard.pipelines.core.checks import CheckOutcome, library_warnings
-from poisonguard.pipelines.core.tables import MAX_UNPARSABLE_FRACTION, infer_kinds, missing_mask, rows_in
+from poisonguard.pipelines.core.tables import (
+    MAX_UNPARSABLE_FRACTION,
+    ColumnsAsRead,
+    infer_kinds,
+    missing_mask,
+    rows_in,
+)
 from poisonguard.pipelines.core.text import display
 
 BATCH_KIND = "batch"
@@ -144,14 +150,14 @@ def per_check_rows(outcome) -> list[dict]:
 def _schema(inputs) -> list[drift.BatchCheck]:
     """New or missing columns, and columns whose values changed kind."""
     dataset = inputs.settings.config.dataset
-    batch_raw = inputs.batch.raw
+    batch_raw = ColumnsAsRead(inputs.batch)  # the text of columns held as numbers only where asked for
     ignore = {inputs.id_column, *(dataset.ignore or [])} | ({dataset.id} if dataset.id else set())
     if inputs.reference is None:
         return []  # the expectation suite, if any, still checks the columns it knows
     trusted_raw = inputs.reference.raw
     trusted_columns = [c for c in trusted_raw.columns if c != inputs.reference.id_column]
     batch_columns = [c for c in batch_raw.columns if not (inputs.batch.id_generated and c == inputs.id_column)]
-    common = [c for c in batch_columns if c in trusted_columns and c not in ignore and _has_values(batch_raw[c])]
+    common = [c for c in batch_columns if c in trusted_columns and c not in ignore and inputs.batch.has_values(c)]
     # Empty in every trusted row: the reference says nothing of its kind or values, as of a new column.
     filled = [c for c in common if not _has_values(trusted_raw[c])]
     common = [c for c in common if c not in filled]

@@ -21,6 +21,7 @@ from poisonguard.pipelines.core.tables import (
     LoadedTable,
     TypedTable,
     coerce_types,
+    hold_text_as_numbers,
     infer_kinds,
     load_table,
     missing_mask,
@@ -129,6 +130,10 @@ def load_inputs(settings: RunSettings) -> RunInputs:
     feature_columns = [c for c in feature_columns if c not in numbered and c not in timed]
     kinds = {c: kind for c, kind in kinds.items() if c not in numbered and c not in timed}
     suite, source = _suite(settings, reference, reference_typed, feature_columns, kinds, numbered + timed)
+    # The checks and the clean file read these columns as numbers; their text
+    # is read again only for the rows a run quarantines (half a GB of a
+    # million CSV rows of twenty numbers, held for nothing until then).
+    batch = hold_text_as_numbers(batch, batch_typed.typed, [c for c, kind in kinds.items() if kind == "numeric"])
     return RunInputs(
         settings=settings,
         batch=batch,

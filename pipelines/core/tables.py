@@ -5,7 +5,9 @@ and JSON Lines cells as text), which is what a quarantined row is stored with,
 and ``typed``, each column converted to its kind (numeric or categorical),
 which is what the checks see and what the clean dataset is written from. A
 cell that cannot be converted (``"n/a?"`` in a numeric column) becomes a
-row-level finding rather than failing the whole batch.
+row-level finding rather than failing the whole batch. Once typed, a numeric
+column's text is held as its numbers plus the cells they do not write back
+(``core.number_text``); ``LoadedTable.as_read`` gives the text back.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import gzip
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
@@ -23,11 +25,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pa_compute
 
+from poisonguard.detectors._threads import map_in_threads
 from poisonguard.detectors._unique import distinct_objects
 from poisonguard.detectors.base import empty_findings, make_findings
 from poisonguard.expectations.infer import category_text
 from poisonguard.pipelines.core.csv_files import DECIMAL_COMMA_NUMBER, read_csv
 from poisonguard.pipelines.core.errors import InputError
+from poisonguard.pipelines.core.number_text import MAX_KEPT_SHARE, NumberText, hold_as_numbers, text_of
 from poisonguard.pipelines.core.text import display, display_list, shorten
 from poisonguard.pipelines.core.written_columns import WRITTEN_COLUMNS
 
@@ -76,7 +80,9 @@ class LoadedTable:
     Attributes
     ----------
     raw : DataFrame, shape (n_rows, n_columns)
-        Values as read; includes ``id_column``.
+        Values as read; includes ``id_column``. The columns of
+        ``number_text`` hold the numbers their text reads as: ``as_read``
+        and ``column_as_read`` give the text back.
     id_column : str
         The configured id column, or ``CONTENT_ID_COLUMN`` added by us.
     id_generated : bool
@@ -85,6 +91,8 @@ class LoadedTable:
         ``{"path", "digest", "rows", "format"}`` per input file.
     source_digest : Series, shape (n_rows,)
         Digest of the file each row came from, indexed like ``raw``.
+    number_text : dict of str to NumberText
+        Text columns held as numbers (``hold_text_as_numbers``).
     """
 
     raw: pd.DataFrame
@@ -92,6 +100,32 @@ class LoadedTable:
     id_generated: bool
     files: list[dict]
     source_digest: pd.Series
+    number_text: dict[str, NumberText] = field(default_factory=dict)
+
+    def as_read(self, rows: Optional[np.ndarray] = None) -> pd.DataFrame:
+        """``raw``'s rows at the boolean mask ``rows`` (all when None), every cell as read."""
+        frame = self.raw if rows is None else self.raw[rows]
+        if not self.number_text:
+            return frame
+        positions = None if rows is None else np.flatnonzero(rows)
+        frame = frame.copy(deep=False)
+        for column, held in self.number_text.items():
+            frame[column] = text_of(self.raw[column], held, positions)
+        return frame
+
+    def column_as_read(self, column: str) -> pd.Series:
+        """One column of ``raw``, every cell as read."""
+        held = self.number_text.get(column)
+        return self.raw[column] if held is None else text_of(self.raw[column], held)
+
+    def has_values(self, column: str) -> bool:
+        """Whether a cell of ``column`` is not empty (``missing_mask``), without giving a held column's text back."""
+        held = self.number_text.get(column)
+        if held is None:
+            return bool((~missing_mask(self.raw[column])).any())
+        # The text a number gives back is never blank; only the kept cells can be.
+        kept = pd.Series(pd.array(held.texts, dtype=held.dtype))
+        return bool(self.raw[column].notna().any() or (~missing_mask(kept)).any())
 
     @cached_property
     def row_ids(self) -> pd.Series:
@@ -103,6 +137,40 @@ class LoadedTable:
         objects (8 bytes a row each) instead of a copy of the text apiece.
         """
         return pd.Series(self.raw[self.id_column].astype(str).to_numpy(dtype=object), dtype=object)
+
+
+class ColumnsAsRead:
+    """A table's columns by name (``view[column]``), each as read: a held column's text given back when asked for."""
+
+    def __init__(self, table: LoadedTable):
+        self._table = table
+        self.columns = table.raw.columns
+
+    def __len__(self) -> int:
+        return len(self._table.raw)
+
+    def __getitem__(self, column: str) -> pd.Series:
+        return self._table.column_as_read(column)
+
+
+def hold_text_as_numbers(
+    table: LoadedTable, typed: pd.DataFrame, columns: Iterable[str], max_kept_share: float = MAX_KEPT_SHARE
+) -> LoadedTable:
+    """``table`` with each text column of ``columns`` held as its numbers in ``typed`` where that saves memory.
+
+    Once typed, a numeric column's text is read only for the rows a run
+    quarantines (``LoadedTable.as_read``); see ``core.number_text``.
+    """
+    columns = list(columns)
+    # Arrow writes the numbers as text (most of the time) without the GIL: a column a core.
+    found = map_in_threads(lambda column: hold_as_numbers(table.raw[column], typed[column], max_kept_share), columns)
+    held = {column: kept for column, kept in zip(columns, found) if kept is not None}
+    if not held:
+        return table
+    raw = table.raw.copy(deep=False)  # copy-on-write: the other columns stay shared
+    for column in held:
+        raw[column] = typed[column]
+    return replace(table, raw=raw, number_text={**table.number_text, **held})
 
 
 @dataclass(frozen=True)

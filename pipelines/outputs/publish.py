@@ -287,7 +287,7 @@ def quarantine_frame(inputs, decision) -> pd.DataFrame:
     ids = inputs.batch.row_ids
     mask = rows_in(ids, decision.quarantined_ids)
     rows = typed_rows(inputs)[mask].reset_index(drop=True)
-    raw = inputs.batch.raw[mask].reset_index(drop=True)
+    raw = inputs.batch.as_read(mask).reset_index(drop=True)
     broken: dict[str, list[str]] = {}
     for row_id, column in inputs.batch_typed.broken_cells:
         broken.setdefault(str(row_id), []).append(column)
@@ -315,7 +315,7 @@ def quarantine_frame(inputs, decision) -> pd.DataFrame:
 def _as_received(inputs, decision) -> pd.DataFrame:
     """The quarantined rows exactly as they came in: what the store keeps for reviewers."""
     mask = rows_in(inputs.batch.row_ids, decision.quarantined_ids)
-    return inputs.batch.raw[mask].reset_index(drop=True)
+    return inputs.batch.as_read(mask).reset_index(drop=True)
 
 
 def _digest_by_row(inputs, row_ids) -> dict[str, str]:
@@ -391,7 +391,7 @@ def _report(inputs, outcomes, decision, run: RunHandle, *, status: str, batch_fa
         scores = {check: arrays for o in outcomes
                   for check, arrays in (o.scores if o.scores is not None else score_arrays([o.findings])).items()}
     raw = inputs.batch.raw
-    quarantined = raw[rows_in(inputs.batch.row_ids, decision.quarantined_ids)]
+    quarantined = inputs.batch.as_read(rows_in(inputs.batch.row_ids, decision.quarantined_ids))
     reference = settings.config.dataset.reference
     summary = {
         "dataset": settings.config.dataset.name,
