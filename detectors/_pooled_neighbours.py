@@ -172,7 +172,10 @@ class _Groups:
             nearest = [self._nearest(group, queries[block], query_labels[block], sample_position[block], source)
                        for group in self.groups]
             for group_source, target in ((0, trusted_kth), (1, batch_kth)):
-                pooled = np.hstack([d for (s, *_), d in zip(self.groups, nearest) if s == group_source])
+                candidates = [d for (s, *_), d in zip(self.groups, nearest) if s == group_source]
+                if not candidates:  # no row of that source has a label (a batch whose labels are all missing)
+                    continue
+                pooled = np.hstack(candidates)
                 if pooled.shape[1] >= k:
                     # The k-th smallest only: with many labels a full sort of every row's candidates is the cost.
                     target[block] = np.partition(pooled, k - 1, axis=1)[:, k - 1]

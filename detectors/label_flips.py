@@ -477,7 +477,8 @@ class TrustedModelLabelDetector(_LabelDetector):
 
     def _scores(self, matrix, labels):
         known = isin_values(labels, self.classes_)
-        codes = self.encoder_.transform(labels[known])
+        # As integers even when no label is known: the encoder gives an empty float array then.
+        codes = self.encoder_.transform(labels[known]).astype(np.intp)
         probabilities = class_probabilities(self.model_, rows_where(matrix, known), len(self.classes_))
         scores = np.ones(len(labels))
         scores[known] = 1.0 - probabilities[np.arange(len(codes)), codes]

@@ -520,3 +520,14 @@ def test_knn_without_a_reference_a_label_of_two_kinds_keeps_its_rate(seed, expec
     flagged = KNNLabelDetector(alpha=0.01).self_findings(features, labels)["flagged"].to_numpy()
     assert flagged.sum() == expected
     assert flagged.mean() <= 0.01 + 2.5 * np.sqrt(0.01 * 0.99 / len(labels))
+
+
+@pytest.mark.parametrize("labels", [["zz", "zz"], ["zz"]])
+def test_a_batch_without_one_trusted_label_is_flagged_whole(labels):
+    # No known label left the encoder an empty float array, and indexing the probabilities with it raised.
+    rng = np.random.default_rng(0)
+    trusted, trusted_labels = rng.normal(size=(60, 3)), np.array(["a", "b", "c"] * 20, dtype=object)
+    detector = TrustedModelLabelDetector(random_state=0).fit(trusted, trusted_labels)
+    batch = rng.normal(size=(len(labels), 3))
+    findings = detector.findings(batch, np.array(labels, dtype=object), row_ids=[f"r{i}" for i in range(len(labels))])
+    assert findings["flagged"].tolist() == [True] * len(labels)

@@ -51,6 +51,8 @@ def tiny(tmp_path_factory):
 # one of three left label.knn no calibration score ("cannot calibrate"): both stopped the run.
 @example(change={"rows": 1, "cells": [], "drop": None, "add": False, "reference": False})
 @example(change={"rows": 3, "cells": [], "drop": None, "add": False, "reference": False})
+# One row, its label missing: no batch row had a trusted label, and label.trusted_model and label.knn raised.
+@example(change={"rows": 1, "cells": [(0, "label", "")], "drop": None, "add": False, "reference": True})
 def test_a_damaged_batch_publishes_every_row_or_fails_cleanly(tiny, tmp_path_factory, monkeypatch, change):
     folder = tmp_path_factory.mktemp("run")
     monkeypatch.setenv("POISONGUARD_HOME", str(folder / "state"))
