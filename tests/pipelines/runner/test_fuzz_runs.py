@@ -9,6 +9,7 @@ rejected as a whole writes its report to the state folder and nothing else.
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pandas as pd
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from poisonguard.pipelines.core.errors import USER_ERRORS
 from poisonguard.pipelines.core.settings import make_settings
+from poisonguard.pipelines.core.tables import read_file
 from poisonguard.pipelines.runner import execute
 from tests.tiny_data import write_tiny_dataset
 
@@ -87,6 +89,16 @@ def test_a_damaged_batch_publishes_every_row_or_fails_cleanly(tiny, tmp_path_fac
     quarantined = pd.read_parquet(out / "quarantine.parquet")["id"].astype(str)
     assert sorted([*clean, *quarantined]) == sorted(batch["id"].astype(str))
     assert stored_entries(folder) == len(quarantined)
+    # Reviewers get each quarantined row as the file gave it (its numeric text is held as numbers meanwhile).
+    as_read = read_file(path).to_dict(orient="records")
+    expected = {str(row["id"]): {column: None if pd.isna(value) else value for column, value in row.items()}
+                for row in as_read}
+    assert stored_rows(folder) == {row_id: expected[row_id] for row_id in quarantined}
+
+
+def stored_rows(folder) -> dict[str, dict]:
+    with sqlite3.connect(folder / "state" / "quarantine.db") as connection:
+        return {row_id: json.loads(row) for row_id, row in connection.execute("SELECT row_id, row_json FROM quarantine")}
 
 
 def stored_entries(folder) -> int:
