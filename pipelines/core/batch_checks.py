@@ -159,7 +159,7 @@ def _schema(inputs) -> list[drift.BatchCheck]:
     batch_columns = [c for c in batch_raw.columns if not (inputs.batch.id_generated and c == inputs.id_column)]
     common = [c for c in batch_columns if c in trusted_columns and c not in ignore and inputs.batch.has_values(c)]
     # Empty in every trusted row: the reference says nothing of its kind or values, as of a new column.
-    filled = [c for c in common if not _has_values(trusted_raw[c])]
+    filled = [c for c in common if not inputs.reference.has_values(c)]
     common = [c for c in common if c not in filled]
     # The same rule as cell typing: a column changed type when most of its
     # values no longer parse, not when a few cells are broken (row findings).
@@ -245,10 +245,6 @@ def _emptied_columns(trusted_raw: pd.DataFrame, batch_rows: int, columns: list[s
         )
         found.append(drift.BatchCheck("batch.schema", column, "emptied column", 1.0, 0.0, chance, failed, reason))
     return found
-
-
-def _has_values(series: pd.Series) -> bool:
-    return bool((~missing_mask(series)).any())
 
 
 def _allow_some_drift(results: list[drift.BatchCheck], allowed: int) -> list[drift.BatchCheck]:
