@@ -1,10 +1,12 @@
-"""Each stage of one run, in this process: its seconds and the peak memory while it ran.
+"""Each stage of one run, in this process: its seconds, cores used and the peak memory while it ran.
 
 The throughput benchmark gives a run's peak; this says which stage reaches
 it. A thread samples the process's resident memory every 0.05 s, and the
 run's own stage announcements (``core.stages.stage_listener``) close each
 stage, as the progress line does. Reading the inputs is counted as
 ``preload``, as ``poisonguard run`` reads them before its work starts.
+"cores" is the process's CPU seconds (every thread's) over the stage's
+seconds: below 2 on 2 cores, part of the stage ran on one core.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/stage_memory.py BATCH --config CONFIG --out OUT
 
@@ -31,11 +33,11 @@ def resident_bytes() -> int:
 
 
 class StagePeaks:
-    """Seconds and peak resident memory of each announced stage."""
+    """Seconds, cores used and peak resident memory of each announced stage."""
 
     def __init__(self):
-        self.rows: list[tuple[str, float, int]] = []
-        self._stage, self._since, self._peak = None, time.perf_counter(), 0
+        self.rows: list[tuple[str, float, float, int]] = []
+        self._stage, self._since, self._cpu_since, self._peak = None, time.perf_counter(), time.process_time(), 0
         self._done = threading.Event()
         threading.Thread(target=self._sample, daemon=True).start()
 
@@ -44,10 +46,11 @@ class StagePeaks:
             self._peak = max(self._peak, resident_bytes())
 
     def __call__(self, stage: str) -> None:
-        now, current = time.perf_counter(), resident_bytes()
+        now, cpu, current = time.perf_counter(), time.process_time(), resident_bytes()
         if self._stage is not None:
-            self.rows.append((self._stage, now - self._since, max(self._peak, current)))
-        self._stage, self._since, self._peak = stage, now, current
+            cores = (cpu - self._cpu_since) / max(now - self._since, 1e-9)
+            self.rows.append((self._stage, now - self._since, cores, max(self._peak, current)))
+        self._stage, self._since, self._cpu_since, self._peak = stage, now, cpu, current
 
     def close(self) -> None:
         self("end")
@@ -74,10 +77,10 @@ def main() -> None:
         preload_inputs(settings)
         summary = execute(settings)
         peaks.close()
-    print("| stage | seconds | peak RSS GB |")
-    print("| --- | ---: | ---: |")
-    for stage, seconds, peak in peaks.rows:
-        print(f"| {stage} | {seconds:.2f} | {peak / 2**30:.2f} |")
+    print("| stage | seconds | cores | peak RSS GB |")
+    print("| --- | ---: | ---: | ---: |")
+    for stage, seconds, cores, peak in peaks.rows:
+        print(f"| {stage} | {seconds:.2f} | {cores:.2f} | {peak / 2**30:.2f} |")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(f"\n{summary.rows_in:,} rows, {summary.quarantined:,} quarantined; {time.perf_counter() - started:.1f} s; "
           f"the process's peak {peak / 2**30:.2f} GB")
