@@ -52,7 +52,7 @@ def collect_evidence(inputs, features, decision) -> dict[str, dict]:
     typed = inputs.batch_typed.typed
     ids = inputs.batch.row_ids  # (the shared strings: converting the column again took 90 MB at 1M rows)
     mask = rows_in(ids, quarantined)
-    batch = typed[mask].set_index(ids[mask].to_numpy())
+    batch = inputs.batch.take_rows(typed, mask).set_index(ids[mask].to_numpy())
     wanted = [row_id for row_id in decision.quarantined_ids if row_id in batch.index]
     rows = batch.loc[wanted]
 
@@ -84,6 +84,7 @@ def collect_evidence(inputs, features, decision) -> dict[str, dict]:
     numbers = {column: pd.to_numeric(rows[column], errors="coerce").to_numpy(dtype=float) for column in numeric}
     values = {column: rows[column].astype(object).to_numpy() for column in categorical}
     labels = rows[inputs.label].astype(object).to_numpy() if inputs.label in rows.columns else None
+    inputs.batch.release_pages()  # the batch's columns are read; what follows holds copies
     # Every column's unusualness for every row first (the numbers the facts
     # hold), then facts only for each row's TOP_FEATURES: building all of
     # them per row was most of this stage's time and memory.

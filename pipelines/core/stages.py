@@ -169,6 +169,9 @@ def judge_batch(
         return Judgement(outcomes=outcomes, rejected=True)
     settings = inputs.settings
     features = run_stage("encode-features", encode_features, inputs)
+    # The detectors read the features only: the batch's own numbers can wait
+    # on disk until the decision (``core.spill``), beside the output.
+    inputs.batch.spill_numbers(inputs.batch_typed, settings.out.parent)
     configured = list(settings.config.detection.detectors)
     # Run in memory order, report in the configured one (the outcomes are put back).
     order = detector_run_order(configured)

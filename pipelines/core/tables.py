@@ -32,6 +32,7 @@ from poisonguard.expectations.infer import category_text
 from poisonguard.pipelines.core.csv_files import DECIMAL_COMMA_NUMBER, read_csv
 from poisonguard.pipelines.core.errors import InputError
 from poisonguard.pipelines.core.number_text import MAX_KEPT_SHARE, NumberText, hold_as_numbers, text_of
+from poisonguard.pipelines.core.spill import SpilledColumns, spill_numbers, take_rows
 from poisonguard.pipelines.core.text import display, display_list, shorten
 from poisonguard.pipelines.core.written_columns import WRITTEN_COLUMNS
 
@@ -93,6 +94,9 @@ class LoadedTable:
         Digest of the file each row came from, indexed like ``raw``.
     number_text : dict of str to NumberText
         Text columns held as numbers (``hold_text_as_numbers``).
+    spilled : SpilledColumns or None
+        The file ``raw``'s numeric columns are read from once spilled
+        (``spill_numbers``).
     """
 
     raw: pd.DataFrame
@@ -101,16 +105,52 @@ class LoadedTable:
     files: list[dict]
     source_digest: pd.Series
     number_text: dict[str, NumberText] = field(default_factory=dict)
+    spilled: Optional[SpilledColumns] = field(default=None, compare=False, repr=False)
+
+    def spill_numbers(self, typed: TypedTable, folder: Path) -> bool:
+        """Read ``raw``'s and ``typed``'s numeric columns from a file from now on (``core.spill``).
+
+        The values, dtypes and shapes stay as they were. The two frames are
+        replaced in place, the one change these tables see after loading,
+        so that every stage holding the inputs lets go of the arrays. A
+        small batch, or a folder the file cannot be written to, stays in
+        memory.
+
+        Returns
+        -------
+        bool
+            Whether the columns were spilled.
+        """
+        if self.spilled is not None:
+            return True
+        spilled = spill_numbers([self.raw, typed.typed], folder)
+        if spilled is None:
+            return False
+        (raw, typed_frame), columns = spilled
+        object.__setattr__(self, "raw", raw)
+        object.__setattr__(typed, "typed", typed_frame)
+        object.__setattr__(self, "spilled", columns)
+        return True
+
+    def release_pages(self) -> None:
+        """Give back the spilled columns' pages read so far (nothing when not spilled)."""
+        if self.spilled is not None:
+            self.spilled.release()
+
+    def take_rows(self, frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+        """``frame[rows]`` (a boolean mask) of this table's rows; once spilled, a column at a time (``core.spill.take_rows``)."""
+        return frame[rows] if self.spilled is None else take_rows(frame, rows, self.spilled.release)
 
     def as_read(self, rows: Optional[np.ndarray] = None) -> pd.DataFrame:
         """``raw``'s rows at the boolean mask ``rows`` (all when None), every cell as read."""
-        frame = self.raw if rows is None else self.raw[rows]
+        frame = self.raw if rows is None else self.take_rows(self.raw, rows)
         if not self.number_text:
             return frame
         positions = None if rows is None else np.flatnonzero(rows)
         frame = frame.copy(deep=False)
         for column, held in self.number_text.items():
             frame[column] = text_of(self.raw[column], held, positions)
+            self.release_pages()
         return frame
 
     def column_as_read(self, column: str) -> pd.Series:

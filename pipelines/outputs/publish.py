@@ -194,7 +194,9 @@ def publish(run: RunHandle, inputs, outcomes, decision, evidence: dict, work_sta
     def write_files(folder: Path) -> None:
         # The clean rows are written a block at a time, never copied whole:
         # they are most of the batch again.
-        write_parquet(typed_rows(inputs), folder / CLEAN_FILE, rows=rows_in(inputs.batch.row_ids, decision.kept_ids))
+        # A spilled batch (``core.spill``) gives back the pages each block read.
+        write_parquet(typed_rows(inputs), folder / CLEAN_FILE, rows=rows_in(inputs.batch.row_ids, decision.kept_ids),
+                      after_block=inputs.batch.release_pages)
         chain = None
         if settings.chain is not None:
             # A dataset version (poisonguard watch): link it to its parent.
@@ -274,7 +276,7 @@ def _typed_at_source(column: pd.Series) -> bool:
 def clean_frame(inputs, kept_ids: list[str]) -> pd.DataFrame:
     """Kept rows with their original columns; text cells of numeric columns as numbers."""
     mask = rows_in(inputs.batch.row_ids, kept_ids)
-    return typed_rows(inputs)[mask].reset_index(drop=True)
+    return inputs.batch.take_rows(typed_rows(inputs), mask).reset_index(drop=True)
 
 
 def quarantine_frame(inputs, decision) -> pd.DataFrame:
@@ -286,7 +288,7 @@ def quarantine_frame(inputs, decision) -> pd.DataFrame:
     """
     ids = inputs.batch.row_ids
     mask = rows_in(ids, decision.quarantined_ids)
-    rows = typed_rows(inputs)[mask].reset_index(drop=True)
+    rows = inputs.batch.take_rows(typed_rows(inputs), mask).reset_index(drop=True)
     raw = inputs.batch.as_read(mask).reset_index(drop=True)
     broken: dict[str, list[str]] = {}
     for row_id, column in inputs.batch_typed.broken_cells:

@@ -179,7 +179,10 @@ def _read_claim(claim: Path) -> str:
         return ""
 
 
-def write_parquet(frame: pd.DataFrame, path: Path, *, rows: Optional[np.ndarray] = None) -> None:
+def write_parquet(
+    frame: pd.DataFrame, path: Path, *, rows: Optional[np.ndarray] = None,
+    after_block: Optional[Callable[[], None]] = None,
+) -> None:
     """Write ``frame`` (no index), or only its ``rows``, to ``path``, keeping every value, so that it reads back.
 
     ``rows`` (a mask of shape (n_rows,)) are written ``WRITE_BLOCK_ROWS`` at
@@ -187,7 +190,9 @@ def write_parquet(frame: pd.DataFrame, path: Path, *, rows: Optional[np.ndarray]
     first copied them twice (a frame, then its Arrow table), most of the
     batch each time. The whole frame's Arrow table shares its numbers'
     memory, and the schema is the whole frame's, so every block writes
-    under one schema.
+    under one schema. ``after_block`` is called once the frame is read
+    into Arrow and after each block is written (a spilled batch gives its
+    pages back there, ``core.spill``).
 
     JSON Lines can mix numbers and text in one column, which Arrow refuses;
     such columns are written as text rather than losing rows. So is a column
@@ -211,14 +216,19 @@ def write_parquet(frame: pd.DataFrame, path: Path, *, rows: Optional[np.ndarray]
         for position in too_deep:
             frame[frame.columns[position]] = frame.iloc[:, position].map(_as_text)
         table = pa.Table.from_pandas(frame, preserve_index=False)
+    after_block = after_block or (lambda: None)
+    after_block()
     if rows is None:
         pq.write_table(table, path)
+        after_block()
         return
     with pq.ParquetWriter(path, table.schema) as writer:
         for start in range(0, len(table), WRITE_BLOCK_ROWS):
             block = table.slice(start, WRITE_BLOCK_ROWS).filter(pa.array(rows[start:start + WRITE_BLOCK_ROWS]))
             if block.num_rows:
                 writer.write_table(block)
+            del block
+            after_block()
 
 
 def _as_text(value):

@@ -71,7 +71,9 @@ def _one_feature_run(batch: pd.DataFrame, ids: pd.Series, trusted: pd.DataFrame 
     """The inputs and features ``collect_evidence`` reads, for frames of one numeric feature ``x`` and a label."""
     inputs = SimpleNamespace(
         reference_typed=SimpleNamespace(typed=trusted) if trusted is not None else None,
-        batch_typed=SimpleNamespace(typed=batch), batch=SimpleNamespace(row_ids=ids),
+        batch_typed=SimpleNamespace(typed=batch),
+        # A batch held in memory (``LoadedTable`` before ``spill_numbers``).
+        batch=SimpleNamespace(row_ids=ids, take_rows=lambda frame, rows: frame[rows], release_pages=lambda: None),
         feature_columns=["x"], kinds={"x": "numeric"}, label="label",
     )
     features = SimpleNamespace(
