@@ -45,6 +45,12 @@ IMPACT_MODELS = ("logistic", "gradient_boosting", "random_forest")
 # with the number of rows behind it, not a blow-up from one stray value.
 PSI_SMOOTHING = 0.5
 MISSING = "<missing>"
+# A numeric column is compared on a seeded sample of at most this many of the
+# batch's numbers. The KS statistic of such a sample is within about 0.003
+# of the whole column's (its error falls as 1 / sqrt(n)), against a
+# threshold of 0.3, and its p-value is set by the smaller side, the trusted
+# rows. Sorting whole columns was 21 s of a 10-million-row run.
+DRIFT_SAMPLE_VALUES = 200_000
 
 
 @dataclass(frozen=True)
@@ -284,6 +290,8 @@ def numeric_drift(
     test: str = "ks",
     threshold: float = 0.3,
     p_value: float = 0.001,
+    max_batch_values: Optional[int] = DRIFT_SAMPLE_VALUES,
+    random_state: int = 0,
 ) -> BatchCheck:
     """Has the distribution of one numeric column shifted?
 
@@ -300,6 +308,12 @@ def numeric_drift(
     threshold : float
     p_value : float
         The two-sample KS test must also be below this.
+    max_batch_values : int or None
+        Compare a seeded sample of this many of the batch's (and the trusted
+        rows') numbers when there are more (``DRIFT_SAMPLE_VALUES``; None:
+        all); the reason says so.
+    random_state : int
+        Seeds the sample.
 
     Returns
     -------
@@ -309,6 +323,17 @@ def numeric_drift(
         raise ValueError(f"numeric test {test!r}: expected one of {', '.join(NUMERIC_TESTS)}")
     left = _finite(trusted)
     right = _finite(batch)
+    sampled = ""
+    if max_batch_values is not None:
+        # A trusted reference costs no more than a batch: it is sampled the same way.
+        for side, values in (("trusted rows'", left), ("batch's", right)):
+            if values.size > max_batch_values:
+                sampled += f"; the {side} numbers from a seeded sample of {max_batch_values:,} of their {values.size:,}"
+        rng = np.random.default_rng(random_state)
+        left, right = (
+            rng.choice(values, size=max_batch_values, replace=False) if values.size > max_batch_values else values
+            for values in (left, right)
+        )
     if left.size < 2 or right.size < 2:
         return BatchCheck("batch.drift", column, test, math.nan, threshold, math.nan, False,
                           f"{column}: too few numbers to compare ({left.size} trusted, {right.size} in the batch)")
@@ -324,7 +349,7 @@ def numeric_drift(
     reason = (
         f"{column}: {name} {statistic:.3f} {verdict} the threshold {threshold:g} (KS p = {significance:.2g}); "
         f"median {np.median(left):.4g} trusted vs {np.median(right):.4g} in the batch, "
-        f"IQR {_iqr(left):.4g} vs {_iqr(right):.4g}"
+        f"IQR {_iqr(left):.4g} vs {_iqr(right):.4g}{sampled}"
     )
     return BatchCheck("batch.drift", column, test, statistic, threshold, significance, failed, reason)
 
