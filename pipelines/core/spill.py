@@ -78,12 +78,17 @@ def spill_numbers(
     """
     min_bytes = SPILL_MIN_BYTES if min_bytes is None else min_bytes
     arrays: dict[tuple, np.ndarray] = {}  # one per distinct column memory
+    keys: list[list] = []  # per frame, each column's key in ``arrays`` (None: not spilled)
     for frame in frames:
+        keys.append([])
         for position in range(frame.shape[1]):
             column = frame.iloc[:, position]
+            key = None
             if spillable(column):
                 values = column.to_numpy(copy=False)
-                arrays.setdefault(_memory_key(values), values)
+                key = _memory_key(values)
+                arrays.setdefault(key, values)
+            keys[-1].append(key)
     offsets, end = {}, 0
     for key, values in arrays.items():
         offsets[key] = end
@@ -104,13 +109,11 @@ def spill_numbers(
         key: np.frombuffer(mapping, dtype=values.dtype, count=len(values), offset=offsets[key])
         for key, values in arrays.items()
     }
-    spilled = []
-    for frame in frames:
-        columns = []
-        for position in range(frame.shape[1]):
-            column = frame.iloc[:, position]
-            columns.append(views[_memory_key(column.to_numpy(copy=False))] if spillable(column) else column.array)
-        spilled.append(_frame_like(frame, columns, frame.index))
+    spilled = [
+        _frame_like(frame, [frame.iloc[:, position].array if key is None else views[key]
+                            for position, key in enumerate(frame_keys)], frame.index)
+        for frame, frame_keys in zip(frames, keys)
+    ]
     return spilled, SpilledColumns(mapping, end)
 
 
