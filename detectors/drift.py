@@ -290,7 +290,7 @@ def numeric_drift(
     test: str = "ks",
     threshold: float = 0.3,
     p_value: float = 0.001,
-    max_batch_values: Optional[int] = DRIFT_SAMPLE_VALUES,
+    max_values: Optional[int] = DRIFT_SAMPLE_VALUES,
     random_state: int = 0,
 ) -> BatchCheck:
     """Has the distribution of one numeric column shifted?
@@ -308,10 +308,10 @@ def numeric_drift(
     threshold : float
     p_value : float
         The two-sample KS test must also be below this.
-    max_batch_values : int or None
-        Compare a seeded sample of this many of the batch's (and the trusted
-        rows') numbers when there are more (``DRIFT_SAMPLE_VALUES``; None:
-        all); the reason says so.
+    max_values : int or None
+        Compare a seeded sample of this many of the batch's numbers, and of
+        the trusted rows', where there are more (``DRIFT_SAMPLE_VALUES``;
+        None: all); the reason says so.
     random_state : int
         Seeds the sample.
 
@@ -324,14 +324,14 @@ def numeric_drift(
     left = _finite(trusted)
     right = _finite(batch)
     sampled = ""
-    if max_batch_values is not None:
+    if max_values is not None:
         # A trusted reference costs no more than a batch: it is sampled the same way.
         for side, values in (("trusted rows'", left), ("batch's", right)):
-            if values.size > max_batch_values:
-                sampled += f"; the {side} numbers from a seeded sample of {max_batch_values:,} of their {values.size:,}"
+            if values.size > max_values:
+                sampled += f"; the {side} numbers from a seeded sample of {max_values:,} of their {values.size:,}"
         rng = np.random.default_rng(random_state)
         left, right = (
-            rng.choice(values, size=max_batch_values, replace=False) if values.size > max_batch_values else values
+            rng.choice(values, size=max_values, replace=False) if values.size > max_values else values
             for values in (left, right)
         )
     if left.size < 2 or right.size < 2:

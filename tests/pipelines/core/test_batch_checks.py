@@ -278,12 +278,12 @@ def test_a_batch_with_no_feature_column_gets_no_model_impact_and_no_traceback(tm
 def test_a_large_column_is_compared_on_a_seeded_sample_the_reason_names():
     rng = np.random.default_rng(0)
     trusted, batch = rng.normal(0, 1, 2_000), rng.normal(0.1, 1, 3_000)
-    whole = drift.numeric_drift(trusted, batch, column="x", max_batch_values=None)
+    whole = drift.numeric_drift(trusted, batch, column="x", max_values=None)
     # Up to the limit every number is compared, exactly as without one.
-    assert drift.numeric_drift(trusted, batch, column="x", max_batch_values=3_000) == whole
-    sampled = drift.numeric_drift(trusted, batch, column="x", max_batch_values=1_000)
-    assert sampled == drift.numeric_drift(trusted, batch, column="x", max_batch_values=1_000)  # seeded
+    assert drift.numeric_drift(trusted, batch, column="x", max_values=3_000) == whole
+    sampled = drift.numeric_drift(trusted, batch, column="x", max_values=1_000)
+    assert sampled == drift.numeric_drift(trusted, batch, column="x", max_values=1_000)  # seeded
     assert sampled.statistic == pytest.approx(whole.statistic, abs=0.05) and not sampled.failed
     assert sampled.reason.endswith("; the batch's numbers from a seeded sample of 1,000 of their 3,000")
-    both = drift.numeric_drift(trusted, rng.normal(2, 1, 3_000), column="x", max_batch_values=1_000)
+    both = drift.numeric_drift(trusted, rng.normal(2, 1, 3_000), column="x", max_values=1_000)
     assert both.failed and "the trusted rows' numbers from a seeded sample of 1,000 of their 2,000" in both.reason
