@@ -11,8 +11,10 @@ with 1 each).
 from __future__ import annotations
 
 import os
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, TypeVar
+from itertools import islice
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from threadpoolctl import threadpool_limits
 
@@ -42,6 +44,27 @@ def map_in_threads(function: Callable[[Item], Result], items: Iterable[Item]) ->
         return [function(item) for item in items]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poisonguard-columns") as pool:
         return list(pool.map(function, items))
+
+
+def imap_in_threads(function: Callable[[Item], Result], items: Iterable[Item]) -> Iterator[Result]:
+    """``function(item)`` for each item, in order, as each is done, on up to ``thread_count()`` threads.
+
+    At most one item per thread is worked on beyond the result the caller
+    holds: a caller that folds each result in and lets it go holds a few of
+    them, not all (``map_in_threads`` returns all at once).
+    """
+    items = iter(items)
+    workers = thread_count()
+    if workers < 2:
+        yield from map(function, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poisonguard-columns") as pool:
+        pending = deque(pool.submit(function, item) for item in islice(items, workers))
+        while pending:
+            result = pending.popleft().result()
+            for item in islice(items, 1):
+                pending.append(pool.submit(function, item))
+            yield result
 
 
 def one_blas_thread():

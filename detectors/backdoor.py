@@ -72,9 +72,8 @@ from scipy.stats import binom
 
 from poisonguard.detectors._crossfit import SMALL_REFERENCE_ROWS, check_calibration, single_fold_p_values
 from poisonguard.detectors._label_agreement import label_agreement_p_value
-from poisonguard.detectors._row_blocks import row_blocks
 from poisonguard.detectors._sampling import population_mask, reference_sample
-from poisonguard.detectors._threads import map_in_threads
+from poisonguard.detectors._threads import imap_in_threads
 from poisonguard.detectors._unique import rows_of_each, unique_values
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorError, DetectorTags
 from poisonguard.detectors.errors import NotEnoughData
@@ -287,6 +286,67 @@ def _label_owned(beyond, best, queries, query_labels) -> np.ndarray:
     return owned
 
 
+class _Strongest:
+    """What the row scores read of each query's concentrations (``_strongest_features``).
+
+    Per query, gathered a feature at a time: ``largest``, its strongest
+    concentration; ``first``, that feature (a position among the checked
+    features; the first of equals, as ``argmax`` gives) and ``first_counts``,
+    its narrow count; ``second``, the second strongest concentration (None
+    below two features). For the queries ``rows`` the joint test runs on
+    (``keep_strongest``): their ``top`` strongest features, strongest first
+    and equals in feature order (``orders``), with those concentrations
+    (``concentrations``) and narrow counts (``counts``).
+    """
+
+    def __init__(self, n_rows: int):
+        self.n_features = 0
+        self.largest, self.second = np.zeros(n_rows), None
+        self.first, self.first_counts = np.zeros(n_rows, dtype=np.intp), np.zeros(n_rows, dtype=np.int32)
+        self.rows = np.zeros(0, dtype=np.intp)
+        self.orders = self.concentrations = self.counts = None
+
+    def add(self, scores: np.ndarray, counts: np.ndarray) -> None:
+        """Add the next feature's concentration and narrow count of every query."""
+        position = self.n_features
+        self.n_features += 1
+        if position == 0:
+            self.largest, self.first_counts = scores.copy(), counts.copy()
+            return
+        higher = scores > self.largest
+        if position == 1:
+            self.second = np.minimum(self.largest, scores)
+        else:
+            np.maximum(self.second, scores, out=self.second)
+            self.second[higher] = self.largest[higher]
+        self.largest[higher] = scores[higher]
+        self.first[higher] = position
+        self.first_counts[higher] = counts[higher]
+
+    def keep_strongest(self, rows: np.ndarray, scores: np.ndarray, counts: np.ndarray, top: int) -> None:
+        """Keep the ``top`` strongest features of the queries ``rows``, whose every concentration and count are given.
+
+        ``scores`` and ``counts``: shape (len(rows), n_features).
+        """
+        # Stable: equally concentrated features in feature order.
+        self.rows = rows
+        self.orders = np.argsort(-scores, axis=1, kind="stable")[:, :top]
+        self.concentrations = np.take_along_axis(scores, self.orders, axis=1)
+        self.counts = np.take_along_axis(counts, self.orders, axis=1)
+
+    def counts_of(self, best: np.ndarray) -> np.ndarray:
+        """The narrow counts of the features ``best`` names (0 where it pads with -1)."""
+        counts = np.zeros(best.shape, dtype=np.int32)
+        if not best.size:
+            return counts
+        counts[:, 0] = np.where(best[:, 0] >= 0, self.first_counts, 0)
+        if len(self.rows):
+            top = self.orders.shape[1]
+            named = best[self.rows, :top] == self.orders
+            counts[self.rows, :top] = np.where(named, self.counts, counts[self.rows, :top])
+        return counts
+
+
 class _SortedColumns:
     """A population's rows with, per column, their order by value (sorted on first use)."""
 
@@ -322,19 +382,6 @@ def _label_groups(batch_labels, query_labels):
     """``(label, its batch rows, its query rows)`` for each label of ``query_labels``, positions sorted."""
     values = unique_values(query_labels)
     yield from zip(values, rows_of_each(batch_labels, values), rows_of_each(query_labels, values))
-
-
-def _second_largest(scores: np.ndarray) -> np.ndarray:
-    """The second largest value of each row (at least two columns), a block of rows at a time.
-
-    ``np.partition`` copies what it sorts: on a million rows at once, another
-    160 MB at the detector's busiest moment.
-    """
-    second = np.empty(len(scores))
-    position = scores.shape[1] - 2
-    for block in row_blocks(len(scores)):
-        second[block] = np.partition(scores[block], position, axis=1)[:, position]
-    return second
 
 
 def feature_resolution(values: np.ndarray) -> float:
@@ -574,24 +621,19 @@ class BackdoorTriggerDetector(Detector):
         """
         windows = self._windows(batch)
         # Concentrations of the checked features only (every other one is 0):
-        # a wide table's one-hot levels are most of its columns, and a row by
-        # feature table of them all was 250 MB at 200,000 rows of 159 features.
+        # a wide table's one-hot levels are most of its columns.
         checked_columns = np.flatnonzero(windows[1])
-        per_feature, counts = self._concentration(
-            windows, batch, batch_labels, queries, query_labels, in_population, trusted_queries
+        top = min(self.top_features, len(checked_columns))
+        strongest, joint_threshold = self._strongest_features(
+            windows, batch, batch_labels, queries, query_labels, in_population, trusted_queries, top, joint_threshold
         )
-        second = _second_largest(per_feature) if per_feature.shape[1] > 1 else None
-        if joint_threshold is None:
-            joint_threshold = self._joint_threshold(second, len(checked_columns))
         scores, best, beyond = self._row_scores(
-            windows, per_feature, second, joint_threshold, batch, batch_labels, queries, query_labels,
+            windows, strongest, top, batch, batch_labels, queries, query_labels,
             in_population, trusted_queries,
         )
+        best_counts = strongest.counts_of(best)
         if len(checked_columns):
-            best_counts = np.take_along_axis(counts, np.maximum(best, 0), axis=1) if best.size else best
             best = np.where(best >= 0, checked_columns[np.maximum(best, 0)], -1)
-        else:  # no feature has the values a trigger could stand out in: no evidence (best is all -1)
-            best_counts = np.zeros_like(best)
         owned = np.zeros(len(beyond), dtype=bool)
         if self.self_referential_:
             owned = _label_owned(beyond, best, queries, query_labels)
@@ -678,19 +720,48 @@ class BackdoorTriggerDetector(Detector):
         # fmin and fmax pass over NaN (an all-imputed column is not checked).
         return narrow, checked, np.fmin.reduce(pooled, axis=0), np.fmax.reduce(pooled, axis=0)
 
-    def _concentration(self, windows, batch, batch_labels, queries, query_labels, in_population, trusted_queries):
-        """Per-(query, checked feature) ``-log p`` of concentration, and the narrow counts.
+    def _strongest_features(self, windows, batch, batch_labels, queries, query_labels, in_population,
+                            trusted_queries, top, joint_threshold) -> tuple[_Strongest, float]:
+        """Each query's strongest concentrations (``_Strongest``) over the checked features, and the joint test's bar.
 
-        Returns
-        -------
-        scores : numpy.ndarray, shape (n_queries, n_checked)
-            Column ``i`` is feature ``np.flatnonzero(checked)[i]``.
-        narrow_counts : numpy.ndarray of int, shape (n_queries, n_checked)
+        A (query, feature) table of them all was 240 MB a million rows of 20
+        features, three times the batch's scores and p-values: each feature's
+        column is folded in and let go as it is counted. The few queries the
+        joint test runs on (their second strongest feature reaches
+        ``joint_threshold``, or ``_joint_threshold`` when None) are then
+        counted again, whole, for their ``top`` strongest features.
+        """
+        strongest = _Strongest(len(queries))
+        for scores, narrow_counts in self._concentration_columns(
+            windows, batch, batch_labels, queries, query_labels, in_population, trusted_queries
+        ):
+            strongest.add(scores, narrow_counts)
+        if joint_threshold is None:
+            joint_threshold = self._joint_threshold(strongest.second, strongest.n_features)
+        if top >= 2:
+            rows = np.flatnonzero(strongest.second >= joint_threshold)
+            if rows.size:
+                columns = list(self._concentration_columns(
+                    windows, batch, batch_labels, queries[rows], query_labels[rows], in_population[rows], trusted_queries
+                ))
+                strongest.keep_strongest(rows, np.column_stack([scores for scores, _ in columns]),
+                                         np.column_stack([counts for _, counts in columns]), top)
+        return strongest, joint_threshold
+
+    def _concentration_columns(self, windows, batch, batch_labels, queries, query_labels, in_population,
+                               trusted_queries):
+        """Per checked feature, in order: each query's ``-log p`` of concentration, and its narrow count.
+
+        A query's counts depend on its own values and the population only.
+
+        Yields
+        ------
+        (scores, narrow_counts) : numpy.ndarray of float and of int32, shape (n_queries,)
         """
         narrow, checked, lowest, highest = windows
         checked_columns = np.flatnonzero(checked)
-        scores = np.zeros((len(queries), len(checked_columns)))
-        narrow_counts = np.zeros(scores.shape, dtype=np.int32)  # at most the population's rows
+        if not len(checked_columns):
+            return
         trusted = None if self.self_referential_ else self.reference_
         other_self = 1 if (trusted_queries and trusted is not None) else 0
         # The null is how values bunch up where a label is not involved (the
@@ -701,19 +772,19 @@ class BackdoorTriggerDetector(Detector):
         if trusted is not None:
             everyone = np.vstack([everyone, trusted[:, checked_columns]])
         everyone = np.sort(everyone, axis=0)
-        for label, members, rows in _label_groups(batch_labels, query_labels):
-            mine = np.sort(batch[members][:, checked_columns], axis=0)
-            if not len(mine) or not len(rows):
-                continue
+        labels = [(rows, np.sort(batch[members][:, checked_columns], axis=0))
+                  for _, members, rows in _label_groups(batch_labels, query_labels) if len(members) and len(rows)]
 
-            def count_column(position, rows=rows, mine=mine):
-                column = checked_columns[position]
+        def count_column(position):
+            column = checked_columns[position]
+            scores, narrow_counts = np.zeros(len(queries)), np.zeros(len(queries), dtype=np.int32)
+            w = narrow[column]
+            for rows, mine in labels:
                 # Rows in value order, as ``_within`` counts them (rows with
                 # equal values get equal counts, in whichever order they come).
                 by_value = rows[np.argsort(queries[rows, column])]
                 x = queries[by_value, column]
                 own_self = in_population[by_value].astype(int)  # such a row is in both of its own windows
-                w = narrow[column]
                 mine_narrow = _within(mine[:, position], x, w)
                 mine_wide = _within(mine[:, position], x, w * WIDE_FACTOR)
                 own_narrow, own_wide = mine_narrow - own_self, mine_wide - own_self
@@ -735,20 +806,20 @@ class BackdoorTriggerDetector(Detector):
                 column_scores[tested] = -_concentration_log_sf(
                     own_narrow[tested], own_wide[tested], other_narrow[tested], other_wide[tested], share[tested]
                 )
-                scores[by_value, position] = column_scores
-                narrow_counts[by_value, position] = np.where(imputed, 0, own_narrow)
+                scores[by_value] = column_scores
+                narrow_counts[by_value] = np.where(imputed, 0, own_narrow)
+            return scores, narrow_counts
 
-            # Columns at once (detectors._threads): each writes only its own.
-            map_in_threads(count_column, range(len(checked_columns)))
-        return scores, narrow_counts
+        # Columns at once (detectors._threads), each given as soon as it is done, in feature order.
+        yield from imap_in_threads(count_column, range(len(checked_columns)))
 
-    def _row_scores(self, windows, per_feature, second, joint_threshold, batch, batch_labels, queries, query_labels,
+    def _row_scores(self, windows, strongest, top, batch, batch_labels, queries, query_labels,
                     in_population, trusted_queries):
         """Row scores: the strongest concentration of several features shared
         by the same rows.
 
         For the row's ``top_features`` most concentrated features, taken
-        ``2..top_features`` at a time, the test of ``_concentration`` is
+        ``2..top_features`` at a time, the test of ``_concentration_columns`` is
         repeated on all of them at once: rows of the label inside every
         narrow window against rows inside every wide window, with the null
         share from the other rows. A trigger stamps the same rows on every
@@ -757,15 +828,16 @@ class BackdoorTriggerDetector(Detector):
         0 on the same rows) do so for other labels and trusted rows too.
 
         The joint test runs only on rows whose second most concentrated
-        feature already stands out on its own (``joint_threshold``): stamped
-        values do, and testing every row costs a pass over the population per row.
+        feature already stands out on its own (``strongest.rows``, past
+        ``_joint_threshold``): stamped values do, and testing every row
+        costs a pass over the population per row.
 
         Returns
         -------
         scores : numpy.ndarray, shape (n_queries,)
         best : numpy.ndarray of int, shape (n_queries, top_features)
             Per query, the features of its strongest evidence (-1 pads), as
-            columns of ``per_feature`` (the checked features).
+            positions among the checked features.
         """
         narrow, checked = windows[:2]
         checked_columns = np.flatnonzero(checked)
@@ -773,26 +845,24 @@ class BackdoorTriggerDetector(Detector):
         # size the row could have shown it on (Bonferroni): the best pair of
         # 30 features repeats values by chance far more often than a given one.
         n_checked = max(int(checked.sum()), 1)
-        top = min(self.top_features, per_feature.shape[1])
         best = np.full((len(queries), max(top, 1)), -1)
         beyond = np.zeros(len(queries), dtype=bool)
-        if not per_feature.shape[1]:
+        if not len(checked_columns):
             return np.zeros(len(queries)), best, beyond
         # One feature alone counts half (on the -log p scale): a value shared
         # within a label on a single feature is as often rounding as a
         # trigger. It still gives every row a score, so the calibration sees
         # a continuous distribution rather than a heap of zeros.
-        single = per_feature.max(axis=1) - np.log(n_checked)
+        single = strongest.largest - np.log(n_checked)
         scores = SINGLE_WEIGHT * np.maximum(single, 0.0)
-        best[:, 0] = np.argmax(per_feature, axis=1)
+        best[:, 0] = strongest.first
         if top < 2:
             return scores, best, beyond
-        joint = second >= joint_threshold
         trusted = None if self.self_referential_ else self.reference_
         other_self = 1 if (trusted_queries and trusted is not None) else 0
-        # The null's rows are every row less the label's own (see ``_concentration``).
+        # The null's rows are every row less the label's own (see ``_concentration_columns``).
         everyone = _SortedColumns(batch if trusted is None else np.vstack([batch, trusted]))
-        joint_rows = np.flatnonzero(joint)
+        joint_rows = strongest.rows  # those whose second strongest feature reaches the bar
         for label, members, positions in _label_groups(batch_labels, query_labels[joint_rows]):
             mine = _SortedColumns(batch[members])
             # Rows showing the same values on the same features have the same
@@ -800,10 +870,10 @@ class BackdoorTriggerDetector(Detector):
             # distinct feature sets and values (mostly 0/1 levels), each
             # test a pass over the 4,400 rows of its label.
             tested: dict[tuple, list] = {}
-            for row in joint_rows[positions]:
-                # Stable: equally concentrated features in column order.
-                order = np.argsort(-per_feature[row], kind="stable")[:top]
-                order = order[per_feature[row, order] > 0]
+            for row, order, concentrations in zip(
+                joint_rows[positions], strongest.orders[positions], strongest.concentrations[positions]
+            ):
+                order = order[concentrations > 0]
                 if len(order) < 2:
                     continue
                 columns = checked_columns[order]

@@ -539,3 +539,33 @@ def test_label_groups_are_each_labels_rows_in_order():
     for label, members, rows in groups:
         assert members.tolist() == np.flatnonzero(batch_labels == label).tolist()
         assert rows.tolist() == np.flatnonzero(query_labels == label).tolist()
+
+
+@pytest.mark.parametrize("n_features", [1, 2, 7])
+def test_strongest_features_folded_a_feature_at_a_time_are_what_the_whole_table_gives(n_features):
+    rng = np.random.default_rng(n_features)
+    # Few distinct values, so that rows tie within and across features, and zeros as untested cells.
+    table = rng.integers(0, 4, (400, n_features)).astype(float) * rng.choice([0.0, 1.0], (400, n_features))
+    counts = rng.integers(0, 50, table.shape).astype(np.int32)
+    strongest = backdoor._Strongest(len(table))
+    for column in range(n_features):
+        strongest.add(table[:, column].copy(), counts[:, column].copy())
+    np.testing.assert_array_equal(strongest.largest, table.max(axis=1))
+    np.testing.assert_array_equal(strongest.first, np.argmax(table, axis=1))
+    np.testing.assert_array_equal(strongest.first_counts, counts[np.arange(len(table)), np.argmax(table, axis=1)])
+    if n_features < 2:
+        assert strongest.second is None
+        return
+    np.testing.assert_array_equal(strongest.second, np.sort(table, axis=1)[:, -2])
+    top = min(3, n_features)
+    rows = np.flatnonzero(rng.random(len(table)) < 0.3)
+    strongest.keep_strongest(rows, table[rows], counts[rows], top)
+    order = np.argsort(-table[rows], axis=1, kind="stable")[:, :top]
+    np.testing.assert_array_equal(strongest.orders, order)
+    np.testing.assert_array_equal(strongest.concentrations, np.take_along_axis(table[rows], order, axis=1))
+    # The counts of the features a row's evidence names, 0 where it pads.
+    best = np.full((len(table), top), -1)
+    best[:, 0] = strongest.first
+    best[rows[::2], :2] = order[::2, :2]
+    expected = np.where(best >= 0, np.take_along_axis(counts, np.maximum(best, 0), axis=1), 0)
+    np.testing.assert_array_equal(strongest.counts_of(best), expected)

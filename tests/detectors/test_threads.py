@@ -8,7 +8,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from poisonguard.detectors import _threads, outliers
 from poisonguard.detectors._crossfit import cross_fit_classifiers
-from poisonguard.detectors._threads import map_in_threads, thread_count
+from poisonguard.detectors._threads import imap_in_threads, map_in_threads, thread_count
 from poisonguard.detectors.registry import get_detector
 from tests.detectors.test_backdoor import stamped, three_classes
 
@@ -64,3 +64,19 @@ def test_classifiers_are_fitted_on_one_blas_thread_and_the_setting_comes_back():
         after = blas_threads()
     assert seen == [{1}] * 3
     assert after == before
+
+
+def test_results_are_given_in_order_as_they_are_done_with_few_worked_on_ahead(monkeypatch):
+    for threads in (1, 2, 4):
+        monkeypatch.setattr(_threads, "thread_count", lambda threads=threads: threads)
+        started = []
+
+        def square(item):
+            started.append(item)
+            return item * item
+
+        results = imap_in_threads(square, range(50))
+        assert next(results) == 0
+        # One item a thread beyond the one given, not all 50 at once.
+        assert len(started) <= threads + 1
+        assert list(results) == [item * item for item in range(1, 50)]
