@@ -21,6 +21,7 @@ from poisonguard.pipelines.core.tables import (
     LoadedTable,
     TypedTable,
     coerce_types,
+    TextAsNumbers,
     hold_text_as_numbers,
     infer_kinds,
     load_table,
@@ -115,10 +116,19 @@ def load_inputs(settings: RunSettings) -> RunInputs:
             reference.raw, typing_kinds, id_column=reference.id_column, source=str(dataset.reference)
         )
         refuse_unparsable_reference(reference_typed, str(dataset.reference), named=dataset.numeric or ())
-    batch_typed = coerce_types(batch.raw, typing_kinds, id_column=batch.id_column, source=_names(settings.batches))
     # A column the config names as a feature is one; any other that numbers
     # the rows is kept in the output like an ignored column, and the run says so.
     named = set(dataset.numeric or ()) | set(dataset.categorical or ())
+    # The checks and the clean file read numeric features as numbers; their
+    # text is read again only for the rows a run quarantines (half a GB of a
+    # million CSV rows of twenty numbers, held for nothing until then). Each
+    # is held as numbers as soon as it is typed, not after all are: a column
+    # of whole numbers that may number the rows waits until that is known.
+    holder = TextAsNumbers(batch, lambda column, numbers: kinds.get(column) == "numeric" and (
+        column in named or not pd.api.types.is_integer_dtype(numbers)))
+    batch_typed = coerce_types(batch.raw, typing_kinds, id_column=batch.id_column, source=_names(settings.batches),
+                               on_numbers=holder)
+    batch = holder.held_table()
     numbered = row_number_columns(
         [typed.typed for typed in (batch_typed, reference_typed) if typed is not None],
         [c for c in feature_columns if kinds[c] == "numeric" and c not in named],
@@ -130,10 +140,9 @@ def load_inputs(settings: RunSettings) -> RunInputs:
     feature_columns = [c for c in feature_columns if c not in numbered and c not in timed]
     kinds = {c: kind for c, kind in kinds.items() if c not in numbered and c not in timed}
     suite, source = _suite(settings, reference, reference_typed, feature_columns, kinds, numbered + timed)
-    # The checks and the clean file read these columns as numbers; their text
-    # is read again only for the rows a run quarantines (half a GB of a
-    # million CSV rows of twenty numbers, held for nothing until then).
-    batch = hold_text_as_numbers(batch, batch_typed.typed, [c for c, kind in kinds.items() if kind == "numeric"])
+    batch = hold_text_as_numbers(
+        batch, batch_typed.typed, [c for c, kind in kinds.items() if kind == "numeric" and c not in holder.held]
+    )
     return RunInputs(
         settings=settings,
         batch=batch,

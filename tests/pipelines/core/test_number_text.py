@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from poisonguard.pipelines.core import number_text
+from poisonguard.pipelines.core import number_text, tables
 from poisonguard.pipelines.core.inputs import load_inputs
 from poisonguard.pipelines.core.number_text import hold_as_numbers, text_of
 from poisonguard.pipelines.core.settings import make_settings
@@ -115,3 +115,61 @@ def test_a_held_column_has_values_where_its_text_has(cells, has_values):
     held = hold_text_as_numbers(table, pd.DataFrame({"x": as_numbers(text)}), ["x"], max_kept_share=1.0)
     assert set(held.number_text) == {"x"} and held.raw["x"].dtype.kind == "f"
     assert held.has_values("x") is has_values is bool((~missing_mask(held.column_as_read("x"))).any())
+
+
+def _mixed_numbers(folder):
+    """A batch and reference of numeric columns the run holds at different times, or not at all."""
+    rng = np.random.default_rng(4)
+
+    def rows(n, first_step):
+        return pd.DataFrame({
+            "label": rng.choice(["a", "b"], n),
+            "x": rng.normal(size=n).round(6),  # held as it is typed
+            "grade": rng.integers(1, 6, n),  # whole numbers the config names: held as typed
+            "count": rng.integers(0, 9, n),  # whole numbers, repeated: held once they are known not to number rows
+            "step": np.arange(first_step, first_step + n),  # numbers the rows: kept as text, as read
+            "fixed": [f"{value:.1f}0" for value in rng.uniform(1, 2, n)],  # "1.50": Arrow writes 1.5, so kept as text
+        })
+
+    batch = rows(120, 1)
+    batch.insert(0, "id", [f"b{i}" for i in range(120)])
+    rows(60, 121).to_csv(folder / "reference.csv", index=False)
+    batch.to_csv(folder / "batch.csv", index=False)
+    (folder / "mixed.toml").write_text(
+        '[dataset]\nname = "mixed"\nlabel = "label"\nid = "id"\nreference = "reference.csv"\nnumeric = ["grade"]\n',
+        encoding="utf-8",
+    )
+    return make_settings([folder / "batch.csv"], out=folder / "out", config_path=folder / "mixed.toml")
+
+
+def test_each_numeric_column_lets_go_of_its_text_as_it_is_typed(monkeypatch, tmp_path):
+    events = []
+    original_numbers, original_hold = tables.numbers, tables.hold_as_numbers
+    monkeypatch.setattr(tables, "numbers", lambda series, missing: events.append(("typed", series.name))
+                        or original_numbers(series, missing))
+    monkeypatch.setattr(tables, "hold_as_numbers", lambda text, numbers, *rest: events.append(("held", text.name))
+                        or original_hold(text, numbers, *rest))
+    inputs = load_inputs(_mixed_numbers(tmp_path))
+    batch_events = events[events.index(("held", "x")) - 1:]  # the reference is typed first, and not held
+    # Each column is held before the next is typed; "count" only once "step" is known to number the rows.
+    assert batch_events[:4] == [("typed", "x"), ("held", "x"), ("typed", "grade"), ("held", "grade")]
+    assert ("held", "count") in batch_events[batch_events.index(("typed", "fixed")):]
+    assert inputs.row_number_columns == ["step"]
+    assert set(inputs.batch.number_text) == {"x", "grade", "count"}
+    assert inputs.batch.raw["step"].dtype == ARROW_TEXT and inputs.batch.raw["fixed"].dtype == ARROW_TEXT
+    pd.testing.assert_frame_equal(inputs.batch.as_read(), read_file(tmp_path / "batch.csv"))
+
+
+def test_holding_each_column_as_it_is_typed_holds_what_holding_them_all_after_did(tmp_path):
+    settings = _mixed_numbers(tmp_path)
+    inputs = load_inputs(settings)
+    table = tables.load_table(settings.batches, label="label", id_column="id", role="batch")
+    kinds = {**inputs.kinds, **dict.fromkeys(inputs.row_number_columns, "numeric"), "label": "categorical"}
+    typed = tables.coerce_types(table.raw, kinds, id_column="id", source="batch").typed
+    after = hold_text_as_numbers(table, typed, [c for c, kind in inputs.kinds.items() if kind == "numeric"])
+    pd.testing.assert_frame_equal(inputs.batch.raw, after.raw)
+    pd.testing.assert_frame_equal(inputs.batch_typed.typed, typed)
+    assert inputs.batch.number_text.keys() == after.number_text.keys()
+    for column, held in after.number_text.items():
+        np.testing.assert_array_equal(inputs.batch.number_text[column].positions, held.positions)
+        assert inputs.batch.number_text[column].texts.equals(held.texts)
