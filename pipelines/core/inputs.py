@@ -19,9 +19,9 @@ from poisonguard.pipelines.core.settings import RunSettings
 from poisonguard.pipelines.core.tables import (
     TIME,
     LoadedTable,
+    TextAsNumbers,
     TypedTable,
     coerce_types,
-    TextAsNumbers,
     hold_text_as_numbers,
     infer_kinds,
     load_table,
