@@ -199,9 +199,9 @@ class TextAsNumbers:
     ``hold_text_as_numbers`` after typing held every column's text and its
     numbers at once: a million CSV rows of twenty numbers peaked there, at
     1.24 GB, above every detector (1.13 GB so). Here each column's text is
-    let go as soon as its numbers are made. ``table.raw`` is changed in place (it is the one
-    change a table sees while it is loaded); ``held_table()`` gives the table
-    that knows how to give the text back.
+    let go as soon as its numbers are made. ``table.raw`` is changed in
+    place (the one change a table sees while it is loaded); ``held_table()``
+    gives the table that knows how to give the text back.
 
     Parameters
     ----------
