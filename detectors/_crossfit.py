@@ -25,6 +25,7 @@ from poisonguard.detectors._unique import unique_values
 from poisonguard.detectors.calibration import (
     ExponentialTail,
     conformal_p_values,
+    cross_conformal,
     cross_conformal_p_values,
     mondrian_groups,
 )
@@ -477,14 +478,17 @@ def guarded_p_values(calibration_scores, calibration_folds, fold_scores, *, conf
     extrapolated : numpy.ndarray of bool, shape (n_rows,)
     """
     fold_scores = np.asarray(fold_scores, dtype=float)
-    counts = cross_conformal_p_values(calibration_scores, calibration_folds, fold_scores, extrapolate=False,
-                                      confidence=confidence)
-    p_values = cross_conformal_p_values(calibration_scores, calibration_folds, fold_scores, confidence=confidence)
+    counts, p_values, extrapolated = cross_conformal(calibration_scores, calibration_folds, fold_scores,
+                                                     confidence=confidence)
     tail = batch_tail(fold_scores) if len(fold_scores) >= GUARD_MIN_ROWS else None
     if tail is not None:
         folds = np.asarray(calibration_folds, dtype=int)
         weights = np.bincount(folds, minlength=fold_scores.shape[1]) / folds.size
-        p_values = np.minimum(counts, np.maximum(p_values, tail.p_values(fold_scores) @ weights))
+        # Elsewhere the p-value is the count's already.
+        rows = np.flatnonzero(extrapolated)
+        guarded = np.minimum(counts[rows], np.maximum(p_values[rows], tail.p_values(fold_scores[rows]) @ weights))
+        p_values = p_values.copy()
+        p_values[rows] = guarded
     return p_values, p_values < counts
 
 

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 from scipy import stats
 
 from poisonguard.detectors._row_blocks import row_blocks
+from poisonguard.detectors._threads import imap_in_threads
 from poisonguard.detectors._unique import value_codes
 from poisonguard.detectors.errors import DetectorError, NotEnoughData
 
@@ -97,13 +98,24 @@ def conformal_upper_bounds(at_least, n_calibration: int, confidence: float) -> n
     -------
     numpy.ndarray of float, the shape of ``at_least``, in ``(0, 1]``.
     """
-    at_least = np.asarray(at_least, dtype=float)
+    at_least = np.asarray(at_least)
     # At most n + 1 distinct counts: one quantile each, not one per row (0.7 s for a million rows).
+    counted = np.issubdtype(at_least.dtype, np.integer) and at_least.size > 0
+    if counted and 0 <= at_least.min() <= at_least.max() <= n_calibration:
+        # Counts are their own index: no sort of the rows (0.1 s a million of them, 22 calls a large run).
+        present = np.flatnonzero(np.bincount(at_least.ravel(), minlength=n_calibration + 1))
+        by_count = np.ones(n_calibration + 1)
+        by_count[present] = _count_bounds(present.astype(float), n_calibration, confidence)
+        return by_count[at_least]
+    at_least = at_least.astype(float)
     counts, positions = np.unique(at_least, return_inverse=True)
+    return _count_bounds(counts, n_calibration, confidence)[positions.reshape(at_least.shape)]
+
+
+def _count_bounds(counts: np.ndarray, n_calibration: int, confidence: float) -> np.ndarray:
     # j = n (every calibration score as high): Beta(n + 1, 0) is a point mass at 1.
     below = np.maximum(n_calibration - counts, 1.0)
-    bounds = np.where(counts >= n_calibration, 1.0, stats.beta.ppf(confidence, counts + 1.0, below))
-    return bounds[positions.reshape(at_least.shape)]
+    return np.where(counts >= n_calibration, 1.0, stats.beta.ppf(confidence, counts + 1.0, below))
 
 
 @dataclass(frozen=True)
@@ -286,6 +298,27 @@ def cross_conformal_p_values(
     extrapolated : numpy.ndarray of bool, shape (n_rows,)
         Only with ``return_extrapolated``.
     """
+    result = cross_conformal(calibration_scores, calibration_folds, fold_scores, extrapolate=extrapolate,
+                             confidence=confidence)
+    return (result.p_values, result.extrapolated) if return_extrapolated else result.p_values
+
+
+class CrossConformal(NamedTuple):
+    """Cross-conformal p-values, and those of the counts alone (``cross_conformal``)."""
+
+    counted: np.ndarray
+    p_values: np.ndarray
+    extrapolated: np.ndarray
+
+
+def cross_conformal(calibration_scores, calibration_folds, fold_scores, *, extrapolate=True,
+                    confidence=None) -> CrossConformal:
+    """``cross_conformal_p_values``, with the p-values of the counts alone beside them.
+
+    ``detectors._crossfit.guarded_p_values`` reads both. Counting a million
+    rows against five folds' scores takes about 0.5 s, once a detector
+    rather than twice.
+    """
     calibration = np.asarray(calibration_scores, dtype=float).ravel()
     folds = np.asarray(calibration_folds, dtype=int).ravel()
     fold_scores = np.asarray(fold_scores, dtype=float)
@@ -296,26 +329,41 @@ def cross_conformal_p_values(
     n_folds = fold_scores.shape[1]
     if folds.shape != calibration.shape or folds.min() < 0 or folds.max() >= n_folds:
         raise DetectorError(f"calibration folds must be one of 0..{n_folds - 1} per calibration score")
-    at_least = np.zeros(fold_scores.shape[0])
-    for fold in range(n_folds):
-        held_out = np.sort(calibration[folds == fold])
-        at_least += held_out.size - np.searchsorted(held_out, fold_scores[:, fold], side="left")
-    p_values = (1.0 + at_least) / (calibration.size + 1.0)
+    at_least = _held_out_at_least(calibration, folds, fold_scores)
+    counted = (1.0 + at_least) / (calibration.size + 1.0)
     if confidence is not None:
         # Below a confidence of about 0.64 the bound of the rarest count is under its mean: never below it.
-        p_values = np.maximum(p_values, conformal_upper_bounds(at_least, calibration.size, confidence))
-    extrapolated = np.zeros(p_values.shape, dtype=bool)
+        counted = np.maximum(counted, conformal_upper_bounds(at_least, calibration.size, confidence))
+    extrapolated = np.zeros(counted.shape, dtype=bool)
     tail = peaks_over_threshold(calibration) if extrapolate else None
-    if tail is not None:
-        weights = np.bincount(folds, minlength=n_folds) / calibration.size
-        tail_p_values = tail.p_values(fold_scores) @ weights
-        if confidence is not None:
-            # Far out the predictive tail's power law is the heavier: never below it.
-            bound = tail.upper_bound(calibration.size, confidence)
-            tail_p_values = np.maximum(tail_p_values, bound.p_values(fold_scores) @ weights)
-        extrapolated = (at_least == 0) & (tail_p_values < p_values)
-        p_values = np.where(extrapolated, tail_p_values, p_values)
-    return (p_values, extrapolated) if return_extrapolated else p_values
+    if tail is None:
+        return CrossConformal(counted, counted, extrapolated)
+    # Only a row beyond every calibration score can take the tail: the few, not all.
+    beyond = np.flatnonzero(at_least == 0)
+    weights = np.bincount(folds, minlength=n_folds) / calibration.size
+    tail_p_values = tail.p_values(fold_scores[beyond]) @ weights
+    if confidence is not None:
+        # Far out the predictive tail's power law is the heavier: never below it.
+        bound = tail.upper_bound(calibration.size, confidence)
+        tail_p_values = np.maximum(tail_p_values, bound.p_values(fold_scores[beyond]) @ weights)
+    lowered = tail_p_values < counted[beyond]
+    extrapolated[beyond[lowered]] = True
+    p_values = counted.copy()
+    p_values[beyond[lowered]] = tail_p_values[lowered]
+    return CrossConformal(counted, p_values, extrapolated)
+
+
+def _held_out_at_least(calibration: np.ndarray, folds: np.ndarray, fold_scores: np.ndarray) -> np.ndarray:
+    """Per row, how many calibration scores are at least its own under their fold's model, all folds summed."""
+    def at_least(fold: int) -> np.ndarray:
+        held_out = np.sort(calibration[folds == fold])
+        return held_out.size - np.searchsorted(held_out, fold_scores[:, fold], side="left")
+
+    total = np.zeros(fold_scores.shape[0], dtype=np.int64)
+    # The folds on the cores (numpy lets go of the GIL to search), summed as each is done.
+    for counts in imap_in_threads(at_least, range(fold_scores.shape[1])):
+        total += counts
+    return total
 
 
 def label_mass_p_values(probabilities, codes, population=None) -> np.ndarray:

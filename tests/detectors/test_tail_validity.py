@@ -99,6 +99,42 @@ def test_conformal_upper_bounds_are_the_beta_quantiles_of_the_tail_share():
     assert np.all(bounds[:4] > (np.array([0, 1, 9, 99]) + 1) / 101)
 
 
+def test_conformal_upper_bounds_read_counts_as_numbers_or_as_an_index():
+    from poisonguard.detectors.calibration import conformal_upper_bounds
+
+    # Integer counts are looked up by count, others go through numpy.unique: the same bounds, any shape.
+    counts = np.array([[3, 0, 7], [7, 20, 3]])
+    as_index = conformal_upper_bounds(counts, 20, 0.8)
+    assert as_index.shape == (2, 3)
+    assert as_index.tolist() == conformal_upper_bounds(counts.astype(float), 20, 0.8).tolist()
+    assert float(conformal_upper_bounds(7, 20, 0.8)) == as_index[0, 2]
+    assert as_index[1, 1] == 1.0
+
+
+@pytest.mark.parametrize("confidence", [None, 0.75])
+def test_cross_conformal_gives_the_counts_and_the_extrapolated_p_values_of_one_count(confidence):
+    from poisonguard.detectors._crossfit import guarded_p_values
+    from poisonguard.detectors.calibration import cross_conformal
+
+    rng = np.random.default_rng(5)
+    calibration, folds = rng.exponential(size=300), np.arange(300) % 3
+    scores = np.concatenate([rng.exponential(size=(400, 3)), rng.exponential(size=(20, 3)) + 8])
+    counted, p_values, extrapolated = cross_conformal(calibration, folds, scores, confidence=confidence)
+    assert counted.tolist() == cross_conformal_p_values(calibration, folds, scores, extrapolate=False,
+                                                        confidence=confidence).tolist()
+    plain, plain_extrapolated = cross_conformal_p_values(calibration, folds, scores, return_extrapolated=True,
+                                                         confidence=confidence)
+    assert p_values.tolist() == plain.tolist() and extrapolated.tolist() == plain_extrapolated.tolist()
+    # Only the 20 far rows are beyond every calibration score, and the tail lowers theirs.
+    assert extrapolated[400:].all() and not extrapolated[:400].any()
+    assert np.all(p_values[400:] < counted[400:])
+    # The guard raises the far rows' p-values to the batch's tail, never above their counts.
+    guarded, lowered = guarded_p_values(calibration, folds, scores, confidence=confidence)
+    assert np.array_equal(guarded[:400], counted[:400])
+    assert np.all((guarded[400:] >= p_values[400:]) & (guarded[400:] <= counted[400:]))
+    assert lowered.tolist() == (guarded < counted).tolist()
+
+
 @pytest.mark.parametrize("confidence", [0.5, 0.6, 0.9])
 def test_a_confidence_never_lowers_a_p_value(confidence):
     rng = np.random.default_rng(3)
