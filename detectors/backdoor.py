@@ -74,7 +74,7 @@ from poisonguard.detectors._crossfit import SMALL_REFERENCE_ROWS, check_calibrat
 from poisonguard.detectors._label_agreement import label_agreement_p_value
 from poisonguard.detectors._sampling import population_mask, reference_sample
 from poisonguard.detectors._threads import imap_in_threads
-from poisonguard.detectors._unique import rows_of_each, unique_values
+from poisonguard.detectors._unique import isin_values, rows_of_each, unique_values
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorError, DetectorTags
 from poisonguard.detectors.errors import NotEnoughData
 from poisonguard.detectors.features import imputed_as_missing
@@ -232,7 +232,7 @@ def _exact_repeats(values, labels, rows, features) -> np.ndarray:
                 rounded[column] = np.round(values[:, column], 9)
         asked = np.array(asked)
         first = rounded[columns[0]]
-        holders = np.flatnonzero(np.isin(first, first[rows[asked]]))  # NaN is in no set
+        holders = np.flatnonzero(isin_values(first, first[rows[asked]]))  # NaN is in no set
         if not holders.size:
             continue
         keys = pd.DataFrame({position: rounded[column][holders] for position, column in enumerate(columns)})

@@ -1,5 +1,5 @@
-"""unique_values must give numpy.unique's answer on every label array; text_values numpy's text conversion;
-rows_of_each what comparing every row with each value gives."""
+"""unique_values must give numpy.unique's answer on every label array; isin_values numpy.isin's;
+text_values numpy's text conversion; rows_of_each what comparing every row with each value gives."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from poisonguard.detectors import _unique
-from poisonguard.detectors._unique import distinct_objects, rows_of_each, text_values, unique_values
+from poisonguard.detectors._unique import distinct_objects, isin_values, rows_of_each, text_values, unique_values
 
 labels = st.lists(st.one_of(st.text(max_size=3), st.sampled_from(["a", "b", "setosa"])), max_size=40)
 
@@ -99,3 +99,26 @@ def test_rows_of_each_are_the_rows_equal_to_each_value(values, distinct, compare
 def test_rows_of_each_reads_integer_labels(monkeypatch, compared_max):
     monkeypatch.setattr(_unique, "COMPARED_VALUES_MAX", compared_max)
     assert [rows.tolist() for rows in rows_of_each(np.array([3, 1, 3, 2]), np.array([1, 3, 5]))] == [[1], [0, 2], []]
+
+
+numbers = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, -0.0, 1.0, 0.5, float("nan")]),
+)
+
+
+small_integers = st.lists(st.integers(-3, 3), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.lists(numbers, max_size=40), small_integers),
+       st.one_of(st.lists(numbers, max_size=10), small_integers))
+def test_isin_values_is_numpys_on_numbers(values, tests):
+    # Hashed, NaN must still be in no set, -0.0 the same number as 0.0, and 1 as 1.0.
+    values, tests = np.asarray(values), np.asarray(tests)
+    assert isin_values(values, tests).tolist() == np.isin(values, tests).tolist()
+
+
+def test_isin_values_reads_text_and_number_mixes_as_numpy():
+    labels = np.array(["a", "b", "a"], dtype=object)
+    assert isin_values(labels, ["a"]).tolist() == [True, False, True]
+    assert isin_values(np.array([1, 2, 3]), np.array([2.0, 2.5])).tolist() == [False, True, False]
