@@ -31,7 +31,6 @@ from poisonguard.pipelines.core.tables import (
     ColumnsAsRead,
     infer_kinds,
     missing_mask,
-    rows_in,
 )
 from poisonguard.pipelines.core.text import display
 
@@ -105,7 +104,7 @@ def check_model_impact(inputs, features, decision) -> Optional[object]:
         return None
     started = time.perf_counter()
     rows = len(features.batch_row_ids)
-    kept = rows_in(features.batch_row_ids, decision.kept_ids)
+    kept = ~decision.quarantined_mask(features.batch_row_ids)
     notes = []
     results = []
     if features.trusted_features is None:

@@ -22,6 +22,7 @@ from poisonguard.pipelines.core.adequacy import reference_notes
 from poisonguard.pipelines.core.batch_checks import per_check_rows
 from poisonguard.pipelines.core.checks import CheckOutcome, concat_findings, judged_arrays, with_decided_flags
 from poisonguard.pipelines.core.inputs import RunInputs
+from poisonguard.pipelines.core.tables import rows_in
 
 # The inferred rules may quarantine at most this share of the rate, counted
 # on the batch; the detectors get the rest (at least the other half).
@@ -30,13 +31,27 @@ RULE_SHARE = 0.5
 
 @dataclass(frozen=True)
 class Decision:
-    """Which rows are kept and which are quarantined, and why."""
+    """Which rows are kept and which are quarantined, and why.
+
+    ``quarantined_rows`` marks the quarantined rows in the batch's order
+    (``decide`` sets it; None in a decision built otherwise). Read it
+    through ``quarantined_mask``: each stage after the decision cut the
+    batch by looking up all its ids in a set again, 0.2 s a million rows and
+    eight times a run.
+    """
 
     quarantined_ids: list[str]
     kept_ids: list[str]
     flagged: pd.DataFrame  # flagged findings, FINDING_COLUMNS
     per_check: pd.DataFrame
     notes: list[str]
+    quarantined_rows: Optional[np.ndarray] = None
+
+    def quarantined_mask(self, row_ids) -> np.ndarray:
+        """Which of ``row_ids``, the batch's ids in its order, are quarantined; shape (n_rows,)."""
+        if self.quarantined_rows is not None and len(self.quarantined_rows) == len(row_ids):
+            return self.quarantined_rows
+        return rows_in(row_ids, self.quarantined_ids)
 
 
 def decide(inputs: RunInputs, outcomes: list[CheckOutcome]) -> Decision:
@@ -44,7 +59,6 @@ def decide(inputs: RunInputs, outcomes: list[CheckOutcome]) -> Decision:
 
     Every batch row ends in exactly one of the two lists.
     """
-    all_ids = inputs.batch.row_ids.tolist()
     flagged = concat_findings([o.findings[o.findings["flagged"]] for o in outcomes])
     # Batch-level findings (empty row id) judge the batch, not a row.
     flagged = flagged[flagged["row_id"] != ""].reset_index(drop=True)
@@ -100,12 +114,15 @@ def decide(inputs: RunInputs, outcomes: list[CheckOutcome]) -> Decision:
         if outcome.details.get("skipped"):
             why = outcome.details["skipped"].removeprefix(f"{outcome.name}: ")
             notes.append(f"{outcome.name} did not run on this batch, so it flagged nothing: {why}.")
+    all_ids = inputs.batch.row_ids.to_numpy(dtype=object)
+    quarantined_rows = rows_in(all_ids, quarantined)
     return Decision(
-        quarantined_ids=[i for i in all_ids if i in quarantined],
-        kept_ids=[i for i in all_ids if i not in quarantined],
+        quarantined_ids=all_ids[quarantined_rows].tolist(),
+        kept_ids=all_ids[~quarantined_rows].tolist(),
         flagged=flagged,
         per_check=per_check,
         notes=notes,
+        quarantined_rows=quarantined_rows,
     )
 
 

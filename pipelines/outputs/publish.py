@@ -26,7 +26,7 @@ from poisonguard.pipelines.core.version import __version__
 from poisonguard.pipelines.core.decision import decide
 from poisonguard.pipelines.core.errors import BatchRejected
 from poisonguard.pipelines.core.jsonable import to_jsonable
-from poisonguard.pipelines.core.tables import file_digest, rows_in
+from poisonguard.pipelines.core.tables import file_digest
 from poisonguard.pipelines.core.written_columns import FINDING_LIST_COLUMNS, ORIGINAL_COLUMN
 from poisonguard.pipelines.outputs.datasets import finish_chain
 from poisonguard.pipelines.outputs.report import render_report, score_arrays
@@ -195,12 +195,12 @@ def publish(run: RunHandle, inputs, outcomes, decision, evidence: dict, work_sta
         # The clean rows are written a block at a time, never copied whole:
         # they are most of the batch again.
         # A spilled batch (``core.spill``) gives back the pages each block read.
-        write_parquet(typed_rows(inputs), folder / CLEAN_FILE, rows=rows_in(inputs.batch.row_ids, decision.kept_ids),
+        write_parquet(typed_rows(inputs), folder / CLEAN_FILE, rows=~decision.quarantined_mask(inputs.batch.row_ids),
                       after_block=inputs.batch.release_pages)
         chain = None
         if settings.chain is not None:
             # A dataset version (poisonguard watch): link it to its parent.
-            clean = clean_frame(inputs, decision.kept_ids)
+            clean = clean_frame(inputs, decision)
             chain = finish_chain(settings.chain, clean, folder, random_state=settings.config.detection.random_state)
             del clean
         write_parquet(quarantine_frame(inputs, decision), folder / QUARANTINE_FILE)
@@ -220,7 +220,7 @@ def publish(run: RunHandle, inputs, outcomes, decision, evidence: dict, work_sta
             rows=_as_received(inputs, decision),
             findings=decision.flagged,
             row_id_column=inputs.id_column,
-            batch_digest_by_row=_digest_by_row(inputs, decision.quarantined_ids),
+            batch_digest_by_row=_digest_by_row(inputs, decision),
             evidence_by_row=evidence,
         )
 
@@ -273,10 +273,10 @@ def _typed_at_source(column: pd.Series) -> bool:
     return pd.api.types.infer_dtype(column, skipna=True) in SOURCE_TYPES
 
 
-def clean_frame(inputs, kept_ids: list[str]) -> pd.DataFrame:
+def clean_frame(inputs, decision) -> pd.DataFrame:
     """Kept rows with their original columns; text cells of numeric columns as numbers."""
-    mask = rows_in(inputs.batch.row_ids, kept_ids)
-    return inputs.batch.take_rows(typed_rows(inputs), mask).reset_index(drop=True)
+    kept = ~decision.quarantined_mask(inputs.batch.row_ids)
+    return inputs.batch.take_rows(typed_rows(inputs), kept).reset_index(drop=True)
 
 
 def quarantine_frame(inputs, decision) -> pd.DataFrame:
@@ -287,7 +287,7 @@ def quarantine_frame(inputs, decision) -> pd.DataFrame:
     null when every cell parsed.
     """
     ids = inputs.batch.row_ids
-    mask = rows_in(ids, decision.quarantined_ids)
+    mask = decision.quarantined_mask(ids)
     rows = inputs.batch.take_rows(typed_rows(inputs), mask).reset_index(drop=True)
     raw = inputs.batch.as_read(mask).reset_index(drop=True)
     broken: dict[str, list[str]] = {}
@@ -316,13 +316,12 @@ def quarantine_frame(inputs, decision) -> pd.DataFrame:
 
 def _as_received(inputs, decision) -> pd.DataFrame:
     """The quarantined rows exactly as they came in: what the store keeps for reviewers."""
-    mask = rows_in(inputs.batch.row_ids, decision.quarantined_ids)
-    return inputs.batch.as_read(mask).reset_index(drop=True)
+    return inputs.batch.as_read(decision.quarantined_mask(inputs.batch.row_ids)).reset_index(drop=True)
 
 
-def _digest_by_row(inputs, row_ids) -> dict[str, str]:
-    """The batch file digest of each of ``row_ids`` (only theirs: a batch has a million rows)."""
-    mask = rows_in(inputs.batch.row_ids, row_ids)
+def _digest_by_row(inputs, decision) -> dict[str, str]:
+    """The batch file digest of each quarantined row (only theirs: a batch has a million rows)."""
+    mask = decision.quarantined_mask(inputs.batch.row_ids)
     return dict(zip(inputs.batch.row_ids[mask], inputs.batch.source_digest[mask]))
 
 
@@ -393,7 +392,7 @@ def _report(inputs, outcomes, decision, run: RunHandle, *, status: str, batch_fa
         scores = {check: arrays for o in outcomes
                   for check, arrays in (o.scores if o.scores is not None else score_arrays([o.findings])).items()}
     raw = inputs.batch.raw
-    quarantined = inputs.batch.as_read(rows_in(inputs.batch.row_ids, decision.quarantined_ids))
+    quarantined = inputs.batch.as_read(decision.quarantined_mask(inputs.batch.row_ids))
     reference = settings.config.dataset.reference
     summary = {
         "dataset": settings.config.dataset.name,

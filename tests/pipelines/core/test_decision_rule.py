@@ -1,4 +1,5 @@
 """Exact results of ``pipelines.core.decision.apply_decision_rule`` on hand-made findings."""
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -119,3 +120,15 @@ def test_rows_the_detectors_catch_anyway_cost_the_inferred_rules_nothing():
     assert decided[0].findings["flagged"].all() and decided[0].details["inferred_rules_share"] == 0.01
     assert decided[1].details["decision"]["level"] == pytest.approx(0.01)
     assert decide(inputs(), decided).quarantined_ids == IDS[:4]
+
+
+def test_the_decision_marks_its_quarantined_rows_in_the_batch_order():
+    rows = [(IDS[i], "expectation.values_to_be_between", f"m = {i} is outside the expected range", 0.001)
+            for i in (7, 2)]
+    decision = decide(inputs(), apply_decision_rule(inputs(max_false_positive_rate=0.05), [expectations(rows)]))
+    assert decision.quarantined_ids == [IDS[2], IDS[7]] and len(decision.kept_ids) == len(IDS) - 2
+    mask = decision.quarantined_mask(np.asarray(IDS, dtype=object))
+    assert np.flatnonzero(mask).tolist() == [2, 7]
+    # A decision built without the mask (or asked about other rows) looks the ids up.
+    looked_up = replace(decision, quarantined_rows=None).quarantined_mask(pd.Series(IDS[:5]))
+    assert looked_up.tolist() == [False, False, True, False, False]

@@ -9,6 +9,7 @@ import pandas as pd
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from poisonguard.pipelines.core.decision import Decision
 from poisonguard.pipelines.core.evidence import HISTOGRAM_BINS, _numeric_fact, _numeric_summary
 from poisonguard.pipelines.core.histograms import histogram_edges
 
@@ -89,7 +90,8 @@ def _whole_and_sampled(monkeypatch, inputs, features, quarantined) -> tuple[dict
     """Each quarantined row's evidence (as parsed JSON) among every row, then among a sample of at most 100."""
     from poisonguard.pipelines.core import evidence
 
-    decision = SimpleNamespace(quarantined_ids=quarantined)
+    decision = Decision(quarantined_ids=list(quarantined), kept_ids=[], flagged=pd.DataFrame(), per_check=pd.DataFrame(),
+                        notes=[])
     whole = evidence.collect_evidence(inputs, features, decision)
     monkeypatch.setattr(evidence, "EVIDENCE_POPULATION_ROWS", 100)
     sampled = evidence.collect_evidence(inputs, features, decision)
