@@ -13,6 +13,7 @@ import json
 import platform
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import metadata
@@ -195,18 +196,26 @@ def publish(run: RunHandle, inputs, outcomes, decision, evidence: dict, work_sta
         # The clean rows are written a block at a time, never copied whole:
         # they are most of the batch again.
         # A spilled batch (``core.spill``) gives back the pages each block read.
-        write_parquet(typed_rows(inputs), folder / CLEAN_FILE, rows=~decision.quarantined_mask(inputs.batch.row_ids),
-                      after_block=inputs.batch.release_pages)
+        # On a thread of its own: Arrow encodes and compresses without the
+        # GIL, while this one builds the quarantine file and the report (a
+        # million rows: 2 s and 2.5 s, one after the other before).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="poisonguard-clean-file") as clean_writer:
+            clean_written = clean_writer.submit(
+                write_parquet, typed_rows(inputs), folder / CLEAN_FILE,
+                rows=~decision.quarantined_mask(inputs.batch.row_ids), after_block=inputs.batch.release_pages,
+            )
+            write_parquet(quarantine_frame(inputs, decision), folder / QUARANTINE_FILE)
+            (folder / REPORT_FILE).write_text(
+                _report(inputs, outcomes, decision, run, status="succeeded", stage_seconds=stage_seconds),
+                encoding="utf-8",
+            )
+            clean_written.result()  # (the chain and the provenance hold its digest)
         chain = None
         if settings.chain is not None:
             # A dataset version (poisonguard watch): link it to its parent.
             clean = clean_frame(inputs, decision)
             chain = finish_chain(settings.chain, clean, folder, random_state=settings.config.detection.random_state)
             del clean
-        write_parquet(quarantine_frame(inputs, decision), folder / QUARANTINE_FILE)
-        (folder / REPORT_FILE).write_text(
-            _report(inputs, outcomes, decision, run, status="succeeded", stage_seconds=stage_seconds), encoding="utf-8"
-        )
         provenance = _provenance(inputs, outcomes, decision, run, counts, folder, chain=chain)
         if stage_seconds is not None:
             # A list, in the order the stages ran (the file's keys are sorted).

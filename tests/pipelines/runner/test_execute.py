@@ -2,6 +2,7 @@
 import json
 
 import os
+import time
 
 import pandas as pd
 import pytest
@@ -160,6 +161,40 @@ def test_a_failure_while_publishing_leaves_no_output_and_marks_the_run(tiny, tmp
         with store.engine.connect() as connection:
             statuses = connection.exec_driver_sql("SELECT status, counts_json FROM runs").all()
     assert [status for status, _ in statuses] == ["failed"] and "disk full" in statuses[0][1]
+
+
+@pytest.mark.parametrize("failing", ["clean file", "report"])
+def test_a_failure_beside_the_clean_files_writer_waits_for_it_and_leaves_nothing(tiny, tmp_path, monkeypatch, failing):
+    # The clean file is written on a thread of its own while the quarantine
+    # file and the report are built: either failing fails the run whole.
+    real_write, real_report = publish.write_parquet, publish._report
+    clean_writes = []
+
+    def write_parquet(frame, path, **options):
+        if path.name == publish.CLEAN_FILE:
+            time.sleep(0.3)  # still writing when the report fails
+            if failing == "clean file":
+                raise OSError("disk full")
+            real_write(frame, path, **options)
+            clean_writes.append(path)
+            return
+        real_write(frame, path, **options)
+
+    def report(*args, **options):
+        if failing == "report":
+            raise ValueError("the report broke")
+        return real_report(*args, **options)
+
+    monkeypatch.setattr(publish, "write_parquet", write_parquet)
+    monkeypatch.setattr(publish, "_report", report)
+    settings = make_settings([tiny["batch"]], out=tmp_path / "out", config_path=tiny["config"])
+    with pytest.raises((OSError, ValueError), match="disk full" if failing == "clean file" else "report broke"):
+        execute(settings)
+    if failing == "report":
+        assert len(clean_writes) == 1  # finished before the staging folder was removed, not into it after
+    assert list(tmp_path.glob("*out*")) == []
+    with QuarantineStore(settings.store_url) as store:
+        assert store.count_quarantine() == 0 and store.unfinished_runs() == []
 
 
 def test_a_failure_after_the_entries_are_stored_removes_them_at_once(tiny, tmp_path, monkeypatch):
