@@ -135,6 +135,41 @@ def test_insert_is_all_or_nothing(store, run_id, monkeypatch, block_rows, taken)
     assert [e["row_id"] for e in store.list_quarantine(run_id=other)] == ["r1", "r2", "r3"]
 
 
+class _ReadEvidence(dict):
+    """Evidence texts that log each read, beside the inserts, in ``events``."""
+
+    def __init__(self, texts, events):
+        super().__init__(texts)
+        self.events = events
+
+    def __getitem__(self, row_id):
+        self.events.append(f"read {row_id}")
+        return super().__getitem__(row_id)
+
+    def get(self, row_id, default=None):
+        return self[row_id] if row_id in self else default
+
+
+def test_evidence_is_read_a_block_of_entries_at_a_time(store, run_id, monkeypatch):
+    # A heavily poisoned batch's evidence, built as it is read (core.evidence), is never held whole.
+    events = []
+    monkeypatch.setattr(entries, "INSERT_BLOCK_ROWS", 2)
+    real_insert = entries.insert
+    monkeypatch.setattr(entries, "insert", lambda table: events.append("insert") or real_insert(table))
+    texts = {row_id: json.dumps({"nearest": [], "label": row_id}) for row_id in ("r1", "r2", "r3")}
+    # Findings as pandas 3 reads text (its own str dtype), not Python objects: stored alike.
+    findings = _findings().astype({"check": "str", "reason": "str", "row_id": "str"})
+    store.add_quarantined(run_id, dataset="iris", rows=_rows(), findings=findings, row_id_column="id",
+                          evidence_by_row=_ReadEvidence(texts, events))
+    assert events == ["read r1", "read r2", "insert", "read r3", "insert"]
+    stored = store.list_quarantine(run_id=run_id)
+    with store.engine.connect() as connection:
+        evidence = connection.execute(select(quarantine.c.evidence_json).order_by(quarantine.c.id)).scalars().all()
+    assert evidence == [texts["r1"], texts["r2"], texts["r3"]]
+    assert stored[0]["findings"][1] == {"check": "label.trusted_model", "score": 7.0, "p_value": 0.002,
+                                        "reason": "label disagrees"}
+
+
 def test_rows_without_a_flagged_finding_are_refused(store, run_id):
     findings = _findings()
     with pytest.raises(InputError, match="row r2: no flagged finding"):
