@@ -8,6 +8,7 @@ after the reference file has moved.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Optional
 
 import numpy as np
@@ -26,8 +27,8 @@ HISTOGRAM_BINS = 20
 EVIDENCE_POPULATION_ROWS = 20_000
 
 
-def collect_evidence(inputs, features, decision) -> dict[str, dict]:
-    """Evidence for every quarantined row, by row id.
+def collect_evidence(inputs, features, decision) -> "QuarantineEvidence":
+    """Evidence for every quarantined row, by row id, each row's text built when it is read.
 
     Parameters
     ----------
@@ -37,11 +38,12 @@ def collect_evidence(inputs, features, decision) -> dict[str, dict]:
 
     Returns
     -------
-    dict of row id to the JSON text (``core.jsonable.evidence_json``) of
-    ``{"population", "label", "nearest", "label_votes", "features", "histograms"}``.
+    QuarantineEvidence
+        A mapping of row id to the JSON text (``core.jsonable.evidence_json``) of
+        ``{"population", "label", "nearest", "label_votes", "features", "histograms"}``.
     """
     if not decision.quarantined_ids:
-        return {}
+        return QuarantineEvidence.empty()
     trusted = inputs.reference_typed.typed if inputs.reference_typed is not None else None
     population = trusted if trusted is not None else inputs.batch_typed.typed
     population_name = "trusted reference" if trusted is not None else "batch (no trusted reference)"
@@ -70,7 +72,7 @@ def collect_evidence(inputs, features, decision) -> dict[str, dict]:
     encoded = decision.quarantined_mask(features.batch_row_ids)
     position_of = dict(zip(np.asarray(features.batch_row_ids)[encoded], np.flatnonzero(encoded)))
     query = features.batch_features.iloc[[position_of[row_id] for row_id in wanted]]
-    nearest = _nearest(neighbour_space, neighbour_labels, query, exclude_self=trusted is None)
+    distances, positions = _nearest(neighbour_space, query, exclude_self=trusted is None)
 
     numeric = [c for c in inputs.feature_columns if inputs.kinds[c] == "numeric"]
     categorical = [c for c in inputs.feature_columns if inputs.kinds[c] == "categorical"]
@@ -94,48 +96,87 @@ def collect_evidence(inputs, features, decision) -> dict[str, dict]:
     ) if columns else np.empty((len(wanted), 0))
     # Stable, as ``sorted`` was: ties keep the column order.
     top = np.argsort(-unusualness, axis=1, kind="stable")[:, :TOP_FEATURES]
-    numbers = {column: values.tolist() for column, values in numbers.items()}  # (numpy scalars are slow one by one)
-    # As the text the store keeps: tens of thousands of rows' evidence as
-    # nested dicts, held until stored, took several times their text.
-    evidence: dict[str, str] = {}
-    histogram_texts: dict[int, str] = {}
-    for position, row_id in enumerate(wanted):
+    return QuarantineEvidence(
+        row_ids=wanted, population_name=population_name, labels=labels,
+        neighbour_labels=neighbour_labels, distances=distances, positions=positions, exclude_self=trusted is None,
+        columns=columns, top=top, numbers={column: numbers[column] for column in summarised}, values=values,
+        summaries=summaries, shares=shares,
+    )
+
+
+class QuarantineEvidence(Mapping):
+    """The quarantined rows' evidence texts by row id, each row's built from the stage's arrays when it is read.
+
+    Held as text for every row until stored, a heavily poisoned batch's
+    evidence grew with its quarantined rows: a million rows with 155,089 of
+    them quarantined took 0.6 GB for it, and lifted the run's peak past
+    2 GB. The store reads the texts a block of entries at a time
+    (``store.entries``), so only a block's are ever held. A row's text is
+    the same whenever, and however often, it is read.
+    """
+
+    def __init__(self, *, row_ids, population_name, labels, neighbour_labels, distances, positions, exclude_self,
+                 columns, top, numbers, values, summaries, shares):
+        self._position_of = {row_id: position for position, row_id in enumerate(row_ids)}
+        self._population_name, self._labels = population_name, labels
+        self._neighbour_labels, self._exclude_self = neighbour_labels, exclude_self
+        self._distances, self._positions = distances, positions
+        self._columns, self._top = columns, top
+        self._numbers, self._values, self._summaries, self._shares = numbers, values, summaries, shares
+        # Each histogram's text, serialised once for every row that shows it (``evidence_json``).
+        self._histogram_texts: dict[int, str] = {}
+
+    @classmethod
+    def empty(cls) -> "QuarantineEvidence":
+        """Evidence of no rows."""
+        return cls(row_ids=[], population_name="", labels=None, neighbour_labels=np.array([], dtype=object),
+                   distances=np.empty((0, 0)), positions=np.empty((0, 0), dtype=int), exclude_self=False,
+                   columns=[], top=np.empty((0, 0), dtype=int), numbers={}, values={}, summaries={}, shares={})
+
+    def __len__(self) -> int:
+        return len(self._position_of)
+
+    def __iter__(self):
+        return iter(self._position_of)
+
+    def __getitem__(self, row_id: str) -> str:
+        position = self._position_of[row_id]
+        summaries, numbers, values, shares = self._summaries, self._numbers, self._values, self._shares
         ranked = [
-            _numeric_fact(column, numbers[column][position], summaries[column]) if column in numbers
+            _numeric_fact(column, numbers[column][position].item(), summaries[column]) if column in numbers
             else _categorical_fact(column, values[column][position], shares[column])
-            for column in (columns[i] for i in top[position])
+            for column in (self._columns[i] for i in self._top[position])
         ]
         plotted = [f["column"] for f in ranked if f["kind"] == "numeric"][:HISTOGRAM_FEATURES]
-        neighbours = nearest[position]
+        neighbours = self._neighbours(position)
         votes: dict[str, int] = {}
         for neighbour in neighbours:
             votes[neighbour["label"]] = votes.get(neighbour["label"], 0) + 1
-        label = labels[position] if labels is not None else None
-        evidence[row_id] = evidence_json({
-            "population": population_name,
+        label = self._labels[position] if self._labels is not None else None
+        return evidence_json({
+            "population": self._population_name,
             "label": str(label) if label is not None else None,
             "nearest": neighbours,
             "label_votes": votes,
             "features": ranked,
             "histograms": {column: summaries[column]["histogram"] for column in plotted if summaries[column]},
-        }, histogram_texts, text_keys=True)
-    return evidence
+        }, self._histogram_texts, text_keys=True)
 
-
-def _nearest(space: pd.DataFrame, labels: np.ndarray, query: pd.DataFrame, *, exclude_self: bool) -> list[list[dict]]:
-    count = min(NEIGHBOURS + (1 if exclude_self else 0), len(space))
-    if count == 0 or query.empty:
-        return [[] for _ in range(len(query))]
-    index = NearestNeighbors(n_neighbors=count).fit(space.to_numpy())
-    distances, positions = index.kneighbors(query.to_numpy())
-    found = []
-    for row_distances, row_positions in zip(distances, positions):
-        pairs = list(zip(row_distances, row_positions))
-        if exclude_self:
+    def _neighbours(self, position: int) -> list[dict]:
+        pairs = list(zip(self._distances[position].tolist(), self._positions[position].tolist()))
+        if self._exclude_self:
             # The batch is its own population: drop the row itself.
             pairs = [pair for pair in pairs if pair[0] > 0][:NEIGHBOURS]
-        found.append([{"label": str(labels[p]), "distance": round(float(d), 4)} for d, p in pairs])
-    return found
+        return [{"label": str(self._neighbour_labels[p]), "distance": round(d, 4)} for d, p in pairs]
+
+
+def _nearest(space: pd.DataFrame, query: pd.DataFrame, *, exclude_self: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Distances to, and positions in ``space`` of, each query row's nearest rows; shape (n_queries, count)."""
+    count = min(NEIGHBOURS + (1 if exclude_self else 0), len(space))
+    if count == 0 or query.empty:
+        return np.empty((len(query), 0)), np.empty((len(query), 0), dtype=int)
+    index = NearestNeighbors(n_neighbors=count).fit(space.to_numpy())
+    return index.kneighbors(query.to_numpy())
 
 
 def _numeric_summary(values: pd.Series) -> Optional[dict]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
 import numpy as np
 import pandas as pd
@@ -177,7 +177,7 @@ def top_quarantined(decision, limit: int = 20) -> list[dict]:
     return rows
 
 
-def publish(run: RunHandle, inputs, outcomes, decision, evidence: dict, work_started: float, clock=None) -> RunSummary:
+def publish(run: RunHandle, inputs, outcomes, decision, evidence: Mapping, work_started: float, clock=None) -> RunSummary:
     """Write, sign, store and reveal the run's output folder.
 
     ``clock`` (a ``core.stages.StageClock``) gives the seconds of each stage

@@ -117,3 +117,41 @@ def test_without_a_reference_a_large_batch_finds_neighbours_in_a_seeded_sample(m
         assert all(neighbour["distance"] > 0 for neighbour in found["nearest"])
         # Neighbours among fewer rows are never nearer than among all of them.
         assert found["nearest"][0]["distance"] >= whole[row_id]["nearest"][0]["distance"]
+
+
+def test_each_rows_evidence_is_built_when_read_and_the_same_however_often(monkeypatch):
+    from poisonguard.pipelines.core import evidence
+
+    rng = np.random.default_rng(2)
+    trusted = pd.DataFrame({"x": rng.normal(size=200), "label": np.where(rng.random(200) < 0.5, "a", "b")})
+    ids = pd.Series(["r0", "r1", "r2"])
+    batch = pd.DataFrame({"x": [0.1, 5.0, -7.0], "label": ["a", "b", "a"]})
+    inputs, features = _one_feature_run(batch, ids, trusted)
+    decision = Decision(quarantined_ids=["r2", "r0"], kept_ids=["r1"], flagged=pd.DataFrame(),
+                        per_check=pd.DataFrame(), notes=[])
+    built = []
+    real_evidence_json = evidence.evidence_json
+    monkeypatch.setattr(evidence, "evidence_json", lambda *args, **kw: built.append(1) or real_evidence_json(*args, **kw))
+
+    found = evidence.collect_evidence(inputs, features, decision)
+    # Nothing is held as text for every row at once: a large poisoned batch quarantines many.
+    assert built == []
+    assert list(found) == ["r2", "r0"] and len(found) == 2 and "r1" not in found
+    first = found["r2"]
+    assert len(built) == 1
+    assert found["r0"] != first and found["r2"] == first and found.get("r1") is None
+    parsed = json.loads(first)
+    assert parsed["label"] == "a" and parsed["features"][0]["value"] == -7.0
+    assert parsed["features"][0]["note"] == "outside the trusted range"
+    assert len(parsed["nearest"]) == evidence.NEIGHBOURS
+    assert parsed["nearest"] == sorted(parsed["nearest"], key=lambda neighbour: neighbour["distance"])
+
+
+def test_no_quarantined_rows_have_no_evidence():
+    from poisonguard.pipelines.core import evidence
+
+    inputs, features = _one_feature_run(pd.DataFrame({"x": [0.0, 1.0], "label": ["a", "b"]}), pd.Series(["r0", "r1"]))
+    decision = Decision(quarantined_ids=[], kept_ids=["r0", "r1"], flagged=pd.DataFrame(), per_check=pd.DataFrame(),
+                        notes=[])
+    found = evidence.collect_evidence(inputs, features, decision)
+    assert len(found) == 0 and not found and dict(found) == {}
