@@ -3,7 +3,8 @@
 For each size (100,000, 1,000,000 and 3,000,000 rows by default) one batch
 is generated: 20 numeric features, 5 classes (Gaussian clusters; ``--classes``
 for more, as a product-category label has), 1 % of the rows with a flipped
-label and 1 % moved far out on every feature, plus a 5,000-row trusted
+label and 1 % moved far out on every feature (``--poison-share 0.075``:
+7.5 % of each, a heavily poisoned batch), plus a 5,000-row trusted
 reference of the same distribution (``--reference-rows`` for a larger one). Each tool runs in a
 process of its own on that batch, and the parent reads its wall time and
 peak resident memory (``os.wait4``):
@@ -66,10 +67,10 @@ def _clusters(rng, n_rows: int, centres: np.ndarray) -> tuple[np.ndarray, np.nda
     return centres[labels] + rng.normal(0.0, 1.0, (n_rows, centres.shape[1])), labels
 
 
-def _poison(rng, matrix: np.ndarray, labels: np.ndarray, classes: int = CLASSES) -> np.ndarray:
-    """Flip the labels of 1 % of the rows and move another 1 % far out; the poisoned positions."""
+def _poison(rng, matrix: np.ndarray, labels: np.ndarray, classes: int = CLASSES, share: float = POISON_SHARE) -> np.ndarray:
+    """Flip the labels of ``share`` of the rows (1 %) and move as many others far out; the poisoned positions."""
     n_rows = len(labels)
-    chosen = rng.choice(n_rows, 2 * int(POISON_SHARE * n_rows), replace=False)
+    chosen = rng.choice(n_rows, 2 * int(share * n_rows), replace=False)
     flipped, far = chosen[: len(chosen) // 2], chosen[len(chosen) // 2:]
     labels[flipped] = (labels[flipped] + rng.integers(1, classes, len(flipped))) % classes
     matrix[far] += rng.choice([-1.0, 1.0], (len(far), matrix.shape[1])) * 8.0
@@ -77,7 +78,7 @@ def _poison(rng, matrix: np.ndarray, labels: np.ndarray, classes: int = CLASSES)
 
 
 def make_numeric(folder: Path, n_rows: int, seed: int = 0, reference_rows: int = REFERENCE_ROWS,
-                 classes: int = CLASSES) -> None:
+                 classes: int = CLASSES, poison_share: float = POISON_SHARE) -> None:
     """Batch, reference, truth and config of the numeric case, in ``folder``."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(0.0, 3.0, (classes, FEATURES))
@@ -85,7 +86,7 @@ def make_numeric(folder: Path, n_rows: int, seed: int = 0, reference_rows: int =
     folder.mkdir(parents=True, exist_ok=True)
     for name, rows, start in (("reference", reference_rows, 10**10), ("batch", n_rows, 0)):
         matrix, labels = _clusters(rng, rows, centres)
-        poisoned = _poison(rng, matrix, labels, classes) if name == "batch" else None
+        poisoned = _poison(rng, matrix, labels, classes, poison_share) if name == "batch" else None
         frame = pd.DataFrame(matrix, columns=names)
         frame.insert(0, "row_id", np.arange(start, start + rows))
         frame["label"] = np.array([f"class_{c}" for c in range(classes)])[labels]
@@ -123,7 +124,7 @@ def make_mixed(folder: Path, n_rows: int = MIXED_ROWS, seed: int = 0) -> None:
 
 
 def generate(kind: str, folder: Path, n_rows: int, reference_rows: int = REFERENCE_ROWS, text_formats: bool = False,
-             classes: int = CLASSES) -> None:
+             classes: int = CLASSES, poison_share: float = POISON_SHARE) -> None:
     """``make_numeric`` or ``make_mixed`` in a child process, so that this one stays small.
 
     A child's peak memory (``ru_maxrss``) starts from its parent's: the
@@ -133,7 +134,7 @@ def generate(kind: str, folder: Path, n_rows: int, reference_rows: int = REFEREN
     """
     subprocess.run(
         [sys.executable, __file__, "--generate", kind, "--data", str(folder), "--rows", str(n_rows),
-         "--reference-rows", str(reference_rows), "--classes", str(classes),
+         "--reference-rows", str(reference_rows), "--classes", str(classes), "--poison-share", str(poison_share),
          *(["--text-formats"] if text_formats else [])],
         check=True,
     )
@@ -259,6 +260,9 @@ def main() -> None:
                         help="Trusted rows of the numeric cases (a large reference: 200000).")
     parser.add_argument("--classes", type=int, default=CLASSES,
                         help="Labels of the numeric cases (a product-category label: 1000).")
+    parser.add_argument("--poison-share", type=float, default=POISON_SHARE,
+                        help="Share of the numeric cases' rows flipped, and as many moved far (a heavily poisoned "
+                             "batch: 0.075, 15 %% of its rows).")
     parser.add_argument("--worker", choices=tuple(RUNNERS), help=argparse.SUPPRESS)
     parser.add_argument("--text-formats", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--generate", choices=("numeric", "mixed"), help=argparse.SUPPRESS)
@@ -270,7 +274,8 @@ def main() -> None:
         worker(args.worker, args.data, args.result)
         return
     if args.generate == "numeric":
-        make_numeric(args.data, args.rows, reference_rows=args.reference_rows, classes=args.classes)
+        make_numeric(args.data, args.rows, reference_rows=args.reference_rows, classes=args.classes,
+                     poison_share=args.poison_share)
         if args.text_formats:
             write_text_formats(args.data)
         return
@@ -287,10 +292,12 @@ def main() -> None:
                 cases.append((name, Path(root) / f"mixed{size}", args.mixed_tools.split(",")))
         for size in (int(s) for s in args.sizes.split(",") if s):
             generate("numeric", Path(root) / f"n{size}", size, args.reference_rows,
-                     text_formats=any(tool in TEXT_FORMATS for tool in args.tools.split(",")), classes=args.classes)
+                     text_formats=any(tool in TEXT_FORMATS for tool in args.tools.split(",")), classes=args.classes,
+                     poison_share=args.poison_share)
             name = f"{size:,} x 20" + ("" if args.reference_rows == REFERENCE_ROWS
                                       else f", {args.reference_rows:,}-row reference")
             name += "" if args.classes == CLASSES else f", {args.classes:,} labels"
+            name += "" if args.poison_share == POISON_SHARE else f", {2 * args.poison_share:.0%} poisoned"
             cases.append((name, Path(root) / f"n{size}", args.tools.split(",")))
         for name, folder, tools in cases:
             for tool in tools:

@@ -94,8 +94,9 @@ def collect_evidence(inputs, features, decision) -> "QuarantineEvidence":
         [_numeric_unusualness(numbers[column], summaries[column]) for column in summarised]
         + [_categorical_unusualness(values[column], shares[column]) for column in categorical]
     ) if columns else np.empty((len(wanted), 0))
-    # Stable, as ``sorted`` was: ties keep the column order.
-    top = np.argsort(-unusualness, axis=1, kind="stable")[:, :TOP_FEATURES]
+    # Stable, as ``sorted`` was: ties keep the column order. A copy, kept
+    # until the rows are stored: the slice would hold every column's rank.
+    top = np.argsort(-unusualness, axis=1, kind="stable")[:, :TOP_FEATURES].copy()
     return QuarantineEvidence(
         row_ids=wanted, population_name=population_name, labels=labels,
         neighbour_labels=neighbour_labels, distances=distances, positions=positions, exclude_self=trusted is None,
