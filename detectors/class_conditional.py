@@ -491,6 +491,27 @@ class ClassConditionalOutlierDetector(Detector):
         side = "above" if value > profile.medians[code, column] else "below"
         return f"{name} {z:.1f} interquartile ranges {side} the median of {population} labelled '{label}'"
 
+    def _rows_by_judge(self, rows: np.ndarray, labels, profile, judged_by) -> list:
+        """``rows`` grouped by the profile each is measured on: ``[(profile, rows), ...]``.
+
+        A row's fold profile (``judged_by[row]``), or ``profile`` where it has
+        none (-1) or the fold's rows lack the row's label (no profile of it).
+        """
+        if judged_by is None:
+            return [(profile, rows)] if len(rows) else []
+        folds = np.asarray(judged_by)[rows]
+        on_whole = folds < 0
+        groups = []
+        for fold in np.unique(folds[~on_whole]):
+            judge = self.fold_models_[fold]
+            in_fold = folds == fold
+            judge_labels = set(judge.labels)
+            has_label = np.array([label in judge_labels for label in labels[rows[in_fold]]], dtype=bool)
+            on_whole[in_fold] = ~has_label
+            groups.append((judge, rows[in_fold][has_label]))
+        groups.append((profile, rows[on_whole]))
+        return [(judge, judged) for judge, judged in groups if len(judged)]
+
     def _findings(self, matrix, labels, scores, p_values, extrapolated, row_ids, profile, judged_by=None) -> pd.DataFrame:
         """Findings with reasons measured on ``profile``, or on fold profile ``judged_by[row]`` where that is >= 0."""
         known = isin_values(labels, self.classes_)
@@ -502,35 +523,40 @@ class ClassConditionalOutlierDetector(Detector):
         for row in np.flatnonzero(explained):
             reasons[row] = f"typical of {population} with its label ({texts[row]})"
 
-        def judged_on(row, label):
-            fold = -1 if judged_by is None else judged_by[row]
-            judge = profile if fold < 0 else self.fold_models_[fold]
-            # A fold whose rows lack the label has no profile of it.
-            return judge if label in set(judge.labels) else profile
-
         # Whose medians and scales the distances are measured in.
         measured_on = "trusted and batch rows" if self.pool_batch and not self.self_referential_ else population
         sampled = ""
         if self.self_referential_ and self.profile_rows_ < len(self.reference_):
             sampled = f" (medians and quartiles of a seeded sample of {self.profile_rows_:,} batch rows)"
-        for row in np.flatnonzero(described):
+        rows = np.flatnonzero(described)
+        for row in rows[~known[rows]]:
             label = labels[row]
-            if not known[row]:
-                reasons[row] = f"label '{label}' never occurs in the {population}" if label else (
-                    f"the label is empty; every one of the {population} has one"
-                )
-                continue
-            judge = judged_on(row, label)
-            code = int(np.searchsorted(judge.labels, label))
-            z = feature_distances(judge, matrix[row][None, :], code)[0]
-            worst = [c for c in np.argsort(-z)[:MAX_NAMED_FEATURES] if z[c] >= 1.0]
-            parts = [self._describe(judge, c, matrix[row, c], z[c], code, measured_on, population) for c in worst]
-            # Only described rows name the label they fit better.
-            believed = judge.labels[int(np.argmin(profile_distances(judge, matrix[row][None, :])[0]))]
-            fits = f"; it fits label '{believed}' better" if believed != label else ""
-            reasons[row] = (
-                f"impossible for label '{label}' against {measured_on} labelled '{label}' ({texts[row]}): "
-                + "; ".join(parts) + fits + sampled
+            reasons[row] = f"label '{label}' never occurs in the {population}" if label else (
+                f"the label is empty; every one of the {population} has one"
             )
+        # Each row is measured on its fold's profile (the whole one where
+        # none, or where the fold's rows lack its label), a block of the
+        # rows a profile measures at a time: one row at a time, a heavily
+        # poisoned million-row batch's 150,000 described rows took 7 s.
+        for judge, judged_rows in self._rows_by_judge(rows[known[rows]], labels, profile, judged_by):
+            for block in row_blocks(len(judged_rows), rows_per_block(matrix.shape[1])):
+                block_rows = judged_rows[block]
+                values = matrix[block_rows]
+                codes = np.searchsorted(judge.labels, labels[block_rows])
+                z = np.empty(values.shape)
+                for code in np.unique(codes):
+                    z[codes == code] = feature_distances(judge, values[codes == code], int(code))
+                named = np.argsort(-z, axis=1)[:, :MAX_NAMED_FEATURES]
+                believed = judge.labels[np.argmin(profile_distances(judge, values), axis=1)]
+                for i, row in enumerate(block_rows):
+                    label, code = labels[row], int(codes[i])
+                    parts = [self._describe(judge, c, values[i, c], z[i, c], code, measured_on, population)
+                             for c in named[i] if z[i, c] >= 1.0]
+                    # Only described rows name the label they fit better.
+                    fits = f"; it fits label '{believed[i]}' better" if believed[i] != label else ""
+                    reasons[row] = (
+                        f"impossible for label '{label}' against {measured_on} labelled '{label}' ({texts[row]}): "
+                        + "; ".join(parts) + fits + sampled
+                    )
         # A label no trusted row has is flagged whatever its p-value.
         return self._judged(scores, p_values, reasons, row_ids, extra_flags=~known)

@@ -537,6 +537,27 @@ def test_class_conditional_self_findings():
     assert "label 'Emperor' never occurs in the rows of the batch" in findings["reason"].iloc[20]
 
 
+def test_class_conditional_measures_each_described_row_on_its_folds_profile_or_the_whole_one():
+    from types import SimpleNamespace
+
+    from poisonguard.detectors.class_conditional import ClassConditionalOutlierDetector
+
+    whole = SimpleNamespace(labels=np.array(["a", "b", "c"], dtype=object))
+    fold_without_c = SimpleNamespace(labels=np.array(["a", "b"], dtype=object))
+    fold = SimpleNamespace(labels=np.array(["a", "b", "c"], dtype=object))
+    detector = ClassConditionalOutlierDetector()
+    detector.fold_models_ = [fold_without_c, fold]
+    labels = np.array(["a", "c", "c", "b", "a", "c"], dtype=object)
+    judged_by = np.array([0, 0, 1, -1, 1, 1])
+    groups = detector._rows_by_judge(np.array([0, 1, 2, 3, 5]), labels, whole, judged_by)
+    # Row 1's fold has no profile of 'c'; row 3 has no fold; row 4 is not described.
+    assert [(judge, rows.tolist()) for judge, rows in groups] == [(fold_without_c, [0]), (fold, [2, 5]), (whole, [1, 3])]
+    assert [(judge, rows.tolist()) for judge, rows in detector._rows_by_judge(np.array([4, 1]), labels, whole, None)] == [
+        (whole, [4, 1])
+    ]
+    assert detector._rows_by_judge(np.array([], dtype=int), labels, whole, judged_by) == []
+
+
 def test_tie_floor_is_the_share_of_the_label_that_shares_the_score_under_the_same_profile():
     from poisonguard.detectors.class_conditional import UNSEEN_LEVEL, tie_floor
 
