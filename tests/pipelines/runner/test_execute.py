@@ -214,6 +214,34 @@ def test_a_failure_after_the_entries_are_stored_removes_them_at_once(tiny, tmp_p
         assert store.count_quarantine() == 0 and store.unfinished_runs() == []
 
 
+def test_evidence_failing_while_the_entries_are_stored_leaves_nothing(tiny, tmp_path, monkeypatch):
+    # Each row's evidence is built as the store reads it, a block of entries
+    # at a time: a failure after the first blocks went in keeps none of them.
+    from poisonguard.pipelines.core.evidence import QuarantineEvidence
+    from poisonguard.pipelines.store import entries
+
+    monkeypatch.setattr(entries, "INSERT_BLOCK_ROWS", 1)
+    real_read, reads = QuarantineEvidence.__getitem__, []
+
+    def read(self, row_id):
+        reads.append(row_id)
+        if len(reads) == 3:
+            raise MemoryError("out of memory on the third row")
+        return real_read(self, row_id)
+
+    monkeypatch.setattr(QuarantineEvidence, "__getitem__", read)
+    settings = make_settings([tiny["batch"]], out=tmp_path / "out", config_path=tiny["config"])
+    with pytest.raises(MemoryError, match="third row"):
+        execute(settings)
+    assert len(reads) == 3
+    assert list(tmp_path.glob("*out*")) == []
+    with QuarantineStore(settings.store_url) as store:
+        assert store.count_quarantine() == 0 and store.unfinished_runs() == []
+        with store.engine.connect() as connection:
+            statuses = connection.exec_driver_sql("SELECT status FROM runs").scalars().all()
+    assert statuses == ["failed"]
+
+
 def test_existing_output_folder_is_refused(tiny, tmp_path):
     (tmp_path / "out").mkdir()
     with pytest.raises(InputError, match="output folder already exists"):
