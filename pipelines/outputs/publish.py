@@ -302,24 +302,30 @@ def quarantine_frame(inputs, decision) -> pd.DataFrame:
     broken: dict[str, list[str]] = {}
     for row_id, column in inputs.batch_typed.broken_cells:
         broken.setdefault(str(row_id), []).append(column)
+    row_ids = rows[inputs.id_column].astype(str).to_numpy(dtype=object)
     originals = []
-    for position, row_id in enumerate(rows[inputs.id_column].astype(str)):
+    for position, row_id in enumerate(row_ids):
         cells = {column: to_jsonable(raw.at[position, column]) for column in broken.get(row_id, [])}
         originals.append(json.dumps(cells, ensure_ascii=False) if cells else None)
     rows[ORIGINAL_COLUMN] = pd.Series(originals, dtype=object)
-    flagged = decision.flagged.reset_index(drop=True)
-    positions_of = flagged.groupby("row_id", sort=False).indices
-    checks, reasons = flagged["check"].to_numpy(dtype=object), flagged["reason"].to_numpy(dtype=object)
-    scores, p_values = flagged["score"].to_numpy(dtype=float), flagged["p_value"].to_numpy(dtype=float)
-    lists = {name: [] for name in FINDING_LIST_COLUMNS}
-    for row_id in rows[inputs.id_column].astype(str):
-        positions = positions_of[row_id]
-        lists["poisonguard_checks"].append(checks[positions].tolist())
-        lists["poisonguard_scores"].append(scores[positions].tolist())
-        lists["poisonguard_p_values"].append([None if np.isnan(v) else v for v in p_values[positions].tolist()])
-        lists["poisonguard_reasons"].append(reasons[positions].tolist())
-    for name, values in lists.items():
-        rows[name] = pd.Series(values, dtype=object)
+    # Each row's findings are a slice of the findings ordered by row (in
+    # their own order within a row), not a lookup and four gathers per row:
+    # 155,089 quarantined rows took 3.4 s that way.
+    flagged = decision.flagged
+    row_of = pd.Index(row_ids).get_indexer(flagged["row_id"].to_numpy(dtype=object))
+    order = np.argsort(row_of, kind="stable")
+    order = order[row_of[order] >= 0]  # (batch-level findings name no row)
+    bounds = np.searchsorted(row_of[order], np.arange(len(row_ids) + 1)).tolist()
+    values = {
+        "poisonguard_checks": flagged["check"].to_numpy(dtype=object)[order].tolist(),
+        "poisonguard_scores": flagged["score"].to_numpy(dtype=float)[order].tolist(),
+        "poisonguard_p_values": [None if np.isnan(v) else v
+                                 for v in flagged["p_value"].to_numpy(dtype=float)[order].tolist()],
+        "poisonguard_reasons": flagged["reason"].to_numpy(dtype=object)[order].tolist(),
+    }
+    for name in FINDING_LIST_COLUMNS:
+        found = values[name]
+        rows[name] = pd.Series([found[start:end] for start, end in zip(bounds, bounds[1:])], dtype=object)
     return rows
 
 

@@ -395,7 +395,7 @@ def _quarantine_entries(
     """One insert dict per row, ``INSERT_BLOCK_ROWS`` at a time; validated before touching the database."""
     if row_id_column not in rows.columns:
         raise InputError(f"quarantined rows have no id column {row_id_column!r}")
-    row_ids = rows[row_id_column].astype(str)
+    row_ids = pd.Series(_texts(rows[row_id_column]), index=rows.index, dtype=object)
     repeated = sorted(set(row_ids[row_ids.duplicated()]))
     if repeated:
         raise InputError(f"row ids repeat among the quarantined rows: {', '.join(repeated)}")
@@ -406,7 +406,8 @@ def _quarantine_entries(
     unknown = sorted(set(flagged["row_id"]) - set(row_ids))
     if unknown:
         raise InputError(f"findings name rows that are not being quarantined: {', '.join(unknown)}")
-    bad_checks = sorted({name for name in flagged["check"].astype(str) if "," in name})
+    checks_of = _texts(flagged["check"])
+    bad_checks = sorted({name for name in set(checks_of.tolist()) if "," in name})
     if bad_checks:
         raise InputError(f"check names may not contain commas: {', '.join(bad_checks)}")
     # Positions per row and plain arrays, not a DataFrame per row: a large
@@ -416,7 +417,6 @@ def _quarantine_entries(
     unexplained = next((row_id for row_id in row_ids if row_id not in by_row), None)
     if unexplained is not None:
         raise InputError(f"row {unexplained}: no flagged finding says why it is quarantined")
-    checks_of = _texts(flagged["check"])
     # Python floats, which the JSON writer takes as they are (numpy's it converts one by one).
     scores_of = flagged["score"].to_numpy(dtype=float).tolist()
     p_values_of = flagged["p_value"].to_numpy(dtype=float).tolist()
