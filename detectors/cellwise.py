@@ -265,35 +265,57 @@ class CellwiseOutlierDetector(_CrossFittedOutlierDetector):
         scores = normal_scores(at_most, below, n_train)
         targets = np.flatnonzero(self.target_columns_)
         residuals = cell_residuals(model, scores, self.target_columns_)
-        precision = model.precision
-        reasons = []
-        for row, row_scores, row_residuals, p_text in zip(rows, scores, residuals, p_texts):
-            details = []
-            for position in np.argsort(-np.abs(row_residuals))[:MAX_NAMED_FEATURES]:
-                if abs(row_residuals[position]) < NAMED_RESIDUAL and details:
-                    break
-                column = targets[position]
-                # What the other cells predict, as a percentile of the rows
-                # fitted on: the encoded values a detector sees are no unit
-                # a reviewer reads.
-                pulls = -precision[column] * row_scores / precision[column, column]
-                pulls[column] = 0.0
-                spread = 1.0 / np.sqrt(precision[column, column])
-                predicted = ndtr(row_scores[column] - row_residuals[position] * spread)
-                strongest = np.argsort(-np.abs(pulls))[:NAMED_PREDICTORS]
-                predictors = [str(self.feature_names_in_[k]) for k in strongest
-                              if pulls[k] != 0.0 and abs(pulls[k]) >= NAMED_PULL_SHARE * abs(pulls[strongest[0]])]
-                subject = " and ".join(predictors) or "the other columns"
-                position_text = _position(ndtr(row_scores[column]), row[column], model, column, population)
-                details.append(
-                    f"{self.feature_names_in_[column]} {position_text}, "
-                    f"where {subject} {'puts' if len(predictors) == 1 else 'put'} it near "
-                    f"percentile {predicted * 100:.0f} ({abs(row_residuals[position]):.1f} standard deviations "
-                    f"{'above' if row_residuals[position] > 0 else 'below'})"
+        details: list[list[str]] = [[] for _ in range(len(rows))]
+        # Each named cell's numbers for a block of rows at once, the words
+        # row by row: one row at a time, a heavily poisoned million-row
+        # batch's flagged rows took 3.5 s here.
+        for block in row_blocks(len(rows), rows_per_block(rows.shape[1])):
+            block_rows = np.arange(len(rows))[block]
+            block_residuals = residuals[block]
+            ranked = np.argsort(-np.abs(block_residuals), axis=1)[:, :MAX_NAMED_FEATURES]
+            named_residuals = np.take_along_axis(block_residuals, ranked, axis=1)
+            # After the first, cells are named until one is predicted closer than NAMED_RESIDUAL.
+            small = np.abs(named_residuals) < NAMED_RESIDUAL
+            small[:, 0] = False
+            named = np.cumsum(small, axis=1) == 0
+            for rank in range(ranked.shape[1]):
+                which = np.flatnonzero(named[:, rank])
+                self._describe_cells(
+                    rows, scores, details, block_rows[which], targets[ranked[which, rank]],
+                    named_residuals[which, rank], population,
                 )
-            head = f"a value its other values do not predict, against {population} ({p_text})"
-            reasons.append(f"{head}: " + "; ".join(details))
-        return reasons
+        return [f"a value its other values do not predict, against {population} ({p_text}): " + "; ".join(parts)
+                for p_text, parts in zip(p_texts, details)]
+
+    def _describe_cells(self, rows, scores, details, which, columns, named_residuals, population) -> None:
+        """Append to ``details[which[i]]`` the sentence on cell ``(which[i], columns[i])``, its residual ``named_residuals[i]``."""
+        model = self.model_
+        precision = model.precision
+        row_scores = scores[which]
+        diagonal = precision[columns, columns]
+        # What the other cells predict, as a percentile of the rows fitted
+        # on: the encoded values a detector sees are no unit a reviewer reads.
+        pulls = -precision[columns] * row_scores / diagonal[:, None]
+        pulls[np.arange(len(which)), columns] = 0.0
+        spread = 1.0 / np.sqrt(diagonal)
+        own_scores = row_scores[np.arange(len(which)), columns]
+        predicted = ndtr(own_scores - named_residuals * spread)
+        quantiles = ndtr(own_scores)
+        strongest = np.argsort(-np.abs(pulls), axis=1)[:, :NAMED_PREDICTORS]
+        for i, (row, column) in enumerate(zip(which.tolist(), columns.tolist())):
+            row_pulls = pulls[i]
+            top = strongest[i]
+            predictors = [str(self.feature_names_in_[k]) for k in top
+                          if row_pulls[k] != 0.0 and abs(row_pulls[k]) >= NAMED_PULL_SHARE * abs(row_pulls[top[0]])]
+            subject = " and ".join(predictors) or "the other columns"
+            position_text = _position(quantiles[i], rows[row, column], model, column, population)
+            residual = named_residuals[i]
+            details[row].append(
+                f"{self.feature_names_in_[column]} {position_text}, "
+                f"where {subject} {'puts' if len(predictors) == 1 else 'put'} it near "
+                f"percentile {predicted[i] * 100:.0f} ({abs(residual):.1f} standard deviations "
+                f"{'above' if residual > 0 else 'below'})"
+            )
 
 
 def _position(quantile: float, value: float, model: CopulaModel, column: int, population: str) -> str:
