@@ -28,6 +28,23 @@ def run_tiny(tiny, tmp_path, **options):
     return settings, execute(settings)
 
 
+def left_nothing(settings, tmp_path) -> list[str]:
+    """Check a failed run left no output, staging folder, claim, entry or unfinished run; its runs' statuses."""
+    assert list(tmp_path.glob("*out*")) == []
+    with QuarantineStore(settings.store_url) as store:
+        assert store.count_quarantine() == 0 and store.unfinished_runs() == []
+        with store.engine.connect() as connection:
+            return connection.exec_driver_sql("SELECT status FROM runs").scalars().all()
+
+
+def run_failing(tiny, tmp_path, error: type, match: str) -> list[str]:
+    """Run the tiny batch expecting ``error`` (its message matching ``match``); the runs' statuses ``left_nothing`` reads."""
+    settings = make_settings([tiny["batch"]], out=tmp_path / "out", config_path=tiny["config"])
+    with pytest.raises(error, match=match):
+        execute(settings)
+    return left_nothing(settings, tmp_path)
+
+
 def test_every_row_ends_in_exactly_one_of_clean_and_quarantine(tiny, tmp_path):
     settings, summary = run_tiny(tiny, tmp_path)
     clean = pd.read_parquet(summary.out / publish.CLEAN_FILE)
@@ -192,9 +209,7 @@ def test_a_failure_beside_the_clean_files_writer_waits_for_it_and_leaves_nothing
         execute(settings)
     if failing == "report":
         assert len(clean_writes) == 1  # finished before the staging folder was removed, not into it after
-    assert list(tmp_path.glob("*out*")) == []
-    with QuarantineStore(settings.store_url) as store:
-        assert store.count_quarantine() == 0 and store.unfinished_runs() == []
+    assert left_nothing(settings, tmp_path) == ["failed"]
 
 
 def test_a_failure_after_the_entries_are_stored_removes_them_at_once(tiny, tmp_path, monkeypatch):
@@ -206,12 +221,7 @@ def test_a_failure_after_the_entries_are_stored_removes_them_at_once(tiny, tmp_p
         return real_rename(source, target)
 
     monkeypatch.setattr(os, "rename", rename)
-    settings = make_settings([tiny["batch"]], out=tmp_path / "out", config_path=tiny["config"])
-    with pytest.raises(OSError, match="went away"):
-        execute(settings)
-    assert list(tmp_path.glob("*out*")) == []
-    with QuarantineStore(settings.store_url) as store:
-        assert store.count_quarantine() == 0 and store.unfinished_runs() == []
+    assert run_failing(tiny, tmp_path, OSError, "went away") == ["failed"]
 
 
 def test_evidence_failing_while_the_entries_are_stored_leaves_nothing(tiny, tmp_path, monkeypatch):
@@ -230,16 +240,8 @@ def test_evidence_failing_while_the_entries_are_stored_leaves_nothing(tiny, tmp_
         return real_read(self, row_id)
 
     monkeypatch.setattr(QuarantineEvidence, "__getitem__", read)
-    settings = make_settings([tiny["batch"]], out=tmp_path / "out", config_path=tiny["config"])
-    with pytest.raises(MemoryError, match="third row"):
-        execute(settings)
+    assert run_failing(tiny, tmp_path, MemoryError, "third row") == ["failed"]
     assert len(reads) == 3
-    assert list(tmp_path.glob("*out*")) == []
-    with QuarantineStore(settings.store_url) as store:
-        assert store.count_quarantine() == 0 and store.unfinished_runs() == []
-        with store.engine.connect() as connection:
-            statuses = connection.exec_driver_sql("SELECT status FROM runs").scalars().all()
-    assert statuses == ["failed"]
 
 
 def test_existing_output_folder_is_refused(tiny, tmp_path):
