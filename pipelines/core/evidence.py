@@ -140,6 +140,10 @@ class QuarantineEvidence(Mapping):
     def __iter__(self):
         return iter(self._position_of)
 
+    def __contains__(self, row_id) -> bool:
+        # Mapping's own would build the row's text to answer.
+        return row_id in self._position_of
+
     def __getitem__(self, row_id: str) -> str:
         position = self._position_of[row_id]
         summaries, numbers, values, shares = self._summaries, self._numbers, self._values, self._shares

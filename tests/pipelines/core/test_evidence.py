@@ -136,7 +136,8 @@ def test_each_rows_evidence_is_built_when_read_and_the_same_however_often(monkey
     found = evidence.collect_evidence(inputs, features, decision)
     # Nothing is held as text for every row at once: a large poisoned batch quarantines many.
     assert built == []
-    assert list(found) == ["r2", "r0"] and len(found) == 2 and "r1" not in found
+    assert list(found) == ["r2", "r0"] and len(found) == 2 and "r1" not in found and "r0" in found
+    assert built == []  # (asking whether a row has evidence builds none)
     first = found["r2"]
     assert len(built) == 1
     assert found["r0"] != first and found["r2"] == first and found.get("r1") is None
