@@ -12,12 +12,12 @@ import json
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping, Optional
 
-import numpy as np
 import pandas as pd
 from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from poisonguard.detectors._unique import text_values
 from poisonguard.pipelines.core.errors import InputError, ReviewConflict, UnknownEntry
 from poisonguard.pipelines.core.jsonable import capped_cells, dumps, evidence_json, plain_dumps, to_jsonable
 from poisonguard.pipelines.store.schema import ENTRY_STATUSES, decisions, quarantine, runs, utc_now
@@ -395,18 +395,21 @@ def _quarantine_entries(
     """One insert dict per row, ``INSERT_BLOCK_ROWS`` at a time; validated before touching the database."""
     if row_id_column not in rows.columns:
         raise InputError(f"quarantined rows have no id column {row_id_column!r}")
-    row_ids = pd.Series(_texts(rows[row_id_column]), index=rows.index, dtype=object)
+    # The strings as they are: ``astype(str)`` is pandas 3's own text, read
+    # back as a new Python string per value (0.36 GB more while storing a
+    # heavily poisoned million-row batch's 155,089 rows).
+    row_ids = pd.Series(text_values(rows[row_id_column]), index=rows.index, dtype=object)
     repeated = sorted(set(row_ids[row_ids.duplicated()]))
     if repeated:
         raise InputError(f"row ids repeat among the quarantined rows: {', '.join(repeated)}")
     flagged = findings[findings["flagged"].astype(bool)] if "flagged" in findings.columns else findings
-    flagged = flagged.assign(row_id=_texts(flagged["row_id"]))
+    flagged = flagged.assign(row_id=text_values(flagged["row_id"]))
     # Batch-level findings (empty row id) describe the run, not a row.
     flagged = flagged[flagged["row_id"] != ""]
     unknown = sorted(set(flagged["row_id"]) - set(row_ids))
     if unknown:
         raise InputError(f"findings name rows that are not being quarantined: {', '.join(unknown)}")
-    checks_of = _texts(flagged["check"])
+    checks_of = text_values(flagged["check"])
     bad_checks = sorted({name for name in set(checks_of.tolist()) if "," in name})
     if bad_checks:
         raise InputError(f"check names may not contain commas: {', '.join(bad_checks)}")
@@ -420,7 +423,7 @@ def _quarantine_entries(
     # Python floats, which the JSON writer takes as they are (numpy's it converts one by one).
     scores_of = flagged["score"].to_numpy(dtype=float).tolist()
     p_values_of = flagged["p_value"].to_numpy(dtype=float).tolist()
-    reasons_of = _texts(flagged["reason"])
+    reasons_of = text_values(flagged["reason"])
     created_at = utc_now()
     histogram_texts: dict[int, str] = {}
     # Cells and findings are nearly all str, float and int: ``plain_dumps``
@@ -456,20 +459,6 @@ def _quarantine_entries(
                    for row_id, values in zip(row_ids.iloc[block], rows.iloc[block].to_dict(orient="records"))]
 
     return blocks()
-
-
-def _texts(column: pd.Series) -> np.ndarray:
-    """``column.astype(str)`` as an object array, holding the very strings of a column of strings.
-
-    pandas' ``astype(str)`` is text of its own (Arrow's, in pandas 3), read
-    back as new Python strings: a heavily poisoned million-row batch's
-    findings (155,089 rows, their reasons) took 0.3 GB more that way while
-    they were stored.
-    """
-    values = column.to_numpy(dtype=object)
-    if all(type(value) is str for value in values):
-        return values
-    return column.astype(str).to_numpy(dtype=object)
 
 
 def _evidence_text(evidence, histogram_texts: dict[int, str]) -> str:
