@@ -23,10 +23,12 @@ from poisonguard.detectors._row_blocks import row_blocks
 from poisonguard.detectors._threads import map_in_threads, one_blas_thread
 from poisonguard.detectors._unique import unique_values
 from poisonguard.detectors.calibration import (
+    CrossConformal,
     ExponentialTail,
     conformal_p_values,
     cross_conformal,
     cross_conformal_p_values,
+    fold_weighted,
     mondrian_groups,
 )
 from poisonguard.detectors.errors import DetectorError, NotEnoughData
@@ -373,7 +375,7 @@ def tail_extrapolated_p_values(calibration_scores, scores, *, calibration_folds=
         p_values = np.where(upper, tail.p_values(columns), p_values)
     if scores.ndim == 2:
         weights = np.bincount(np.asarray(calibration_folds, dtype=int), minlength=columns.shape[1])
-        p_values = p_values @ (weights / weights.sum())
+        p_values = fold_weighted(p_values, weights / weights.sum())
     else:
         p_values = p_values[:, 0]
     extrapolated = upper.any(axis=1)
@@ -478,15 +480,27 @@ def guarded_p_values(calibration_scores, calibration_folds, fold_scores, *, conf
     extrapolated : numpy.ndarray of bool, shape (n_rows,)
     """
     fold_scores = np.asarray(fold_scores, dtype=float)
-    counts, p_values, extrapolated = cross_conformal(calibration_scores, calibration_folds, fold_scores,
-                                                     confidence=confidence)
+    counted = cross_conformal(calibration_scores, calibration_folds, fold_scores, confidence=confidence)
+    return batch_guarded(counted, calibration_folds, fold_scores)
+
+
+def batch_guarded(counted: CrossConformal, calibration_folds, fold_scores):
+    """The p-values of ``guarded_p_values`` from its counts (``cross_conformal``) of the same rows.
+
+    The guard is read from every row's ``fold_scores`` (shape (n_rows, K)),
+    so it needs the whole batch's; it only ever raises a p-value, up to the
+    row's count. Returns ``p_values`` and ``extrapolated`` as
+    ``guarded_p_values`` does.
+    """
+    counts, p_values, extrapolated = counted
     tail = batch_tail(fold_scores) if len(fold_scores) >= GUARD_MIN_ROWS else None
     if tail is not None:
         folds = np.asarray(calibration_folds, dtype=int)
         weights = np.bincount(folds, minlength=fold_scores.shape[1]) / folds.size
         # Elsewhere the p-value is the count's already.
         rows = np.flatnonzero(extrapolated)
-        guarded = np.minimum(counts[rows], np.maximum(p_values[rows], tail.p_values(fold_scores[rows]) @ weights))
+        tail_p_values = fold_weighted(tail.p_values(fold_scores[rows]), weights)
+        guarded = np.minimum(counts[rows], np.maximum(p_values[rows], tail_p_values))
         p_values = p_values.copy()
         p_values[rows] = guarded
     return p_values, p_values < counts

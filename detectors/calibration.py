@@ -341,16 +341,26 @@ def cross_conformal(calibration_scores, calibration_folds, fold_scores, *, extra
     # Only a row beyond every calibration score can take the tail: the few, not all.
     beyond = np.flatnonzero(at_least == 0)
     weights = np.bincount(folds, minlength=n_folds) / calibration.size
-    tail_p_values = tail.p_values(fold_scores[beyond]) @ weights
+    tail_p_values = fold_weighted(tail.p_values(fold_scores[beyond]), weights)
     if confidence is not None:
         # Far out the predictive tail's power law is the heavier: never below it.
         bound = tail.upper_bound(calibration.size, confidence)
-        tail_p_values = np.maximum(tail_p_values, bound.p_values(fold_scores[beyond]) @ weights)
+        tail_p_values = np.maximum(tail_p_values, fold_weighted(bound.p_values(fold_scores[beyond]), weights))
     lowered = tail_p_values < counted[beyond]
     extrapolated[beyond[lowered]] = True
     p_values = counted.copy()
     p_values[beyond[lowered]] = tail_p_values[lowered]
     return CrossConformal(counted, p_values, extrapolated)
+
+
+def fold_weighted(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Each row's ``values`` (shape (n_rows, K)) summed with the folds' ``weights``, shape (n_rows,).
+
+    A row-wise sum, not a matrix product: BLAS adds a row's products in an
+    order that depends on how many rows it is given, and a row's p-value
+    must not change in its last bit with the chunk it was judged in.
+    """
+    return (values * weights).sum(axis=1)
 
 
 def _held_out_at_least(calibration: np.ndarray, folds: np.ndarray, fold_scores: np.ndarray) -> np.ndarray:
