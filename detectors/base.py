@@ -43,6 +43,7 @@ from sklearn.utils.validation import check_is_fitted
 from poisonguard.detectors._unique import text_values
 from poisonguard.detectors.calibration import p_value_texts
 from poisonguard.detectors.errors import DetectorError
+from poisonguard.detectors.judges import ConcatenatingJudge
 from poisonguard.detectors.validation import feature_matrix, label_array, row_id_array
 
 FINDING_COLUMNS = ["row_id", "check", "score", "p_value", "flagged", "reason"]
@@ -279,6 +280,33 @@ class Detector(BaseEstimator):
         row, in input order.
         """
         raise NotImplementedError
+
+    def batch_judge(self):
+        """Judge a fitted detector's batch a chunk at a time (``detectors.judges``).
+
+        Add each chunk in batch order with ``judge.add(X, y, row_ids)``,
+        then ``judge.findings()`` is what ``findings`` gives the whole batch,
+        row for row. A detector that judges each row alone
+        (``tags.uses_batch`` False) judges chunk by chunk; one that uses the
+        batch overrides this where it can keep the promise.
+
+        Returns
+        -------
+        detectors.judges.BatchJudge
+
+        Raises
+        ------
+        DetectorError
+            When the detector compares the batch's rows with each other, so
+            only the whole batch gives its findings.
+        """
+        check_is_fitted(self)
+        if self.tags.uses_batch:
+            raise DetectorError(
+                f"{self.name} compares the batch's rows with each other: "
+                "give findings() the whole batch, not a chunk at a time"
+            )
+        return ConcatenatingJudge(self)
 
     def self_findings_params(self) -> dict:
         """The parameters ``self_findings`` runs with: ``get_params()``, where a

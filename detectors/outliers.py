@@ -47,6 +47,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 from pyod.models.iforest import IForest
+from sklearn.utils.validation import check_is_fitted
 from scipy.stats import rankdata
 
 from poisonguard.detectors._copies import value_groups
@@ -57,7 +58,7 @@ from poisonguard.detectors._crossfit import (
     cross_fit,
     fold_scores,
     fold_splits,
-    guarded_p_values,
+    batch_guarded,
     robust_cut,
     tail_extrapolated_p_values,
 )
@@ -66,8 +67,9 @@ from poisonguard.detectors._sampling import population_mask, reference_sample
 from poisonguard.detectors._threads import map_in_threads
 from poisonguard.detectors._unique import unique_values
 from poisonguard.detectors.base import NOT_EXPLAINED, Detector, DetectorTags
-from poisonguard.detectors.calibration import peaks_over_threshold
+from poisonguard.detectors.calibration import CrossConformal, cross_conformal, peaks_over_threshold
 from poisonguard.detectors.features import RARITY_SUFFIX
+from poisonguard.detectors.judges import ScoredRowsJudge, described_rows
 from poisonguard.detectors.registry import register
 
 # A feature is named in a reason when at most this share of reference rows is
@@ -305,10 +307,49 @@ class _CrossFittedOutlierDetector(Detector):
         -------
         pandas.DataFrame with ``FINDING_COLUMNS``, one row per input row.
         """
+        judge = self.batch_judge()
+        judge.add(X, y, row_ids)
+        return judge.findings()
+
+    def batch_judge(self) -> ScoredRowsJudge:
+        """Judge a batch a chunk at a time, with the findings ``findings`` gives the whole batch.
+
+        Rows are scored alone; the batch enters their findings only through
+        the tail that guards extrapolated p-values (``guarded_p_values``),
+        read from every row's fold scores. So the judge keeps, per row, its
+        score, fold scores and p-values before the guard (``K + 4`` numbers
+        and its id), and of the rows themselves only those described before
+        the guard: it only raises p-values, so the rows described after it
+        are among them. See ``detectors.judges``.
+
+        Returns
+        -------
+        detectors.judges.ScoredRowsJudge
+        """
+        check_is_fitted(self)
+        return ScoredRowsJudge(self)
+
+    def _score_chunk(self, X, y, row_ids, *, first_row: int) -> dict:
+        """One chunk's arrays for ``ScoredRowsJudge`` (see ``batch_judge``)."""
         matrix, _, ids = self._validate_fitted(X, y, row_ids)
         scores, per_fold = self._scores_and_fold_scores(matrix)
-        p_values, extrapolated = self._p_values(per_fold)
-        return self._findings(matrix, scores, p_values, extrapolated, ids)
+        counted = self._counted_p_values(per_fold)
+        kept = np.flatnonzero(self._described(counted.p_values))
+        return {
+            "row_ids": ids, "scores": scores, "per_fold": per_fold, "counted": counted.counted,
+            "p_values": counted.p_values, "extrapolated": counted.extrapolated,
+            "kept_positions": first_row + kept, "kept_rows": matrix[kept],
+        }
+
+    def _judge_scored(self, scored: dict) -> pd.DataFrame:
+        """The findings of a batch from its chunks' arrays joined (``ScoredRowsJudge``)."""
+        counted = CrossConformal(scored["counted"], scored["p_values"], scored["extrapolated"])
+        p_values, extrapolated = self._guarded(counted, scored["per_fold"])
+
+        def rows_at(positions: np.ndarray) -> np.ndarray:
+            return described_rows(scored["kept_positions"], scored["kept_rows"], positions, self.name)
+
+        return self._findings(rows_at, scored["scores"], p_values, extrapolated, scored["row_ids"])
 
     def self_findings(self, X, y=None, row_ids=None) -> pd.DataFrame:
         """Judge a batch against itself when there is no trusted reference.
@@ -389,7 +430,7 @@ class _CrossFittedOutlierDetector(Detector):
             p_values = np.where(extrapolated, np.maximum(p_values, guard.p_values(guarded)), p_values)
         floor = copies_floor(matrix)
         extrapolated &= p_values >= floor
-        return self._findings(matrix, scores, np.maximum(p_values, floor), extrapolated, ids)
+        return self._findings(matrix.__getitem__, scores, np.maximum(p_values, floor), extrapolated, ids)
 
     def _prepare(self, matrix: np.ndarray) -> None:
         """Set what every model of this fit shares, from the rows it fits on (before cross-fitting)."""
@@ -429,15 +470,31 @@ class _CrossFittedOutlierDetector(Detector):
         return self._model_scores(self.model_, matrix), fold_scores(self.fold_models_, self._model_scores, matrix)
 
     def _p_values(self, per_fold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Cross-conformal p-values of rows from their fold-model scores, and which were extrapolated."""
+        """Cross-conformal p-values of rows from their fold-model scores, and which were extrapolated.
+
+        Guarded by these rows' own tail (``_guarded``): ``per_fold`` is the batch's.
+        """
+        return self._guarded(self._counted_p_values(per_fold), per_fold)
+
+    def _counted_p_values(self, per_fold: np.ndarray) -> CrossConformal:
+        """The p-values of rows before the batch's guard, each from the row's own fold scores alone."""
         if self.self_referential_:
-            return tail_extrapolated_p_values(
+            p_values, extrapolated = tail_extrapolated_p_values(
                 self.calibration_scores_, per_fold, calibration_folds=self.calibration_folds_,
                 return_extrapolated=True,
             )
-        return guarded_p_values(self.calibration_scores_, self.calibration_folds_, per_fold, confidence=self.confidence)
+            # Nothing guards them (``_guarded``): the counts are not read.
+            return CrossConformal(p_values, p_values, extrapolated)
+        return cross_conformal(self.calibration_scores_, self.calibration_folds_, per_fold, confidence=self.confidence)
 
-    def _findings(self, matrix, scores, p_values, extrapolated, row_ids) -> pd.DataFrame:
+    def _guarded(self, counted: CrossConformal, per_fold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``counted`` raised to the tail of the batch's ``per_fold`` scores, with a trusted reference."""
+        if self.self_referential_:
+            return counted.p_values, counted.extrapolated
+        return batch_guarded(counted, self.calibration_folds_, per_fold)
+
+    def _findings(self, rows_at, scores, p_values, extrapolated, row_ids) -> pd.DataFrame:
+        """The findings table; ``rows_at(positions)`` gives the feature rows of the rows to describe."""
         bulk = "the bulk of this batch" if self.self_referential_ else "the trusted distribution"
         explained = self._explained(p_values)
         p_texts = self._p_value_texts(p_values, extrapolated, explained)
@@ -445,7 +502,7 @@ class _CrossFittedOutlierDetector(Detector):
         for row in np.flatnonzero(explained):
             reasons[row] = f"within {bulk} ({p_texts[row]})"
         described = np.flatnonzero(self._described(p_values))
-        reasons[described] = self._flagged_reasons(matrix[described], p_texts[described])
+        reasons[described] = self._flagged_reasons(rows_at(described), p_texts[described])
         return self._judged(scores, p_values, reasons, row_ids)
 
     def _population(self) -> str:

@@ -32,7 +32,7 @@ def walkthrough_blocks(text: str) -> list[tuple[str, str]]:
 
 def test_the_readme_marks_its_walkthrough():
     blocks = walkthrough_blocks((REPO / "README.md").read_text())
-    assert [language for language, _ in blocks] == ["sh", "sh", "python"]
+    assert [language for language, _ in blocks] == ["sh", "sh", "python", "python"]
 
 
 def test_the_walkthrough_runs_as_written(tmp_path):

@@ -20,6 +20,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.exceptions import NotFittedError
 from sklearn.utils import get_tags
 
 from poisonguard.detectors.base import FINDING_COLUMNS, NOT_EXPLAINED, Detector, DetectorError, DetectorTags
@@ -259,6 +260,35 @@ def test_uses_batch_tag_agrees_with_behaviour(name):
     )
     same = np.array_equal(whole["p_value"], halves["p_value"]) and whole["reason"].equals(halves["reason"])
     assert same is not DETECTORS[name].tags.uses_batch
+
+
+# The detectors whose batch ``batch_judge`` takes a chunk at a time; the others
+# compare the batch's rows with each other (see detectors.judges).
+JUDGED_IN_CHUNKS = {"label.trusted_model", "outlier.cellwise", "outlier.ecod", "outlier.iforest"}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", NAMES)
+def test_batch_judge_gives_the_whole_batch_findings(name, mode):
+    # Chunks of 7, 30 and 43 rows (the first too few for the batch's guard
+    # alone): the whole batch's findings, frame for frame, or a refusal.
+    detector = make(name)
+    if mode == "findings":
+        detector.fit(TRUSTED, TRUSTED_LABELS)
+    else:
+        detector.self_findings(TRUSTED, TRUSTED_LABELS)  # fitted on the trusted rows as its own batch
+        if not detector.__sklearn_is_fitted__():  # the classifier label detectors keep no fit from it
+            with pytest.raises(NotFittedError):
+                detector.batch_judge()
+            return
+    if name not in JUDGED_IN_CHUNKS:
+        with pytest.raises(DetectorError, match="compares the batch's rows with each other"):
+            detector.batch_judge()
+        return
+    judge = detector.batch_judge()
+    for part in np.split(np.arange(80), [7, 37]):
+        judge.add(BATCH.iloc[part], BATCH_LABELS[part], ROW_IDS[part])
+    pd.testing.assert_frame_equal(judge.findings(), detector.findings(BATCH, BATCH_LABELS, ROW_IDS), check_exact=True)
 
 
 @pytest.mark.parametrize("name", [name for name in NAMES if DETECTORS[name].tags.needs_labels])
