@@ -47,8 +47,8 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 from pyod.models.iforest import IForest
-from sklearn.utils.validation import check_is_fitted
 from scipy.stats import rankdata
+from sklearn.utils.validation import check_is_fitted
 
 from poisonguard.detectors._copies import value_groups
 from poisonguard.detectors._crossfit import (
@@ -317,10 +317,10 @@ class _CrossFittedOutlierDetector(Detector):
         Rows are scored alone; the batch enters their findings only through
         the tail that guards extrapolated p-values (``guarded_p_values``),
         read from every row's fold scores. So the judge keeps, per row, its
-        score, fold scores and p-values before the guard (``K + 4`` numbers
-        and its id), and of the rows themselves only those described before
-        the guard: it only raises p-values, so the rows described after it
-        are among them. See ``detectors.judges``.
+        id, score, fold scores and p-values before the guard (``K + 3``
+        floats and a flag), and of the rows themselves only those described
+        before the guard: it only raises p-values, so the rows described
+        after it are among them. See ``detectors.judges``.
 
         Returns
         -------
