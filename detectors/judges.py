@@ -97,8 +97,9 @@ class ScoredRowsJudge(BatchJudge):
     scores, what the batch's statistics are read from, p-values before
     them) or one a kept row (``kept_rows``, positions in the batch, with
     whatever the detector keeps of those rows); ``_judge_scored(parts)``
-    gets those arrays joined over the chunks, row positions in batch order,
-    and returns the findings. ``findings`` on the whole batch is the same
+    gets those arrays joined over the chunks, row positions in batch order
+    (its own to take apart, so that what it no longer needs is freed), and
+    returns the findings. ``findings`` on the whole batch is the same
     two steps on one chunk, so the two cannot drift apart.
     """
 

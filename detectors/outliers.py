@@ -342,9 +342,11 @@ class _CrossFittedOutlierDetector(Detector):
         }
 
     def _judge_scored(self, scored: dict) -> pd.DataFrame:
-        """The findings of a batch from its chunks' arrays joined (``ScoredRowsJudge``)."""
-        counted = CrossConformal(scored["counted"], scored["p_values"], scored["extrapolated"])
-        p_values, extrapolated = self._guarded(counted, scored["per_fold"])
+        """The findings of a batch from its chunks' arrays joined (``ScoredRowsJudge``; it gives them up)."""
+        # Taken out of ``scored``, so that they are freed before the reasons are written.
+        counted = CrossConformal(scored.pop("counted"), scored.pop("p_values"), scored.pop("extrapolated"))
+        p_values, extrapolated = self._guarded(counted, scored.pop("per_fold"))
+        del counted
 
         def rows_at(positions: np.ndarray) -> np.ndarray:
             return described_rows(scored["kept_positions"], scored["kept_rows"], positions, self.name)
