@@ -8,8 +8,9 @@ a time (``detectors.judges``) is fitted on the reference and judges the
 batch twice, each in a process of its own:
 
 * ``whole``: the batch's feature columns read whole, one ``findings`` call;
-* ``chunks``: the Parquet file read a row group at a time
-  (``pyarrow.parquet.ParquetFile.iter_batches``), each added to the judge.
+* ``chunks``: the Parquet file read a record batch at a time
+  (``pyarrow.parquet.ParquetFile.iter_batches``, its default 65,536 rows,
+  within row groups of ``--chunk-rows``), each added to the judge.
 
 Each prints wall seconds (reading included), the process's peak resident
 memory, the rows flagged, and whether the two findings tables are the same
@@ -107,7 +108,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="poisonguard-chunks-") as folder:
             folder = Path(folder)
             make_numeric(folder, size)
-            # Row groups of --chunk-rows rows: the chunks the judge is given.
+            # Row groups of --chunk-rows rows, which the record batches read stay within.
             import pyarrow.parquet as pq
 
             table = pq.read_table(folder / "batch.parquet")
