@@ -37,11 +37,17 @@ class BatchJudge:
     once. Without ``row_ids``, a DataFrame's rows are named by its index
     and an array's by their position in the batch (not in the chunk), as
     ``findings`` names the whole batch's.
+
+    ``add`` is two steps, which may run in different processes: :meth:`score`
+    computes what the judge keeps of a chunk and changes nothing (a copy of
+    the judge on a Dask worker gives the same), and :meth:`add_scored`
+    keeps it. Scored parts must be added in batch order.
     """
 
     def __init__(self, detector):
         self.detector = detector
         self.n_rows = 0
+        self._parts: list = []
         self._done = False
 
     def add(self, X, y=None, row_ids=None) -> None:
@@ -53,40 +59,69 @@ class BatchJudge:
         y : array-like, shape (n_chunk_rows,), optional
         row_ids : array-like of str, shape (n_chunk_rows,), optional
         """
-        if self._done:
-            raise DetectorError(f"{self.detector.name}: the batch was judged already; start a new batch_judge()")
-        n_chunk = len(X)
+        self._refuse_when_done()
+        self.add_scored(self.score(X, y, row_ids, first_row=self.n_rows))
+
+    def score(self, X, y=None, row_ids=None, *, first_row: int):
+        """What the judge keeps of the chunk whose first row is batch row ``first_row``; the judge is unchanged.
+
+        Parameters
+        ----------
+        X, y, row_ids
+            As for :meth:`add`.
+        first_row : int
+            The chunk's place in the batch: the rows added (or to be added) before it.
+
+        Returns
+        -------
+        object
+            The part to give :meth:`add_scored`.
+        """
         if row_ids is None and not isinstance(X, pd.DataFrame):
-            row_ids = np.arange(self.n_rows, self.n_rows + n_chunk)
-        self._add(X, y, row_ids)
-        self.n_rows += n_chunk
+            row_ids = np.arange(first_row, first_row + len(X))
+        return self._score(X, y, row_ids, first_row)
+
+    def add_scored(self, part) -> None:
+        """Keep a chunk's part from :meth:`score` (scored at ``first_row`` = the rows added so far)."""
+        self._refuse_when_done()
+        self._parts.append(part)
+        self.n_rows += self._rows_in(part)
 
     def findings(self) -> pd.DataFrame:
         """The batch's findings: ``FINDING_COLUMNS``, one row per added row, in the order added."""
         self._done = True
-        return self._findings()
+        if not self._parts:
+            return no_findings(self.detector)
+        parts, self._parts = self._parts, []  # once joined, the chunks' own arrays can go
+        return self._findings(parts)
 
-    def _add(self, X, y, row_ids) -> None:  # pragma: no cover - abstract
+    def _refuse_when_done(self) -> None:
+        if self._done:
+            raise DetectorError(f"{self.detector.name}: the batch was judged already; start a new batch_judge()")
+
+    def _score(self, X, y, row_ids, first_row: int):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _findings(self) -> pd.DataFrame:  # pragma: no cover - abstract
+    @staticmethod
+    def _rows_in(part) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _findings(self, parts: list) -> pd.DataFrame:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
 class ConcatenatingJudge(BatchJudge):
     """For a detector that judges each row alone: each chunk's findings, one after another."""
 
-    def __init__(self, detector):
-        super().__init__(detector)
-        self._parts: list[pd.DataFrame] = []
+    def _score(self, X, y, row_ids, first_row: int) -> pd.DataFrame:
+        return self.detector.findings(X, y, row_ids)
 
-    def _add(self, X, y, row_ids) -> None:
-        self._parts.append(self.detector.findings(X, y, row_ids))
+    @staticmethod
+    def _rows_in(part: pd.DataFrame) -> int:
+        return len(part)
 
-    def _findings(self) -> pd.DataFrame:
-        if not self._parts:
-            return no_findings(self.detector)
-        return self._parts[0] if len(self._parts) == 1 else pd.concat(self._parts, ignore_index=True)
+    def _findings(self, parts: list) -> pd.DataFrame:
+        return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
 
 class ScoredRowsJudge(BatchJudge):
@@ -103,18 +138,16 @@ class ScoredRowsJudge(BatchJudge):
     two steps on one chunk, so the two cannot drift apart.
     """
 
-    def __init__(self, detector):
-        super().__init__(detector)
-        self._parts: list[dict] = []
+    def _score(self, X, y, row_ids, first_row: int) -> dict:
+        return self.detector._score_chunk(X, y, row_ids, first_row=first_row)
 
-    def _add(self, X, y, row_ids) -> None:
-        self._parts.append(self.detector._score_chunk(X, y, row_ids, first_row=self.n_rows))
+    @staticmethod
+    def _rows_in(part: dict) -> int:
+        return len(part["row_ids"])
 
-    def _findings(self) -> pd.DataFrame:
-        if not self._parts:
-            return no_findings(self.detector)
-        joined = joined_arrays(self._parts)
-        self._parts = []  # what is joined is all the detector needs; the chunks' arrays can go
+    def _findings(self, parts: list) -> pd.DataFrame:
+        joined = joined_arrays(parts)
+        del parts[:]  # what is joined is all the detector needs
         return self.detector._judge_scored(joined)
 
 

@@ -212,8 +212,49 @@ def _shared_params(detection, name: str) -> dict:
     return shared
 
 
-def run_detector(name: str, features: FeatureMatrices, settings: RunSettings) -> CheckOutcome:
-    """Fit one registered detector on trusted rows (or the batch) and score the batch."""
+@dataclass(frozen=True)
+class DetectorPlan:
+    """One detector set up for a batch, before it is fitted: what ``run_detector`` fits and judges.
+
+    Attributes
+    ----------
+    name : str
+    detector : Detector
+        Unfitted, with the run's parameters and reason level.
+    rows : numpy.ndarray of bool, shape (n_batch,) or None
+        The batch rows it judges (None: every row).
+    trusted_features : pandas.DataFrame or None
+        What it is fitted on (None: it judges the batch against itself);
+        ``trusted_labels`` their labels. Labels with a single trusted row are left out.
+    details : dict
+        The outcome's details so far.
+    started : float
+        ``time.perf_counter()`` when it was planned.
+    """
+
+    name: str
+    detector: object
+    rows: Optional[np.ndarray]
+    trusted_features: Optional[pd.DataFrame]
+    trusted_labels: Optional[np.ndarray]
+    details: dict
+    started: float
+
+    def batch_rows(self, features: "FeatureMatrices") -> tuple:
+        """The features, labels and ids of the rows it judges."""
+        if self.rows is None:
+            # Not a masked copy of every row (160 MB of features at a million rows).
+            return features.batch_features, features.batch_labels, features.batch_row_ids
+        return features.batch_features[self.rows], features.batch_labels[self.rows], features.batch_row_ids[self.rows]
+
+
+def plan_detector(name: str, features: FeatureMatrices, settings: RunSettings):
+    """Set up one registered detector for the batch; a skipped outcome where it has nothing to judge.
+
+    Returns
+    -------
+    DetectorPlan or CheckOutcome
+    """
     started = time.perf_counter()
     detection = settings.config.detection
     params = {"alpha": detection.detector_alpha, **_shared_params(detection, name), **detection.params.get(name, {})}
@@ -247,35 +288,49 @@ def run_detector(name: str, features: FeatureMatrices, settings: RunSettings) ->
             trusted_features, trusted_labels = trusted_features[keep], trusted_labels[keep]
             rows &= ~np.isin(features.batch_labels, rare)
             details["rare_labels"] = rare
-    if rows.all():
-        # Not a masked copy of every row (160 MB of features at a million rows).
-        X, y, ids = features.batch_features, features.batch_labels, features.batch_row_ids
-    else:
-        X, y, ids = features.batch_features[rows], features.batch_labels[rows], features.batch_row_ids[rows]
+    return DetectorPlan(name=name, detector=detector, rows=None if rows.all() else rows,
+                        trusted_features=trusted_features, trusted_labels=trusted_labels, details=details,
+                        started=started)
+
+
+def run_detector(name: str, features: FeatureMatrices, settings: RunSettings) -> CheckOutcome:
+    """Fit one registered detector on trusted rows (or the batch) and score the batch."""
+    plan = plan_detector(name, features, settings)
+    if isinstance(plan, CheckOutcome):
+        return plan
+    X, y, ids = plan.batch_rows(features)
+    detector = plan.detector
     try:
         with library_warnings() as caught:
-            if trusted_features is not None:
-                detector.fit(trusted_features, trusted_labels)
+            if plan.trusted_features is not None:
+                detector.fit(plan.trusted_features, plan.trusted_labels)
                 findings = detector.findings(X, y, ids)
-                details["mode"] = "calibrated on the trusted reference"
             else:
                 findings = detector.self_findings(X, y, ids)
-                details["mode"] = "calibrated on the batch itself (no trusted reference)"
-        if caught:
-            details["warnings"] = caught
     except NotEnoughData as error:
         # Too few rows (or labels) to judge anything is a fact about this
         # batch, not a failure: the check is skipped, and the report says so.
-        return _skipped(name, details, str(error), started)
-    outcome = CheckOutcome(
-        name=name,
-        kind="detector",
-        findings=findings,
-        rows_checked=int(rows.sum()),
-        details=details,
-    )
-    outcome = keep_quarantinable(outcome, ids, detection.max_false_positive_rate)
-    return replace(outcome, seconds=time.perf_counter() - started)
+        return skipped_plan(plan, str(error))
+    return planned_outcome(plan, findings, ids, caught, settings)
+
+
+def skipped_plan(plan: DetectorPlan, reason: str) -> CheckOutcome:
+    """The outcome of a planned detector that found too little to judge (``NotEnoughData``)."""
+    return _skipped(plan.name, dict(plan.details), reason, plan.started)
+
+
+def planned_outcome(plan: DetectorPlan, findings: pd.DataFrame, row_ids: np.ndarray, caught: list[str],
+                    settings: RunSettings) -> CheckOutcome:
+    """The outcome of a planned detector from its findings on ``row_ids`` and the libraries' warnings ``caught``."""
+    details = dict(plan.details)
+    details["mode"] = ("calibrated on the trusted reference" if plan.trusted_features is not None
+                       else "calibrated on the batch itself (no trusted reference)")
+    if caught:
+        details["warnings"] = list(caught)
+    outcome = CheckOutcome(name=plan.name, kind="detector", findings=findings, rows_checked=len(row_ids),
+                           details=details)
+    outcome = keep_quarantinable(outcome, row_ids, settings.config.detection.max_false_positive_rate)
+    return replace(outcome, seconds=time.perf_counter() - plan.started)
 
 
 def keep_quarantinable(outcome: CheckOutcome, row_ids: np.ndarray, rate: float) -> CheckOutcome:

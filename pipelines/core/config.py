@@ -128,6 +128,11 @@ class DetectionConfig(_Strict):
     detectors: list[str] = Field(default_factory=lambda: list(DEFAULT_DETECTORS))
     params: dict[str, dict] = Field(default_factory=dict, description="Per-detector parameters.")
     random_state: int = 0
+    chunk_rows: int = Field(
+        100_000, ge=1,
+        description=("On a Dask cluster (run --dask), the batch rows a detector that judges in chunks scores "
+                     "as one task."),
+    )
 
     @property
     def detector_confidence(self) -> Optional[float]:

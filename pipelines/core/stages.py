@@ -26,12 +26,14 @@ from poisonguard.pipelines.core.checks import (
 )
 from poisonguard.pipelines.core.decision import Decision, apply_decision_rule, decide
 from poisonguard.pipelines.core.inputs import RunInputs
+from poisonguard.pipelines.core.parallel_detectors import run_detectors_at_once
 
 # ``run_stage(name, function, *args, **options) -> function(*args)``
 StageRunner = Callable[..., Any]
 # ``run_stages([(name, function, args), ...]) -> [function(*args), ...]``, in
-# that order: stages that need nothing of each other (the detectors), which a
-# runner may run at once (the Prefect flow on a Dask cluster does).
+# that order: stages that need nothing of each other (the detectors, fitted,
+# then scored a chunk at a time: ``core.parallel_detectors``), which a runner
+# may run at once (the Prefect flow on a Dask cluster does).
 ParallelStageRunner = Callable[[list], list]
 
 
@@ -159,8 +161,9 @@ def judge_batch(
     column missing, drift) rejects the batch without running a detector.
     Then the configured detectors, the decision, and the model-impact check,
     which can still reject the batch the decision would keep. The
-    detectors go to ``run_stages`` when given (all at once), else to
-    ``run_stage`` one after another.
+    detectors go to ``run_stages`` when given (fitted all at once, then
+    the batch's chunks scored all at once: ``run_detectors_at_once``), else
+    to ``run_stage`` one after another.
     """
     outcomes = [run_stage("check-expectations", check_expectations, inputs)]
     batch = run_stage("check-batch", check_batch, inputs)
@@ -175,11 +178,10 @@ def judge_batch(
     configured = list(settings.config.detection.detectors)
     # Run in memory order, report in the configured one (the outcomes are put back).
     order = detector_run_order(configured)
-    detectors = [(f"detect-{name}", run_detector, (name, features, settings)) for name in order]
     if run_stages is None:
-        found = [run_stage(stage, function, *args) for stage, function, args in detectors]
+        found = [run_stage(f"detect-{name}", run_detector, name, features, settings) for name in order]
     else:
-        found = run_stages(detectors)
+        found = run_detectors_at_once(order, features, settings, run_stages)
     by_name = dict(zip(order, found))
     outcomes += [by_name[name] for name in configured]
     # One decision over every check's findings, within the configured rate.

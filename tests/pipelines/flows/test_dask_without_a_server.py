@@ -26,13 +26,13 @@ pytestmark = pytest.mark.slow(seconds=60)
 
 
 def detector_task_runs(api_url: str) -> list[str]:
-    """The detector names of the task runs the Prefect server at ``api_url`` holds."""
+    """The names of the detector fits the Prefect server at ``api_url`` holds (one task run a detector)."""
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
         names = [run.name for run in client.read_task_runs()]
-    return sorted(name.rsplit("-", 1)[0] for name in names if name.startswith("detect-"))
+    return sorted(name.rsplit("-", 1)[0] for name in names if name.startswith("fit-"))
 
 
 def recorded_eventually(api_url: str, expected: list[str], seconds: float = 60) -> list[str]:
@@ -73,7 +73,7 @@ def two_runs_on_one_cluster(tmp_path):
             # The run's temporary server, which the workers were told of. Its
             # database (in PREFECT_HOME) outlives it: each run adds its own.
             server = SubprocessASGIServer()
-            expected = sorted(f"detect-{name}" for name in DEFAULT_DETECTORS for _ in range(number))
+            expected = sorted(f"fit-{name}" for name in DEFAULT_DETECTORS for _ in range(number))
             assert recorded_eventually(server.api_url, expected) == expected
             # Gone, as when the command's process ends (its own events sent
             # first): the next run starts another on another port, and the

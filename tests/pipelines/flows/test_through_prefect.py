@@ -4,6 +4,7 @@
 artifacts, and a pause for review that a person's answer resumes.
 """
 import logging
+from collections import Counter
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from poisonguard.pipelines.cli.app import app
 from poisonguard.pipelines.core.config import DEFAULT_DETECTORS
 from poisonguard.pipelines.store import QuarantineStore
 from tests.cli_helpers import invoke
+from tests.detectors.test_contract import JUDGED_IN_CHUNKS
 from tests.tiny_data import POISONED, write_tiny_dataset
 from tests.watch_helpers import assert_consistent, drop, watch_setup
 
@@ -76,7 +78,10 @@ def test_run_verify_tamper_through_prefect(prefect_harness, tmp_path):
 @pytest.mark.slow
 def test_the_detectors_on_a_dask_cluster_give_the_local_run(prefect_harness, tmp_path):
     data = write_tiny_dataset(tmp_path / "data")
-    common = [str(data["batch"]), "--label", "label", "--id", "id", "--reference", str(data["reference"])]
+    # Chunks of 10 of the 45 rows: the detectors that judge in chunks score five chunks each, as tasks.
+    with data["config"].open("a", encoding="utf-8") as config:
+        config.write("chunk_rows = 10\n")
+    common = [str(data["batch"]), "--config", str(data["config"])]
     runner = CliRunner()
     local = runner.invoke(app, ["run", *common, "--out", str(tmp_path / "local"), "--no-prefect"])
     assert local.exit_code == 0, local.output
@@ -88,10 +93,15 @@ def test_the_detectors_on_a_dask_cluster_give_the_local_run(prefect_harness, tmp
         cluster_workers = set(client.scheduler_info()["workers"])
         with get_task_stream(client) as stream:
             on_dask = runner.invoke(app, ["run", *common, "--out", str(tmp_path / "dask"), "--dask", cluster.scheduler_address])
-        workers = {task["worker"] for task in stream.data}
+        tasks = [(task["key"], task["worker"]) for task in stream.data]
     assert on_dask.exit_code == 0, on_dask.output
-    # Every detector ran as a task on the cluster's workers.
-    assert len(stream.data) == len(DEFAULT_DETECTORS) and workers <= cluster_workers
+    # Every detector was fitted on the cluster's workers, then scored there: in
+    # chunks where it can be (``test_parallel_detectors`` checks which task is whose).
+    assert {worker for _, worker in tasks} <= cluster_workers
+    functions = Counter(str(key).rsplit("-", 1)[0] for key, _ in tasks)
+    chunked = len(JUDGED_IN_CHUNKS & set(DEFAULT_DETECTORS))
+    assert functions == {"fit_detector": len(DEFAULT_DETECTORS), "score_chunk": 5 * chunked,
+                         "judge_whole": len(DEFAULT_DETECTORS) - chunked}
 
     for name in ("clean.parquet", "quarantine.parquet"):
         pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "local" / name), pd.read_parquet(tmp_path / "dask" / name))

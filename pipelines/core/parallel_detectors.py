@@ -1,0 +1,158 @@
+"""The detectors of a run as tasks a cluster runs at once, the chunks of a large batch among them.
+
+``judge_batch`` gives its detectors to a parallel stage runner when it has
+one (the Prefect flow on a Dask cluster, ``run --dask``). One task a
+detector would leave a cluster's other workers idle while the slowest
+detector scored the whole batch, so with a trusted reference a run goes in
+three steps:
+
+1. every detector is fitted on the reference, all at once (the reference's
+   rows, not the batch's);
+2. a detector that judges in chunks (``Detector.batch_judge``:
+   ``label.trusted_model``, ``outlier.ecod``, ``outlier.iforest``,
+   ``outlier.cellwise``) scores each chunk of ``detection.chunk_rows`` batch
+   rows as a task of its own; the others judge the whole batch in one task;
+   all of these at once;
+3. this process adds each detector's chunks to its judge, in batch order,
+   and reads the findings, which are those of the whole batch
+   (``detectors.judges``): the outcome is the local run's.
+
+Without a reference a detector fits on the batch it judges, so each is one
+task (``run_detector``). Nothing here imports Prefect: a task is a
+``(name, function, args)`` the runner is given.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from poisonguard.detectors.errors import DetectorError, NotEnoughData
+from poisonguard.pipelines.core.checks import (
+    CheckOutcome,
+    DetectorPlan,
+    FeatureMatrices,
+    library_warnings,
+    plan_detector,
+    planned_outcome,
+    run_detector,
+    skipped_plan,
+)
+from poisonguard.pipelines.core.settings import RunSettings
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What a task gave back: its value and the libraries' warnings, or why the detector had too little to judge."""
+
+    value: Any = None
+    warnings: tuple[str, ...] = ()
+    not_enough: Optional[str] = None
+
+
+def attempt(function: Callable, *args, **kwargs) -> Attempt:
+    """``function(*args, **kwargs)`` with its warnings caught, and ``NotEnoughData`` as a reason rather than a failure."""
+    try:
+        with library_warnings() as caught:
+            value = function(*args, **kwargs)
+    except NotEnoughData as error:
+        return Attempt(not_enough=str(error))
+    return Attempt(value, tuple(caught))
+
+
+# The tasks, each a function of its own name (a Dask cluster's dashboard names a task by its function).
+def fit_detector(detector, trusted_features, trusted_labels) -> Attempt:
+    """The detector fitted on the trusted rows (a copy of it, on a worker)."""
+    return attempt(detector.fit, trusted_features, trusted_labels)
+
+
+def score_chunk(judge, X, y, row_ids, first_row: int) -> Attempt:
+    """What ``judge`` keeps of the chunk whose first row is batch row ``first_row`` (``BatchJudge.score``)."""
+    return attempt(judge.score, X, y, row_ids, first_row=first_row)
+
+
+def judge_whole(detector, X, y, row_ids) -> Attempt:
+    """A fitted detector's findings on the whole batch."""
+    return attempt(detector.findings, X, y, row_ids)
+
+
+def run_detectors_at_once(names: list[str], features: FeatureMatrices, settings: RunSettings,
+                          run_stages: Callable[[list], list]) -> list[CheckOutcome]:
+    """The outcomes of the detectors ``names``, in that order, from tasks ``run_stages`` runs at once.
+
+    Each outcome equals ``run_detector``'s (its ``seconds`` aside).
+    """
+    plans = {name: plan_detector(name, features, settings) for name in names}
+    planned = [name for name in names if isinstance(plans[name], DetectorPlan)]
+    with_reference = [name for name in planned if plans[name].trusted_features is not None]
+    without = [name for name in planned if plans[name].trusted_features is None]
+    fits = dict(zip(with_reference, run_stages([
+        (f"fit-{name}", fit_detector, (plans[name].detector, plans[name].trusted_features, plans[name].trusted_labels))
+        for name in with_reference
+    ])))
+
+    tasks, owners, judges = [], [], {}  # each task, and whose it is
+    for name in without:
+        tasks.append((f"detect-{name}", run_detector, (name, features, settings)))
+        owners.append(name)
+    chunk_rows = settings.config.detection.chunk_rows
+    for name in (name for name in with_reference if fits[name].not_enough is None):
+        X, y, ids = plans[name].batch_rows(features)
+        detector = fits[name].value
+        judges[name] = _chunk_judge(detector)
+        if judges[name] is None:
+            tasks.append((f"detect-{name}", judge_whole, (detector, X, y, ids)))
+            owners.append(name)
+            continue
+        starts = range(0, max(len(ids), 1), chunk_rows)  # an empty batch is one empty chunk, as findings sees it
+        for number, start in enumerate(starts, 1):
+            chunk = slice(start, start + chunk_rows)
+            tasks.append((f"score-{name} {number}/{len(starts)}", score_chunk,
+                          (judges[name], X.iloc[chunk], y[chunk], ids[chunk], start)))
+            owners.append(name)
+    by_name: dict[str, list] = {}
+    for name, result in zip(owners, run_stages(tasks)):
+        by_name.setdefault(name, []).append(result)
+
+    outcomes = []
+    for name in names:
+        plan = plans[name]
+        if not isinstance(plan, DetectorPlan):
+            outcomes.append(plan)
+        elif name in without:
+            outcomes.append(by_name[name][0])
+        elif fits[name].not_enough is not None:
+            outcomes.append(skipped_plan(plan, fits[name].not_enough))
+        else:
+            outcomes.append(_joined_outcome(plan, features, settings, fits[name], judges[name], by_name[name]))
+    return outcomes
+
+
+def _chunk_judge(detector):
+    """The fitted detector's ``batch_judge()``, or None when it judges the batch only whole."""
+    try:
+        return detector.batch_judge()
+    except DetectorError:
+        return None
+
+
+def _joined_outcome(plan: DetectorPlan, features: FeatureMatrices, settings: RunSettings, fit: Attempt,
+                    judge, parts: list[Attempt]) -> CheckOutcome:
+    """One fitted detector's outcome from its whole-batch task, or from its chunks added to its judge."""
+    caught = list(fit.warnings)
+    failed = next((part.not_enough for part in parts if part.not_enough is not None), None)
+    if failed is not None:
+        return skipped_plan(plan, failed)
+    for part in parts:
+        caught += [message for message in part.warnings if message not in caught]
+    if judge is None:
+        findings = parts[0].value
+    else:
+        for part in parts:
+            judge.add_scored(part.value)
+        joined = attempt(judge.findings)
+        if joined.not_enough is not None:
+            return skipped_plan(plan, joined.not_enough)
+        findings = joined.value
+        caught += [message for message in joined.warnings if message not in caught]
+    _, _, ids = plan.batch_rows(features)
+    return planned_outcome(plan, findings, ids, caught, settings)
