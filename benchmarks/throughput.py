@@ -21,7 +21,11 @@ peak resident memory (``os.wait4``):
 * ``ecod`` and ``iforest``: PyOD with ``contamination=0.01``, fitted on the
   batch and flagging its ``labels_``;
 * ``poisonguard-csv`` and ``poisonguard-jsonl`` (only when named in
-  ``--tools``): ``poisonguard`` on the same batch written as CSV or JSON Lines.
+  ``--tools``): ``poisonguard`` on the same batch written as CSV or JSON Lines;
+* ``poisonguard-dask`` (only when named): ``poisonguard`` with ``--dask`` on
+  a ``LocalCluster`` of two single-thread worker processes that the tool's
+  process starts; its peak RSS is the largest single process's (the
+  command's, or a worker's), not their sum.
 
 The wide mixed case is 10,000 rows x 55 columns (30 numeric, 20 categorical
 of 3 to 12 levels, one of 5,000 levels, two free-text columns, an id and a
@@ -153,7 +157,8 @@ def _write_config(folder: Path, reference: str) -> None:
 # --- one tool, in its own process -------------------------------------------------------------
 
 
-def run_poisonguard(folder: Path, workdir: Path, config: str = "poisonguard.toml", batch: str = "batch.parquet") -> list[str]:
+def run_poisonguard(folder: Path, workdir: Path, config: str = "poisonguard.toml", batch: str = "batch.parquet",
+                    options: tuple[str, ...] = ()) -> list[str]:
     out = workdir / "out"
     beside = Path(sys.executable).with_name("poisonguard")
     command = [str(beside)] if beside.exists() else [sys.executable, "-m", "poisonguard.pipelines.cli.app"]
@@ -161,12 +166,23 @@ def run_poisonguard(folder: Path, workdir: Path, config: str = "poisonguard.toml
     env.pop("PREFECT_API_URL", None)
     done = subprocess.run(
         [*command, "run", str(folder / batch), "--config", str(folder / config),
-         "--out", str(out)],
+         "--out", str(out), *options],
         env=env, capture_output=True, text=True,
     )
     if done.returncode not in (0, 1):
         raise SystemExit(f"poisonguard run failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return pd.read_parquet(out / "quarantine.parquet", columns=["row_id"])["row_id"].astype(str).tolist()
+
+
+def run_poisonguard_on_dask(folder: Path, workdir: Path) -> list[str]:
+    """``poisonguard run --dask`` on a ``LocalCluster`` of two single-thread worker processes started here."""
+    import logging
+
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=logging.ERROR) as cluster:
+        return run_poisonguard(folder, workdir, options=("--dask", cluster.scheduler_address))
 
 
 def _numeric_batch(folder: Path):
@@ -213,6 +229,7 @@ RUNNERS = {
     "ecod": run_pyod("ecod"),
     "iforest": run_pyod("iforest"),
     **{tool: partial(run_poisonguard, batch=f"batch.{fmt}") for tool, fmt in TEXT_FORMATS.items()},
+    "poisonguard-dask": run_poisonguard_on_dask,
 }
 
 

@@ -245,7 +245,11 @@ class DetectorPlan:
         if self.rows is None:
             # Not a masked copy of every row (160 MB of features at a million rows).
             return features.batch_features, features.batch_labels, features.batch_row_ids
-        return features.batch_features[self.rows], features.batch_labels[self.rows], features.batch_row_ids[self.rows]
+        return features.batch_features[self.rows], features.batch_labels[self.rows], self.row_ids(features)
+
+    def row_ids(self, features: "FeatureMatrices") -> np.ndarray:
+        """The ids of the rows it judges."""
+        return features.batch_row_ids if self.rows is None else features.batch_row_ids[self.rows]
 
 
 def plan_detector(name: str, features: FeatureMatrices, settings: RunSettings):

@@ -112,6 +112,8 @@ def run_detectors_at_once(names: list[str], features: FeatureMatrices, settings:
     by_name: dict[str, list] = {}
     for name, result in zip(owners, run_stages(tasks)):
         by_name.setdefault(name, []).append(result)
+    del tasks  # the chunks' features
+
 
     outcomes = []
     for name in names:
@@ -119,11 +121,12 @@ def run_detectors_at_once(names: list[str], features: FeatureMatrices, settings:
         if not isinstance(plan, DetectorPlan):
             outcomes.append(plan)
         elif name in without:
-            outcomes.append(by_name[name][0])
+            outcomes.append(by_name.pop(name)[0])
         elif fits[name].not_enough is not None:
             outcomes.append(skipped_plan(plan, fits[name].not_enough))
         else:
-            outcomes.append(_joined_outcome(plan, features, settings, fits[name], judges[name], by_name[name]))
+            # Each detector's parts given up as it is judged: the next one's are the only ones held.
+            outcomes.append(_joined_outcome(plan, features, settings, fits[name], judges.pop(name), by_name.pop(name)))
     return outcomes
 
 
@@ -149,10 +152,10 @@ def _joined_outcome(plan: DetectorPlan, features: FeatureMatrices, settings: Run
     else:
         for part in parts:
             judge.add_scored(part.value)
+        parts.clear()  # the judge frees the chunks' arrays once it has joined them
         joined = attempt(judge.findings)
         if joined.not_enough is not None:
             return skipped_plan(plan, joined.not_enough)
         findings = joined.value
         caught += [message for message in joined.warnings if message not in caught]
-    _, _, ids = plan.batch_rows(features)
-    return planned_outcome(plan, findings, ids, caught, settings)
+    return planned_outcome(plan, findings, plan.row_ids(features), caught, settings)
