@@ -24,8 +24,9 @@ peak resident memory (``os.wait4``):
   ``--tools``): ``poisonguard`` on the same batch written as CSV or JSON Lines;
 * ``poisonguard-dask`` (only when named): ``poisonguard`` with ``--dask`` on
   a ``LocalCluster`` of two single-thread worker processes that the tool's
-  process starts; its peak RSS is the largest single process's (the
-  command's, or a worker's), not their sum.
+  process starts; its peak RSS is the largest single process's, not their
+  sum: the command's, a worker's, or the tool's own, where the scheduler
+  holds each task's arguments until a worker has them.
 
 The wide mixed case is 10,000 rows x 55 columns (30 numeric, 20 categorical
 of 3 to 12 levels, one of 5,000 levels, two free-text columns, an id and a

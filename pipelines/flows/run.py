@@ -24,8 +24,9 @@ NEEDS_PREFECT_DASK = "--dask needs prefect-dask: pip install 'poisonguard[dask]'
 def run_flow(settings: RunSettings, parallel: bool = False) -> RunSummary:
     """Sanitise one batch: expectations, detectors, quarantine, signed output.
 
-    ``parallel``: submit the detectors at once to the flow's task runner
-    (``run_flow_on_dask``), rather than one task after another.
+    ``parallel``: submit the detectors' fits, then their chunks, at once to
+    the flow's task runner (``run_flow_on_dask``), rather than one detector
+    after another.
     """
     mark_flow_started()
     summary = execute(settings, run_stage=as_task, run_stages=as_parallel_tasks if parallel else None)
@@ -37,8 +38,9 @@ def run_flow_on_dask(settings: RunSettings, address: str) -> RunSummary:
     """``run_flow`` with its detectors on the Dask cluster whose scheduler is at ``address``.
 
     Loading, the decision and publishing stay in this process (they hold the
-    batch and the signing key); the seven detectors, which need nothing of
-    each other, run on the cluster's workers at once.
+    batch and the signing key); the detectors, which need nothing of each
+    other, are fitted and then score the batch on the cluster's workers, a
+    chunk per task where they can (``core.parallel_detectors``).
     """
     try:
         from prefect_dask import DaskTaskRunner
