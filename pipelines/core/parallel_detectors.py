@@ -1,10 +1,11 @@
 """The detectors of a run as tasks a cluster runs at once, the chunks of a large batch among them.
 
 ``judge_batch`` gives its detectors to a parallel stage runner when it has
-one (the Prefect flow on a Dask cluster, ``run --dask``). One task a
-detector would leave a cluster's other workers idle while the slowest
-detector scored the whole batch, so with a trusted reference a run goes in
-three steps:
+one (the Prefect flow on a Dask cluster, ``run --dask``). With one task a
+detector, each held a worker for the whole batch however many workers
+stood idle; a detector that scores rows alone can use as many workers as
+the batch has chunks. So with a trusted reference a run goes in three
+steps:
 
 1. every detector is fitted on the reference, all at once (the reference's
    rows, not the batch's);
