@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from poisonguard.pipelines.cli.app import app
 from poisonguard.pipelines.core.config import DEFAULT_DETECTORS
+from poisonguard.pipelines.flows import tasks as flow_tasks
 from poisonguard.pipelines.store import QuarantineStore
 from tests.cli_helpers import invoke
 from tests.detectors.test_contract import JUDGED_IN_CHUNKS
@@ -76,7 +77,12 @@ def test_run_verify_tamper_through_prefect(prefect_harness, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_detectors_on_a_dask_cluster_give_the_local_run(prefect_harness, tmp_path):
+def test_the_detectors_on_a_dask_cluster_give_the_local_run(prefect_harness, tmp_path, monkeypatch):
+    # Every array and table a task is given goes to the workers first, as a large batch's do.
+    monkeypatch.setattr(flow_tasks, "SCATTER_BYTES", 0)
+    scattered = []
+    scatter = Client.scatter
+    monkeypatch.setattr(Client, "scatter", lambda self, data, **options: scattered.append(data) or scatter(self, data, **options))
     data = write_tiny_dataset(tmp_path / "data")
     # Chunks of 10 of the 45 rows: the detectors that judge in chunks score five chunks each, as tasks.
     with data["config"].open("a", encoding="utf-8") as config:
@@ -95,6 +101,8 @@ def test_the_detectors_on_a_dask_cluster_give_the_local_run(prefect_harness, tmp
             on_dask = runner.invoke(app, ["run", *common, "--out", str(tmp_path / "dask"), "--dask", cluster.scheduler_address])
         tasks = [(task["key"], task["worker"]) for task in stream.data]
     assert on_dask.exit_code == 0, on_dask.output
+    # Each array or table once, however many tasks were given it (the whole batch's features to five).
+    assert scattered and len({id(value) for value in scattered}) == len(scattered)
     # Every detector was fitted on the cluster's workers, then scored there: in
     # chunks where it can be (``test_parallel_detectors`` checks which task is whose).
     assert {worker for _, worker in tasks} <= cluster_workers
