@@ -323,18 +323,32 @@ def skipped_plan(plan: DetectorPlan, reason: str) -> CheckOutcome:
     return _skipped(plan.name, dict(plan.details), reason, plan.started)
 
 
-def planned_outcome(plan: DetectorPlan, findings: pd.DataFrame, row_ids: np.ndarray, caught: list[str],
+def planned_outcome(plan: DetectorPlan, found, row_ids: np.ndarray, caught: list[str],
                     settings: RunSettings) -> CheckOutcome:
-    """The outcome of a planned detector from its findings on ``row_ids`` and the libraries' warnings ``caught``."""
+    """The outcome of a planned detector on ``row_ids``, with the libraries' warnings ``caught``.
+
+    ``found`` is its findings, or the outcome ``quarantinable_outcome`` made
+    of them where they were found (a Dask worker).
+    """
     details = dict(plan.details)
     details["mode"] = ("calibrated on the trusted reference" if plan.trusted_features is not None
                        else "calibrated on the batch itself (no trusted reference)")
     if caught:
         details["warnings"] = list(caught)
-    outcome = CheckOutcome(name=plan.name, kind="detector", findings=findings, rows_checked=len(row_ids),
-                           details=details)
-    outcome = keep_quarantinable(outcome, row_ids, settings.config.detection.max_false_positive_rate)
+    if isinstance(found, CheckOutcome):
+        # Every row's arrays named by this process's own ids (equal to the worker's copy, which can go).
+        judged = replace(found.judged, row_ids=row_ids) if found.judged is not None else None
+        outcome = replace(found, name=plan.name, details=details, judged=judged)
+    else:
+        outcome = quarantinable_outcome(plan.name, found, row_ids, settings.config.detection.max_false_positive_rate)
+        outcome = replace(outcome, details=details)
     return replace(outcome, seconds=time.perf_counter() - plan.started)
+
+
+def quarantinable_outcome(name: str, findings: pd.DataFrame, row_ids: np.ndarray, rate: float) -> CheckOutcome:
+    """A detector's outcome from its findings on ``row_ids``, cut to the rows that can be quarantined (``keep_quarantinable``)."""
+    outcome = CheckOutcome(name=name, kind="detector", findings=findings, rows_checked=len(row_ids))
+    return keep_quarantinable(outcome, row_ids, rate)
 
 
 def keep_quarantinable(outcome: CheckOutcome, row_ids: np.ndarray, rate: float) -> CheckOutcome:

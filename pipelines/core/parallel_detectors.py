@@ -35,6 +35,7 @@ from poisonguard.pipelines.core.checks import (
     library_warnings,
     plan_detector,
     planned_outcome,
+    quarantinable_outcome,
     run_detector,
     skipped_plan,
 )
@@ -71,9 +72,18 @@ def score_chunk(judge, X, y, row_ids, first_row: int) -> Attempt:
     return attempt(judge.score, X, y, row_ids, first_row=first_row)
 
 
-def judge_whole(detector, X, y, row_ids) -> Attempt:
-    """A fitted detector's findings on the whole batch."""
-    return attempt(detector.findings, X, y, row_ids)
+def judge_whole(detector, X, y, row_ids, rate: float) -> Attempt:
+    """A fitted detector's outcome on the whole batch, its findings cut to the rows that can be quarantined.
+
+    Cut here, on the worker: sent back whole, the five whole-batch
+    detectors' findings (a check name, a reason and an id a row) all
+    reached the command's process at once.
+    """
+    return attempt(_quarantinable_findings, detector, X, y, row_ids, rate)
+
+
+def _quarantinable_findings(detector, X, y, row_ids, rate: float) -> CheckOutcome:
+    return quarantinable_outcome(detector.name, detector.findings(X, y, row_ids), row_ids, rate)
 
 
 def run_detectors_at_once(names: list[str], features: FeatureMatrices, settings: RunSettings,
@@ -95,13 +105,13 @@ def run_detectors_at_once(names: list[str], features: FeatureMatrices, settings:
     for name in without:
         tasks.append((f"detect-{name}", run_detector, (name, features, settings)))
         owners.append(name)
-    chunk_rows = settings.config.detection.chunk_rows
+    chunk_rows, rate = settings.config.detection.chunk_rows, settings.config.detection.max_false_positive_rate
     for name in (name for name in with_reference if fits[name].not_enough is None):
         X, y, ids = plans[name].batch_rows(features)
         detector = fits[name].value
         judges[name] = _chunk_judge(detector)
         if judges[name] is None:
-            tasks.append((f"detect-{name}", judge_whole, (detector, X, y, ids)))
+            tasks.append((f"detect-{name}", judge_whole, (detector, X, y, ids, rate)))
             owners.append(name)
             continue
         starts = range(0, max(len(ids), 1), chunk_rows)  # an empty batch is one empty chunk, as findings sees it
@@ -149,7 +159,7 @@ def _joined_outcome(plan: DetectorPlan, features: FeatureMatrices, settings: Run
     for part in parts:
         caught += [message for message in part.warnings if message not in caught]
     if judge is None:
-        findings = parts[0].value
+        findings = parts[0].value  # an outcome already cut (``judge_whole``)
     else:
         for part in parts:
             judge.add_scored(part.value)

@@ -74,8 +74,11 @@ def test_with_a_reference_every_detector_is_fitted_then_scored_in_chunks_or_whol
     outcomes = run_detectors_at_once(DETECTORS, features, settings, runner)
 
     assert [outcome.name for outcome in outcomes] == DETECTORS
+    own_ids = set(map(id, features.batch_row_ids))
     for outcome in outcomes:
         assert_same_outcome(outcome, run_detector(outcome.name, features, settings))
+        # Named by this process's own id strings, not the copies the tasks sent back.
+        assert set(map(id, outcome.judged.row_ids)) <= own_ids
     fits, scoring = runner.calls
     assert fits == [f"fit-{name}" for name in DETECTORS]
     # 158 labelled rows: five chunks of at most 37 for a label detector, 160 rows (five) for the others.
