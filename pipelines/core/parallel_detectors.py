@@ -125,7 +125,6 @@ def run_detectors_at_once(names: list[str], features: FeatureMatrices, settings:
         by_name.setdefault(name, []).append(result)
     del tasks  # the chunks' features
 
-
     outcomes = []
     for name in names:
         plan = plans[name]

@@ -4,10 +4,13 @@ from __future__ import annotations
 import time
 from typing import Callable, Optional
 
+import numpy as np
+import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
+from poisonguard.pipelines.core.checks import FeatureMatrices
 from poisonguard.pipelines.core.stages import announce_stage
 
 # Set when a flow body starts: the caller subtracts its own start time to
@@ -90,11 +93,6 @@ class ScatteredArguments:
 
 def _scattered(value) -> bool:
     """Whether a task argument is large enough to scatter (``SCATTER_BYTES``)."""
-    import numpy as np
-    import pandas as pd
-
-    from poisonguard.pipelines.core.checks import FeatureMatrices
-
     if isinstance(value, np.ndarray):
         return value.nbytes >= SCATTER_BYTES
     if isinstance(value, pd.DataFrame):
